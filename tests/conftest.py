@@ -1,0 +1,3 @@
+"""Fixtures live in tests/fixtures/, one module per peer (lab, vcsim, sshd, ...)."""
+
+pytest_plugins: list[str] = []

@@ -1,0 +1,61 @@
+"""The ``vcbproxy`` command line: a thin click layer over ``vcbproxy.jobs``.
+
+Every command module exposes one click command or group; this module wires them into
+the root group and turns :class:`vcbproxy.errors.VcbProxyError` into a one-line
+message and the documented exit code (never a traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from vcbproxy import __version__, errors
+
+EPILOG = "Exit codes: " + ", ".join(f"{code} {name}" for code, name in errors.EXIT_CODES.items())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.version_option(__version__, prog_name="vcbproxy")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """VCB-style backup proxy for vSphere: snapshot a VM, copy it whole to staging,
+    hand off to backup software through hooks, then clean up.
+
+    Passwords are read from VCBPROXY_PASSWORD, --password-file or a prompt, never argv.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="vcbproxy: %(levelname)s: %(message)s")
+    # pyVmomi and urllib3 are chatty at INFO; their detail belongs in -vv only.
+    for noisy in ("urllib3", "paramiko"):
+        logging.getLogger(noisy).setLevel(max(level, logging.DEBUG) + 10)
+
+
+def _register() -> None:
+    from vcbproxy.cli import lab as lab_cmds
+
+    cli.add_command(lab_cmds.lab)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="vcbproxy", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("vcbproxy: aborted", err=True)
+        sys.exit(errors.SIGINT)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(errors.USAGE if exc.exit_code == 2 else exc.exit_code)
+    except errors.VcbProxyError as exc:
+        click.echo(f"vcbproxy: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vcbproxy: interrupted", err=True)
+        sys.exit(errors.SIGINT)
+    # Commands return an int exit code (e.g. 3 when done with warnings) or None for 0.
+    sys.exit(rv if isinstance(rv, int) else errors.OK)

@@ -1,0 +1,162 @@
+"""One error hierarchy for vcbproxy; each class carries its documented exit code.
+
+Library exceptions (pyVmomi faults, paramiko, urllib3, OSError) are translated into
+these at the package boundary with ``raise ... from``, so the CLI only ever has to
+print ``str(error)`` on one line and exit with ``error.exit_code``.
+
+Exit codes (documented in the README and in ``vcbproxy --help``):
+
+====  =================  ==========================================================
+code  name               meaning
+====  =================  ==========================================================
+0     OK                 everything done
+1     FAILURE            unexpected failure (a bug or an unclassified error)
+2     USAGE              bad command line or configuration
+3     WARNINGS           done, but with warnings (skipped disk, failing post-command)
+10    AUTH               login refused, session expired, credentials missing
+11    NOT_FOUND          VM/snapshot/datastore not found, or a selector is ambiguous
+12    SNAPSHOT           snapshot create/remove failed or a stale snapshot is in the way
+13    TRANSPORT          reading or writing disk data failed (dropped, refused, mode unusable)
+14    STAGING            staging directory problem: exists, full, unsafe name, bad export
+15    LOCK               another job holds the lock on this VM or repository
+16    VERIFY             a hash, a file or a VMDK does not check out
+17    HOOK               a pre-command failed (post-command failures are warnings)
+18    CONNECTION         server unreachable, TLS verification or pinning failed
+19    UNSUPPORTED        a mode or feature that vcbproxy refuses rather than fakes
+130   SIGINT             interrupted by Ctrl-C (cleanup ran)
+143   SIGTERM            terminated (cleanup ran)
+====  =================  ==========================================================
+"""
+
+from __future__ import annotations
+
+OK = 0
+FAILURE = 1
+USAGE = 2
+WARNINGS = 3
+AUTH = 10
+NOT_FOUND = 11
+SNAPSHOT = 12
+TRANSPORT = 13
+STAGING = 14
+LOCK = 15
+VERIFY = 16
+HOOK = 17
+CONNECTION = 18
+UNSUPPORTED = 19
+SIGINT = 130
+SIGTERM = 143
+
+EXIT_CODES: dict[int, str] = {
+    OK: "ok",
+    FAILURE: "failure",
+    USAGE: "usage error",
+    WARNINGS: "done with warnings",
+    AUTH: "authentication failed",
+    NOT_FOUND: "not found or ambiguous",
+    SNAPSHOT: "snapshot failure",
+    TRANSPORT: "transport failure",
+    STAGING: "staging failure",
+    LOCK: "locked by another job",
+    VERIFY: "verification failed",
+    HOOK: "hook failed",
+    CONNECTION: "connection or TLS failure",
+    UNSUPPORTED: "unsupported mode or feature",
+    SIGINT: "interrupted",
+    SIGTERM: "terminated",
+}
+
+
+class VcbProxyError(Exception):
+    """Base class: a failure a user can act on, with its exit code."""
+
+    exit_code = FAILURE
+
+    def __init__(self, message: str, *, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(VcbProxyError):
+    exit_code = USAGE
+
+
+class AuthError(VcbProxyError):
+    exit_code = AUTH
+
+
+class NotFoundError(VcbProxyError):
+    exit_code = NOT_FOUND
+
+
+class AmbiguousError(NotFoundError):
+    """A selector matched several objects where one was required."""
+
+
+class SnapshotError(VcbProxyError):
+    exit_code = SNAPSHOT
+
+
+class TransportError(VcbProxyError):
+    exit_code = TRANSPORT
+
+
+class StagingError(VcbProxyError):
+    exit_code = STAGING
+
+
+class LockError(VcbProxyError):
+    exit_code = LOCK
+
+
+class VerifyError(VcbProxyError):
+    exit_code = VERIFY
+
+
+class HookError(VcbProxyError):
+    exit_code = HOOK
+
+
+class ConnectionFailure(VcbProxyError):
+    exit_code = CONNECTION
+
+
+class UnsupportedError(VcbProxyError):
+    exit_code = UNSUPPORTED
+
+
+class Interrupted(VcbProxyError):
+    """Raised from a signal handler so that ``finally`` blocks (snapshot removal) run."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        name = signal.Signals(signum).name
+        code = SIGINT if signum == signal.SIGINT else SIGTERM
+        super().__init__(f"interrupted by {name}; cleanup done", exit_code=code)
+        self.signum = signum
+
+
+class Warnings:
+    """Collects warnings during a job; a job that finishes with any exits 3 (borg-style)."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("vcbproxy").warning(message)
+        self.items.append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    @property
+    def exit_code(self) -> int:
+        return WARNINGS if self.items else OK

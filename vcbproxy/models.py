@@ -1,0 +1,104 @@
+"""Plain dataclasses that cross package boundaries.
+
+``jobs`` and ``transport`` see only these, never pyVmomi objects: the ``vsphere``
+package converts at its edge. Sizes are bytes, offsets are bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VmRef:
+    moref: str                 # managed object id, e.g. "vm-42"
+    name: str                  # display name as the server has it (may hold '/', unicode)
+    uuid: str                  # BIOS uuid (config.uuid)
+    instance_uuid: str = ""
+    ip_address: str = ""       # guest.ipAddress; empty without VMware Tools
+    power_state: str = ""      # "poweredOn" | "poweredOff" | "suspended"
+    host: str = ""             # host name running the VM
+    resource_pool: str = ""    # inventory path of the resource pool
+    folder: str = ""           # inventory path of the VM's folder
+    vmx_path: str = ""         # "[ds] dir/name.vmx"
+    datacenter: str = ""
+    tools_running: bool = False
+
+
+@dataclass(frozen=True)
+class DatastorePath:
+    """A file on a datastore: "[datastore] dir/file.vmdk"."""
+
+    datastore: str
+    path: str                  # relative to the datastore root, '/' separated
+
+    @classmethod
+    def parse(cls, text: str) -> DatastorePath:
+        text = text.strip()
+        if not text.startswith("[") or "]" not in text:
+            raise ValueError(f"not a datastore path: {text!r}")
+        ds, _, rest = text[1:].partition("]")
+        return cls(ds, rest.strip())
+
+    def __str__(self) -> str:
+        return f"[{self.datastore}] {self.path}"
+
+
+@dataclass(frozen=True)
+class DatastoreFile:
+    """One file of a VM, as listed in layoutEx at a snapshot."""
+
+    location: DatastorePath
+    size: int
+    kind: str                  # "config" | "nvram" | "log" | "diskDescriptor" | "diskExtent" | ...
+    datacenter: str = ""
+
+
+@dataclass(frozen=True)
+class DiskLayer:
+    """One link of a disk chain: a descriptor and its extent files."""
+
+    descriptor: DatastoreFile
+    extents: tuple[DatastoreFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """A virtual disk as it is at a snapshot (from the snapshot's config, not the live VM)."""
+
+    key: int                   # device key, used by QueryChangedDiskAreas
+    label: str                 # "Hard disk 1"
+    device_id: str             # "scsi0:0"
+    capacity: int              # bytes
+    chain: tuple[DiskLayer, ...]  # base first, the snapshot's own layer last
+    change_id: str = ""        # backing.changeId at the snapshot ("" when CBT is off)
+    disk_mode: str = "persistent"
+    uuid: str = ""
+
+    @property
+    def independent(self) -> bool:
+        return self.disk_mode.startswith("independent")
+
+    @property
+    def top(self) -> DiskLayer:
+        return self.chain[-1]
+
+
+@dataclass(frozen=True)
+class ChangedArea:
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    moref: str
+    name: str
+    description: str = ""
+    created: str = ""          # ISO 8601 create time
+    vm_moref: str = ""
+    children: tuple[SnapshotRef, ...] = field(default=())
