@@ -1,0 +1,179 @@
+"""SSH mode against a real OpenSSH sshd (the ``sshd`` fixture) on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from vcbproxy import errors
+from vcbproxy.models import DatastorePath
+from vcbproxy.transport import TransportOptions, create
+from vcbproxy.transport import ssh as ssh_module
+
+MiB = 1 << 20
+DS = "transport-ssh-ds"
+DIR = "vm 'one' $(x)"                     # quoting must survive a hostile-looking name
+BIG = 48 * MiB                            # more than the 16 MiB window: a kill hits mid-stream
+
+
+@pytest.fixture(scope="module")
+def files(sshd):
+    root = sshd.volumes_root / DS / DIR
+    root.mkdir(parents=True, exist_ok=True)
+    data = {
+        "disk-flat.vmdk": os.urandom(BIG + 4321),
+        "vm.vmx": b'displayName = "one"\n',
+        "empty.log": b"",
+    }
+    for name, content in data.items():
+        (root / name).write_bytes(content)
+    return data
+
+
+def options(sshd, **kw) -> TransportOptions:
+    base = dict(ssh_host=sshd.host, ssh_port=sshd.port, ssh_user=sshd.user,
+                ssh_key=sshd.client_key, ssh_known_hosts=sshd.known_hosts,
+                ssh_root=str(sshd.volumes_root), retries=4, backoff=0.05, timeout=20)
+    base.update(kw)
+    return TransportOptions(**base)
+
+
+DISK = DatastorePath(DS, f"{DIR}/disk-flat.vmdk")
+
+
+def digest(chunks) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+    return h.hexdigest()
+
+
+def test_stream_is_byte_exact(sshd, files):
+    expected = files["disk-flat.vmdk"]
+    with create("ssh", session=None, options=options(sshd)) as t:
+        f = t.open(file=DISK)
+        assert f.size == len(expected)
+        assert digest(f.stream(0, f.size)) == hashlib.sha256(expected).hexdigest()
+        assert f.pread(MiB - 7, 5000) == expected[MiB - 7:MiB - 7 + 5000]
+        assert f.pread(f.size - 5, 100) == expected[-5:]
+        assert b"".join(f.stream(12345, 300_000, chunk=65536)) == expected[12345:312_345]
+        assert t._use_dd is True                # GNU dd with iflag=skip_bytes was used
+        assert t.stats.bytes_read >= len(expected)
+
+
+def test_small_and_empty_files(sshd, files):
+    with create("ssh", session=None, options=options(sshd)) as t:
+        opener = t.opener(directory=DatastorePath(DS, DIR))
+        vmx = opener("vm.vmx")
+        assert b"".join(vmx.stream(0, vmx.size)) == files["vm.vmx"]
+        empty = opener("empty.log")
+        assert empty.size == 0 and list(empty.stream(0, 0)) == []
+
+
+def test_tail_head_path_for_busybox_hosts(sshd, files):
+    expected = files["disk-flat.vmdk"]
+    with create("ssh", session=None, options=options(sshd)) as t:
+        t._use_dd = False
+        f = t.open(file=DISK)
+        assert f.pread(3 * MiB + 1, 2 * MiB) == expected[3 * MiB + 1:5 * MiB + 1]
+
+
+def test_parallel_channels_yield_in_order(sshd, files, monkeypatch):
+    monkeypatch.setattr(ssh_module, "SEGMENT", 4 * MiB)
+    monkeypatch.setattr(ssh_module, "PARALLEL_MIN", 8 * MiB)
+    expected = files["disk-flat.vmdk"]
+    with create("ssh", session=None, options=options(sshd, ssh_channels=3)) as t:
+        f = t.open(file=DISK)
+        start = 777
+        assert digest(f.stream(start, 30 * MiB)) == hashlib.sha256(
+            expected[start:start + 30 * MiB]).hexdigest()
+        assert t.stats.requests >= 8                 # several segments, several commands
+
+
+def test_connection_killed_mid_stream_resumes(sshd, files):
+    expected = files["disk-flat.vmdk"]
+    with create("ssh", session=None, options=options(sshd)) as t:
+        f = t.open(file=DISK)
+        h = hashlib.sha256()
+        for i, chunk in enumerate(f.stream(0, f.size)):
+            h.update(chunk)
+            if i == 0:
+                sshd.kill_connections()
+        assert h.hexdigest() == hashlib.sha256(expected).hexdigest()
+        assert t.stats.retries >= 1
+
+
+def test_missing_file_is_not_found(sshd, files):
+    with create("ssh", session=None, options=options(sshd)) as t, \
+            pytest.raises(errors.NotFoundError, match="nope.vmdk not found"):
+        t.open(file=DatastorePath(DS, f"{DIR}/nope.vmdk"))
+
+
+def test_paths_cannot_leave_the_datastore(sshd, files):
+    with create("ssh", session=None, options=options(sshd)) as t:
+        with pytest.raises(errors.TransportError, match="leaves the datastore"):
+            t.open(file=DatastorePath(DS, "../../etc/passwd"))
+        with pytest.raises(errors.TransportError, match="not usable"):
+            t.open(file=DatastorePath("..", "etc/passwd"))
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(sshd, files, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(empty))) as t, \
+            pytest.raises(errors.ConnectionFailure) as info:
+        t.open(file=DISK)
+    assert sshd.host_key_fingerprint in str(info.value)
+    assert "unknown" in str(info.value) and "--ssh-fingerprint" in str(info.value)
+    assert info.value.exit_code == errors.CONNECTION
+
+
+def test_accept_new_records_the_key(sshd, files, tmp_path):
+    known = tmp_path / "sub" / "known_hosts"
+    with create("ssh", session=None,
+                options=options(sshd, ssh_known_hosts=str(known), ssh_accept_new=True)) as t:
+        assert t.open(file=DISK).size == len(files["disk-flat.vmdk"])
+    assert f"[{sshd.host}]:{sshd.port} " in known.read_text()
+    # recorded: later runs need no flag
+    with create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(known))) as t:
+        assert t.open(file=DISK).pread(0, 4) == files["disk-flat.vmdk"][:4]
+
+
+def test_pinned_fingerprint(sshd, files, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    pinned = options(sshd, ssh_known_hosts=str(empty), ssh_fingerprint=sshd.host_key_fingerprint)
+    with create("ssh", session=None, options=pinned) as t:
+        assert t.open(file=DISK).pread(0, 4) == files["disk-flat.vmdk"][:4]
+    wrong = options(sshd, ssh_known_hosts=str(empty),
+                    ssh_fingerprint="SHA256:" + "A" * 43)
+    with create("ssh", session=None, options=wrong) as t, \
+            pytest.raises(errors.ConnectionFailure, match="not the pinned SHA256:AAAA"):
+        t.open(file=DISK)
+    assert empty.read_text() == ""
+
+
+def test_changed_host_key_is_refused(sshd, files, tmp_path):
+    import paramiko
+
+    # The host is known, but with a key the server does not have: even accept-new refuses.
+    fake = paramiko.ECDSAKey.generate()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{sshd.host}]:{sshd.port} {fake.get_name()} {fake.get_base64()}\n")
+    with create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(known),
+                                                     ssh_accept_new=True)) as t, \
+            pytest.raises(errors.ConnectionFailure, match="refusing"):
+        t.open(file=DISK)
+
+
+def test_wrong_client_key_is_auth_error(sshd, files, tmp_path):
+    import paramiko
+
+    key = paramiko.ECDSAKey.generate()
+    path = tmp_path / "id_ecdsa"
+    key.write_private_key_file(str(path))
+    with create("ssh", session=None, options=options(sshd, ssh_key=str(path))) as t, \
+            pytest.raises(errors.AuthError, match="SSH login as .* refused"):
+        t.open(file=DISK)

@@ -1,0 +1,210 @@
+"""NFC mode: disks streamed by the host through an ExportSnapshot lease.
+
+The host sends each disk as one streamOptimized VMDK (compressed grains) over the
+lease's device URLs. That is a stream, not random access, and it is the whole
+consolidated disk as of the snapshot, never a chain of layers: the export writes it
+directly instead of going through ``DiskChain``. Config files (.vmx, .nvram, logs) are
+not in the lease; ``open`` serves them over the datastore file service (nbdssl).
+
+The lease (``vcbproxy.vsphere.lease.ExportLease``) is kept alive with progress calls
+while grains arrive; ``finish`` completes it, or aborts it with the error message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from vcbproxy import errors
+from vcbproxy.models import DatastorePath
+from vcbproxy.transport.base import RandomAccess, Transport
+from vcbproxy.transport.https import NbdSslTransport, _ConnectionPool
+from vcbproxy.transport.retry import describe
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 2.0          # seconds between lease progress calls (leases expire after minutes)
+
+
+class _CountingReader:
+    """File-like view of a response body that counts bytes and refuses to run short."""
+
+    def __init__(self, resp: http.client.HTTPResponse, label: str):
+        self._resp = resp
+        self.label = label
+        self.bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._resp.read() if n is None or n < 0 else self._resp.read(n)
+        except (OSError, http.client.HTTPException) as exc:
+            raise errors.TransportError(
+                f"NFC stream of {self.label} broke after {self.bytes} bytes: {describe(exc)}"
+            ) from exc
+        self.bytes += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class NfcDisk:
+    """A disk from the lease: ``capacity`` and ``grains()`` → (offset, bytes), in order."""
+
+    holes_known = True                # only allocated grains are sent
+
+    def __init__(self, transport: NfcTransport, device_url: dict):
+        self._t = transport
+        self.device_url = device_url
+        self.capacity, self._grains = transport.iter_disk(device_url)
+        self.size = self.capacity
+
+    def grains(self) -> Iterator[tuple[int, bytes]]:
+        return self._grains
+
+    def __iter__(self):
+        return self._grains
+
+    def pread(self, offset: int, length: int) -> bytes:
+        raise errors.UnsupportedError("an NFC disk is a stream: read it with grains(), not pread")
+
+    def stream(self, offset: int, length: int, chunk: int = 1 << 20):
+        raise errors.UnsupportedError("an NFC disk is a stream: read it with grains(), not stream")
+
+    def close(self) -> None:
+        close = getattr(self._grains, "close", None)
+        if close is not None:
+            close()
+
+
+class NfcTransport(Transport):
+    name = "nfc"
+
+    def __init__(self, *, session, options, lease=None) -> None:
+        super().__init__()
+        self.session = session
+        self.options = options
+        self.lease = lease
+        self.pool = _ConnectionPool(ssl_context=getattr(session, "ssl_context", None),
+                                    timeout=options.timeout,
+                                    thumbprint=getattr(session, "thumbprint", None))
+        self._files = NbdSslTransport(session=session, options=options)
+        self._files.stats = self.stats
+        self._done_disks = 0
+        self._last_progress = 0.0
+
+    # -- the lease --------------------------------------------------------------------
+
+    def attach(self, lease) -> None:
+        """Use ``lease`` (an ExportLease, ready) for the disks opened from now on."""
+        self.lease = lease
+        self._done_disks = 0
+
+    def _device_url_for(self, file: DatastorePath) -> dict | None:
+        if self.lease is None:
+            return None
+        wanted = {str(file), file.path}
+        for entry in self.lease.device_urls:
+            disk = entry.get("disk")
+            if disk is not None and (str(disk) in wanted or getattr(disk, "location", None) == file):
+                return entry
+        return None
+
+    def _url(self, raw: str) -> str:
+        # Leases name the host "*" when they do not know the name the client used.
+        parts = urlsplit(raw)
+        if parts.hostname in ("*", None):
+            port = f":{parts.port}" if parts.port else ""
+            parts = parts._replace(netloc=f"{self.session.host}{port}")
+        return urlunsplit(parts)
+
+    def _progress(self, fraction: float) -> None:
+        now = time.monotonic()
+        if self.lease is None or now - self._last_progress < PROGRESS_EVERY:
+            return
+        total = max(1, len(self.lease.device_urls))
+        pct = int(min(99, 100 * (self._done_disks + fraction) / total))
+        self._last_progress = now
+        try:
+            self.lease.progress(pct)
+        except errors.VcbProxyError as exc:
+            log.warning("lease progress call failed: %s", exc)
+
+    def iter_disk(self, device_url: dict) -> tuple[int, Iterator[tuple[int, bytes]]]:
+        """(capacity, grains) of one lease disk, parsed while it downloads."""
+        from vcbproxy.vmdk.stream import iter_stream_optimized
+
+        url = self._url(device_url["url"])
+        label = str(device_url.get("disk") or device_url.get("key") or url)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        conn, _ = self.pool.acquire(*key)
+        try:
+            self.pool.connect(conn)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            headers = {"Cookie": self.session.cookie} if getattr(self.session, "cookie", "") else {}
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+        except errors.VcbProxyError:
+            conn.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise errors.TransportError(f"NFC download of {label} failed: {describe(exc)}") from exc
+        if resp.status == 401:
+            conn.close()
+            raise errors.AuthError(f"NFC download of {label}: the session expired (HTTP 401)")
+        if resp.status != 200:
+            conn.close()
+            raise errors.TransportError(f"NFC download of {label}: HTTP {resp.status} {resp.reason}")
+        self.stats.add(requests=1)
+        reader = _CountingReader(resp, label)
+        parsed = iter_stream_optimized(reader)
+        capacity, grains = parsed if isinstance(parsed, tuple) else (parsed.capacity, iter(parsed))
+        return capacity, self._grains(grains, reader, conn, capacity)
+
+    def _grains(self, grains, reader: _CountingReader, conn, capacity: int):
+        started = time.monotonic()
+        counted = 0
+        try:
+            for offset, data in grains:
+                yield offset, data
+                self.stats.add(bytes_read=reader.bytes - counted)
+                counted = reader.bytes
+                self._progress((offset + len(data)) / capacity if capacity else 1.0)
+            self._done_disks += 1
+        finally:
+            self.stats.add(bytes_read=reader.bytes - counted, seconds=time.monotonic() - started)
+            conn.close()       # the lease URL serves one disk per request; never reused
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Complete the lease after success, or abort it naming the error."""
+        if self.lease is None:
+            return
+        if error is None:
+            self.lease.progress(100)
+            self.lease.complete()
+        else:
+            self.lease.abort(str(error) or type(error).__name__)
+        self.lease = None
+
+    # -- Transport --------------------------------------------------------------------
+
+    def open(self, *, file: DatastorePath) -> RandomAccess:
+        """A lease disk (an :class:`NfcDisk`) or, for any other file, an nbdssl reader."""
+        entry = self._device_url_for(file)
+        if entry is not None:
+            return NfcDisk(self, entry)  # type: ignore[return-value]
+        return self._files.open(file=file)
+
+    def open_disk(self, device_url: dict) -> NfcDisk:
+        return NfcDisk(self, device_url)
+
+    def close(self) -> None:
+        self.pool.close()
+        self._files.close()
