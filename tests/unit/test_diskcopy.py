@@ -1,0 +1,67 @@
+"""copy_runs / copy_grains: the content hash covers zeros, gaps and short reads are errors."""
+
+import hashlib
+from collections import namedtuple
+
+import pytest
+
+from vcbproxy.jobs.diskcopy import copy_grains, copy_runs
+
+Run = namedtuple("Run", "offset length source source_offset")
+
+
+class MemoryWriter:
+    def __init__(self, capacity):
+        self.data = bytearray(capacity)
+        self.writes = []
+
+    def write(self, offset, data):
+        self.writes.append((offset, len(data)))
+        self.data[offset:offset + len(data)] = data
+
+
+def sources():
+    return {"a": bytes(range(256)) * 64, "b": b"\xab" * 8192}
+
+
+def stream_of(files):
+    def stream(name, offset, length):
+        blob = files[name][offset:offset + length]
+        for i in range(0, len(blob), 1000):
+            yield blob[i:i + 1000]
+    return stream
+
+
+def test_copy_runs_writes_data_skips_zeros_and_hashes_everything():
+    files = sources()
+    runs = [Run(0, 4096, "a", 0), Run(4096, 8192, None, 0), Run(12288, 4096, "b", 100)]
+    writer = MemoryWriter(16384)
+    result = copy_runs(runs, stream_of(files), writer, capacity=16384)
+    expected = files["a"][:4096] + bytes(8192) + files["b"][100:4196]
+    assert bytes(writer.data) == expected
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+    assert result.bytes_read == 8192 and result.bytes_zero == 8192
+    assert all(off < 4096 or off >= 12288 for off, _ in writer.writes)
+
+
+def test_copy_runs_rejects_gaps_short_reads_and_short_maps():
+    files = sources()
+    with pytest.raises(ValueError, match="gap"):
+        copy_runs([Run(0, 10, "a", 0), Run(20, 10, "a", 0)], stream_of(files), MemoryWriter(30), capacity=30)
+    with pytest.raises(ValueError, match="short read"):
+        copy_runs([Run(0, 9000, "b", 0)], stream_of(files), MemoryWriter(9000), capacity=9000)
+    with pytest.raises(ValueError, match="covers"):
+        copy_runs([Run(0, 10, "a", 0)], stream_of(files), MemoryWriter(20), capacity=20)
+
+
+def test_copy_grains_fills_gaps_with_zeros_and_clips_the_tail():
+    writer = MemoryWriter(300)
+    grains = [(0, b"x" * 100), (200, b"y" * 200)]
+    advanced = []
+    result = copy_grains(grains, writer, capacity=300, advance=advanced.append)
+    expected = b"x" * 100 + bytes(100) + b"y" * 100
+    assert bytes(writer.data) == expected
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+    assert sum(advanced) == 300
+    with pytest.raises(ValueError, match="backwards"):
+        copy_grains([(100, b"a"), (0, b"b")], MemoryWriter(300), capacity=300)

@@ -1,0 +1,1 @@
+"""The use cases: export (fullvm mount), unmount, snapshots, CBT backup, restore, verify."""

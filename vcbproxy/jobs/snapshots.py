@@ -1,0 +1,73 @@
+"""Snapshot housekeeping (``vcbSnapshot``): create, list, delete, and sweep stale backup snapshots."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from vcbproxy import errors
+from vcbproxy.jobs.export import VCB_SNAPSHOT
+from vcbproxy.models import SnapshotRef, VmRef
+
+log = logging.getLogger(__name__)
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    """'90s', '30m', '12h', '2d' or plain seconds."""
+    match = _AGE.match(text or "")
+    if not match:
+        raise errors.UsageError(f"bad age {text!r}: use a number with s, m, h or d (e.g. 12h)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def snapshot_age(snapshot: SnapshotRef, now: datetime) -> timedelta | None:
+    if not snapshot.created:
+        return None
+    try:
+        created = datetime.fromisoformat(snapshot.created.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return now - created
+
+
+@dataclass
+class SweepItem:
+    vm: VmRef
+    snapshot: SnapshotRef
+    age: timedelta | None
+    removed: bool = False
+    error: str = ""
+
+
+def sweep(session, *, older_than: timedelta, dry_run: bool = False, name: str = VCB_SNAPSHOT) -> list[SweepItem]:
+    """Remove every snapshot called ``name`` older than ``older_than``, across the inventory.
+
+    A snapshot of unknown age is left alone unless ``older_than`` is zero: an export that
+    is running right now must not lose its snapshot to a sweep.
+    """
+    from vcbproxy.vsphere import snapshots
+
+    now = datetime.now(UTC)
+    items = []
+    for vm, snap in snapshots.find_all_vcb_snapshots(session, name=name):
+        age = snapshot_age(snap, now)
+        stale = older_than.total_seconds() == 0 or (age is not None and age >= older_than)
+        if not stale:
+            log.info("keeping %s of %s: %s old", snap.moref, vm.name, age)
+            continue
+        item = SweepItem(vm, snap, age)
+        if not dry_run:
+            try:
+                snapshots.remove_snapshot(session, snap.moref)
+                item.removed = True
+            except errors.VcbProxyError as exc:
+                item.error = str(exc)
+        items.append(item)
+    return items

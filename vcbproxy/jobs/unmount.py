@@ -1,0 +1,71 @@
+"""Unmount (``vcbMounter -U``): remove an export and any backup snapshot its VM still carries.
+
+Safe to run twice: a directory that is already gone, or a snapshot already removed, is
+not an error — backup products call the post-command on every path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vcbproxy import errors
+from vcbproxy.jobs.export import METADATA, VCB_SNAPSHOT, read_metadata
+from vcbproxy.staging.exportdir import ExportDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnmountResult:
+    removed_dirs: list[Path] = field(default_factory=list)
+    removed_snapshots: list[str] = field(default_factory=list)
+    already_gone: bool = False
+
+
+def export_dirs_under(directory: Path) -> list[Path]:
+    """DIR itself when it is one export, else the DIR/<vm>-fullVM exports of a multi-VM mount."""
+    if (directory / METADATA).exists():
+        return [directory]
+    return sorted(p.parent for p in directory.glob(f"*/{METADATA}"))
+
+
+def unmount(session_factory, directory: Path) -> UnmountResult:
+    """``session_factory()`` opens a session only when a VM must be looked at."""
+    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere.inventory import get_vm
+
+    result = UnmountResult()
+    if not directory.exists():
+        log.info("%s does not exist: nothing to unmount", directory)
+        result.already_gone = True
+        return result
+    exports = export_dirs_under(directory)
+    if not exports:
+        # Not ours: refusing is safer than deleting a directory someone else filled.
+        raise errors.StagingError(f"{directory} is not a vcbproxy export (no {METADATA}); not removing it")
+    with session_factory() as session:
+        for export in exports:
+            meta = read_metadata(export)
+            moref = meta["vm"]["moref"]
+            try:
+                vm = get_vm(session, moref)
+            except errors.NotFoundError:
+                log.warning("VM %s (%s) no longer exists; removing the export only", moref, meta["vm"]["name"])
+                vm = None
+            if vm is not None and meta["vm"].get("uuid") and vm.uuid != meta["vm"]["uuid"]:
+                log.warning("%s now names another VM (uuid %s, export has %s); its snapshots are left alone",
+                            moref, vm.uuid, meta["vm"]["uuid"])
+                vm = None
+            if vm is not None:
+                for snap in snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT):
+                    snapshots.remove_snapshot(session, snap.moref)
+                    log.info("removed leftover snapshot %s of %s", snap.moref, vm.name)
+                    result.removed_snapshots.append(snap.moref)
+            ExportDir.remove(export)
+            result.removed_dirs.append(export)
+    if directory.exists() and directory not in result.removed_dirs and not any(directory.iterdir()):
+        directory.rmdir()
+        result.removed_dirs.append(directory)
+    return result
