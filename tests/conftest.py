@@ -1,3 +1,5 @@
 """Fixtures live in tests/fixtures/, one module per peer (lab, vcsim, sshd, ...)."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.fixtures.sshd",
+]
