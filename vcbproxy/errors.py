@@ -122,6 +122,10 @@ class HookError(VcbProxyError):
     exit_code = HOOK
 
 
+class ChangeIdRejected(SnapshotError):
+    """The server no longer accepts a stored CBT change ID (tracking was reset or disabled)."""
+
+
 class ConnectionFailure(VcbProxyError):
     exit_code = CONNECTION
 

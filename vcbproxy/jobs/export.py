@@ -23,7 +23,7 @@ from vcbproxy import __version__, errors
 from vcbproxy.hooks import Hook, run_hook
 from vcbproxy.jobs.diskcopy import DiskCopyResult, copy_grains, copy_runs
 from vcbproxy.jobs.locks import vm_lock
-from vcbproxy.models import DatastoreFile, DatastorePath, DiskInfo, SnapshotRef, VmRef
+from vcbproxy.models import DatastoreFile, DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.selectors import Selector
 from vcbproxy.staging import names
@@ -314,41 +314,23 @@ def _copy_config_files(transport, files: list[DatastoreFile], export_dir: Export
 
 def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, options: ExportOptions,
                progress: Progress, vm: VmRef) -> DiskCopyResult:
-    from vcbproxy.vmdk.chain import DiskChain
+    from vcbproxy.jobs.diskread import disk_chain
     from vcbproxy.vmdk.writers import open_writer
-
-    top = disk.top.descriptor.location
-    directory = DatastorePath(top.datastore, posixpath.dirname(top.path))
-    opener = transport.opener(directory=directory)
-    opened: dict[str, object] = {}
-
-    def open_cached(name: str):
-        if name not in opened:
-            opened[name] = opener(name)
-        return opened[name]
 
     key = f"{vm.name}:{disk.device_id}"
     progress.start_item(key, disk.capacity, f"{vm.name} {disk.label}")
     writer = open_writer(options.fmt, export_dir.path, basename, disk.capacity, uuid=disk.uuid or None)
     try:
-        chain = DiskChain.open(posixpath.basename(top.path), open_cached)
-        if chain.capacity != disk.capacity:
-            log.warning("%s: descriptor capacity %d differs from the configured %d", disk.label,
-                        chain.capacity, disk.capacity)
-        result = copy_runs(
-            chain.runs(),
-            lambda source, off, length: open_cached(source).stream(off, length),
-            writer,
-            capacity=chain.capacity,
-            advance=lambda n: progress.advance(key, n),
-        )
+        with disk_chain(transport, disk) as (chain, stream_of):
+            if chain.capacity != disk.capacity:
+                log.warning("%s: descriptor capacity %d differs from the configured %d", disk.label,
+                            chain.capacity, disk.capacity)
+            result = copy_runs(chain.runs(), stream_of, writer, capacity=chain.capacity,
+                               advance=lambda n: progress.advance(key, n))
         result.files = writer.close()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        for handle in opened.values():
-            handle.close()
     progress.finish_item(key, sha256=result.content_sha256, bytes_read=result.bytes_read)
     log.info("%s (%s): %d bytes read, %d zero, sha256 %s, %.1f s", disk.label, disk.device_id,
              result.bytes_read, result.bytes_zero, result.content_sha256, result.seconds)
@@ -457,6 +439,7 @@ def _write_metadata(export_dir, vm, snapshot, options, disks, disk_results, serv
         },
         "snapshot": {"moref": snapshot.moref, "name": snapshot.name, "created": snapshot.created},
         "transport": {"mode": options.mode, "served_by": served_by,
+                      "bytes_read": getattr(stats, "bytes_read", None),
                       "requests": getattr(stats, "requests", None), "retries": getattr(stats, "retries", None)},
         "format_written": options.fmt,
         "disks": [],

@@ -1,0 +1,1 @@
+"""The CBT backup repository: per-VM chains of runs (a full, then incrementals)."""
