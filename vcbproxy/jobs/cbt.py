@@ -1,0 +1,30 @@
+"""Turning changed block tracking on and off, and showing where it stands.
+
+``ReconfigVM_Task(changeTrackingEnabled)`` alone does not start tracking on a running VM:
+vSphere applies it at the next "stun/unstun" of the disks, which a snapshot create and
+remove cycle provides. That is what ``enable`` does after the reconfigure.
+"""
+
+from __future__ import annotations
+
+from vcbproxy.models import DiskInfo, VmRef
+
+ACTIVATE_SNAPSHOT = "_vcbproxy-cbt-activate_"
+
+
+def set_tracking(session, vm: VmRef, enabled: bool) -> list[DiskInfo]:
+    from vcbproxy.vsphere import cbt, snapshots
+    from vcbproxy.vsphere import files as vm_files
+
+    cbt.set_tracking(session, vm, enabled)
+    snap = snapshots.create_snapshot(session, vm, ACTIVATE_SNAPSHOT,
+                                     description="vcbproxy: makes a CBT change take effect", memory=False,
+                                     quiesce=False)
+    snapshots.remove_snapshot(session, snap.moref)
+    return vm_files.live_disks(session, vm)
+
+
+def status(session, vm: VmRef) -> list[DiskInfo]:
+    from vcbproxy.vsphere import files as vm_files
+
+    return vm_files.live_disks(session, vm)
