@@ -1,0 +1,139 @@
+"""NFC export lease URLs: ``GET /nfc/<lease id>/<device key>.vmdk``.
+
+An ESXi host answers an ExportVm/ExportSnapshot lease's device URL with the disk as one
+streamOptimized VMDK (deflated grains, markers, footer) produced on the fly; the size is not
+known in advance, so the body is sent with chunked transfer coding (a cut connection is then
+visible to the client as an incomplete body, not as a short but "complete" one). The content
+is the disk as of the lease's snapshot mark, so later guest writes do not leak into it.
+
+404 for an unknown lease or disk, 410 once the lease is complete, aborted or timed out
+(also mid-stream: the transfer is cut). The drop and throttle fault switches apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from vcbproxy.lab.fileservice import HttpError, query_of, reply_error, session_of
+from vcbproxy.lab.throttle import Dropped, Pacer, cut
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/x-vnd.vmware-streamVmdk"
+READ_PIECE = 1 << 20          # disk bytes read per step: flat memory whatever the disk size
+GRAIN = 64 << 10
+_URL = re.compile(r"^/nfc/([^/]+)/(\d+)\.vmdk$")
+
+
+def handle(req, lab) -> None:
+    """Answer one ``/nfc/...`` request on either port."""
+    try:
+        session_of(req, lab)
+        path, _ = query_of(req)
+        m = _URL.match(path)
+        if not m:
+            raise HttpError(404, f"no NFC device at {path}")
+        if req.command not in ("GET", "HEAD"):
+            raise HttpError(405, f"{req.command} not supported on NFC device URLs",
+                            {"Allow": "GET, HEAD"})
+        lease_id, key = m.group(1), int(m.group(2))
+        with lab.lock:
+            lease = lab.leases.get(lease_id)
+            if lease is None:
+                raise HttpError(404, f"no lease {lease_id}")
+            _check_live(lease, lease_id)
+            entry = lease.disks.get(key)
+            if entry is None:
+                raise HttpError(404, f"lease {lease_id} has no disk with device key {key}")
+            lease.touch()
+        disk, mark = entry
+        _stream(req, lab, lease, lease_id, disk, mark)
+    except HttpError as err:
+        reply_error(req, err)
+    except Dropped as why:
+        log.info("NFC transfer %s cut: %s", req.path, why)
+        cut(req)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        log.debug("client went away during %s: %s", req.path, exc)
+        req.close_connection = True
+
+
+def _check_live(lease, lease_id: str) -> None:
+    if lease.state in ("done", "error") or lease.expired():
+        state = "expired" if lease.state == "ready" else lease.state
+        raise HttpError(410, f"lease {lease_id} is {state}")
+
+
+def _stream(req, lab, lease, lease_id: str, disk, mark) -> None:
+    from vcbproxy.vmdk.stream import StreamOptimizedWriter
+
+    chunked = req.request_version >= "HTTP/1.1"
+    req.send_response(200)
+    req.send_header("Content-Type", CONTENT_TYPE)
+    if chunked:
+        req.send_header("Transfer-Encoding", "chunked")
+    else:
+        req.send_header("Connection", "close")
+        req.close_connection = True
+    req.end_headers()
+    if req.command == "HEAD":
+        return
+    sink = _Sink(req, Pacer(lab), lease, lease_id, chunked)
+    writer = StreamOptimizedWriter(sink, disk.capacity)
+    for offset, length in _pieces(disk.allocated(mark), disk.capacity):
+        writer.write(offset, disk.read(offset, length, mark))
+    writer.close()
+    sink.finish()
+
+
+def _pieces(ranges, capacity: int):
+    """Grain-aligned pieces of at most READ_PIECE bytes covering the allocated ranges, in order."""
+    last_end = 0
+    for offset, length in sorted(ranges):
+        start = max(offset - offset % GRAIN, last_end)
+        end = min(capacity, -(-(offset + length) // GRAIN) * GRAIN)
+        while start < end:
+            n = min(READ_PIECE, end - start)
+            yield start, n
+            start += n
+        last_end = max(last_end, end)
+
+
+class _Sink:
+    """File-like ``write`` target of the VMDK writer: frames, paces and sends its output."""
+
+    def __init__(self, req, pacer: Pacer, lease, lease_id: str, chunked: bool):
+        self.req, self.pacer, self.lease, self.lease_id = req, pacer, lease, lease_id
+        self.chunked = chunked
+        self.position = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.lease.state != "ready" or self.lease.expired():
+            # Complete/abort/timeout while streaming: ESXi tears the transfer down.
+            raise Dropped(f"lease {self.lease_id} ended during the transfer")
+        sent = 0
+        while sent < len(view):
+            n = self.pacer.next_chunk(len(view) - sent)
+            piece = view[sent:sent + n]
+            if self.chunked:
+                self.req.wfile.write(b"%x\r\n" % n)
+                self.req.wfile.write(piece)
+                self.req.wfile.write(b"\r\n")
+            else:
+                self.req.wfile.write(piece)
+            self.pacer.done(n)
+            sent += n
+        self.position += sent
+        return sent
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        if self.chunked:
+            self.req.wfile.write(b"0\r\n\r\n")
