@@ -195,9 +195,16 @@ def test_not_a_directory_is_a_usage_error(tmp_path):
         verify_export(tmp_path / "absent")
 
 
-def test_repository_verify_is_refused_until_the_format_exists(tmp_path):
-    with pytest.raises(errors.UnsupportedError):
+def test_repository_verify_refuses_a_directory_that_is_no_repository(tmp_path):
+    with pytest.raises(errors.NotFoundError):
         verify_repository(tmp_path)
+
+
+def test_repository_verify_empty_repository_is_ok(tmp_path):
+    from vcbproxy.repository.store import Repository
+
+    Repository.open(tmp_path / "repo", create=True)
+    assert verify_repository(tmp_path / "repo").ok
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -221,7 +228,7 @@ def test_cli_exit_codes_and_json(tmp_path):
     doc = json.loads(as_json.stdout)
     assert doc["ok"] is False and f"changed: {info['extent']}" in doc["problems"]
     repo = _cli("--repo", str(tmp_path))
-    assert repo.returncode == errors.UNSUPPORTED and "Traceback" not in repo.stderr
+    assert repo.returncode == errors.NOT_FOUND and "Traceback" not in repo.stderr
 
 
 def test_sha256_of_sparse_matches_independent(tmp_path):

@@ -1,4 +1,4 @@
-"""``vcbproxy verify`` — prove an export (or, later, a CBT repository) intact without restoring it."""
+"""``vcbproxy verify`` — prove an export or a CBT repository intact without restoring it."""
 
 from __future__ import annotations
 

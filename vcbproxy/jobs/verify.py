@@ -255,7 +255,13 @@ def _check_vmx(directory: Path, disks: list[dict], problems: list[str]) -> None:
 
 
 def verify_repository(directory: Path) -> VerifyReport:
-    """``verify --repo``: waits for the CBT repository format (issue 5)."""
-    raise errors.UnsupportedError(
-        f"verifying a CBT repository ({directory}) is not available yet: the repository format "
-        f"is still being defined; verify an export directory instead")
+    """``verify --repo``: the CBT repository checks itself (``vcbproxy.repository.verify``);
+    this only gives its problems the same report shape as an export's."""
+    from vcbproxy.repository.verify import verify_repository as check_repository
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise errors.UsageError(f"{directory} is not a directory")
+    report = VerifyReport(directory)
+    report.problems.extend(check_repository(directory))
+    return report
