@@ -8,14 +8,20 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
 	"io/ioutil"
 	"log"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -24,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 )
@@ -51,6 +58,38 @@ func colonHex(sum []byte) string {
 	return strings.Join(parts, ":")
 }
 
+// selfSigned makes a P-256 certificate for 127.0.0.1/localhost. vcsim's built-in test
+// certificate (Go 1.19's httptest one) has a 1024-bit RSA key, which OpenSSL's default
+// security level refuses ("EE certificate key too weak"), so clients could only connect
+// with verification off; this one can be pinned or used as a CA file.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	template := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "vcsim.vcbproxy.test", Organization: []string{"vcbproxy interop"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
 func main() {
 	certPath := flag.String("cert-file", "", "write the server certificate (PEM) here")
 	flag.Parse()
@@ -60,16 +99,20 @@ func main() {
 	if err := model.Create(); err != nil {
 		log.Fatalf("vcsim: creating the VPX model: %v", err)
 	}
-	model.Service.TLS = new(tls.Config)
+	cert, err := selfSigned()
+	if err != nil {
+		log.Fatalf("vcsim: making a certificate: %v", err)
+	}
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
 	server := model.Service.NewServer()
 	defer server.Close()
 
-	cert := server.Certificate()
+	leaf := server.Certificate()
 	if *certPath == "" {
 		*certPath = filepath.Join(os.TempDir(), fmt.Sprintf("vcsim-%d.pem", os.Getpid()))
 	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
 	if err := ioutil.WriteFile(*certPath, pemBytes, 0o644); err != nil {
 		log.Fatalf("vcsim: writing the certificate: %v", err)
 	}
@@ -77,7 +120,7 @@ func main() {
 	host, portText, _ := net.SplitHostPort(server.URL.Host)
 	port, _ := strconv.Atoi(portText)
 	password, _ := server.URL.User.Password()
-	sum := sha256.Sum256(cert.Raw)
+	sum := sha256.Sum256(leaf.Raw)
 	out := info{
 		URL:              (&url.URL{Scheme: server.URL.Scheme, Host: server.URL.Host, Path: server.URL.Path}).String(),
 		Host:             host,
