@@ -1,0 +1,77 @@
+"""Local files as read-only :class:`RandomAccess` objects (the same shape transports hand out)."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class RandomAccess(Protocol):
+    """What the VMDK code needs from a file: its size and ranged reads."""
+
+    size: int
+
+    def pread(self, offset: int, length: int) -> bytes: ...
+
+    def stream(self, offset: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalFile:
+    """A local file opened read-only; ``pread`` returns fewer bytes only at end of file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        parts = []
+        while length > 0:
+            data = os.pread(self._fd, length, offset)
+            if not data:
+                break
+            parts.append(data)
+            offset += len(data)
+            length -= len(data)
+        return b"".join(parts)
+
+    def stream(self, offset: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        end = offset + length
+        while offset < end:
+            data = self.pread(offset, min(chunk, end - offset))
+            if not data:
+                return
+            yield data
+            offset += len(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LocalFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def local_opener(directory: str | os.PathLike) -> Callable[[str], LocalFile]:
+    """``opener(name)`` for :meth:`DiskChain.open`: names are relative to ``directory``.
+
+    Absolute names (a parentFileNameHint such as ``/vmfs/volumes/...``) are opened as given.
+    """
+    base = Path(directory)
+
+    def opener(name: str) -> LocalFile:
+        if posixpath.isabs(name):
+            return LocalFile(name)
+        return LocalFile(base / name)
+
+    return opener
