@@ -44,9 +44,10 @@ class HttpError(Exception):
 # -- helpers shared by the data-plane handlers --------------------------------------------
 
 def is_tls(req) -> bool:
-    flag = getattr(req.server, "is_tls", None)
-    if flag is not None:
-        return bool(flag)
+    """True on the HTTPS port (the handler's ``tls`` flag; the socket type as a fallback)."""
+    for flag in (getattr(req, "tls", None), getattr(req.server, "is_tls", None)):
+        if flag is not None:
+            return bool(flag)
     return isinstance(req.connection, ssl.SSLSocket)
 
 
