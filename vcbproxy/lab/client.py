@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -38,7 +39,24 @@ class LabClient:
         else:
             raise errors.UsageError("lab info has neither password_file nor password")
 
+        self.info = info
+
     # -- the API ---------------------------------------------------------------------------
+
+    def login(self) -> str:
+        """Log in over SOAP (pyVmomi, TLS verified against the lab certificate) and return
+        the ``Cookie`` header value the file service and NFC URLs accept."""
+        from pyVim.connect import SmartConnect
+
+        try:
+            si = SmartConnect(host=self.host, port=int(self.info["https_port"]),
+                              user=self.info["user"], pwd=self._token,
+                              sslContext=ssl.create_default_context(cafile=self.info["cert_file"]))
+        except (OSError, ssl.SSLError) as exc:
+            raise errors.ConnectionFailure(f"lab SOAP login failed: {exc}") from exc
+        except Exception as exc:  # pyVmomi faults (InvalidLogin) are not OSErrors
+            raise errors.AuthError(f"lab SOAP login failed: {exc}") from exc
+        return si._stub.cookie
 
     def churn(self, vm: str, percent: float, seed: int | None = None) -> dict:
         """Write ``percent`` % of each of the VM's disks as its guest would; returns
