@@ -38,7 +38,6 @@ class LabClient:
                     f"cannot read the lab password file {info['password_file']}: {exc}") from exc
         else:
             raise errors.UsageError("lab info has neither password_file nor password")
-
         self.info = info
 
     # -- the API ---------------------------------------------------------------------------
