@@ -2,4 +2,6 @@
 
 pytest_plugins: list[str] = [
     "tests.fixtures.sshd",
+    "tests.fixtures.vcsim",
+    "tests.fixtures.endpoints",
 ]

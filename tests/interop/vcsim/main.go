@@ -104,7 +104,17 @@ func main() {
 		log.Fatalf("vcsim: making a certificate: %v", err)
 	}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	model.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
+	// A real user and a random password: with vcsim's default login ("user:pass") it
+	// accepts ANY non-empty credentials, so a wrong password would go unnoticed.
+	secret := make([]byte, 12)
+	if _, err := rand.Read(secret); err != nil {
+		log.Fatalf("vcsim: %v", err)
+	}
+	password := fmt.Sprintf("Vcsim-%x", secret)
+	model.Service.Listen = &url.URL{
+		Host: "127.0.0.1:0",
+		User: url.UserPassword("administrator@vsphere.local", password),
+	}
 	server := model.Service.NewServer()
 	defer server.Close()
 
@@ -119,7 +129,6 @@ func main() {
 
 	host, portText, _ := net.SplitHostPort(server.URL.Host)
 	port, _ := strconv.Atoi(portText)
-	password, _ := server.URL.User.Password()
 	sum := sha256.Sum256(leaf.Raw)
 	out := info{
 		URL:              (&url.URL{Scheme: server.URL.Scheme, Host: server.URL.Host, Path: server.URL.Path}).String(),
