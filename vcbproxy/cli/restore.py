@@ -2,12 +2,55 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from vcbproxy import errors
+from vcbproxy.cli.options import output_options, progress_mode, server_options
+from vcbproxy.jobs.connection import connect
 
 
 @click.command("restore")
-def restore():
-    """Restore an export as a VM (being written)."""
-    raise errors.UnsupportedError("restore is not available yet")
+@click.option("-s", "--source", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The export directory written by 'vcbproxy mount'.")
+@click.option("--name", metavar="NAME", help="Name of the restored VM [default: the exported VM's name].")
+@click.option("--datastore", metavar="DS", help="Datastore to upload to [default: the VM's original one].")
+@click.option("--folder", metavar="PATH", help="Inventory path of the VM folder [default: the datacenter's].")
+@click.option("--resource-pool", metavar="PATH", help="Inventory path of the resource pool.")
+@click.option("--host", metavar="HOST", help="Host to register the VM on.")
+@click.option("-b", "--behavior", "policy", type=click.Choice(["keep", "overwrite"]), default="keep",
+              show_default=True,
+              help="keep: refuse an existing VM or file of that name; overwrite: replace the VM of the "
+                   "same name, only after every file is uploaded.")
+@click.option("--power-on", is_flag=True, help="Power the VM on once it is registered.")
+@click.option("--no-verify", is_flag=True, help="Skip verifying the export before uploading (not advised).")
+@output_options
+@server_options
+def restore(source, name, datastore, folder, resource_pool, host, policy, power_on, no_verify, json_output,
+            quiet, server):
+    """Verify an export, upload its disks (as VMFS descriptor + flat extent), .vmx and .nvram
+    through the datastore file service, register the VM and optionally power it on.
+
+    A failed restore deletes what it uploaded and leaves an existing VM untouched.
+    """
+    from vcbproxy.jobs.restore import RestoreOptions
+    from vcbproxy.jobs.restore import restore as do_restore
+    from vcbproxy.jobs.signals import signals_raise
+    from vcbproxy.progress import Progress
+
+    spec = server()
+    options = RestoreOptions(source=source, name=name, datastore=datastore, folder=folder,
+                             resource_pool=resource_pool, host=host, policy=policy, power_on=power_on,
+                             timeout=spec.timeout, verify=not no_verify)
+    progress = Progress.create(progress_mode(json_output, quiet))
+    try:
+        with signals_raise(), connect(spec) as session:
+            result = do_restore(session, options, progress)
+    finally:
+        progress.close()
+    if not quiet and not json_output:
+        click.echo(f"{result.vm.name}: restored as {result.vm.moref} from {result.vmx_path}"
+                   + (f", replacing {result.replaced.moref}" if result.replaced else ""), err=True)
+    for warning in result.warnings:
+        click.echo(f"vcbproxy: warning: {warning}", err=True)
+    return result.exit_code

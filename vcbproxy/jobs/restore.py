@@ -1,0 +1,336 @@
+"""Putting an exported VM back into vSphere (``vcbproxy restore``, what vcbRestore did).
+
+Order matters, so that a failure never costs the user an existing VM:
+
+1. verify the export (a restore from a damaged backup is refused before any byte moves);
+2. plan names: ``[datastore] <name>/<name>.vmx``, disks ``<name>.vmdk``, ``<name>_1.vmdk``...;
+   ``-b keep`` refuses an existing VM of that name or existing files, ``overwrite`` uploads
+   beside the old VM (into a free directory) so the old one stays intact during the upload;
+3. upload every disk as a VMFS descriptor + flat extent (converted while streaming), the
+   rewritten ``.vmx`` and the ``.nvram``;
+4. only then, with ``overwrite``, destroy the old VM, and register the new one;
+5. any failure before registration deletes every file this run uploaded.
+
+pyVmomi stays in ``vcbproxy.vsphere``; this module sees sessions and dataclasses only.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vcbproxy import errors
+from vcbproxy.jobs.upload import StagedDisk, adapter_type, upload_disk
+from vcbproxy.models import DatastorePath, VmRef
+from vcbproxy.progress import Progress
+from vcbproxy.staging import names
+from vcbproxy.staging.catalog import CATALOG, read_catalog
+from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("keep", "overwrite")
+MAX_DIRECTORY_TRIES = 100
+
+
+@dataclass
+class RestoreOptions:
+    source: Path
+    name: str | None = None              # default: the exported VM's name
+    datastore: str | None = None         # default: the datastore the VM's .vmx was on
+    folder: str | None = None            # inventory path of the VM folder
+    resource_pool: str | None = None
+    host: str | None = None
+    policy: str = "keep"
+    power_on: bool = False
+    timeout: float = 60.0
+    verify: bool = True
+
+
+@dataclass
+class DiskPlan:
+    device: str
+    staged: StagedDisk
+    target: DatastorePath                # the descriptor on the datastore
+    adapter: str
+    uuid: str | None
+
+
+@dataclass
+class RestorePlan:
+    name: str
+    datastore: str
+    directory: str                       # on the datastore
+    vmx_text: str                        # the .vmx as it will be uploaded (before the final rename)
+    vmx_name: str                        # staged .vmx file name
+    nvram: Path | None
+    disks: list[DiskPlan]
+
+    @property
+    def vmx_path(self) -> DatastorePath:
+        return DatastorePath(self.datastore, f"{self.directory}/{self.name_stem}.vmx")
+
+    @property
+    def nvram_path(self) -> DatastorePath:
+        return DatastorePath(self.datastore, f"{self.directory}/{self.name_stem}.nvram")
+
+    @property
+    def name_stem(self) -> str:
+        return names.safe_component(self.name)
+
+    def files(self) -> list[DatastorePath]:
+        """Every file the restore writes (for the -b keep check)."""
+        from vcbproxy.jobs.upload import flat_name
+
+        out = [self.vmx_path] + ([self.nvram_path] if self.nvram else [])
+        for disk in self.disks:
+            out += [disk.target, flat_name(disk.target)]
+        return out
+
+    def in_directory(self, directory: str) -> RestorePlan:
+        """The same plan with every datastore path moved into ``directory``."""
+        disks = [DiskPlan(d.device, d.staged, DatastorePath(self.datastore,
+                                                            f"{directory}/{posixpath.basename(d.target.path)}"),
+                          d.adapter, d.uuid) for d in self.disks]
+        return RestorePlan(self.name, self.datastore, directory, self.vmx_text, self.vmx_name, self.nvram, disks)
+
+
+@dataclass
+class RestoreResult:
+    vm: VmRef
+    vmx_path: DatastorePath
+    uploaded: list[DatastorePath] = field(default_factory=list)
+    replaced: VmRef | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return errors.WARNINGS if self.warnings else errors.OK
+
+
+# -- planning (local only) ---------------------------------------------------------------
+
+def plan_restore(source: Path, *, name: str | None = None, datastore: str | None = None) -> RestorePlan:
+    """Read the export and decide every name on the datastore; touches no server."""
+    from vcbproxy.jobs.export import read_metadata
+
+    source = Path(source)
+    meta = read_metadata(source)
+    vm = meta.get("vm") or {}
+    name = name or vm.get("name")
+    if not name:
+        raise errors.UsageError(f"{source}: the export records no VM name; give --name")
+    if datastore is None:
+        try:
+            datastore = DatastorePath.parse(vm.get("vmx_path", "")).datastore
+        except ValueError:
+            raise errors.UsageError(f"{source}: the export records no datastore; give --datastore") from None
+    vmx_name = _staged_vmx(source)
+    vmx_text = (source / vmx_name).read_text(encoding="utf-8", errors="surrogateescape")
+    vmx = parse_vmx(vmx_text)
+    stem = names.safe_component(name)
+    directory = stem
+    disks: list[DiskPlan] = []
+    disk_names: dict[str, str] = {}
+    for index, disk in enumerate(d for d in meta.get("disks", []) if not d.get("skipped")):
+        files = disk.get("files") or []
+        if not files:
+            raise errors.StagingError(f"{source}: disk {disk.get('device')} lists no files")
+        base = f"{stem}.vmdk" if index == 0 else f"{stem}_{index}.vmdk"
+        disk_names[disk["device"]] = base
+        disks.append(DiskPlan(
+            device=disk["device"],
+            staged=StagedDisk(source, names.check_component(files[0]), int(disk["capacity"]),
+                              disk.get("content_sha256", "")),
+            target=DatastorePath(datastore, f"{directory}/{base}"),
+            adapter=adapter_type(vmx, disk["device"]),
+            uuid=disk.get("uuid") or None,
+        ))
+    nvram_name = vmx.get("nvram")
+    nvram = source / names.check_component(nvram_name) if nvram_name and (source / nvram_name).is_file() else None
+    text = rewrite_vmx(vmx_text, disk_names)
+    text = set_vmx_values(text, {"displayName": name, **({"nvram": f"{stem}.nvram"} if nvram else {})})
+    return RestorePlan(name, datastore, directory, text, vmx_name, nvram, disks)
+
+
+def _staged_vmx(source: Path) -> str:
+    if (source / CATALOG).is_file():
+        name = read_catalog(source / CATALOG).get("config.vmxfile")
+        if name and (source / names.check_component(name)).is_file():
+            return name
+    found = sorted(p.name for p in source.iterdir() if p.suffix == ".vmx" and p.is_file())
+    if len(found) != 1:
+        raise errors.StagingError(f"{source}: expected one .vmx file, found {len(found)}")
+    return found[0]
+
+
+_KEY = re.compile(r'^(?P<lead>\s*)(?P<key>[^=#\s]+)(?P<mid>\s*=\s*)(?P<value>.*?)(?P<tail>\s*)$')
+
+
+def set_vmx_values(text: str, values: dict[str, str]) -> str:
+    """Set ``key = "value"`` lines (case-insensitive keys), appending the keys not present."""
+    wanted = {k.lower(): (k, v) for k, v in values.items()}
+    seen: set[str] = set()
+    out = []
+    newline = "\r\n" if "\r\n" in text else "\n"
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        match = _KEY.match(body) if not body.lstrip().startswith("#") else None
+        key = match.group("key").lower() if match else ""
+        if key in wanted:
+            if key in seen:
+                continue                                    # a duplicate would win on reload
+            seen.add(key)
+            body = match.group("lead") + match.group("key") + match.group("mid") + _quote(wanted[key][1])
+        out.append(body + line[len(body):])
+    if out and not out[-1].endswith(("\n", "\r")):
+        out[-1] += newline
+    out += [f"{orig} = {_quote(value)}{newline}" for key, (orig, value) in wanted.items() if key not in seen]
+    return "".join(out)
+
+
+def _quote(value: str) -> str:
+    return '"' + "".join(f"|{ord(c):02X}" if c in '"|' or ord(c) < 0x20 else c for c in value) + '"'
+
+
+# -- the restore ---------------------------------------------------------------------------
+
+def restore(session, options: RestoreOptions, progress: Progress) -> RestoreResult:
+    """Verify, upload, (replace,) register, (power on). See the module docstring for the order."""
+    from vcbproxy.transport.put import FileUploader
+
+    if options.policy not in POLICIES:
+        raise errors.UsageError(f"unknown policy {options.policy!r}; use one of: {', '.join(POLICIES)}")
+    if options.verify:
+        _verify_first(options.source)
+    plan = plan_restore(options.source, name=options.name, datastore=options.datastore)
+    existing = _existing_vm(session, plan.name)
+    if existing is not None and options.policy == "keep":
+        raise errors.StagingError(f"a VM named {plan.name!r} already exists ({existing.moref}); "
+                                  f"use --name for another name or -b overwrite to replace it")
+    uploaded: list[DatastorePath] = []
+    with FileUploader(session, timeout=options.timeout) as uploader:
+        plan = _free_directory(uploader, plan, options.policy)
+        log.info("restoring %s as %s into [%s] %s", options.source, plan.name, plan.datastore, plan.directory)
+        registered: VmRef | None = None
+        try:
+            _upload_all(uploader, plan, uploaded, progress)
+            replaced = None
+            if existing is not None:
+                replaced = _replace(session, existing)
+            registered = _register(session, plan, options)
+        except BaseException as exc:
+            log.error("restore of %s failed: %s", plan.name, exc)
+            if registered is None:
+                _delete_uploaded(session, uploaded)
+            raise
+    result = RestoreResult(registered, plan.vmx_path, uploaded, replaced)
+    if options.power_on:
+        _power_on(session, registered, result)
+    progress.event("restored", vm=plan.name, moref=registered.moref, vmx=str(plan.vmx_path))
+    return result
+
+
+def _verify_first(source: Path) -> None:
+    from vcbproxy.jobs.verify import verify_export
+
+    report = verify_export(source)
+    if not report.ok:
+        shown = "; ".join(report.problems[:5]) + (" ..." if len(report.problems) > 5 else "")
+        raise errors.VerifyError(f"{source} does not verify, refusing to restore it: {shown}")
+
+
+def _existing_vm(session, name: str) -> VmRef | None:
+    from vcbproxy.selectors import Selector
+    from vcbproxy.vsphere.inventory import find_vms
+
+    found = find_vms(session, Selector("name", name))
+    if len(found) > 1:
+        raise errors.AmbiguousError(f"{len(found)} VMs are named {name!r} ("
+                                    + ", ".join(vm.moref for vm in found) + "); cannot tell which to replace")
+    return found[0] if found else None
+
+
+def _free_directory(uploader, plan: RestorePlan, policy: str) -> RestorePlan:
+    """``keep``: the planned directory, refused if any target file exists there. ``overwrite``:
+    the first of ``<name>``, ``<name>_1``... holding none of the files, so the old VM's own
+    files are never overwritten before it is replaced."""
+    for attempt in range(MAX_DIRECTORY_TRIES):
+        candidate = plan if attempt == 0 else plan.in_directory(f"{plan.directory}_{attempt}")
+        taken = [str(f) for f in candidate.files() if uploader.exists(f)]
+        if not taken:
+            return candidate
+        if policy == "keep":
+            raise errors.StagingError(f"{taken[0]} already exists on the datastore; use -b overwrite "
+                                      f"or --name/--datastore for another place")
+    raise errors.StagingError(f"no free directory for {plan.name} on [{plan.datastore}] "
+                              f"after {MAX_DIRECTORY_TRIES} tries")
+
+
+def _upload_all(uploader, plan: RestorePlan, uploaded: list[DatastorePath], progress: Progress) -> None:
+    for disk in plan.disks:
+        key = f"{plan.name}:{disk.device}"
+        progress.start_item(key, disk.staged.capacity, f"{plan.name} {disk.device}")
+        upload_disk(uploader, disk.staged, disk.target, adapter=disk.adapter, uuid=disk.uuid,
+                    uploaded=uploaded, advance=lambda n, key=key: progress.advance(key, n))
+        progress.finish_item(key, target=str(disk.target))
+    if plan.nvram is not None:
+        data = plan.nvram.read_bytes()
+        uploaded.append(plan.nvram_path)
+        uploader.put(plan.nvram_path, len(data), [data])
+    body = plan.vmx_text.encode("utf-8", "surrogateescape")
+    uploaded.append(plan.vmx_path)
+    uploader.put(plan.vmx_path, len(body), [body])
+
+
+def _replace(session, existing: VmRef) -> VmRef:
+    from vcbproxy.vsphere.register import destroy_vm
+
+    log.warning("replacing the existing VM %s (%s)", existing.name, existing.moref)
+    destroy_vm(session, existing)
+    return existing
+
+
+def _register(session, plan: RestorePlan, options: RestoreOptions) -> VmRef:
+    from vcbproxy.vsphere.register import register_vm
+
+    return register_vm(session, plan.vmx_path, name=plan.name, folder=options.folder,
+                       pool=options.resource_pool, host=options.host)
+
+
+def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
+    from vcbproxy.vsphere.register import power_on
+
+    try:
+        power_on(session, vm)
+    except errors.VcbProxyError as exc:
+        # The VM is restored and registered; not starting it is worth a warning, not a rollback.
+        result.warnings.append(f"{vm.name} restored but not powered on: {exc}")
+        log.warning("%s", result.warnings[-1])
+
+
+def _delete_uploaded(session, uploaded: list[DatastorePath]) -> None:
+    """Remove what this run uploaded, newest first; never raises (the first error matters)."""
+    from vcbproxy.jobs.signals import shielded
+
+    with shielded():
+        left = []
+        try:
+            from vcbproxy.vsphere.datastore import delete_file
+        except ImportError as exc:
+            log.error("cannot delete uploaded files (%s); remove by hand: %s", exc,
+                      ", ".join(str(p) for p in uploaded))
+            return
+        for path in reversed(uploaded):
+            try:
+                delete_file(session, path)
+            except errors.NotFoundError:
+                pass                        # a PUT cut before the server created the file
+            except errors.VcbProxyError as exc:
+                log.error("could not delete %s: %s", path, exc)
+                left.append(str(path))
+        if left:
+            log.error("files left on the datastore after the failed restore: %s", ", ".join(left))
