@@ -1,0 +1,280 @@
+"""A virtual disk as a chain of layers (base + snapshot deltas), mapped to byte runs in files.
+
+``DiskChain.open("vm-000001.vmdk", opener)`` reads the top descriptor, follows
+``parentFileNameHint`` down to the base, and answers "where does each byte of the virtual disk
+live?" as :class:`Run` objects. The copier then ranged-reads those files directly, so a
+consolidated export never has to interpret VMDK formats itself.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.descriptor import SECTOR, Descriptor, parse
+from vcbproxy.vmdk.sparse import MAGIC, SparseExtent
+
+MAX_DESCRIPTOR = 1 << 20  # a text descriptor is a few hundred bytes; refuse to slurp a flat file
+MAX_DEPTH = 255  # VMware allows 32 snapshots; a loop in parent hints must not hang us
+
+FLAT_TYPES = ("monolithicFlat", "vmfs", "twoGbMaxExtentFlat", "vmfsPreallocated",
+              "vmfsEagerZeroedThick", "vmfsThin", "custom")
+SPARSE_TYPES = ("monolithicSparse", "twoGbMaxExtentSparse")
+UNSUPPORTED_TYPES = ("vmfsSparse", "seSparse", "streamOptimized", "vmfsRaw", "vmfsRawDeviceMap",
+                     "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice")
+
+
+@dataclass
+class Run:
+    """``length`` bytes of the virtual disk at ``offset``, stored in ``source`` at
+    ``source_offset`` (``source`` None: zeros, nothing to read)."""
+
+    offset: int
+    length: int
+    source: str | None
+    source_offset: int
+
+
+@dataclass
+class _LayerExtent:
+    start: int  # byte offset in the virtual disk
+    length: int
+    kind: str  # "flat", "sparse", "zero"
+    filename: str | None  # relative to the top's directory (or absolute /vmfs/volumes/...)
+    file_offset: int = 0  # flat: byte offset of the extent's data in its file
+    sparse: SparseExtent | None = None
+
+
+@dataclass
+class _Layer:
+    name: str
+    descriptor: Descriptor
+    extents: list[_LayerExtent]
+
+
+def _join(base_name: str, name: str) -> str:
+    """A name in a descriptor is relative to that descriptor's directory."""
+    if posixpath.isabs(name):
+        return name
+    directory = posixpath.dirname(base_name)
+    if posixpath.isabs(directory):
+        return posixpath.normpath(posixpath.join(directory, name))
+    joined = posixpath.normpath(posixpath.join(directory, name)) if directory else name
+    return joined
+
+
+class DiskChain:
+    """The layers of one virtual disk, base first."""
+
+    def __init__(self, layers: list[_Layer], opener: Callable[[str], object]):
+        self._layers = layers
+        self._opener = opener
+
+    @classmethod
+    def open(cls, descriptor_name: str, opener: Callable[[str], object]) -> DiskChain:
+        """Open the chain whose top descriptor is ``descriptor_name`` (opened via ``opener``).
+
+        The caller owns what ``opener`` returns (it closes the files; the chain only reads).
+        """
+        opener = _Remember(opener)
+        layers: list[_Layer] = []
+        name = descriptor_name
+        seen: set[str] = set()
+        while True:
+            if name in seen or len(layers) >= MAX_DEPTH:
+                raise VmdkError(f"{descriptor_name}: parent chain loops or is too deep at {name}")
+            seen.add(name)
+            layer = _open_layer(name, opener)
+            layers.append(layer)
+            hint = layer.descriptor.parent_hint
+            if not hint:
+                break
+            name = _join(name, hint)
+        layers.reverse()
+        top_capacity = layers[-1].descriptor.capacity
+        for layer in layers[:-1]:
+            if layer.descriptor.capacity > top_capacity:
+                raise VmdkError(f"{layer.name}: parent is larger than the disk "
+                                f"({layer.descriptor.capacity} > {top_capacity})")
+        return cls(layers, opener)
+
+    @property
+    def capacity(self) -> int:
+        return self._layers[-1].descriptor.capacity
+
+    @property
+    def layers(self) -> list[Descriptor]:
+        return [layer.descriptor for layer in self._layers]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self._layers]
+
+    def files(self) -> list[str]:
+        """Every file the chain uses (descriptors and extents), base first, no duplicates."""
+        names: list[str] = []
+        for layer in self._layers:
+            for name in [layer.name] + [e.filename for e in layer.extents if e.filename]:
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def runs(self) -> Iterator[Run]:
+        """Runs covering ``[0, capacity)`` in order, coalesced, each from the topmost layer
+        that holds the data (flat layers hold everything, sparse ones their allocated grains)."""
+        pending: Run | None = None
+        for run in self._resolve(len(self._layers) - 1, 0, self.capacity):
+            if run.length == 0:
+                continue
+            if pending is not None and pending.source == run.source and (
+                    run.source is None
+                    or pending.source_offset + pending.length == run.source_offset):
+                pending.length += run.length
+                continue
+            if pending is not None:
+                yield pending
+            pending = Run(run.offset, run.length, run.source, run.source_offset)
+        if pending is not None:
+            yield pending
+
+    def _resolve(self, index: int, start: int, end: int) -> Iterator[Run]:
+        """Runs for ``[start, end)`` as seen from layer ``index`` (falling through to parents)."""
+        if index < 0:
+            yield Run(start, end - start, None, 0)
+            return
+        layer = self._layers[index]
+        pos = start
+        for ext in layer.extents:
+            ext_end = ext.start + ext.length
+            if ext_end <= pos or ext.start >= end:
+                continue
+            lo, hi = max(pos, ext.start), min(end, ext_end)
+            if lo > pos:  # not covered by this layer's extents (smaller parent): zeros
+                yield from self._resolve(index - 1, pos, lo)
+            if ext.kind == "flat":
+                yield Run(lo, hi - lo, ext.filename, ext.file_offset + (lo - ext.start))
+            elif ext.kind == "zero":
+                yield Run(lo, hi - lo, None, 0)
+            else:
+                yield from self._resolve_sparse(index, ext, lo, hi)
+            pos = hi
+        if pos < end:
+            if pos >= layer.descriptor.capacity:
+                yield Run(pos, end - pos, None, 0)
+            else:
+                yield from self._resolve(index - 1, pos, end)
+
+    def _resolve_sparse(self, index: int, ext: _LayerExtent, lo: int, hi: int) -> Iterator[Run]:
+        sparse = ext.sparse
+        gb = sparse.grain_bytes
+        pos = lo
+        while pos < hi:
+            g, within = divmod(pos - ext.start, gb)
+            where = sparse.grain_offset(g)
+            stop = min(hi, ext.start + (g + 1) * gb)
+            if where is None:
+                # gather the unallocated span and let the parent answer for it at once
+                while stop < hi and sparse.grain_offset((stop - ext.start) // gb) is None:
+                    stop = min(hi, stop + gb)
+                yield from self._resolve(index - 1, pos, stop)
+            elif where == 0:
+                yield Run(pos, stop - pos, None, 0)
+            else:
+                yield Run(pos, stop - pos, ext.filename, where + within)
+            pos = stop
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes of the virtual disk (for tests and small reads; copiers use :meth:`runs`).
+
+        Files are opened through the opener given to :meth:`open`, once per name; closing
+        them stays the caller's job, as for the files :meth:`open` itself reads."""
+        if offset < 0 or offset + length > self.capacity:
+            raise VmdkError(f"read {offset}+{length} outside the disk ({self.capacity} bytes)")
+        out = bytearray()
+        end = offset + length
+        for run in self.runs():
+            r_end = run.offset + run.length
+            if r_end <= offset or run.offset >= end:
+                continue
+            lo, hi = max(offset, run.offset), min(end, r_end)
+            if run.source is None:
+                out += bytes(hi - lo)
+            else:
+                ra = self._opener(run.source)
+                data = ra.pread(run.source_offset + (lo - run.offset), hi - lo)
+                if len(data) != hi - lo:
+                    raise VmdkError(f"{run.source}: file ends before the data it maps")
+                out += data
+        return bytes(out)
+
+
+class _Remember:
+    """Calls the caller's opener at most once per name (the caller closes what it returned)."""
+
+    def __init__(self, opener: Callable[[str], object]):
+        self._opener = opener
+        self._opened: dict[str, object] = {}
+
+    def __call__(self, name: str):
+        if name not in self._opened:
+            self._opened[name] = self._opener(name)
+        return self._opened[name]
+
+
+def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
+    ra = opener(name)
+    head = ra.pread(0, 4)
+    if len(head) == 4 and int.from_bytes(head, "little") == MAGIC:
+        sparse = SparseExtent.from_reader(ra)
+        text = sparse.embedded_descriptor()
+        if text is None:
+            raise VmdkError(f"{name}: a sparse extent without a descriptor cannot start a disk")
+        descriptor = parse(text)
+        return _Layer(name, descriptor, _layer_extents(name, descriptor, opener, {name: sparse}))
+    if head == b"COWD":
+        raise VmdkError(f"{name}: vmfsSparse (COWD) delta disks are unsupported")
+    if ra.size > MAX_DESCRIPTOR:
+        raise VmdkError(f"{name}: not a VMDK descriptor ({ra.size} bytes)")
+    raw = ra.pread(0, ra.size)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VmdkError(f"{name}: not a VMDK descriptor (binary content)") from None
+    try:
+        descriptor = parse(text)
+    except VmdkError as exc:
+        raise VmdkError(f"{name}: {exc}") from None
+    return _Layer(name, descriptor, _layer_extents(name, descriptor, opener, {}))
+
+
+def _layer_extents(name: str, d: Descriptor, opener, preopened: dict[str, SparseExtent]
+                   ) -> list[_LayerExtent]:
+    if d.create_type in UNSUPPORTED_TYPES:
+        raise VmdkError(f"{name}: createType {d.create_type} is unsupported")
+    out: list[_LayerExtent] = []
+    pos = 0
+    for e in d.extents:
+        length = e.sectors * SECTOR
+        fname = _join(name, e.filename) if e.filename else None
+        if e.type in ("FLAT", "VMFS"):
+            out.append(_LayerExtent(pos, length, "flat", fname, e.offset * SECTOR))
+        elif e.type == "ZERO":
+            out.append(_LayerExtent(pos, length, "zero", None))
+        elif e.type == "SPARSE":
+            sparse = preopened.get(fname) if fname == name else None
+            if sparse is None:
+                ra = opener(fname)
+                sparse = SparseExtent.from_reader(ra)
+            if sparse.compressed:
+                raise VmdkError(f"{fname}: compressed (streamOptimized) extents are unsupported "
+                                "in a disk chain")
+            if sparse.capacity < length:
+                raise VmdkError(f"{fname}: extent holds {sparse.capacity} bytes, "
+                                f"the descriptor says {length}")
+            out.append(_LayerExtent(pos, length, "sparse", fname, 0, sparse))
+        else:
+            raise VmdkError(f"{name}: extent type {e.type} is unsupported")
+        pos += length
+    return out

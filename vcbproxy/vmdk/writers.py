@@ -1,0 +1,270 @@
+"""Writing a virtual disk into the staging directory in one of VCB's output formats.
+
+``open_writer(fmt, directory, basename, capacity)`` returns a :class:`DiskWriter`; the export
+job feeds it ``(offset, bytes)`` in increasing order and calls ``close()`` (or ``abort()``).
+Every file is written as ``<name>.partial`` and renamed into place only after an fsync, so a
+crash never leaves a complete-looking but truncated disk behind.
+
+Formats: ``2gbsparse`` (VCB's default: descriptor + twoGbMaxExtentSparse extents
+``-s001.vmdk``...), ``monolithic`` (one monolithicSparse file), ``flat`` (descriptor +
+``-flat.vmdk`` with holes) and ``stream`` (streamOptimized).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.descriptor import SECTOR, Extent, new_descriptor, render
+from vcbproxy.vmdk.sparse import SparseExtent, is_zero
+from vcbproxy.vmdk.stream import StreamOptimizedWriter
+
+FORMATS = ("2gbsparse", "monolithic", "flat", "stream")
+# VMware's split size: 4192256 sectors (2047 MiB), a multiple of the 64 KiB grain below 2 GiB.
+SPLIT_EXTENT_BYTES = 4192256 * SECTOR
+PARTIAL = ".partial"
+
+
+class DiskWriter(ABC):
+    """Common bookkeeping: capacity and ordering checks, partial files, rename on close."""
+
+    def __init__(self, directory: Path, basename: str, capacity: int, *, uuid: str | None,
+                 adapter: str):
+        if capacity <= 0 or capacity % SECTOR:
+            raise VmdkError(f"disk capacity {capacity} is not a positive multiple of 512 bytes")
+        self.directory = Path(directory)
+        self.basename = basename
+        self.capacity = capacity
+        self.uuid = uuid
+        self.adapter = adapter
+        self._names: list[str] = []  # final names, descriptor first
+        self._next = 0
+        self._done = False
+
+    def _partial(self, name: str) -> Path:
+        return self.directory / (name + PARTIAL)
+
+    def _register(self, name: str) -> Path:
+        if name not in self._names:
+            self._names.append(name)
+        return self._partial(name)
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self._done:
+            raise VmdkError("write after close/abort")
+        if offset < self._next:
+            raise VmdkError(f"disk writes must go forward ({offset} < {self._next})")
+        if offset + len(data) > self.capacity:
+            raise VmdkError(f"write {offset}+{len(data)} beyond the capacity {self.capacity}")
+        if data:
+            self._write(offset, data)
+        self._next = offset + len(data)
+
+    @abstractmethod
+    def _write(self, offset: int, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _finish(self) -> None:
+        """Complete and fsync every partial file."""
+
+    @abstractmethod
+    def _close_handles(self) -> None: ...
+
+    def close(self) -> list[str]:
+        """Finish, fsync, rename into place; returns the file names, descriptor first."""
+        if self._done:
+            raise VmdkError("writer already closed")
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._close_handles()
+        for name in self._names:
+            os.replace(self._partial(name), self.directory / name)
+        _fsync_dir(self.directory)
+        self._done = True
+        return list(self._names)
+
+    def abort(self) -> None:
+        """Remove every partial file (safe to call more than once, or after a failed close)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._close_handles()
+        finally:
+            for name in self._names:
+                self._partial(name).unlink(missing_ok=True)
+
+    def _descriptor_text(self, create_type: str, extents: list[Extent]) -> str:
+        return render(new_descriptor(create_type, extents, capacity=self.capacity,
+                                     uuid=self.uuid, adapter=self.adapter))
+
+    def _write_descriptor(self, text: str) -> None:
+        path = self._partial(self._names[0])
+        with open(path, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class FlatWriter(DiskWriter):
+    """monolithicFlat: descriptor + a raw ``-flat.vmdk`` whose zero ranges stay holes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._register(self.basename + ".vmdk")
+        self.flat_name = self.basename + "-flat.vmdk"
+        self._fd = os.open(self._register(self.flat_name),
+                           os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        if is_zero(data):
+            return
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def _finish(self) -> None:
+        os.ftruncate(self._fd, self.capacity)
+        os.fsync(self._fd)
+        extent = Extent("RW", self.capacity // SECTOR, "FLAT", self.flat_name, 0)
+        self._write_descriptor(self._descriptor_text("monolithicFlat", [extent]))
+
+    def _close_handles(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class MonolithicSparseWriter(DiskWriter):
+    """monolithicSparse: one file, descriptor embedded after the header."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name = self.basename + ".vmdk"
+        extent = Extent("RW", self.capacity // SECTOR, "SPARSE", name)
+        text = self._descriptor_text("monolithicSparse", [extent])
+        self._extent: SparseExtent | None = SparseExtent.create(
+            self._register(name), self.capacity, descriptor=text)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        self._extent.write(offset, data)
+
+    def _finish(self) -> None:
+        self._extent.sync()
+
+    def _close_handles(self) -> None:
+        if self._extent is not None:
+            self._extent.close()
+            self._extent = None
+
+
+class SplitSparseWriter(DiskWriter):
+    """twoGbMaxExtentSparse: descriptor + ``-sNNN.vmdk`` sparse extents of 2047 MiB each.
+
+    Only the extent being written is open; its grain tables (128 KiB) are all we keep.
+    """
+
+    def __init__(self, *args, extent_bytes: int = SPLIT_EXTENT_BYTES, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._register(self.basename + ".vmdk")
+        self._extent_bytes = extent_bytes
+        count = -(-self.capacity // extent_bytes)
+        self._sizes = [min(extent_bytes, self.capacity - i * extent_bytes) for i in range(count)]
+        self._extent_names = [f"{self.basename}-s{i + 1:03d}.vmdk" for i in range(count)]
+        self._current = -1
+        self._extent: SparseExtent | None = None
+
+    def _switch(self, index: int) -> None:
+        """Close the current extent and create the following ones up to ``index``."""
+        while self._current < index:
+            self._close_handles(sync=True)
+            self._current += 1
+            name = self._extent_names[self._current]
+            self._extent = SparseExtent.create(self._register(name), self._sizes[self._current])
+
+    def _write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view):
+            index, within = divmod(offset + pos, self._extent_bytes)
+            n = min(self._extent_bytes - within, len(view) - pos)
+            piece = view[pos:pos + n]
+            if index > self._current:
+                if is_zero(piece):  # don't open an extent for zeros; _finish creates it empty
+                    pos += n
+                    continue
+                self._switch(index)
+            self._extent.write(within, piece)
+            pos += n
+
+    def _finish(self) -> None:
+        self._switch(len(self._sizes) - 1)
+        self._close_handles(sync=True)
+        extents = [Extent("RW", size // SECTOR, "SPARSE", name)
+                   for size, name in zip(self._sizes, self._extent_names, strict=True)]
+        self._write_descriptor(self._descriptor_text("twoGbMaxExtentSparse", extents))
+
+    def _close_handles(self, sync: bool = False) -> None:
+        if self._extent is not None:
+            extent, self._extent = self._extent, None
+            try:
+                if sync:
+                    extent.sync()
+            finally:
+                extent.close()
+
+
+class StreamWriter(DiskWriter):
+    """streamOptimized: one compressed file written front to back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name = self.basename + ".vmdk"
+        extent = Extent("RW", self.capacity // SECTOR, "SPARSE", name)
+        text = self._descriptor_text("streamOptimized", [extent])
+        self._file = open(self._register(name), "wb")  # noqa: SIM115 - closed in _close_handles
+        try:
+            self._stream = StreamOptimizedWriter(self._file, self.capacity, descriptor=text)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write(self, offset: int, data: bytes) -> None:
+        self._stream.write(offset, data)
+
+    def _finish(self) -> None:
+        self._stream.finish()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def _close_handles(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+_WRITERS = {"2gbsparse": SplitSparseWriter, "monolithic": MonolithicSparseWriter,
+            "flat": FlatWriter, "stream": StreamWriter}
+
+
+def open_writer(fmt: str, directory: Path, basename: str, capacity: int, *,
+                uuid: str | None = None, adapter: str = "lsilogic") -> DiskWriter:
+    """A writer for ``fmt`` (one of :data:`FORMATS`); the descriptor is ``<basename>.vmdk``."""
+    cls = _WRITERS.get(fmt)
+    if cls is None:
+        raise VmdkError(f"unknown disk format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    return cls(Path(directory), basename, capacity, uuid=uuid, adapter=adapter)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
