@@ -1,0 +1,248 @@
+"""A logged-in vSphere session: TLS verified or pinned, timeouts on every call, faults translated.
+
+TLS policy (never a silent unverified fallback):
+- no thumbprint: the certificate must verify against the system store or ``ca_file``;
+  if it does not, the error names the SHA-256 thumbprint the server presented and how
+  to pin it;
+- a thumbprint (SHA-1 or SHA-256, colons optional): a first handshake reads the server's
+  certificate and its digest must equal the pin *before* any credentials are sent; only
+  then is a context without chain verification used, and pyVmomi re-checks the pin on
+  every new connection (``SoapStubAdapter(thumbprint=...)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import ssl
+import urllib.parse
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+
+from pyVmomi import SoapAdapter, vim
+
+from vcbproxy import errors
+from vcbproxy.models import DatastorePath
+from vcbproxy.vsphere.faults import translate
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "vim.version.v8_0_3_0"   # what the lab speaks; vcsim and vSphere 7/8 accept it
+DEFAULT_PORT = 443
+
+
+@dataclass
+class ConnectOptions:
+    server: str
+    user: str
+    password: str = field(repr=False, default="")
+    thumbprint: str | None = None
+    ca_file: str | None = None
+    timeout: float = 60.0
+
+
+def parse_server(server: str) -> tuple[str, int, str]:
+    """"host", "host:port", "[v6]:port" or "https://host:port/sdk" -> (host, port, path)."""
+    text = (server or "").strip()
+    if not text:
+        raise errors.UsageError("no server given")
+    if "://" not in text:
+        text = "https://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "https":
+        raise errors.UsageError(f"server {server!r}: only https is supported for the SDK")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise errors.UsageError(f"server {server!r}: bad port") from exc
+    if not parts.hostname:
+        raise errors.UsageError(f"server {server!r}: no host name")
+    path = parts.path.rstrip("/") or "/sdk"
+    return parts.hostname, port, path
+
+
+def normalise_thumbprint(text: str | None) -> str | None:
+    """Lowercase hex without colons; SHA-1 (40) or SHA-256 (64) digits, else a usage error."""
+    if not text:
+        return None
+    digits = text.replace(":", "").replace(" ", "").lower()
+    if len(digits) not in (40, 64) or any(c not in "0123456789abcdef" for c in digits):
+        raise errors.UsageError(
+            f"bad thumbprint {text!r}: give the SHA-1 or SHA-256 digest in hex, e.g. AB:CD:...")
+    return digits
+
+
+def pretty_thumbprint(digits: str) -> str:
+    """'abcd..' -> 'AB:CD:..', the form vSphere and `openssl x509 -fingerprint` print."""
+    digits = digits.upper()
+    return ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
+
+
+def cert_digest(der: bytes, length: int) -> str:
+    return (hashlib.sha1 if length == 40 else hashlib.sha256)(der).hexdigest()  # noqa: S324 - pin format
+
+
+def fetch_certificate(host: str, port: int, timeout: float) -> bytes:
+    """The server's leaf certificate (DER), read without trusting it: only to compare
+    digests or to tell the user which thumbprint to pin."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock, \
+                context.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise _unreachable(host, port, exc) from exc
+    if not der:
+        raise errors.ConnectionFailure(f"{host}:{port} presented no TLS certificate")
+    return der
+
+
+def _unreachable(host: str, port: int, exc: BaseException) -> errors.VcbProxyError:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return errors.ConnectionFailure(f"cannot reach {host}:{port}: no answer in time")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return errors.ConnectionFailure(f"cannot reach {host}:{port}: {reason}")
+
+
+def _verified_context(host: str, port: int, ca_file: str | None, timeout: float) -> ssl.SSLContext:
+    """A verifying context, proven against the server by one handshake so a failure says why."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.UsageError(f"cannot load CA file {ca_file}: {exc}") from exc
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock, \
+                context.wrap_socket(sock, server_hostname=host):
+            pass
+    except ssl.SSLCertVerificationError as exc:
+        presented = pretty_thumbprint(hashlib.sha256(fetch_certificate(host, port, timeout)).hexdigest())
+        source = f"CA file {ca_file}" if ca_file else "the system trust store"
+        raise errors.ConnectionFailure(
+            f"TLS certificate of {host}:{port} cannot be verified against {source} "
+            f"({exc.verify_message}); its SHA-256 thumbprint is {presented}: if that is the "
+            f"server's, pin it with --thumbprint {presented} or give --ca-file") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise _unreachable(host, port, exc) from exc
+    return context
+
+
+def _pinned_context(host: str, port: int, pin: str, timeout: float) -> tuple[ssl.SSLContext, bytes]:
+    der = fetch_certificate(host, port, timeout)
+    actual = cert_digest(der, len(pin))
+    if actual != pin:
+        algorithm = "SHA-1" if len(pin) == 40 else "SHA-256"
+        presented = pretty_thumbprint(hashlib.sha256(der).hexdigest())
+        raise errors.ConnectionFailure(
+            f"TLS certificate of {host}:{port} does not match the pinned {algorithm} thumbprint "
+            f"{pretty_thumbprint(pin)}: it presents SHA-256 {presented}. Not connecting; if the "
+            f"server's certificate really changed, pin it with --thumbprint {presented}")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE   # safe only because the pin was just checked
+    return context, der
+
+
+class Session:
+    """A logged-in session; use :meth:`connect` and ``with`` so it logs out at the end."""
+
+    def __init__(self, *, host: str, port: int, path: str, si, stub, ssl_context: ssl.SSLContext,
+                 thumbprint: str | None, thumbprint_sha256: str, timeout: float):
+        self.host = host
+        self.port = port
+        self.path = path
+        self.si = si
+        self.stub = stub
+        self.ssl_context = ssl_context
+        self.thumbprint = thumbprint
+        self.thumbprint_sha256 = thumbprint_sha256
+        self.timeout = timeout
+        self.content = None
+        self._datacenter: str | None = None
+
+    @classmethod
+    def connect(cls, opts: ConnectOptions) -> Session:
+        host, port, path = parse_server(opts.server)
+        pin = normalise_thumbprint(opts.thumbprint)
+        if pin:
+            context, der = _pinned_context(host, port, pin, opts.timeout)
+        else:
+            context = _verified_context(host, port, opts.ca_file, opts.timeout)
+            der = fetch_certificate(host, port, opts.timeout)
+        stub = SoapAdapter.SoapStubAdapter(
+            host=host, port=port, path=path, version=API_VERSION, sslContext=context,
+            thumbprint=pin, httpConnectionTimeout=opts.timeout)
+        si = vim.ServiceInstance("ServiceInstance", stub)
+        session = cls(host=host, port=port, path=path, si=si, stub=stub, ssl_context=context,
+                      thumbprint=pin, thumbprint_sha256=pretty_thumbprint(hashlib.sha256(der).hexdigest()),
+                      timeout=opts.timeout)
+        try:
+            session.content = si.RetrieveContent()
+            session.content.sessionManager.Login(opts.user, opts.password)
+        except Exception as exc:
+            stub.DropConnections()
+            if isinstance(exc, errors.VcbProxyError):
+                raise
+            raise translate(exc, f"logging in to {host}:{port} as {opts.user}", errors.ConnectionFailure) from exc
+        log.info("logged in to %s:%d as %s", host, port, opts.user)
+        return session
+
+    # -- context manager: log out on every path ---------------------------------------------
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.content is None:
+            return
+        try:
+            self.content.sessionManager.Logout()
+        except Exception as exc:  # noqa: BLE001 - logging out must never mask the real outcome
+            log.debug("logout from %s failed: %s", self.host, exc)
+        finally:
+            self.content = None
+            self.stub.DropConnections()
+
+    # -- what transports use ----------------------------------------------------------------
+    @property
+    def cookie(self) -> str:
+        """The ``Cookie`` header value for the file service: ``vmware_soap_session="..."``."""
+        raw = self.stub.cookie or ""
+        morsel = SimpleCookie(raw).get(SoapAdapter.COOKIE_NAME) if raw else None
+        if morsel is None:
+            return raw.split(";", 1)[0].strip()
+        return f"{SoapAdapter.COOKIE_NAME}={morsel.coded_value}"
+
+    @property
+    def datacenter(self) -> str:
+        """Name of the first datacenter (VCB assumed one; file URLs need its name)."""
+        if self._datacenter is None:
+            from vcbproxy.vsphere.inventory import datacenter_names
+
+            names = datacenter_names(self)
+            if not names:
+                raise errors.NotFoundError(f"{self.host} has no datacenter")
+            self._datacenter = names[0]
+        return self._datacenter
+
+    def file_url(self, file: DatastorePath, *, scheme: str = "https", port: int | None = None,
+                 datacenter: str | None = None) -> str:
+        return build_file_url(self.host, port or self.port, file, scheme=scheme,
+                              datacenter=datacenter or self.datacenter)
+
+    def mo(self, cls, moref: str):
+        """A pyVmomi managed object bound to this session (e.g. ``mo(vim.VirtualMachine, "vm-1")``)."""
+        return cls(moref, self.stub)
+
+
+def build_file_url(host: str, port: int, file: DatastorePath, *, scheme: str, datacenter: str) -> str:
+    """``https://host:port/folder/<quoted path>?dcPath=<dc>&dsName=<ds>`` (datastore file service)."""
+    netloc = f"[{host}]" if ":" in host else host
+    path = urllib.parse.quote(file.path.lstrip("/"), safe="/")
+    query = urllib.parse.urlencode({"dcPath": datacenter, "dsName": file.datastore},
+                                   quote_via=urllib.parse.quote)
+    return f"{scheme}://{netloc}:{port}/folder/{path}?{query}"
