@@ -101,14 +101,26 @@ def _pieces(ranges, capacity: int):
 
 
 class _Sink:
-    """File-like ``write`` target of the VMDK writer: frames, paces and sends its output."""
+    """File-like ``write`` target of the VMDK writer: collects its many small writes
+    (markers, sector padding) into pieces of SEND_PIECE bytes, then frames, paces and
+    sends them."""
+
+    SEND_PIECE = 256 << 10
 
     def __init__(self, req, pacer: Pacer, lease, lease_id: str, chunked: bool):
         self.req, self.pacer, self.lease, self.lease_id = req, pacer, lease, lease_id
         self.chunked = chunked
         self.position = 0
+        self._buf = bytearray()
 
     def write(self, data) -> int:
+        self._buf += data
+        if len(self._buf) >= self.SEND_PIECE:
+            self._send(self._buf)
+            self._buf = bytearray()
+        return len(data)
+
+    def _send(self, data) -> None:
         view = memoryview(data).cast("B")
         if self.lease.state != "ready" or self.lease.expired():
             # Complete/abort/timeout while streaming: ESXi tears the transfer down.
@@ -126,14 +138,10 @@ class _Sink:
             self.pacer.done(n)
             sent += n
         self.position += sent
-        return sent
-
-    def tell(self) -> int:
-        return self.position
-
-    def flush(self) -> None:
-        pass
 
     def finish(self) -> None:
+        if self._buf:
+            self._send(self._buf)
+            self._buf = bytearray()
         if self.chunked:
             self.req.wfile.write(b"0\r\n\r\n")
