@@ -15,26 +15,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, urlsplit
-from xml.sax.saxutils import escape
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from vcbproxy.lab.client import LabClient  # noqa: E402
 from vcbproxy.lab.process import start_lab  # noqa: E402
 
 SECTIONS: dict[str, Callable[[Bench], dict]] = {}
@@ -77,9 +74,9 @@ class Bench:
         return self.lab.info
 
     def cookie(self) -> str:
-        """A SOAP session cookie (``vmware_soap_session=...``), by a plain SOAP Login."""
+        """A SOAP session cookie (``vmware_soap_session=...``) for the data-plane URLs."""
         if self._cookie is None:
-            self._cookie = soap_login(self.info)
+            self._cookie = LabClient(self.info).login()
         return self._cookie
 
     def largest_disk(self) -> tuple[str, str, Path]:
@@ -105,48 +102,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# -- SOAP login without pyVmomi (only vcbproxy/vsphere and the lab import it) ------------------
-
-_ENVELOPE = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
-             'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
-             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{}'
-             '</soapenv:Body></soapenv:Envelope>')
-
-
-def _soap(info: dict, body: str, cookie: str | None = None) -> tuple[str, http.client.HTTPResponse]:
-    url = urlsplit(info["sdk_url"])
-    context = ssl.create_default_context(cafile=info["cert_file"])
-    context.check_hostname = False          # pinned by the CA file; the name may be an IP
-    conn = http.client.HTTPSConnection(url.hostname, url.port, context=context, timeout=30)
-    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"urn:vim25/8.0.3.0"'}
-    if cookie:
-        headers["Cookie"] = cookie
-    conn.request("POST", url.path or "/sdk", _ENVELOPE.format(body).encode(), headers)
-    resp = conn.getresponse()
-    text = resp.read().decode("utf-8", "replace")
-    conn.close()
-    if resp.status != 200:
-        raise SystemExit(f"bench: SOAP call failed: HTTP {resp.status}: {text[:300]}")
-    return text, resp
-
-
-def soap_login(info: dict) -> str:
-    text, _ = _soap(info, '<RetrieveServiceContent xmlns="urn:vim25">'
-                          '<_this type="ServiceInstance">ServiceInstance</_this>'
-                          '</RetrieveServiceContent>')
-    m = re.search(r'<sessionManager type="SessionManager">([^<]+)</sessionManager>', text)
-    if not m:
-        raise SystemExit("bench: no sessionManager in the service content")
-    password = Path(info["password_file"]).read_text().strip()
-    _, resp = _soap(info, f'<Login xmlns="urn:vim25"><_this type="SessionManager">{m.group(1)}'
-                          f'</_this><userName>{escape(info["user"])}</userName>'
-                          f'<password>{escape(password)}</password></Login>')
-    for header in resp.headers.get_all("Set-Cookie") or []:
-        if header.startswith("vmware_soap_session="):
-            return header.split(";", 1)[0]
-    raise SystemExit("bench: Login set no vmware_soap_session cookie")
-
-
 # -- measuring -------------------------------------------------------------------------------
 
 def curl_rate(url: str, expect_bytes: int, repeat: int, *, cookie: str | None = None,
@@ -156,7 +111,7 @@ def curl_rate(url: str, expect_bytes: int, repeat: int, *, cookie: str | None = 
     if cookie:
         cmd += ["-H", f"Cookie: {cookie}"]
     if cacert:
-        cmd += ["--cacert", cacert, "-k"]    # -k: the lab certificate names no host
+        cmd += ["--cacert", cacert]
     runs = []
     for _ in range(repeat):
         out = subprocess.run(cmd + [url], capture_output=True, text=True, check=False)
