@@ -160,9 +160,10 @@ def _oracle(lab, params: dict, body: dict) -> dict:
         if isinstance(vm, str):
             vm = _vm(lab, vm)
         disk = _disk(vm, key)
-        if key not in entry["marks"]:
+        marks = entry["marks"]
+        mark = marks.get(key, marks.get(str(key)))     # str keys once reloaded from JSON
+        if mark is None:
             raise HttpError(404, f"snapshot {snapshot} has no disk with device key {key}")
-        mark = entry["marks"][key]
         label = f"{snapshot}-{key}"
     else:
         vm = _vm(lab, params.get("vm"))
