@@ -200,6 +200,13 @@ def test_reading_an_unset_property_through_fetch_drops_the_connection(vcsim):
             Disconnect(si)
         except Exception:  # noqa: BLE001 - the session's connection is gone already
             pass
+    # The panic is per request: the server (shared by the session's other tests) lives on.
+    again = connect(vcsim)
+    try:
+        vm = all_vms(again)["DC0_C0_RP0_VM0"]
+        assert properties(again, vm, "name", "snapshot") == {"name": "DC0_C0_RP0_VM0"}
+    finally:
+        Disconnect(again)
 
 
 # --- datastore file service ---------------------------------------------------------
