@@ -149,8 +149,7 @@ def plan_restore(source: Path, *, name: str | None = None, datastore: str | None
             adapter=adapter_type(vmx, disk["device"]),
             uuid=disk.get("uuid") or None,
         ))
-    nvram_name = vmx.get("nvram")
-    nvram = source / names.check_component(nvram_name) if nvram_name and (source / nvram_name).is_file() else None
+    nvram = _staged_nvram(source, vmx)
     text = rewrite_vmx(vmx_text, disk_names)
     text = set_vmx_values(text, {"displayName": name, **({"nvram": f"{stem}.nvram"} if nvram else {})})
     return RestorePlan(name, datastore, directory, text, vmx_name, nvram, disks)
@@ -167,6 +166,15 @@ def _staged_vmx(source: Path) -> str:
     return found[0]
 
 
+def _staged_nvram(source: Path, vmx: dict[str, str]) -> Path | None:
+    """The .vmx's ``nvram`` file, or the export's only .nvram (ESXi's default needs no line)."""
+    name = vmx.get("nvram")
+    if name and "/" not in name and (source / names.check_component(name)).is_file():
+        return source / name
+    found = sorted(p for p in source.iterdir() if p.suffix == ".nvram" and p.is_file())
+    return found[0] if len(found) == 1 else None
+
+
 _KEY = re.compile(r'^(?P<lead>\s*)(?P<key>[^=#\s]+)(?P<mid>\s*=\s*)(?P<value>.*?)(?P<tail>\s*)$')
 
 
@@ -178,6 +186,7 @@ def set_vmx_values(text: str, values: dict[str, str]) -> str:
     newline = "\r\n" if "\r\n" in text else "\n"
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
+        ending = line[len(body):]
         match = _KEY.match(body) if not body.lstrip().startswith("#") else None
         key = match.group("key").lower() if match else ""
         if key in wanted:
@@ -185,7 +194,7 @@ def set_vmx_values(text: str, values: dict[str, str]) -> str:
                 continue                                    # a duplicate would win on reload
             seen.add(key)
             body = match.group("lead") + match.group("key") + match.group("mid") + _quote(wanted[key][1])
-        out.append(body + line[len(body):])
+        out.append(body + ending)
     if out and not out[-1].endswith(("\n", "\r")):
         out[-1] += newline
     out += [f"{orig} = {_quote(value)}{newline}" for key, (orig, value) in wanted.items() if key not in seen]
