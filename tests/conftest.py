@@ -2,6 +2,7 @@
 
 pytest_plugins: list[str] = [
     "tests.fixtures.sshd",
+    "tests.fixtures.lab",
     "tests.fixtures.vcsim",
     "tests.fixtures.endpoints",
 ]

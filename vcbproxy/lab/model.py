@@ -1,0 +1,239 @@
+"""The lab's state: managed objects, sessions, snapshot history and NFC leases.
+
+This is the interface the HTTP side modules (fileservice, nfc, control) use:
+
+    lab.lock                          RLock guarding every mutation of the inventory and disks
+    lab.faults                        faults.Faults switch board
+    lab.root                          Path of the lab's state
+    lab.password / lab.password_file  the lab user's password (and the 0600 file holding it)
+    lab.session_for_cookie(header)    -> Session | None (valid, not expired; touched)
+    lab.datastore_dir(dc_path, ds)    -> Path | None
+    lab.datastores                    {datastore name: Path}
+    lab.find_vm(name_or_moref)        -> LabVm | None
+    LabVm.moref/.name/.disks/.powered_on   disks: {device key: LabDisk}
+    lab.snapshot_history[snapshot moref] -> {"vm": vm moref, "marks": {key: mark},
+                                             "change_ids": {key: change id}}
+    lab.leases[lease id]              -> LeaseState (.disks {key: (LabDisk, mark)}, .touch(),
+                                         .state "ready"|"done"|"error", .expired())
+
+Managed objects are plain Python objects (LabObject subclasses) whose properties are computed
+as real pyVmomi data objects when the property collector asks for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
+from typing import Any
+
+from pyVmomi import vim
+
+from vcbproxy.lab.faults import Faults
+
+COOKIE_NAME = "vmware_soap_session"
+USER = "administrator@vsphere.local"
+
+
+class LabObject:
+    """A managed object: a moref, its pyVmomi type, and properties computed on demand.
+
+    A property `x` is served by a method `p_x()` if there is one, else from `self.static`.
+    """
+
+    vim_type: Any = vim.ManagedObject
+
+    def __init__(self, lab: Lab, moref: str):
+        self.lab = lab
+        self.moref = moref
+        self.static: dict[str, Any] = {}
+
+    def ref(self):
+        return self.vim_type(self.moref)
+
+    def get(self, name: str) -> Any:
+        fn = getattr(self, "p_" + name, None)
+        return fn() if fn is not None else self.static.get(name)
+
+    def property_names(self) -> list[str]:
+        names = set(self.static)
+        names.update(n[2:] for n in dir(type(self)) if n.startswith("p_"))
+        return sorted(names)
+
+
+@dataclass
+class Session:
+    key: str
+    user: str
+    login_time: float
+    last_active: float
+    filters: dict = field(default_factory=dict)   # filter moref -> PropertyFilter state
+    retrievals: dict = field(default_factory=dict)  # paging token -> remaining contents
+    logged_out: bool = False
+
+    def user_session(self):
+        t = _dt(self.login_time)
+        return vim.UserSession(key=self.key, userName=self.user, fullName="Lab Administrator",
+                               loginTime=t, lastActiveTime=_dt(self.last_active), locale="en",
+                               messageLocale="en", extensionSession=False, ipAddress="127.0.0.1",
+                               userAgent="pyvmomi", callCount=0)
+
+
+@dataclass
+class LeaseState:
+    """One NFC export lease; nfc.py serves `.disks` while the state is "ready"."""
+
+    id: str
+    vm_moref: str
+    disks: dict                                     # device key -> (LabDisk, mark)
+    timeout: float
+    state: str = "ready"
+    progress: int = 0
+    error: Any = None
+    last_touch: float = field(default_factory=time.monotonic)
+
+    def touch(self) -> None:
+        self.last_touch = time.monotonic()
+
+    def expired(self) -> bool:
+        if self.state == "ready" and time.monotonic() - self.last_touch > self.timeout:
+            self.state = "error"
+            self.error = vim.fault.Timedout(msg="Operation timed out: the export lease got no "
+                                                "progress call in time")
+        return self.state == "error" and isinstance(self.error, vim.fault.Timedout)
+
+
+def _dt(ts: float):
+    import datetime
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+
+
+class Lab:
+    """All state of one lab server. Build with inventory.build_lab()."""
+
+    def __init__(self, root: Path, *, password: str | None = None, seed: int = 0):
+        self.root = Path(root)
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.faults = Faults()
+        self.password = password or secrets.token_urlsafe(16)
+        self.password_file: Path | None = None
+        self.user = USER
+        self.objects: dict[str, LabObject] = {}
+        self.sessions: dict[str, Session] = {}
+        self.datastores: dict[str, Path] = {}
+        self.datacenter_name = "lab-dc"
+        self.snapshot_history: dict[str, dict] = {}
+        self.leases: dict[str, LeaseState] = {}
+        self.instance_uuid = "52c1a3e0-0000-4000-8000-00000000lab0"
+        self._ids = itertools.count(100)
+        self.faults.listeners.append(self._on_faults)
+        # set by inventory.build_lab
+        self.service_instance = None
+        self.root_folder = None
+        self.datacenter = None
+
+    # -- objects ------------------------------------------------------------------------
+
+    def next_moref(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    def add(self, obj: LabObject) -> LabObject:
+        self.objects[obj.moref] = obj
+        return obj
+
+    def remove(self, moref: str) -> None:
+        self.objects.pop(moref, None)
+
+    def obj(self, moref: str) -> LabObject | None:
+        return self.objects.get(moref)
+
+    def vms(self) -> list:
+        from vcbproxy.lab.vm import LabVm
+        return [o for o in self.objects.values() if isinstance(o, LabVm)]
+
+    def find_vm(self, name_or_moref: str):
+        """A VM by moref, or by (unescaped or %-escaped) name; None if absent or ambiguous."""
+        from vcbproxy.lab.vm import LabVm
+        with self.lock:
+            obj = self.objects.get(name_or_moref)
+            if isinstance(obj, LabVm):
+                return obj
+            hits = [vm for vm in self.vms() if name_or_moref in (vm.name, vm.inventory_name)]
+            return hits[0] if len(hits) == 1 else None
+
+    # -- datastores ---------------------------------------------------------------------
+
+    def datastore_dir(self, dc_path: str | None, ds_name: str) -> Path | None:
+        if dc_path not in (None, "", self.datacenter_name):
+            return None
+        return self.datastores.get(ds_name)
+
+    def datastore_path(self, ds_path: str) -> Path | None:
+        """'[ds] dir/file' -> host path, or None if the datastore is unknown or it escapes."""
+        if not ds_path.startswith("[") or "]" not in ds_path:
+            return None
+        ds, rel = ds_path[1:].split("]", 1)
+        base = self.datastores.get(ds)
+        if base is None:
+            return None
+        path = (base / rel.strip()).resolve()
+        if base.resolve() not in path.parents and path != base.resolve():
+            return None
+        return path
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def login(self, user: str, password: str) -> Session | None:
+        if user != self.user or not secrets.compare_digest(password.encode(),
+                                                           self.password.encode()):
+            return None
+        now = time.time()
+        session = Session(key=secrets.token_hex(20), user=user, login_time=now, last_active=now)
+        with self.lock:
+            self.sessions[session.key] = session
+        return session
+
+    def session(self, key: str | None) -> Session | None:
+        """A live session by key, touched; expired ones are dropped."""
+        if not key:
+            return None
+        with self.lock:
+            session = self.sessions.get(key)
+            if session is None or session.logged_out:
+                return None
+            now = time.time()
+            if now - session.last_active > self.faults.get("session_timeout"):
+                del self.sessions[key]
+                return None
+            session.last_active = now
+            return session
+
+    def session_for_cookie(self, cookie_header: str | None) -> Session | None:
+        return self.session(session_key_from_cookie(cookie_header))
+
+    def logout(self, session: Session) -> None:
+        with self.lock:
+            session.logged_out = True
+            self.sessions.pop(session.key, None)
+
+    def _on_faults(self, faults: Faults, names: set[str]) -> None:
+        if "expire_sessions" in names and faults.take("expire_sessions"):
+            with self.lock:
+                self.sessions.clear()
+
+
+def session_key_from_cookie(header: str | None) -> str | None:
+    if not header:
+        return None
+    try:
+        cookie = SimpleCookie()
+        cookie.load(header)
+    except CookieError:
+        return None
+    morsel = cookie.get(COOKIE_NAME)
+    return morsel.value.strip('"') if morsel else None
