@@ -99,6 +99,8 @@ def parse(text: str) -> Descriptor:
                                     name or None, int(m.group("offset") or 0)))
             continue
         if "=" not in line:
+            if not seen_version and not d.extents:
+                raise VmdkError(f"not a VMDK descriptor (line {lineno}: {line[:40]!r})")
             raise VmdkError(f"descriptor line {lineno}: cannot parse {line[:80]!r}")
         key, _, value = line.partition("=")
         key, value = key.strip(), _unquote(value)

@@ -65,7 +65,7 @@ class SparseHeader:
 
     @classmethod
     def unpack(cls, data: bytes) -> SparseHeader:
-        if len(data) < HEADER.size:
+        if len(data) < SECTOR:
             raise VmdkError("sparse extent: file too short for a header")
         (magic, version, flags, capacity, grain, doff, dsize, gtes, rgd, gd, overhead, unclean,
          _nl, compress) = HEADER.unpack_from(data)
