@@ -1,0 +1,167 @@
+"""vcbproxy restore against the lab, end to end: a real CLI process, real sockets.
+
+Round trip: export web01, restore it as a new VM on datastore2, export the restored VM,
+every disk hash equal. Then the refusals and the failure paths: -b keep, -b overwrite
+replacing only after the upload, a damaged export refused before any byte moves, and an
+upload cut halfway (SIGTERM while throttled) leaving nothing registered and no stray files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli import run, start
+from tests.e2e.oracle import metadata
+from tests.fixtures.endpoints import lab_endpoint
+
+TARGET_DS = "datastore2"
+
+
+def _hashes(directory: Path) -> dict[str, str]:
+    return {d["device"]: d["content_sha256"] for d in metadata(directory)["disks"] if not d.get("skipped")}
+
+
+def _vms_named(env, name: str) -> list[str]:
+    res = run(env, "vms", "-s", f"name:{name}")
+    if res.code == 11:
+        return []
+    assert res.code == 0, res
+    return [line.split(":", 1)[1].strip() for line in res.out.splitlines() if line.startswith("moref:")]
+
+
+def _files_under(lab, datastore: str, directory: str) -> list[str]:
+    root = lab_endpoint(lab).path(datastore, directory)
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def _session(lab):
+    from vcbproxy.jobs.connection import ServerSpec, connect
+
+    ep = lab_endpoint(lab)
+    with connect(ServerSpec(server=ep.server, user=ep.user, password=ep.password,
+                            thumbprint=ep.thumbprint_sha256)) as session:
+        yield session
+
+
+@pytest.fixture
+def restored_names(lab):
+    """Names of VMs a test restores; each is destroyed afterwards so the shared lab stays as it was."""
+    names: list[str] = []
+    yield names
+    from vcbproxy.vsphere.register import destroy_vm
+
+    from vcbproxy.selectors import Selector
+    from vcbproxy.vsphere.inventory import find_vms
+
+    with _session(lab) as session:
+        for name in names:
+            for vm in find_vms(session, Selector("name", name)):
+                destroy_vm(session, vm)
+
+
+@pytest.fixture(scope="module")
+def web01_export(lab, tmp_path_factory):
+    from tests.e2e.cli import cli_env
+
+    target = tmp_path_factory.mktemp("restore-src") / "web01-fullVM"
+    res = run(cli_env(lab.info), "mount", "-a", "name:web01", "-r", str(target), "-q")
+    assert res.code == 0, res
+    return target
+
+
+def test_round_trip_restore_as_new_vm_on_another_datastore(env, lab, web01_export, restored_names, tmp_path):
+    name = "web01-restored"
+    restored_names.append(name)
+    res = run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS, "-q")
+    assert res.code == 0, res
+    assert len(_vms_named(env, name)) == 1
+    files = _files_under(lab, TARGET_DS, name)
+    assert {f"{name}.vmx", f"{name}.nvram", f"{name}.vmdk", f"{name}-flat.vmdk"} <= set(files), files
+    assert not [f for f in files if f.endswith(".labupload")]
+
+    again = tmp_path / "again"
+    res = run(env, "mount", "-a", f"name:{name}", "-r", str(again), "-q")
+    assert res.code == 0, res
+    assert _hashes(again) == _hashes(web01_export)
+    assert run(env, "verify", str(again)).code == 0
+
+
+def test_keep_refuses_an_existing_vm_and_leaves_it_alone(env, lab, lab_client, web01_export):
+    before = lab_client.state("web01")
+    res = run(env, "restore", "-s", str(web01_export), "-b", "keep")      # same name as the source VM
+    assert res.code == 14, res
+    assert "already exists" in res.err and "Traceback" not in res.err
+    assert lab_client.state("web01")["disks"] == before["disks"]
+    assert len(_vms_named(env, "web01")) == 1
+
+
+def test_keep_refuses_existing_files(env, lab, web01_export, restored_names):
+    name = "restore-files-taken"
+    restored_names.append(name)
+    ep = lab_endpoint(lab)
+    ep.write_file(TARGET_DS, f"{name}/{name}.vmx", b'displayName = "someone else"\n')
+    try:
+        res = run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS)
+        assert res.code == 14, res
+        assert f"{name}.vmx" in res.err
+        assert _files_under(lab, TARGET_DS, name) == [f"{name}.vmx"]
+        assert ep.read_file(TARGET_DS, f"{name}/{name}.vmx") == b'displayName = "someone else"\n'
+        assert not _vms_named(env, name)
+    finally:
+        ep.path(TARGET_DS, f"{name}/{name}.vmx").unlink()
+
+
+def test_overwrite_replaces_the_vm_only_after_upload(env, lab, web01_export, restored_names):
+    name = "restore-overwrite"
+    restored_names.append(name)
+    assert run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS, "-q").code == 0
+    first = _vms_named(env, name)
+    res = run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS,
+              "-b", "overwrite", "-q")
+    assert res.code == 0, res
+    second = _vms_named(env, name)
+    assert len(second) == 1 and second != first
+
+
+def test_damaged_export_is_refused_before_any_upload(env, lab, web01_export, tmp_path):
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(web01_export, copy)
+    meta = metadata(copy)
+    extent = copy / meta["disks"][0]["files"][-1]
+    with open(extent, "r+b") as f:
+        f.seek(extent.stat().st_size - 4096)
+        f.write(b"\xff" * 16)
+    name = "restore-damaged"
+    res = run(env, "restore", "-s", str(copy), "--name", name, "--datastore", TARGET_DS)
+    assert res.code == 16, res
+    assert extent.name in res.err
+    assert _files_under(lab, TARGET_DS, name) == []
+    assert not _vms_named(env, name)
+
+
+def test_upload_cut_halfway_leaves_nothing_registered_and_no_stray_files(env, lab, lab_client, web01_export):
+    name = "restore-cut"
+    lab_client.set_faults(throttle_bps=2 << 20)
+    proc = start(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS, "-q")
+    root = lab_endpoint(lab).path(TARGET_DS, name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(root.glob("*.labupload")):
+        time.sleep(0.05)
+    assert list(root.glob("*.labupload")), "the upload never started"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    lab_client.set_faults(throttle_bps=None)
+    assert not _vms_named(env, name)
+    assert _files_under(lab, TARGET_DS, name) == []
