@@ -25,8 +25,8 @@ build_vcsim() {
     # GOPATH's first entry is ours (writable); Debian's packaged sources come second.
     (cd "$src" && env GOPATH="$out/gopath:/usr/share/gocode" GO111MODULE=off GOFLAGS= \
         GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local GOCACHE="$out/gocache" \
-        go build -o "$bin.tmp" .) >&2
-    mv "$bin.tmp" "$bin"
+        go build -o "$bin.$$.tmp" .) >&2
+    mv "$bin.$$.tmp" "$bin"    # atomic: a concurrent run sees the old or the new binary
     echo "$stamp" > "$out/.stamp"
     echo "$bin"
 }
