@@ -1,0 +1,79 @@
+"""Registering a restored VM, and the small inventory look-ups a restore needs."""
+
+from __future__ import annotations
+
+from pyVmomi import vim
+
+from vcbproxy import errors
+from vcbproxy.models import DatastorePath, VmRef
+from vcbproxy.vsphere.faults import translated
+from vcbproxy.vsphere.inventory import get_vm
+from vcbproxy.vsphere.tasks import wait_for_task
+
+DEFAULT_TIMEOUT = 600.0
+
+
+def _by_path(session, path: str, cls, what: str):
+    with translated(f"looking up {what} {path}"):
+        obj = session.content.searchIndex.FindByInventoryPath(inventoryPath=path.strip("/"))
+    if obj is None or not isinstance(obj, cls):
+        raise errors.NotFoundError(f"no {what} at inventory path {path}")
+    return obj
+
+
+def find_folder(session, path: str):
+    return _by_path(session, path, vim.Folder, "VM folder")
+
+
+def find_pool(session, path: str):
+    return _by_path(session, path, vim.ResourcePool, "resource pool")
+
+
+def find_host(session, path: str):
+    return _by_path(session, path, vim.HostSystem, "host")
+
+
+def _defaults(session):
+    """The first datacenter's VM folder and the first compute resource's root pool."""
+    dc = _by_path(session, session.datacenter, vim.Datacenter, "datacenter")
+    with translated("reading the datacenter"):
+        folder = dc.vmFolder
+        pool = None
+        for entity in dc.hostFolder.childEntity or []:
+            if isinstance(entity, vim.ComputeResource):
+                pool = entity.resourcePool
+                break
+    if pool is None:
+        raise errors.NotFoundError(f"datacenter {session.datacenter} has no compute resource to register into")
+    return folder, pool
+
+
+def register_vm(session, vmx_path: DatastorePath, *, name: str, folder: str | None = None,
+                pool: str | None = None, host: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> VmRef:
+    default_folder, default_pool = _defaults(session)
+    folder_obj = find_folder(session, folder) if folder else default_folder
+    pool_obj = find_pool(session, pool) if pool else default_pool
+    host_obj = find_host(session, host) if host else None
+    what = f"registering {vmx_path} as {name!r}"
+    with translated(what):
+        task = folder_obj.RegisterVM_Task(path=str(vmx_path), name=name, asTemplate=False,
+                                          pool=pool_obj, host=host_obj)
+    vm = wait_for_task(session, task, timeout=timeout, what=what)
+    ref = get_vm(session, vm._moId)
+    if ref is None:
+        raise errors.NotFoundError(f"{what}: the new VM {vm._moId} is not in the inventory")
+    return ref
+
+
+def destroy_vm(session, moref: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    what = f"destroying VM {moref}"
+    with translated(what):
+        task = vim.VirtualMachine(moref, session.stub).Destroy_Task()
+    wait_for_task(session, task, timeout=timeout, what=what)
+
+
+def power_on(session, moref: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    what = f"powering on VM {moref}"
+    with translated(what):
+        task = vim.VirtualMachine(moref, session.stub).PowerOnVM_Task()
+    wait_for_task(session, task, timeout=timeout, what=what)
