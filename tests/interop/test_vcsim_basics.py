@@ -232,9 +232,9 @@ def file_request(vcsim, method: str, ds_path: str, *, headers=None, body=None, c
 def test_file_service_get_range_and_head(si, vcsim):
     endpoint = vcsim_endpoint(vcsim)
     data = os.urandom(4096)
-    endpoint.write_file("LocalDS_0", "DC0_H0_VM0/disk1-flat.vmdk", data)
+    path = "interop-basics/disk1-flat.vmdk"        # not a VM's own file: the vcsim is shared
+    endpoint.write_file("LocalDS_0", path, data)
     cookie = si._stub.cookie
-    path = "DC0_H0_VM0/disk1-flat.vmdk"
 
     status, headers, body = file_request(vcsim, "GET", path, cookie=cookie,
                                          headers={"Range": "bytes=100-1123"})
