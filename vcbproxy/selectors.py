@@ -27,8 +27,8 @@ class Selector:
 def parse_selector(text: str) -> Selector:
     """``any``, ``name:X`` (exact, case-sensitive, may contain ':'), ``ipaddr:X``, ``uuid:X``,
     ``moref:X``, ``powerstate:on|off``; anything else is a usage error listing the kinds."""
-    text = (text or "").strip()
-    if text == "any":
+    text = (text or "").lstrip()   # not rstrip: a display name may end in a space
+    if text.rstrip() == "any":
         return Selector("any", "")
     kind, sep, value = text.partition(":")
     kind = kind.strip().lower()
