@@ -210,3 +210,53 @@ def test_set_vmx_values_replaces_and_appends():
     out = set_vmx_values(text, {"displayName": "new", "nvram": "n.nvram"})
     assert out == ('displayName = "new"\r\n# displayName = "comment"\r\nmemsize = "512"\r\n'
                    'nvram = "n.nvram"\r\n')
+
+
+def test_cbt_repository_run_rebuilt_then_uploaded(tmp_path, server):
+    """restore --repo: a run rebuilt by restore_point plans and uploads like an export."""
+    import os
+
+    from vcbproxy.jobs.restore import RestoreOptions, _rebuilt_run
+    from vcbproxy.repository.extents import ExtentWriter
+    from vcbproxy.repository.store import Repository
+
+    repo = Repository.open(tmp_path / "repo", create=True)
+    capacity = 1 << 20
+    data = os.urandom(8192)
+    writer = repo.new_run("u1")
+    out = ExtentWriter(writer.file("disk-2000.data"))
+    out.data(65536, data)
+    entry = {"key": 2000, "device": "scsi0:0", "capacity": capacity, "kind": "full", **out.commit()}
+    (writer.path / "config").mkdir()
+    (writer.path / "config" / "web01.vmx").write_text('scsi0:0.fileName = "web01.vmdk"\n')
+    writer.commit({"run": writer.number, "vm": {"name": "web01", "uuid": "u1"}, "disks": [entry],
+                   "config": ["web01.vmx"], "snapshot": {"moref": "snapshot-1", "created": ""}})
+    expected = bytearray(capacity)
+    expected[65536:65536 + 8192] = data
+
+    with _rebuilt_run(RestoreOptions(repo=repo.root, run=1)) as source:
+        plan = plan_restore(source, name="from-cbt", datastore="ds")
+        assert parse_vmx(plan.vmx_text)["scsi0:0.filename"] == "from-cbt.vmdk"
+        disk = plan.disks[0]
+        assert disk.staged.content_sha256 == hashlib.sha256(expected).hexdigest()
+        with FileUploader(LocalSession(server.server_address[1])) as up:
+            upload_disk(up, disk.staged, disk.target, adapter=disk.adapter, uuid=None, uploaded=[])
+    assert not source.exists()                     # the rebuilt run is gone afterwards
+    assert (server.root / "ds" / "from-cbt" / "from-cbt-flat.vmdk").read_bytes() == bytes(expected)
+
+
+def test_repository_that_does_not_verify_is_refused(tmp_path):
+    from vcbproxy.jobs.restore import RestoreOptions, _rebuilt_run
+    from vcbproxy.repository.extents import ExtentWriter
+    from vcbproxy.repository.store import Repository
+
+    repo = Repository.open(tmp_path / "repo", create=True)
+    writer = repo.new_run("u1")
+    out = ExtentWriter(writer.file("disk-2000.data"))
+    out.data(0, b"x" * 4096)
+    entry = {"key": 2000, "device": "scsi0:0", "capacity": 1 << 20, "kind": "full", **out.commit()}
+    run = writer.commit({"run": writer.number, "vm": {"name": "web01", "uuid": "u1"}, "disks": [entry]})
+    (run.path / "disk-2000.data").write_bytes(b"y" * 4096)
+    with pytest.raises(errors.VerifyError, match="disk-2000.data"), \
+            _rebuilt_run(RestoreOptions(repo=repo.root, run=1)):
+        pass

@@ -6,13 +6,18 @@ from pathlib import Path
 
 import click
 
+from vcbproxy import errors
 from vcbproxy.cli.options import output_options, progress_mode, server_options
 from vcbproxy.jobs.connection import connect
 
 
 @click.command("restore")
-@click.option("-s", "--source", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+@click.option("-s", "--source", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="The export directory written by 'vcbproxy mount'.")
+@click.option("--repo", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Restore from a CBT repository instead (with --run N).")
+@click.option("--run", "run_number", type=int, metavar="N", help="The repository run to restore.")
+@click.option("--repo-vm", metavar="UUID|NAME", help="Which VM of the repository, when it holds several.")
 @click.option("--name", metavar="NAME", help="Name of the restored VM [default: the exported VM's name].")
 @click.option("--datastore", metavar="DS", help="Datastore to upload to [default: the VM's original one].")
 @click.option("--folder", metavar="PATH", help="Inventory path of the VM folder [default: the datacenter's].")
@@ -26,9 +31,9 @@ from vcbproxy.jobs.connection import connect
 @click.option("--no-verify", is_flag=True, help="Skip verifying the export before uploading (not advised).")
 @output_options
 @server_options
-def restore(source, name, datastore, folder, resource_pool, host, policy, power_on, no_verify, json_output,
+def restore(source, repo, run_number, repo_vm, name, datastore, folder, resource_pool, host, policy, power_on, no_verify, json_output,
             quiet, server):
-    """Verify an export, upload its disks (as VMFS descriptor + flat extent), .vmx and .nvram
+    """Verify an export (or a CBT repository run, rebuilt first), upload its disks (as VMFS descriptor + flat extent), .vmx and .nvram
     through the datastore file service, register the VM and optionally power it on.
 
     A failed restore deletes what it uploaded and leaves an existing VM untouched.
@@ -38,8 +43,12 @@ def restore(source, name, datastore, folder, resource_pool, host, policy, power_
     from vcbproxy.jobs.signals import signals_raise
     from vcbproxy.progress import Progress
 
+    if (source is None) == (repo is None):
+        raise errors.UsageError("give either -s DIR (an export) or --repo DIR --run N")
+    if repo is not None and run_number is None:
+        raise errors.UsageError("--repo needs --run N")
     spec = server()
-    options = RestoreOptions(source=source, name=name, datastore=datastore, folder=folder,
+    options = RestoreOptions(source=source, repo=repo, run=run_number, repo_vm=repo_vm, name=name, datastore=datastore, folder=folder,
                              resource_pool=resource_pool, host=host, policy=policy, power_on=power_on,
                              timeout=spec.timeout, verify=not no_verify)
     progress = Progress.create(progress_mode(json_output, quiet))

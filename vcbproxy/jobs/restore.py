@@ -16,9 +16,11 @@ pyVmomi stays in ``vcbproxy.vsphere``; this module sees sessions and dataclasses
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +35,13 @@ from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx
 log = logging.getLogger(__name__)
 
 POLICIES = ("keep", "overwrite")
+RESTORE_POINT = "restore-point.json"     # written by jobs/restore_point.py for a CBT run
 MAX_DIRECTORY_TRIES = 100
 
 
 @dataclass
 class RestoreOptions:
-    source: Path
+    source: Path | None = None           # an export directory (or repo + run below)
     name: str | None = None              # default: the exported VM's name
     datastore: str | None = None         # default: the datastore the VM's .vmx was on
     folder: str | None = None            # inventory path of the VM folder
@@ -48,6 +51,9 @@ class RestoreOptions:
     power_on: bool = False
     timeout: float = 60.0
     verify: bool = True
+    repo: Path | None = None             # restore a CBT repository run instead of an export
+    run: int | None = None
+    repo_vm: str | None = None           # which VM of the repository (uuid or name) when it holds several
 
 
 @dataclass
@@ -118,7 +124,7 @@ def plan_restore(source: Path, *, name: str | None = None, datastore: str | None
     from vcbproxy.jobs.export import read_metadata
 
     source = Path(source)
-    meta = read_metadata(source)
+    meta = _restore_point_metadata(source) if (source / RESTORE_POINT).is_file() else read_metadata(source)
     vm = meta.get("vm") or {}
     name = name or vm.get("name")
     if not name:
@@ -153,6 +159,19 @@ def plan_restore(source: Path, *, name: str | None = None, datastore: str | None
     text = rewrite_vmx(vmx_text, disk_names)
     text = set_vmx_values(text, {"displayName": name, **({"nvram": f"{stem}.nvram"} if nvram else {})})
     return RestorePlan(name, datastore, directory, text, vmx_name, nvram, disks)
+
+
+def _restore_point_metadata(source: Path) -> dict:
+    """A rebuilt CBT run (``restore-point.json``) in the shape of an export's ``vcbproxy.json``."""
+    import json
+
+    try:
+        point = json.loads((source / RESTORE_POINT).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise errors.StagingError(f"cannot read {source / RESTORE_POINT}: {exc}") from exc
+    disks = [{"device": device, "files": d["files"], "capacity": d["capacity"], "content_sha256": d["sha256"]}
+             for device, d in sorted(point.get("disks", {}).items())]
+    return {"vm": point.get("vm") or {}, "disks": disks}
 
 
 def _staged_vmx(source: Path) -> str:
@@ -209,13 +228,42 @@ def _quote(value: str) -> str:
 
 def restore(session, options: RestoreOptions, progress: Progress) -> RestoreResult:
     """Verify, upload, (replace,) register, (power on). See the module docstring for the order."""
-    from vcbproxy.transport.put import FileUploader
-
     if options.policy not in POLICIES:
         raise errors.UsageError(f"unknown policy {options.policy!r}; use one of: {', '.join(POLICIES)}")
+    if options.repo is not None:
+        with _rebuilt_run(options) as source:
+            return _restore_from(session, source, options, progress)
+    if options.source is None:
+        raise errors.UsageError("give an export directory (-s DIR) or a repository run (--repo DIR --run N)")
     if options.verify:
         _verify_first(options.source)
-    plan = plan_restore(options.source, name=options.name, datastore=options.datastore)
+    return _restore_from(session, options.source, options, progress)
+
+
+@contextlib.contextmanager
+def _rebuilt_run(options: RestoreOptions):
+    """A CBT run rebuilt as flat disks in a private temporary directory (sparse: holes cost no
+    space), after the repository verifies; removed on every path."""
+    from vcbproxy.jobs.restore_point import restore_point
+    from vcbproxy.repository.verify import verify_repository
+
+    if options.run is None:
+        raise errors.UsageError("--repo needs --run N")
+    if options.verify:
+        problems = verify_repository(options.repo)
+        if problems:
+            raise errors.VerifyError(f"{options.repo} does not verify, refusing to restore from it: "
+                                     + "; ".join(problems[:5]))
+    with tempfile.TemporaryDirectory(prefix="vcbproxy-restore-") as tmp:
+        out = Path(tmp) / "run"
+        restore_point(options.repo, options.run, out, fmt="flat", vm=options.repo_vm)
+        yield out
+
+
+def _restore_from(session, source: Path, options: RestoreOptions, progress: Progress) -> RestoreResult:
+    from vcbproxy.transport.put import FileUploader
+
+    plan = plan_restore(source, name=options.name, datastore=options.datastore)
     existing = _existing_vm(session, plan.name)
     if existing is not None and options.policy == "keep":
         raise errors.StagingError(f"a VM named {plan.name!r} already exists ({existing.moref}); "
@@ -223,7 +271,7 @@ def restore(session, options: RestoreOptions, progress: Progress) -> RestoreResu
     uploaded: list[DatastorePath] = []
     with FileUploader(session, timeout=options.timeout) as uploader:
         plan = _free_directory(uploader, plan, options.policy)
-        log.info("restoring %s as %s into [%s] %s", options.source, plan.name, plan.datastore, plan.directory)
+        log.info("restoring %s as %s into [%s] %s", source, plan.name, plan.datastore, plan.directory)
         registered: VmRef | None = None
         try:
             _upload_all(uploader, plan, uploaded, progress)
