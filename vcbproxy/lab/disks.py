@@ -1,0 +1,600 @@
+"""One lab virtual disk: its real VMDK files, snapshot deltas, guest writes, CBT and an oracle.
+
+Files in the disk's datastore directory (``b`` = basename)::
+
+    b.vmdk              descriptor, createType "vmfs", one FLAT extent (as ESXi keeps a base disk)
+    b-flat.vmdk         the extent: a sparse host file, only data regions written
+    b-000001.vmdk ...   snapshot deltas: hosted monolithicSparse with an embedded descriptor whose
+                        parentFileNameHint/parentCID name the layer below (qemu-img reads the chain)
+    b-ctk.vmdk          change tracking log (vcbproxy.lab.cbt), only while tracking is on
+    b.labjournal        the oracle's journal: every guest write, appended (lab-internal)
+    b.labbase           raw copy of an uploaded disk's content at registration (lab-internal)
+
+The oracle answers "what did the disk hold at mark m" independently of the VMDK files: the
+base content (regenerated from the seed, or ``b.labbase``) plus the journal's first m writes.
+It survives snapshot merges because it never looks at layers, so a test can compare what a
+backup read from the files against it. A mark is the journal's length at some moment; the
+server stores one per disk per snapshot.
+
+The server calls ``disk.cbt.advance()`` when it creates a snapshot (``add_delta`` only makes the
+files), and keeps the change ID it returns for that snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import struct
+import threading
+import uuid as uuidlib
+from pathlib import Path
+
+from vcbproxy.lab import content
+from vcbproxy.lab.cbt import BLOCK, ChangeTracker, InvalidChangeId, clip, window_end
+from vcbproxy.vmdk import VmdkError, descriptor
+from vcbproxy.vmdk.sparse import SECTOR, SparseExtent, SparseHeader, is_zero
+
+__all__ = ["LabDisk", "InvalidChangeId", "BLOCK"]
+
+CHUNK = 1 << 20
+STATE_VERSION = 1
+_DELTA_RE = re.compile(r"^(?P<base>.+)-(?P<n>\d{6})\.vmdk$")
+
+
+class _Journal:
+    """Append-only record of guest writes: ``<QQB`` (offset, length, zero flag) then the data.
+
+    The index (offset, length, data position or -1 for zeros) is rebuilt by a header scan on
+    open; a torn last record (crash mid-append) is cut off.
+    """
+
+    REC = struct.Struct("<QQB")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.entries: list[tuple[int, int, int]] = []
+        size = os.fstat(self._fd).st_size
+        pos = 0
+        while pos + self.REC.size <= size:
+            off, length, zero = self.REC.unpack(os.pread(self._fd, self.REC.size, pos))
+            data_pos = pos + self.REC.size
+            end = data_pos + (0 if zero else length)
+            if end > size:
+                break
+            self.entries.append((off, length, -1 if zero else data_pos))
+            pos = end
+        if pos != size:
+            os.ftruncate(self._fd, pos)
+        self._size = pos
+
+    def append(self, offset: int, data: bytes) -> None:
+        zero = is_zero(data)
+        record = self.REC.pack(offset, len(data), 1 if zero else 0)
+        os.write(self._fd, record if zero else record + bytes(data))
+        self.entries.append((offset, len(data), -1 if zero else self._size + self.REC.size))
+        self._size += self.REC.size + (0 if zero else len(data))
+
+    def data(self, pos: int, length: int) -> bytes:
+        return bytes(length) if pos < 0 else os.pread(self._fd, length, pos)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class LabDisk:
+    """A virtual disk of the lab; every public method takes the disk's lock (thread-safe)."""
+
+    def __init__(self, directory: Path, basename: str, capacity: int, uuid: str,
+                 layers: list[str], *, seed: int | None, fill: float,
+                 base_ranges: list[tuple[int, int]] | None, next_delta: int):
+        self.directory = Path(directory)
+        self.basename = basename
+        self.capacity = capacity
+        self.uuid = uuid
+        self.seed = seed
+        self.fill = fill
+        self._layers = list(layers)
+        self._next_delta = next_delta
+        self._lock = threading.RLock()
+        if seed is not None:
+            base_ranges = content.base_extents(capacity, seed, fill)
+        self._base_ranges = [tuple(r) for r in base_ranges or []]
+        self._journal = _Journal(self.directory / f"{basename}.labjournal")
+        self.cbt = ChangeTracker(self.directory / f"{basename}-ctk.vmdk",
+                                 mark_source=self.mark)
+        self._writer = None  # open handle on the top layer: (kind, fd or SparseExtent)
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory, basename: str, capacity: int, *, seed: int, fill: float = 0.4,
+               uuid: str | None = None) -> LabDisk:
+        """A new base disk holding the seed's content; any old files of that name are replaced."""
+        directory = Path(directory)
+        if capacity <= 0 or capacity % SECTOR:
+            raise ValueError(f"disk capacity {capacity} is not a positive multiple of 512")
+        flat = f"{basename}-flat.vmdk"
+        fd = os.open(directory / flat, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, capacity)  # a hole: unwritten regions cost nothing on the host
+            for off, length in content.base_extents(capacity, seed, fill):
+                for pos in range(off, off + length, CHUNK):
+                    n = min(CHUNK, off + length - pos)
+                    os.pwrite(fd, content.fill_bytes(seed, pos, n), pos)
+        finally:
+            os.close(fd)
+        uuid = uuid or str(uuidlib.uuid4())
+        desc = descriptor.new_descriptor(
+            "vmfs", [descriptor.Extent("RW", capacity // SECTOR, "FLAT", flat, 0)],
+            capacity=capacity, uuid=uuid)
+        _write_text(directory / f"{basename}.vmdk", descriptor.render(desc))
+        for stale in (f"{basename}.labjournal", f"{basename}-ctk.vmdk", f"{basename}.labbase"):
+            (directory / stale).unlink(missing_ok=True)
+        return cls(directory, basename, capacity, uuid, [f"{basename}.vmdk"], seed=seed,
+                   fill=fill, base_ranges=None, next_delta=1)
+
+    @classmethod
+    def load(cls, directory, descriptor_name: str, state: dict | None = None) -> LabDisk:
+        """Reopen a disk from its ``state()``, or adopt files that arrived some other way.
+
+        Without state (a disk uploaded by PUT and registered later) the chain is found through
+        the parent hints from ``descriptor_name`` down, and the oracle's base is whatever the
+        files hold now (copied to ``<basename>.labbase``).
+        """
+        directory = Path(directory)
+        if state is not None:
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"lab disk state version {state.get('version')!r} is unknown")
+            for name in state["layers"]:
+                if not (directory / name).exists():
+                    raise FileNotFoundError(f"lab disk layer {directory / name} is missing")
+            return cls(directory, state["basename"], state["capacity"], state["uuid"],
+                       state["layers"], seed=state.get("seed"), fill=state.get("fill", 0.4),
+                       base_ranges=state.get("base_ranges"), next_delta=state["next_delta"])
+        layers = _find_chain(directory, descriptor_name)
+        m = _DELTA_RE.match(layers[0])
+        basename = m.group("base") if m else layers[0].removesuffix(".vmdk")
+        info = _layer_info(directory, layers[0])
+        capacity = info.capacity
+        uuid = _plain_uuid(info.desc.ddb.get("uuid")) or str(uuidlib.uuid4())
+        numbers = [int(m.group("n")) for n in layers if (m := _DELTA_RE.match(n))]
+        for stale in (f"{basename}.labjournal", f"{basename}-ctk.vmdk"):
+            (directory / stale).unlink(missing_ok=True)
+        disk = cls(directory, basename, capacity, uuid, layers, seed=None, fill=0.0,
+                   base_ranges=[], next_delta=max(numbers, default=0) + 1)
+        disk._base_ranges = disk._snapshot_base()
+        return disk
+
+    def _snapshot_base(self) -> list[tuple[int, int]]:
+        """Copy the files' current content to ``<basename>.labbase``; returns its data ranges."""
+        path = self.directory / f"{self.basename}.labbase"
+        blocks = []
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, self.capacity)
+            for pos in range(0, self.capacity, CHUNK):
+                data = self._chain_read(pos, min(CHUNK, self.capacity - pos))
+                for b in range(0, len(data), BLOCK):
+                    piece = data[b:b + BLOCK]
+                    if not is_zero(piece):
+                        os.pwrite(fd, piece, pos + b)
+                        blocks.append((pos + b) // BLOCK)
+        finally:
+            os.close(fd)
+        return _merge([(b * BLOCK, min(BLOCK, self.capacity - b * BLOCK)) for b in blocks])
+
+    def state(self) -> dict:
+        """JSON-able state for :meth:`load` (the journal and ctk live in their own files)."""
+        with self._lock:
+            out = {"version": STATE_VERSION, "basename": self.basename,
+                   "capacity": self.capacity, "uuid": self.uuid, "layers": list(self._layers),
+                   "next_delta": self._next_delta, "seed": self.seed, "fill": self.fill,
+                   "change_id": self.cbt.change_id}
+            if self.seed is None:
+                out["base_ranges"] = [list(r) for r in self._base_ranges]
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_writer()
+            self._journal.close()
+
+    # -- files -------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[str]:
+        with self._lock:
+            return list(self._layers)
+
+    @property
+    def top(self) -> str:
+        with self._lock:
+            return self._layers[-1]
+
+    @property
+    def change_id(self) -> str | None:
+        return self.cbt.change_id
+
+    def file_kinds(self) -> list[tuple[str, str]]:
+        """Every file of the disk with its vSphere layout kind, base layer first."""
+        with self._lock:
+            out = []
+            for name in self._layers:
+                out.append((name, "diskDescriptor"))
+                info = _layer_info(self.directory, name)
+                if info.flat_extent:
+                    out.append((info.flat_extent, "diskExtent"))
+            if self.cbt.enabled:
+                out.append((self.cbt.path.name, "ctk"))
+            return out
+
+    def files(self) -> list[str]:
+        return [name for name, _ in self.file_kinds()]
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def add_delta(self) -> str:
+        """Snapshot-create for this disk: a new sparse delta over the current top becomes top."""
+        with self._lock:
+            self._close_writer()
+            parent = self._layers[-1]
+            parent_cid = _layer_info(self.directory, parent).desc.cid
+            name = f"{self.basename}-{self._next_delta:06d}.vmdk"
+            self._next_delta += 1
+            desc = descriptor.new_descriptor(
+                "monolithicSparse",
+                [descriptor.Extent("RW", self.capacity // SECTOR, "SPARSE", name)],
+                capacity=self.capacity, uuid=self.uuid, parent_hint=parent,
+                parent_cid=parent_cid)
+            SparseExtent.create(self.directory / name, self.capacity,
+                                descriptor=descriptor.render(desc)).close()
+            self._layers.append(name)
+            return name
+
+    def remove_layer(self, index: int) -> None:
+        """Snapshot-remove: merge layer ``index`` into ``index-1`` and delete its files.
+
+        The layer above (if any) is re-pointed at the parent. Content read through the top
+        is unchanged, and so is the oracle.
+        """
+        with self._lock:
+            if not 1 <= index < len(self._layers):
+                raise ValueError(f"layer {index} cannot be merged: the disk has layers "
+                                 f"0..{len(self._layers) - 1} and layer 0 has no parent")
+            self._close_writer()
+            child_name, parent_name = self._layers[index], self._layers[index - 1]
+            parent = _layer_info(self.directory, parent_name)
+            with SparseExtent.open(self.directory / child_name) as child:
+                ranges = child.allocated_ranges()
+                writer = self._open_layer(parent_name)
+                try:
+                    for off, length in ranges:
+                        for pos in range(off, off + length, CHUNK):
+                            n = min(CHUNK, off + length - pos)
+                            _layer_write(writer, pos, child.read(pos, n))
+                finally:
+                    _layer_sync_close(writer)
+            # The parent's content changed: a new CID, and the layer above must name it.
+            new_cid = _new_cid(parent.desc.cid)
+            _rewrite_descriptor(self.directory, parent_name, cid=new_cid)
+            if index + 1 < len(self._layers):
+                _rewrite_descriptor(self.directory, self._layers[index + 1],
+                                    parent_hint=parent_name, parent_cid=new_cid)
+            (self.directory / child_name).unlink()
+            del self._layers[index]
+
+    # -- guest I/O ---------------------------------------------------------------------
+
+    def guest_write(self, offset: int, data: bytes) -> None:
+        """A write by the running guest: lands in the top layer, the journal and CBT."""
+        if offset < 0 or offset + len(data) > self.capacity:
+            raise ValueError(f"write {offset}+{len(data)} outside the disk ({self.capacity})")
+        if not data:
+            return
+        with self._lock:
+            if self._writer is None:
+                self._writer = self._open_layer(self._layers[-1])
+            kind, handle = self._writer
+            if kind == "sparse":
+                # Copy-on-write at grain granularity: a grain first written in a delta must
+                # carry the parent's bytes around the guest's, or they would read as zeros.
+                start, padded = self._grain_padded(offset, data, handle.grain_bytes)
+                _layer_write(self._writer, start, padded)
+            else:
+                _layer_write(self._writer, offset, data)
+            self._journal.append(offset, data)
+            self.cbt.record(offset, len(data))
+
+    def churn(self, percent: float, seed: int) -> int:
+        """Write about ``percent`` % of the disk in random 64 KiB blocks; returns bytes written.
+
+        One block in eight is zeroed (files deleted and trimmed), the rest get new data.
+        """
+        blocks = -(-self.capacity // BLOCK)
+        count = min(blocks, max(0, round(blocks * percent / 100.0)))
+        rng = random.Random(f"churn:{seed}:{self.mark()}")
+        data_seed = rng.getrandbits(48)
+        written = 0
+        for b in sorted(rng.sample(range(blocks), count)):
+            off = b * BLOCK
+            n = min(BLOCK, self.capacity - off)
+            zero = rng.random() < 0.125
+            self.guest_write(off, bytes(n) if zero else content.fill_bytes(data_seed, off, n))
+            written += n
+        return written
+
+    # -- oracle ------------------------------------------------------------------------
+
+    def mark(self) -> int:
+        """The current position in the write journal (names the content as of now)."""
+        with self._lock:
+            return len(self._journal.entries)
+
+    def _entries(self, mark: int | None) -> list[tuple[int, int, int]]:
+        entries = self._journal.entries
+        if mark is None:
+            return list(entries)
+        if not 0 <= mark <= len(entries):
+            raise ValueError(f"mark {mark} is not a journal position (0..{len(entries)})")
+        return entries[:mark]
+
+    def read(self, offset: int, length: int, mark: int | None = None) -> bytes:
+        """The disk's bytes at ``offset`` as of ``mark`` (None: now), from base + journal."""
+        if offset < 0 or length < 0 or offset + length > self.capacity:
+            raise ValueError(f"read {offset}+{length} outside the disk ({self.capacity})")
+        with self._lock:
+            buf = bytearray(self._base_read(offset, length))
+            end = offset + length
+            for off, n, pos in self._entries(mark):
+                a, b = max(off, offset), min(off + n, end)
+                if a < b:
+                    buf[a - offset:b - offset] = self._journal.data(
+                        pos if pos < 0 else pos + (a - off), b - a)
+            return bytes(buf)
+
+    def _base_read(self, offset: int, length: int) -> bytes:
+        if self.seed is None:
+            with open(self.directory / f"{self.basename}.labbase", "rb") as f:
+                return os.pread(f.fileno(), length, offset).ljust(length, b"\0")
+        buf = bytearray(length)
+        for off, n in clip(self._base_ranges, offset, offset + length, self.capacity):
+            buf[off - offset:off - offset + n] = content.fill_bytes(self.seed, off, n)
+        return bytes(buf)
+
+    def allocated(self, mark: int | None = None) -> list[tuple[int, int]]:
+        """Merged, block-aligned ranges that hold data (base regions + journal writes)."""
+        with self._lock:
+            ranges = list(self._base_ranges)
+            for off, n, _pos in self._entries(mark):
+                start = off // BLOCK * BLOCK
+                ranges.append((start, min(self.capacity, -(-(off + n) // BLOCK) * BLOCK) - start))
+            return _merge(sorted(ranges))
+
+    def sha256(self, mark: int | None = None) -> str:
+        """SHA-256 (hex) of the whole disk as of ``mark``."""
+        h = hashlib.sha256()
+        zeros = bytes(CHUNK)
+        pos = 0
+        for off, n in self.allocated(mark):
+            while pos < off:
+                k = min(CHUNK, off - pos)
+                h.update(zeros[:k])
+                pos += k
+            for p in range(off, off + n, CHUNK):
+                h.update(self.read(p, min(CHUNK, off + n - p), mark))
+            pos = off + n
+        while pos < self.capacity:
+            k = min(CHUNK, self.capacity - pos)
+            h.update(zeros[:k])
+            pos += k
+        return h.hexdigest()
+
+    def export_raw(self, path, mark: int | None = None) -> None:
+        """Write the content as of ``mark`` to a sparse raw file (for ``qemu-img compare``)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, self.capacity)
+            for off, n in self.allocated(mark):
+                for p in range(off, off + n, CHUNK):
+                    data = self.read(p, min(CHUNK, off + n - p), mark)
+                    if not is_zero(data):
+                        os.pwrite(fd, data, p)
+        finally:
+            os.close(fd)
+
+    # -- CBT ---------------------------------------------------------------------------
+
+    def query_changed(self, since: str, until: str, start: int = 0,
+                      max_bytes: int | None = None) -> tuple[list[tuple[int, int]], int]:
+        """QueryChangedDiskAreas for this disk: ``(areas, covered_length)``.
+
+        ``since="*"`` answers with the ranges that hold data in the state ``until`` names.
+        """
+        if since != "*":
+            return self.cbt.changed(since, until, start, max_bytes, self.capacity)
+        mark = self.cbt.mark_of(until)
+        end = window_end(start, max_bytes, self.capacity)
+        return clip(self.allocated(mark), start, end, self.capacity), end - start
+
+    # -- layer access (lock held) ------------------------------------------------------
+
+    def _grain_padded(self, offset: int, data: bytes, grain: int) -> tuple[int, bytes]:
+        end = offset + len(data)
+        start = offset // grain * grain
+        stop = min(self.capacity, -(-end // grain) * grain)
+        if start == offset and stop == end:
+            return offset, data
+        head = self._chain_read(start, offset - start) if offset > start else b""
+        tail = self._chain_read(end, stop - end) if stop > end else b""
+        return start, head + bytes(data) + tail
+
+    def _open_layer(self, name: str):
+        info = _layer_info(self.directory, name)
+        if info.flat_extent:
+            return ("flat", os.open(self.directory / info.flat_extent, os.O_RDWR))
+        return ("sparse", SparseExtent.open(self.directory / name, writable=True))
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            _layer_sync_close(self._writer)
+            self._writer = None
+
+    def _chain_read(self, offset: int, length: int, level: int | None = None) -> bytes:
+        """Bytes as the files hold them now, read through the chain from layer ``level`` down."""
+        level = len(self._layers) - 1 if level is None else level
+        if level < 0:
+            return bytes(length)
+        name = self._layers[level]
+        info = _layer_info(self.directory, name)
+        if info.flat_extent:
+            with open(self.directory / info.flat_extent, "rb") as f:
+                return os.pread(f.fileno(), length, offset).ljust(length, b"\0")
+        out = bytearray()
+        with SparseExtent.open(self.directory / name) as ext:
+            gb = ext.grain_bytes
+            pos, end = offset, offset + length
+            while pos < end:
+                g = pos // gb
+                mine = ext.is_allocated(g)
+                run_end = min(end, (g + 1) * gb)
+                while run_end < end and ext.is_allocated(run_end // gb) == mine:
+                    run_end = min(end, run_end + gb)
+                if mine:
+                    out += ext.read(pos, run_end - pos)
+                else:
+                    out += self._chain_read(pos, run_end - pos, level - 1)
+                pos = run_end
+        return bytes(out)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+class _LayerInfo:
+    """A layer's parsed descriptor and, for a flat layer, its one extent file."""
+
+    def __init__(self, desc: descriptor.Descriptor, sparse: bool):
+        self.desc = desc
+        self.sparse = sparse
+        self.capacity = desc.capacity
+        self.flat_extent = None
+        if not sparse:
+            kinds = [e.type for e in desc.extents]
+            if kinds not in (["FLAT"], ["VMFS"]):
+                raise VmdkError(f"lab disks have one FLAT extent or are monolithicSparse; "
+                                f"this descriptor has {kinds}")
+            self.flat_extent = desc.extents[0].filename
+            if desc.extents[0].offset:
+                raise VmdkError("lab disks do not use FLAT extents at an offset")
+
+
+def _layer_info(directory: Path, name: str) -> _LayerInfo:
+    path = directory / name
+    with open(path, "rb") as f:
+        head = f.read(SECTOR)
+    if head[:4] == b"KDMV":
+        with SparseExtent.open(path) as ext:
+            text = ext.embedded_descriptor()
+        if text is None:
+            raise VmdkError(f"{name}: sparse extent without an embedded descriptor")
+        return _LayerInfo(descriptor.parse(text), sparse=True)
+    return _LayerInfo(descriptor.parse(path.read_text(encoding="utf-8", errors="replace")),
+                      sparse=False)
+
+
+def _find_chain(directory: Path, top: str) -> list[str]:
+    """Layer names base first, following parentFileNameHint from ``top`` within ``directory``."""
+    chain = [top]
+    while True:
+        hint = _layer_info(directory, chain[-1]).desc.parent_hint
+        if not hint:
+            return chain[::-1]
+        name = os.path.basename(hint)
+        if name in chain or len(chain) > 64 or not (directory / name).exists():
+            raise VmdkError(f"{chain[-1]}: parent {hint!r} is not a file beside it")
+        chain.append(name)
+
+
+def _layer_write(writer, offset: int, data: bytes) -> None:
+    kind, handle = writer
+    if kind == "flat":
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(handle, view, offset)
+            view, offset = view[n:], offset + n
+    else:
+        handle.write(offset, data, force=True)  # a written zero must hide the parent's data
+
+
+def _layer_sync_close(writer) -> None:
+    kind, handle = writer
+    if kind == "flat":
+        os.fsync(handle)
+        os.close(handle)
+    else:
+        handle.sync()
+        handle.close()
+
+
+def _rewrite_descriptor(directory: Path, name: str, **changes) -> None:
+    """Change header fields of a layer's descriptor (text file, or embedded in place)."""
+    path = directory / name
+    info = _layer_info(directory, name)
+    for key, value in changes.items():
+        setattr(info.desc, key, value)
+    text = descriptor.render(info.desc)
+    if not info.sparse:
+        _write_text(path, text)
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        header = SparseHeader.unpack(os.pread(fd, SECTOR, 0))
+        room = header.descriptor_size * SECTOR
+        raw = text.encode("utf-8")
+        if len(raw) >= room:
+            raise VmdkError(f"{name}: new descriptor does not fit the embedded space")
+        os.pwrite(fd, raw.ljust(room, b"\0"), header.descriptor_offset * SECTOR)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _new_cid(old: int) -> int:
+    cid = old
+    while cid in (old, 0xFFFFFFFF, 0xFFFFFFFE, 0):
+        cid = random.getrandbits(32)
+    return cid
+
+
+def _plain_uuid(value: str | None) -> str | None:
+    """``ddb.uuid`` ("60 00 c2 ..-..") as a canonical uuid string, or None."""
+    if not value:
+        return None
+    digits = value.replace(" ", "").replace("-", "")
+    try:
+        return str(uuidlib.UUID(hex=digits))
+    except ValueError:
+        return None
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for off, n in ranges:
+        if n <= 0:
+            continue
+        if out and off <= out[-1][0] + out[-1][1]:
+            last_off, last_n = out[-1]
+            out[-1] = (last_off, max(last_off + last_n, off + n) - last_off)
+        else:
+            out.append((off, n))
+    return out
