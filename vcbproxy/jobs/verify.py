@@ -33,6 +33,7 @@ from vcbproxy.staging.vmx import parse_vmx
 log = logging.getLogger(__name__)
 
 QEMU_IMG_TIMEOUT = 300.0
+QEMU_IMG_NO_CHECKS = 63      # "this image format does not support checks" (flat extents)
 _ZEROS = bytes(1 << 20)
 
 
@@ -209,7 +210,7 @@ def _qemu_img_check(path: Path) -> list[str]:
     except OSError as exc:
         log.warning("qemu-img check could not run: %s", exc)
         return []
-    if proc.returncode == 0:
+    if proc.returncode in (0, QEMU_IMG_NO_CHECKS):
         return []
     detail = (proc.stderr or proc.stdout).strip().splitlines()
     return [f"malformed: {path.name} (qemu-img check: {detail[0] if detail else f'exit {proc.returncode}'})"]
