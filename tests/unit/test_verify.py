@@ -193,6 +193,15 @@ def test_metadata_naming_a_path_outside_is_unsafe(tmp_path):
     assert any(p.startswith("unsafe: vcbproxy.json") for p in problems), problems
 
 
+def test_multi_vm_mount_directory_verifies_each_export(tmp_path):
+    make_export(tmp_path / "all" / "web01-fullVM", "flat", vm="web01")
+    info = make_export(tmp_path / "all" / "db01-fullVM", "flat", vm="db01")
+    report = verify_export(tmp_path / "all")
+    assert report.ok and report.checked_disks == 2
+    (tmp_path / "all" / "db01-fullVM" / info["extent"]).unlink()
+    assert verify_export(tmp_path / "all").problems == [f"db01-fullVM/missing: {info['extent']}"]
+
+
 def test_not_a_directory_is_a_usage_error(tmp_path):
     with pytest.raises(errors.UsageError):
         verify_export(tmp_path / "absent")

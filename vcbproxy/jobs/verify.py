@@ -60,6 +60,9 @@ def verify_export(directory: Path, *, qemu_img: bool = True) -> VerifyReport:
     directory = Path(directory)
     if not directory.is_dir():
         raise errors.UsageError(f"{directory} is not a directory")
+    children = _multi_vm_exports(directory)
+    if children:
+        return _verify_each(directory, children, qemu_img=qemu_img)
     report = VerifyReport(directory)
     problems = report.problems
     if (directory / INCOMPLETE_MARKER).exists():
@@ -88,6 +91,25 @@ def verify_export(directory: Path, *, qemu_img: bool = True) -> VerifyReport:
         report.checked_disks += 1
     _check_catalog(directory, meta, disks, problems)
     _check_vmx(directory, disks, problems)
+    return report
+
+
+def _multi_vm_exports(directory: Path) -> list[Path]:
+    """The ``<vm>-fullVM`` exports of a multi-VM mount (``-a any``), when DIR is their parent."""
+    if any((directory / name).exists() for name in (METADATA, MANIFEST, CATALOG, INCOMPLETE_MARKER)):
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.is_dir() and not p.is_symlink() and ((p / METADATA).exists() or (p / MANIFEST).exists()))
+
+
+def _verify_each(directory: Path, children: list[Path], *, qemu_img: bool) -> VerifyReport:
+    report = VerifyReport(directory)
+    for child in children:
+        sub = verify_export(child, qemu_img=qemu_img)
+        report.problems.extend(f"{child.name}/{p}" for p in sub.problems)
+        report.checked_files += sub.checked_files
+        report.checked_disks += sub.checked_disks
+        report.qemu_img = report.qemu_img or sub.qemu_img
     return report
 
 
