@@ -238,3 +238,11 @@ def test_many_grains_random_against_model(tmp_path, opener):
     chain = DiskChain.open("r-1.vmdk", opener)
     check_runs(chain)
     assert chain.read(0, cap) == apply(base, writes)
+
+
+def test_renamed_monolithic_sparse_reads_itself(tmp_path, opener):
+    make_delta(tmp_path, "orig.vmdk", None, MIB, [(0, b"mine")])
+    os.rename(tmp_path / "orig.vmdk", tmp_path / "renamed.vmdk")
+    chain = DiskChain.open("renamed.vmdk", opener)
+    assert chain.read(0, 4) == b"mine"
+    assert chain.files() == ["renamed.vmdk"]

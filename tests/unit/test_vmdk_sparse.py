@@ -120,8 +120,9 @@ def test_from_reader_caches_directory_and_tables(tmp_path):
     ext = SparseExtent.from_reader(reader)
     ranges = ext.allocated_ranges()
     assert ranges == [(i, GRAIN) for i in range(0, 64 * MIB, 4 * MIB)]
-    # header + GD + 2 GTs, and nothing read twice
-    assert len(reader.reads) == 4
+    # header + GD + both (adjacent) GTs in one request, and nothing read twice
+    assert len(reader.reads) == 3
+    assert reader.reads[2][1] == 2 * 2048
     assert len(set(reader.reads)) == len(reader.reads)
     before = len(reader.reads)
     assert ext.read(4 * MIB, 3000) == b"q" * 3000
@@ -129,6 +130,20 @@ def test_from_reader_caches_directory_and_tables(tmp_path):
     with pytest.raises(VmdkError, match="read-only"):
         ext.write(0, b"x")
     ext.close()
+    reader.close()
+
+
+def test_grain_tables_are_batched_but_bounded(tmp_path):
+    path = tmp_path / "many.vmdk"
+    cap = 100 * 32 * MIB  # 100 grain tables
+    with SparseExtent.create(path, cap) as ext:
+        ext.write(cap - 1, b"z")
+        ext.write(0, b"a")
+    reader = CountingReader(path)
+    ext = SparseExtent.from_reader(reader)
+    assert ext.allocated_ranges() == [(0, GRAIN), (cap - GRAIN, GRAIN)]
+    gt_reads = reader.reads[2:]
+    assert [n for _, n in gt_reads] == [64 * 2048, 36 * 2048]
     reader.close()
 
 

@@ -263,7 +263,10 @@ def _layer_extents(name: str, d: Descriptor, opener, preopened: dict[str, Sparse
         elif e.type == "ZERO":
             out.append(_LayerExtent(pos, length, "zero", None))
         elif e.type == "SPARSE":
-            sparse = preopened.get(fname) if fname == name else None
+            if preopened and len(d.extents) == 1:
+                # monolithicSparse: the extent is the file itself, even if it was renamed
+                fname = name
+            sparse = preopened.get(fname)
             if sparse is None:
                 ra = opener(fname)
                 sparse = SparseExtent.from_reader(ra)

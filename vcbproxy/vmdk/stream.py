@@ -50,7 +50,7 @@ class StreamOptimizedWriter:
     """
 
     def __init__(self, out, capacity: int, *, descriptor: str | None = None,
-                 grain_size: int = 128, level: int = 6, name: str = "disk.vmdk"):
+                 grain_size: int = 128, level: int = 1, name: str = "disk.vmdk"):
         if capacity <= 0 or capacity % SECTOR:
             raise VmdkError(f"capacity {capacity} is not a positive multiple of 512")
         if descriptor is None:  # e.g. an NFC download, which has no file name of its own
