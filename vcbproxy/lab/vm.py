@@ -1,0 +1,334 @@
+"""A lab VM (vim.VirtualMachine) and its snapshots (vim.vm.Snapshot).
+
+The VM owns real files in a directory on a datastore: .vmx, .nvram, vmware.log, and disks
+that are LabDisk objects (descriptor + extent, deltas per snapshot). Its vSphere properties
+(config, runtime, guest, summary, snapshot, layoutEx ...) are built from that state on demand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pyVmomi import vim
+
+from vcbproxy.lab import vmx
+from vcbproxy.lab.inventory import Entity, refs
+from vcbproxy.lab.model import LabObject
+from vcbproxy.lab.vimdata import complete, now
+
+SCSI_KEY = 1000
+DISK_KEY_BASE = 2000
+MODES = {"persistent": "persistent", "independent_persistent": "independent_persistent",
+         "independent-persistent": "independent_persistent"}
+
+
+@dataclasses.dataclass
+class DiskSlot:
+    """Where a disk sits: datastore, VM directory on it, SCSI unit, and its mode."""
+
+    datastore: str
+    directory: str
+    unit: int
+    mode: str = "persistent"
+
+    @property
+    def independent(self) -> bool:
+        return self.mode.startswith("independent")
+
+
+def ds_path(datastore: str, *parts: str) -> str:
+    return f"[{datastore}] " + "/".join(parts)
+
+
+class LabVm(Entity):
+    vim_type = vim.VirtualMachine
+
+    def __init__(self, lab, moref, name, parent, *, datastore: str, directory: str, uuid: str,
+                 instance_uuid: str, guest_id: str = "otherLinux64Guest", memory_mb: int = 1024,
+                 cpus: int = 1, tools: bool = True, ip: str | None = None,
+                 powered_on: bool = False):
+        super().__init__(lab, moref, name, parent)
+        self.datastore = datastore
+        self.directory = directory
+        self.uuid, self.instance_uuid = uuid, instance_uuid
+        self.guest_id, self.memory_mb, self.cpus = guest_id, memory_mb, cpus
+        self.tools, self.ip, self.powered_on = tools, ip, powered_on
+        self.pool = lab.resource_pool
+        self.host = lab.hosts[0]
+        self.disks: dict = {}                 # device key -> LabDisk
+        self.slots: dict[int, DiskSlot] = {}  # device key -> DiskSlot
+        self.root_snapshots: list[LabSnapshot] = []
+        self.current_snapshot: LabSnapshot | None = None
+        self.cbt_enabled = False
+        self.change_version = 1
+        self.boot_time = now() if powered_on else None
+
+    # -- files ---------------------------------------------------------------------------
+
+    @property
+    def dir_path(self) -> Path:
+        return self.lab.datastores[self.datastore] / self.directory
+
+    @property
+    def file_stem(self) -> str:
+        return self.directory
+
+    @property
+    def vmx_name(self) -> str:
+        return f"{self.file_stem}.vmx"
+
+    @property
+    def vmx_path(self) -> str:
+        return ds_path(self.datastore, self.directory, self.vmx_name)
+
+    def disk_dir(self, key: int) -> Path:
+        slot = self.slots[key]
+        return self.lab.datastores[slot.datastore] / slot.directory
+
+    def datastore_names(self) -> set[str]:
+        return {self.datastore} | {s.datastore for s in self.slots.values()}
+
+    def write_vmx(self) -> None:
+        disks = []
+        for key, slot in sorted(self.slots.items()):
+            disk = self.disks[key]
+            top = disk.top
+            rel = top if slot.datastore == self.datastore and slot.directory == self.directory \
+                else f"/vmfs/volumes/{slot.datastore}/{slot.directory}/{top}"
+            disks.append({"unit": slot.unit, "file": rel, "mode": slot.mode})
+        text = vmx.render(name=self.name, uuid=self.uuid, instance_uuid=self.instance_uuid,
+                          guest_os=self.guest_id, memory_mb=self.memory_mb, cpus=self.cpus,
+                          disks=disks, cbt=self.cbt_enabled, nvram=f"{self.file_stem}.nvram")
+        (self.dir_path / self.vmx_name).write_text(text, encoding="utf-8")
+
+    def touch_config(self) -> None:
+        self.change_version += 1
+        self.write_vmx()
+
+    # -- devices -------------------------------------------------------------------------
+
+    def _backing(self, key: int, layer_index: int | None = None, change_id: str | None = None):
+        """The FlatVer2 backing of a disk at `layer_index` (default: top), parents chained."""
+        disk, slot = self.disks[key], self.slots[key]
+        layers = list(disk.layers)
+        top = len(layers) - 1 if layer_index is None else layer_index
+        ds_ref = self.lab.objects[self.lab.datastore_morefs[slot.datastore]].ref()
+        backing = None
+        for i in range(top + 1):
+            b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                fileName=ds_path(slot.datastore, slot.directory, layers[i]), datastore=ds_ref,
+                diskMode=slot.mode, thinProvisioned=True, split=False, writeThrough=False,
+                uuid=_disk_uuid(disk.uuid, i), contentId=f"{abs(hash((disk.uuid, i))):032x}"[:32],
+                parent=backing, deltaDiskFormat="redoLogFormat" if i else None)
+            backing = b
+        if self.cbt_enabled and disk.cbt.enabled:
+            backing.changeId = change_id or disk.cbt.change_id
+        return backing
+
+    def devices(self, layer_of=None, change_ids=None) -> list:
+        """Virtual hardware; `layer_of[key]` pins each disk to a layer (snapshot config)."""
+        ctrl = vim.vm.device.VirtualLsiLogicController(
+            key=SCSI_KEY, busNumber=0, sharedBus="noSharing", controllerKey=100, unitNumber=3,
+            device=[DISK_KEY_BASE + s.unit for s in self.slots.values()],
+            deviceInfo=vim.Description(label="SCSI controller 0", summary="LSI Logic"))
+        devs = [ctrl]
+        for n, (key, slot) in enumerate(sorted(self.slots.items())):
+            disk = self.disks[key]
+            label = f"Hard disk {n + 1}"
+            devs.append(vim.vm.device.VirtualDisk(
+                key=key, controllerKey=SCSI_KEY, unitNumber=slot.unit,
+                capacityInKB=disk.capacity // 1024, capacityInBytes=disk.capacity,
+                deviceInfo=vim.Description(label=label, summary=f"{disk.capacity // 1024:,} KB"),
+                backing=self._backing(key, (layer_of or {}).get(key),
+                                      (change_ids or {}).get(key)),
+                diskObjectId=f"{self.moref[3:]}-{key}"))
+        return devs
+
+    def config_info(self, layer_of=None, change_ids=None):
+        files = vim.vm.FileInfo(vmPathName=self.vmx_path,
+                                snapshotDirectory=ds_path(self.datastore, self.directory),
+                                suspendDirectory=ds_path(self.datastore, self.directory),
+                                logDirectory=ds_path(self.datastore, self.directory))
+        hw = complete(vim.vm.VirtualHardware(numCPU=self.cpus, numCoresPerSocket=1,
+                                             memoryMB=self.memory_mb,
+                                             device=self.devices(layer_of, change_ids)))
+        cfg = vim.vm.ConfigInfo(
+            changeVersion=str(self.change_version), modified=now(), name=self.inventory_name,
+            guestFullName="Other Linux (64-bit)", version="vmx-19", uuid=self.uuid,
+            instanceUuid=self.instance_uuid, template=False, guestId=self.guest_id,
+            alternateGuestName="", files=files, flags=complete(vim.vm.FlagInfo()),
+            defaultPowerOps=complete(vim.vm.DefaultPowerOpInfo()), hardware=hw,
+            changeTrackingEnabled=self.cbt_enabled, annotation="vcbproxy lab VM",
+            firmware="bios",
+            extraConfig=[vim.option.OptionValue(key="ctkEnabled",
+                                                value="TRUE" if self.cbt_enabled else "FALSE")])
+        return complete(cfg)
+
+    # -- properties -----------------------------------------------------------------------
+
+    def p_config(self):
+        return self.config_info()
+
+    def p_resourcePool(self):
+        return self.pool.ref()
+
+    def p_datastore(self):
+        return refs((self.lab.objects[self.lab.datastore_morefs[n]]
+                     for n in sorted(self.datastore_names())), vim.Datastore.Array)
+
+    def p_network(self):
+        return None
+
+    def p_capability(self):
+        return complete(vim.vm.Capability(
+            snapshotOperationsSupported=True, multipleSnapshotsSupported=True,
+            quiescedSnapshotsSupported=True, memorySnapshotsSupported=True,
+            changeTrackingSupported=True, diskSharesSupported=True,
+            revertToSnapshotSupported=True))
+
+    def p_runtime(self):
+        return complete(vim.vm.RuntimeInfo(
+            host=self.host.ref(), connectionState="connected",
+            powerState="poweredOn" if self.powered_on else "poweredOff",
+            bootTime=self.boot_time if self.powered_on else None, consolidationNeeded=False,
+            toolsInstallerMounted=False, maxMemoryUsage=self.memory_mb,
+            faultToleranceState="notConfigured", onlineStandby=False))
+
+    def tools_running(self) -> bool:
+        return self.tools and self.powered_on
+
+    def p_guest(self):
+        running = self.tools_running()
+        return complete(vim.vm.GuestInfo(
+            toolsStatus="toolsOk" if running else "toolsNotRunning" if self.tools
+            else "toolsNotInstalled",
+            toolsRunningStatus="guestToolsRunning" if running else "guestToolsNotRunning",
+            toolsVersionStatus2="guestToolsCurrent" if self.tools else "guestToolsNotInstalled",
+            toolsVersion="12352" if self.tools else "0",
+            guestId=self.guest_id if running else None,
+            guestFullName="Other Linux (64-bit)" if running else None,
+            ipAddress=self.ip if running else None,
+            hostName=self.name.replace(" ", "-") if running else None,
+            guestState="running" if running else "notRunning",
+            guestOperationsReady=running, interactiveGuestOperationsReady=False,
+            guestStateChangeSupported=running))
+
+    def p_summary(self):
+        running = self.tools_running()
+        return complete(vim.vm.Summary(
+            vm=self.ref(), runtime=self.p_runtime(),
+            guest=vim.vm.Summary.GuestSummary(
+                guestId=self.guest_id, guestFullName="Other Linux (64-bit)",
+                toolsStatus=self.p_guest().toolsStatus,
+                ipAddress=self.ip if running else None,
+                hostName=self.name.replace(" ", "-") if running else None),
+            config=complete(vim.vm.Summary.ConfigSummary(
+                name=self.inventory_name, template=False, vmPathName=self.vmx_path,
+                memorySizeMB=self.memory_mb, numCpu=self.cpus, numVirtualDisks=len(self.disks),
+                uuid=self.uuid, instanceUuid=self.instance_uuid, guestId=self.guest_id,
+                guestFullName="Other Linux (64-bit)", numEthernetCards=0)),
+            quickStats=complete(vim.vm.Summary.QuickStats(guestHeartbeatStatus="green")),
+            overallStatus="green"))
+
+    def p_snapshot(self):
+        if not self.root_snapshots:
+            return None
+        return vim.vm.SnapshotInfo(currentSnapshot=self.current_snapshot.ref(),
+                                   rootSnapshotList=[s.tree() for s in self.root_snapshots])
+
+    def p_rootSnapshot(self):
+        return refs(self.root_snapshots, vim.vm.Snapshot.Array) if self.root_snapshots else None
+
+    def p_layoutEx(self):
+        from vcbproxy.lab.layout import layout_ex
+        return layout_ex(self)
+
+    def p_guestHeartbeatStatus(self):
+        return "green" if self.tools_running() else "gray"
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def all_snapshots(self) -> list[LabSnapshot]:
+        out = []
+
+        def walk(snaps):
+            for s in snaps:
+                out.append(s)
+                walk(s.children)
+        walk(self.root_snapshots)
+        return out
+
+    def describe(self) -> dict:
+        """State for the control API's /lab/state."""
+        return {"moref": self.moref, "name": self.name, "powered_on": self.powered_on,
+                "cbt": self.cbt_enabled,
+                "snapshots": [s.moref for s in self.all_snapshots()],
+                "current_snapshot": self.current_snapshot.moref if self.current_snapshot
+                else None,
+                "disks": {str(k): {"layers": list(d.layers), "capacity": d.capacity,
+                                   "change_id": d.cbt.change_id if d.cbt.enabled
+                                   else None} for k, d in self.disks.items()}}
+
+
+class LabSnapshot(LabObject):
+    vim_type = vim.vm.Snapshot
+
+    def __init__(self, lab, moref, vm: LabVm, *, name, description, snap_id: int, quiesced,
+                 memory, parent: LabSnapshot | None, config, layers: dict, vmsn: str):
+        super().__init__(lab, moref)
+        self.vm, self.name, self.description = vm, name, description
+        self.id, self.quiesced, self.memory = snap_id, quiesced, memory
+        self.parent = parent
+        self.children: list[LabSnapshot] = []
+        self.create_time = now()
+        self.config = config            # ConfigInfo as of the snapshot
+        self.layers = layers            # device key -> name of the delta this snapshot created
+        self.vmsn = vmsn
+        self.power_state = "poweredOn" if vm.powered_on else "poweredOff"
+
+    def frozen_index(self, key: int) -> int | None:
+        """Index (in the disk's current chain) of the layer this snapshot froze, or None
+        for a disk the snapshot does not cover (independent disks)."""
+        delta = self.layers.get(key)
+        layers = list(self.vm.disks[key].layers) if key in self.vm.disks else []
+        if delta is None or delta not in layers:
+            return None
+        return layers.index(delta) - 1
+
+    def tree(self):
+        return vim.vm.SnapshotTree(
+            snapshot=self.ref(), vm=self.vm.ref(), name=self.name,
+            description=self.description or "", id=self.id, createTime=self.create_time,
+            state=self.power_state, quiesced=bool(self.quiesced), replaySupported=False,
+            childSnapshotList=[c.tree() for c in self.children])
+
+    def p_config(self):
+        return self.config
+
+    def p_childSnapshot(self):
+        return refs(self.children, vim.vm.Snapshot.Array) if self.children else None
+
+    def p_vm(self):
+        return self.vm.ref()
+
+
+def _disk_uuid(uuid: str, layer: int) -> str:
+    """Each layer of a chain has its own disk UUID; the base keeps the disk's."""
+    if not layer:
+        return uuid
+    h = (uuid.replace("-", "").replace(" ", "") + "0" * 32)[:30]
+    return f"{h}{layer:02x}"
+
+
+def new_vm(lab, name: str, folder, *, datastore: str, **kwargs) -> LabVm:
+    """A VM with a fresh directory `<escaped name>` (or `_1`, `_2` if taken) on `datastore`."""
+    base = vmx.escape_name(name)
+    directory, n = base, 0
+    while (lab.datastores[datastore] / directory).exists():
+        n += 1
+        directory = f"{base}_{n}"
+    (lab.datastores[datastore] / directory).mkdir(parents=True)
+    vm = LabVm(lab, lab.next_moref("vm"), name, folder, datastore=datastore,
+               directory=directory, **kwargs)
+    return lab.add(vm)
