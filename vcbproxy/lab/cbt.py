@@ -53,7 +53,12 @@ class ChangeTracker:
         self._epochs: list[set[int]] = []      # blocks changed per epoch; the last is current
         self._marks: dict[int, int | None] = {}
         if self.path.exists():
-            self._replay(self.path.read_text(encoding="ascii"))
+            text = self.path.read_text(encoding="ascii", errors="replace")
+            complete = text[:text.rfind("\n") + 1]
+            self._replay(complete)
+            if complete != text:  # a torn last line (crash mid-append): cut it off
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(complete.encode("ascii", errors="replace")))
 
     # -- state ----------------------------------------------------------------------------
 
@@ -130,17 +135,24 @@ class ChangeTracker:
         if not lines or lines[0].split(" ")[0] != HEADER.split(" ")[0]:
             raise ValueError(f"{self.path}: not a lab change-tracking file")
         for line in lines[1:]:
-            kind, _, rest = line.partition(" ")
-            if kind == "U":
-                self.uuid, self._epochs, self._marks = rest, [set()], {}
-            elif kind == "R" and self._epochs:
-                first, count = (int(x) for x in rest.split())
-                self._epochs[-1].update(range(first, first + count))
-            elif kind == "A" and self._epochs:
-                seq, mark = (int(x) for x in rest.split())
-                self._marks[seq] = None if mark < 0 else mark
-                self._epochs.append(set())
-            # anything else: a torn last line after a crash; ignoring it loses at most that one
+            try:
+                self._replay_line(line)
+            except ValueError:
+                raise ValueError(f"{self.path}: cannot replay line {line!r}") from None
+
+    def _replay_line(self, line: str) -> None:
+        kind, _, rest = line.partition(" ")
+        if kind == "U":
+            self.uuid, self._epochs, self._marks = rest, [set()], {}
+        elif kind == "R" and self._epochs:
+            first, count = (int(x) for x in rest.split())
+            self._epochs[-1].update(range(first, first + count))
+        elif kind == "A" and self._epochs:
+            seq, mark = (int(x) for x in rest.split())
+            self._marks[seq] = None if mark < 0 else mark
+            self._epochs.append(set())
+        else:
+            raise ValueError(line)
 
     # -- queries --------------------------------------------------------------------------
 
