@@ -207,3 +207,43 @@ def test_stream_writer_output_is_sequential(tmp_path):
     cap, grains = iter_stream_optimized(io.BytesIO(bytes(sink.buf)))
     assert cap == MIB
     assert [(o, d[:5]) for o, d in grains] == [(GRAIN, b"hello")]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_disk_pieces_reads_every_format_in_order(tmp_path, fmt):
+    from vcbproxy.vmdk.content import disk_pieces
+
+    cap = 3 * MIB
+    writes = sample_writes(cap, seed=8)
+    w = open_writer(fmt, tmp_path, "d", cap)
+    for off, data in writes:
+        w.write(off, data)
+    files = w.close()
+    handles = []
+
+    def opener(name):
+        handles.append(local_opener(tmp_path)(name))
+        return handles[-1]
+
+    capacity, pieces = disk_pieces(files[0], opener)
+    image, pos = bytearray(), 0
+    for off, piece in pieces:
+        assert off == pos
+        image += bytes(piece) if isinstance(piece, int) else piece
+        pos = len(image)
+    for h in handles:
+        h.close()
+    assert capacity == cap and bytes(image) == model(cap, writes)
+
+
+def test_disk_pieces_reports_a_truncated_extent(tmp_path):
+    from vcbproxy.vmdk.content import disk_pieces
+
+    w = open_writer("flat", tmp_path, "t", MIB)
+    w.write(0, b"x" * MIB)
+    w.close()
+    os.truncate(tmp_path / "t-flat.vmdk", MIB // 2)
+    opener = local_opener(tmp_path)
+    _, pieces = disk_pieces("t.vmdk", opener)
+    with pytest.raises(VmdkError, match="ends before"):
+        list(pieces)

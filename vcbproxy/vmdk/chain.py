@@ -251,6 +251,9 @@ def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
 
 def _layer_extents(name: str, d: Descriptor, opener, preopened: dict[str, SparseExtent]
                    ) -> list[_LayerExtent]:
+    if d.create_type == "streamOptimized":
+        raise VmdkError(f"{name}: createType streamOptimized is unsupported in a disk chain "
+                        "(read it with vcbproxy.vmdk.content.disk_pieces)")
     if d.create_type in UNSUPPORTED_TYPES:
         raise VmdkError(f"{name}: createType {d.create_type} is unsupported")
     out: list[_LayerExtent] = []
