@@ -17,6 +17,8 @@ import pytest
 from vcbproxy.lab import content
 from vcbproxy.lab.disks import BLOCK, LabDisk
 from vcbproxy.vmdk import descriptor
+from vcbproxy.vmdk.chain import DiskChain
+from vcbproxy.vmdk.io import local_opener
 from vcbproxy.vmdk.sparse import SparseExtent
 
 MIB = 1 << 20
@@ -41,6 +43,9 @@ def assert_chain_matches(disk: LabDisk, tmp: Path, mark=None, layer: str | None 
     want = oracle_raw(disk, tmp / "oracle.raw", mark)
     assert got == want
     assert hashlib.sha256(want).hexdigest() == disk.sha256(mark)
+    chain = DiskChain.open(layer or disk.top, local_opener(disk.directory))  # our own reader
+    assert chain.layer_names == disk.layers[:disk.layers.index(layer or disk.top) + 1]
+    assert chain.read(0, disk.capacity) == want
     check = subprocess.run(["qemu-img", "check", str(disk.directory / disk.top)],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -377,6 +377,7 @@ class LabDisk:
 
     def sha256(self, mark: int | None = None) -> str:
         """SHA-256 (hex) of the whole disk as of ``mark``."""
+        mark = self.mark() if mark is None else mark  # "now" must not move while we hash
         h = hashlib.sha256()
         zeros = bytes(CHUNK)
         pos = 0
@@ -396,6 +397,7 @@ class LabDisk:
 
     def export_raw(self, path, mark: int | None = None) -> None:
         """Write the content as of ``mark`` to a sparse raw file (for ``qemu-img compare``)."""
+        mark = self.mark() if mark is None else mark
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, self.capacity)
