@@ -246,3 +246,23 @@ def test_renamed_monolithic_sparse_reads_itself(tmp_path, opener):
     chain = DiskChain.open("renamed.vmdk", opener)
     assert chain.read(0, 4) == b"mine"
     assert chain.files() == ["renamed.vmdk"]
+
+
+def test_parent_cid_mismatch_is_a_warning(tmp_path, opener, caplog):
+    d = make_flat(tmp_path, "p.vmdk", bytes(MIB))
+    make_delta(tmp_path, "ok.vmdk", "p.vmdk", MIB, [], parent_cid=d.cid)
+    DiskChain.open("ok.vmdk", opener)
+    assert "parentCID" not in caplog.text
+    make_delta(tmp_path, "stale.vmdk", "p.vmdk", MIB, [], parent_cid=(d.cid + 1) & 0xFFFFFFF)
+    assert DiskChain.open("stale.vmdk", opener).capacity == MIB
+    assert "stale.vmdk: parentCID" in caplog.text
+
+
+def test_latin1_descriptor_names(tmp_path, opener):
+    (tmp_path / "d\xe9.bin").write_bytes(b"\x05" * 1024)
+    (tmp_path / "d.vmdk").write_bytes(
+        b'version=1\nencoding="windows-1252"\nCID=1\nparentCID=ffffffff\n'
+        b'createType="monolithicFlat"\nRW 2 FLAT "d\xe9.bin" 0\n')
+    chain = DiskChain.open("d.vmdk", opener)
+    assert chain.files() == ["d.vmdk", "d\xe9.bin"]
+    assert chain.read(0, 1024) == b"\x05" * 1024

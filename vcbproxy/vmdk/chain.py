@@ -8,13 +8,16 @@ consolidated export never has to interpret VMDK formats itself.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from vcbproxy.vmdk import VmdkError
-from vcbproxy.vmdk.descriptor import SECTOR, Descriptor, parse
+from vcbproxy.vmdk.descriptor import NO_PARENT_CID, SECTOR, Descriptor, parse
 from vcbproxy.vmdk.sparse import MAGIC, SparseExtent
+
+log = logging.getLogger(__name__)
 
 MAX_DESCRIPTOR = 1 << 20  # a text descriptor is a few hundred bytes; refuse to slurp a flat file
 MAX_DEPTH = 255  # VMware allows 32 snapshots; a loop in parent hints must not hang us
@@ -92,6 +95,13 @@ class DiskChain:
             if not hint:
                 break
             name = _join(name, hint)
+        for child, parent in zip(layers, layers[1:], strict=False):
+            if child.descriptor.parent_cid not in (NO_PARENT_CID, parent.descriptor.cid):
+                # VMware refuses such a chain ("parent modified since the child was created");
+                # we only read, so warn and go on: the data may still be what the user wants.
+                log.warning("%s: parentCID %08x does not match the CID %08x of its parent %s",
+                            child.name, child.descriptor.parent_cid, parent.descriptor.cid,
+                            parent.name)
         layers.reverse()
         top_capacity = layers[-1].descriptor.capacity
         for layer in layers[:-1]:
@@ -238,10 +248,13 @@ def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
     if ra.size > MAX_DESCRIPTOR:
         raise VmdkError(f"{name}: not a VMDK descriptor ({ra.size} bytes)")
     raw = ra.pread(0, ra.size)
+    if b"\0" in raw.rstrip(b"\0"):
+        raise VmdkError(f"{name}: not a VMDK descriptor (binary content)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise VmdkError(f"{name}: not a VMDK descriptor (binary content)") from None
+        # older Windows hosts wrote encoding="windows-1252": file names may be 8-bit
+        text = raw.decode("latin-1")
     try:
         descriptor = parse(text)
     except VmdkError as exc:
