@@ -132,6 +132,16 @@ def test_vpx_inventory_and_vm_files(si, vcsim):
         assert (ds_dir / name / f"{name}.vmx").stat().st_size == 0
 
 
+def test_guest_ips_set_through_extra_config_are_reported(si, vcsim):
+    # The fixture's SET.guest.ipAddress reconfigure shows in guest and summary, as Tools
+    # reports would in vSphere.
+    assert sorted(vcsim["vm_ips"]) == sorted(vcsim["vms"])
+    for name, vm in all_vms(si).items():
+        got = properties(si, vm, "guest.ipAddress", "summary.guest.ipAddress")
+        assert got == {"guest.ipAddress": vcsim["vm_ips"][name],
+                       "summary.guest.ipAddress": vcsim["vm_ips"][name]}
+
+
 def test_layout_ex_lists_extra_entries_without_the_vm_directory(si):
     # vSphere lists every file once with its directory; vcsim 0.24 additionally lists
     # "[LocalDS_0] disk1-flat.vmdk" etc. without it (files that do not exist). Clients that
