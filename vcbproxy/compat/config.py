@@ -148,7 +148,7 @@ def _int(value: str, key: str, where: str, *, low: int, high: int) -> int:
 
 
 def _apply(cfg: VcbConfig, key: str, value: str, where: str) -> None:
-    if value == "" and key not in ("PASSWORD",):
+    if value == "":
         return  # an empty value means "not set", as VCB's template left them
     if key == "BACKUPROOT":
         cfg.backuproot = Path(value)
