@@ -1,0 +1,67 @@
+"""The command line itself: every command explains itself, bad input is one line and a code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+from vcbproxy.cli import cli
+
+
+def all_commands(group=cli, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", list(all_commands()), ids=lambda p: " ".join(p))
+def test_every_command_has_help(path):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    cmd = cli
+    for name in path:
+        cmd = cmd.commands[name]
+    assert cmd.help and len(cmd.help.strip()) > 20, path
+
+
+def vcbproxy(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "vcbproxy", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_missing_server_is_a_usage_error_without_traceback(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    env = {"PATH": "/usr/bin:/bin", "VCBPROXY_PASSWORD_FILE": str(pw)}
+    proc = vcbproxy("vms", "-s", "any", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["vcbproxy: error: no server given: use --server or set VCBPROXY_SERVER"]
+
+
+def test_bad_selector_and_file_mount_and_hotadd_are_refused_before_connecting(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "VCBPROXY_SERVER": "127.0.0.1:9", "VCBPROXY_USER": "u",
+           "VCBPROXY_PASSWORD": "p"}
+    proc = vcbproxy("mount", "-a", "colour:blue", "-r", str(tmp_path / "o"), env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    proc = vcbproxy("mount", "-a", "any", "-t", "file", "-r", str(tmp_path / "o"), env=env)
+    assert proc.returncode == 19 and "-t fullvm" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_password_is_never_an_option():
+    params = {p.name for cmd in (cli.commands["mount"], cli.commands["vms"]) for p in cmd.params}
+    assert "password" not in params
+    assert "password_file" in params
+
+
+def test_version_and_exit_code_table_in_help():
+    proc = vcbproxy("--help")
+    assert proc.returncode == 0
+    for code in ("10", "11", "12", "13", "14", "143"):
+        assert code in proc.stdout

@@ -1,0 +1,99 @@
+"""``vcbproxy snapshot`` — vcbSnapshot: create, list, delete and sweep snapshots."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from vcbproxy import errors
+from vcbproxy.cli.options import server_options
+from vcbproxy.cli.vms import SELECTOR_HELP
+from vcbproxy.jobs.connection import connect
+from vcbproxy.selectors import parse_selector
+
+
+@click.group("snapshot")
+def snapshot() -> None:
+    """Snapshots of VMs (vcbSnapshot): create, list, delete, sweep stale _VCB-BACKUP_ ones."""
+
+
+@snapshot.command("create")
+@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@click.option("-n", "--name", default="_VCB-BACKUP_", show_default=True)
+@click.option("--description", default="")
+@click.option("--quiesce/--no-quiesce", default=False, show_default=True)
+@click.option("--memory/--no-memory", default=False, show_default=True)
+@server_options
+def create(selector, name, description, quiesce, memory, server):
+    """Take a snapshot and print SsId:<moref> (vcbSnapshot -c)."""
+    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere.inventory import resolve_vm
+
+    with connect(server()) as session:
+        vm = resolve_vm(session, parse_selector(selector))
+        snap = snapshots.create_snapshot(session, vm, name, description=description, memory=memory, quiesce=quiesce)
+    click.echo(f"SsId:{snap.moref}")
+
+
+@snapshot.command("list")
+@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@click.option("--json", "json_output", is_flag=True)
+@server_options
+def list_(selector, json_output, server):
+    """List a VM's snapshots, oldest first (vcbSnapshot -l)."""
+    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere.inventory import resolve_vm
+
+    with connect(server()) as session:
+        vm = resolve_vm(session, parse_selector(selector))
+        snaps = snapshots.list_snapshots(session, vm)
+    if json_output:
+        click.echo(json.dumps([{"ssid": s.moref, "name": s.name, "description": s.description,
+                                "created": s.created} for s in snaps], indent=2, ensure_ascii=False))
+        return
+    for s in snaps:
+        click.echo(f"SsId:{s.moref}\nname:{s.name}\ncreated:{s.created}\n")
+
+
+@snapshot.command("delete")
+@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@click.argument("ssid")
+@server_options
+def delete(selector, ssid, server):
+    """Remove the snapshot SSID of a VM (vcbSnapshot -d); already gone is not an error."""
+    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere.inventory import resolve_vm
+
+    with connect(server()) as session:
+        vm = resolve_vm(session, parse_selector(selector))
+        known = {s.moref for s in snapshots.list_snapshots(session, vm)}
+        if ssid not in known:
+            raise errors.NotFoundError(f"{vm.name} has no snapshot {ssid}")
+        snapshots.remove_snapshot(session, ssid)
+    click.echo(f"removed SsId:{ssid}")
+
+
+@snapshot.command("sweep")
+@click.option("--older-than", default="1h", show_default=True, metavar="AGE",
+              help="Only snapshots at least this old (s, m, h, d); 0 takes every one.")
+@click.option("-n", "--name", default="_VCB-BACKUP_", show_default=True)
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@server_options
+def sweep(older_than, name, dry_run, server):
+    """Find and remove stale backup snapshots across the whole inventory."""
+    from vcbproxy.jobs.snapshots import parse_age
+    from vcbproxy.jobs.snapshots import sweep as do_sweep
+
+    age = parse_age(older_than)
+    with connect(server()) as session:
+        items = do_sweep(session, older_than=age, dry_run=dry_run, name=name)
+    failed = 0
+    for item in items:
+        state = "would remove" if dry_run else ("removed" if item.removed else f"FAILED: {item.error}")
+        failed += bool(item.error)
+        click.echo(f"{item.vm.name} ({item.vm.moref}) SsId:{item.snapshot.moref} age:{item.age}: {state}")
+    if not items:
+        click.echo("no stale snapshots", err=True)
+    if failed:
+        raise errors.SnapshotError(f"{failed} snapshot(s) could not be removed")

@@ -1,0 +1,52 @@
+"""``vcbproxy vms`` — vcbVmName: list the VMs a selector matches."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from vcbproxy.cli.options import server_options
+from vcbproxy.jobs.connection import connect
+from vcbproxy.selectors import parse_selector
+
+SELECTOR_HELP = ("any | name:<display name> (exact) | ipaddr:<ip or DNS name> | uuid:<BIOS uuid> | "
+                 "moref:<id> | powerstate:on|off")
+
+
+def vm_block(vm) -> str:
+    # VCB's own keys and shape, so scripts that grep "moref:" keep working.
+    return f"Found VM:\nmoref:{vm.moref}\nname:{vm.name}\nuuid:{vm.uuid}\nipaddr:{vm.ip_address}\n"
+
+
+@click.command("vms")
+@click.option("-s", "--selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@click.option("--json", "json_output", is_flag=True, help="One JSON array instead of VCB blocks.")
+@server_options
+def vms(selector: str, json_output: bool, server) -> None:
+    """List the VMs SELECTOR matches (vcbVmName -s).
+
+    any and powerstate: list every match. The other selectors name one VM: a name shared
+    by two VMs is an error (exit 11) that lists their morefs, so the right one can be
+    picked with moref:.
+    """
+    from vcbproxy.vsphere.inventory import find_vms, resolve_vm
+
+    sel = parse_selector(selector)
+    with connect(server()) as session:
+        found = find_vms(session, sel) if sel.kind in ("any", "powerstate") else [resolve_vm(session, sel)]
+    if json_output:
+        click.echo(json.dumps([vm_dict(v) for v in found], indent=2, ensure_ascii=False))
+    else:
+        for vm in found:
+            click.echo(vm_block(vm))
+    if not found:
+        from vcbproxy.errors import NotFoundError
+
+        raise NotFoundError(f"no VM matches {selector}")
+
+
+def vm_dict(vm) -> dict:
+    return {"moref": vm.moref, "name": vm.name, "uuid": vm.uuid, "ipaddr": vm.ip_address,
+            "power_state": vm.power_state, "host": vm.host, "folder": vm.folder,
+            "resource_pool": vm.resource_pool, "vmx_path": vm.vmx_path}
