@@ -202,3 +202,15 @@ def test_truncated_file_is_reported(tmp_path):
     os.truncate(path, where + 100)
     with SparseExtent.open(path) as ext, pytest.raises(VmdkError, match="beyond the end"):
         ext.read(0, GRAIN)
+
+
+def test_next_allocated_skips_empty_tables(tmp_path):
+    with SparseExtent.create(tmp_path / "n.vmdk", 200 * MIB) as ext:
+        ext.write(5 * GRAIN, b"a")
+        ext.write(150 * MIB, b"b")
+        g2 = 150 * MIB // GRAIN
+        assert ext.next_allocated(0, ext.num_grains) == 5
+        assert ext.next_allocated(5, ext.num_grains) == 5
+        assert ext.next_allocated(6, ext.num_grains) == g2
+        assert ext.next_allocated(6, 100) == 100
+        assert ext.next_allocated(g2 + 1, ext.num_grains) == ext.num_grains

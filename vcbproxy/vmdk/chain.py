@@ -186,8 +186,8 @@ class DiskChain:
             stop = min(hi, ext.start + (g + 1) * gb)
             if where is None:
                 # gather the unallocated span and let the parent answer for it at once
-                while stop < hi and sparse.grain_offset((stop - ext.start) // gb) is None:
-                    stop = min(hi, stop + gb)
+                last = -(-(hi - ext.start) // gb)
+                stop = min(hi, ext.start + sparse.next_allocated(g + 1, last) * gb)
                 yield from self._resolve(index - 1, pos, stop)
             elif where == 0:
                 yield Run(pos, stop - pos, None, 0)

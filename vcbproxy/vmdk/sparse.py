@@ -304,6 +304,24 @@ class SparseExtent:
             return 0
         return entry * SECTOR
 
+    def next_allocated(self, grain_index: int, limit: int) -> int:
+        """The first grain in ``[grain_index, limit)`` with a GT entry, else ``limit``.
+
+        Skips whole empty grain tables at C speed: chains scan mostly-empty deltas."""
+        n = self.header.gtes_per_gt
+        g = grain_index
+        limit = min(limit, self.num_grains)
+        while g < limit:
+            gt_index, i = divmod(g, n)
+            gt = self._gt(gt_index)
+            stop = min(n, i + limit - g)
+            if any(gt[i:stop]):
+                for j in range(i, stop):
+                    if gt[j]:
+                        return g + j - i
+            g += stop - i
+        return limit
+
     def is_allocated(self, grain_index: int) -> bool:
         return self.grain_entry(grain_index) != 0
 
@@ -311,9 +329,11 @@ class SparseExtent:
         """Merged ``(offset, length)`` byte ranges of the allocated grains (clipped to capacity)."""
         ranges: list[tuple[int, int]] = []
         gb = self.grain_bytes
-        for g in range(self.num_grains):
-            if self.grain_entry(g) == 0:
-                continue
+        g = -1
+        while True:
+            g = self.next_allocated(g + 1, self.num_grains)
+            if g >= self.num_grains:
+                break
             start = g * gb
             length = min(gb, self.capacity - start)
             if ranges and ranges[-1][0] + ranges[-1][1] == start:
