@@ -45,10 +45,13 @@ class ChangeTracker:
     ID remembers which content it names: ``"*"`` queries answer from the allocated ranges then.
     """
 
-    def __init__(self, path: str | os.PathLike, *, mark_source: Callable[[], int] | None = None):
+    def __init__(self, path: str | os.PathLike, *, mark_source: Callable[[], int] | None = None,
+                 lock: threading.RLock | None = None):
         self.path = Path(path)
         self._mark_source = mark_source
-        self._lock = threading.RLock()
+        # The disk passes its own lock: advance() samples the disk's mark while the disk's
+        # writers call record(), so two locks would invite a lock-order deadlock.
+        self._lock = lock or threading.RLock()
         self.uuid: str | None = None
         self._epochs: list[set[int]] = []      # blocks changed per epoch; the last is current
         self._marks: dict[int, int | None] = {}

@@ -106,7 +106,7 @@ class LabDisk:
         self._base_ranges = [tuple(r) for r in base_ranges or []]
         self._journal = _Journal(self.directory / f"{basename}.labjournal")
         self.cbt = ChangeTracker(self.directory / f"{basename}-ctk.vmdk",
-                                 mark_source=self.mark)
+                                 mark_source=self.mark, lock=self._lock)
         self._writer = None  # open handle on the top layer: (kind, fd or SparseExtent)
 
     # -- construction ------------------------------------------------------------------
@@ -237,6 +237,24 @@ class LabDisk:
         return [name for name, _ in self.file_kinds()]
 
     # -- snapshots ---------------------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The disk's lock; hold it to make several calls one step for concurrent writers."""
+        return self._lock
+
+    def snapshot(self) -> tuple[int, str | None, int, str]:
+        """Snapshot-create as one step: ``(mark, change_id or None, frozen layer index, delta)``.
+
+        Taking the mark, ending the CBT epoch and adding the delta under the disk's lock means
+        no guest write can land between them (it would be in the frozen layer but not at the
+        mark, or in the new epoch but in the old layer).
+        """
+        with self._lock:
+            mark = self.mark()
+            change_id = self.cbt.advance() if self.cbt.enabled else None
+            frozen = len(self._layers) - 1
+            return mark, change_id, frozen, self.add_delta()
 
     def add_delta(self) -> str:
         """Snapshot-create for this disk: a new sparse delta over the current top becomes top."""
