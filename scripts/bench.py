@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -133,7 +134,10 @@ def nginx(docroot: Path, workdir: Path):
     conf = workdir / "nginx.conf"
     temps = " ".join(f"{k}_temp_path {workdir / k};" for k in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # As root, nginx workers would switch to "nobody", who cannot read a private temp dir.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
     conf.write_text(f"""
+{user}
 worker_processes 1;
 daemon off;
 pid {workdir / 'nginx.pid'};
@@ -142,6 +146,7 @@ events {{ worker_connections 64; }}
 http {{
     access_log off;
     sendfile on;
+    sendfile_max_chunk 0;   # one sendfile per response, as the lab does
     tcp_nopush on;
     default_type application/octet-stream;
     {temps}
