@@ -108,6 +108,7 @@ class LabDisk:
         self.cbt = ChangeTracker(self.directory / f"{basename}-ctk.vmdk",
                                  mark_source=self.mark, lock=self._lock)
         self._writer = None  # open handle on the top layer: (kind, fd or SparseExtent)
+        self._extent_of: dict[str, str | None] = {}  # layer name -> its flat extent, if any
 
     # -- construction ------------------------------------------------------------------
 
@@ -226,9 +227,10 @@ class LabDisk:
             out = []
             for name in self._layers:
                 out.append((name, "diskDescriptor"))
-                info = _layer_info(self.directory, name)
-                if info.flat_extent:
-                    out.append((info.flat_extent, "diskExtent"))
+                if name not in self._extent_of:  # asked often (layoutEx): parse each layer once
+                    self._extent_of[name] = _layer_info(self.directory, name).flat_extent
+                if self._extent_of[name]:
+                    out.append((self._extent_of[name], "diskExtent"))
             if self.cbt.enabled:
                 out.append((self.cbt.path.name, "ctk"))
             return out
@@ -305,6 +307,7 @@ class LabDisk:
                                     parent_hint=parent_name, parent_cid=new_cid)
             (self.directory / child_name).unlink()
             del self._layers[index]
+            self._extent_of.pop(child_name, None)
 
     # -- guest I/O ---------------------------------------------------------------------
 
