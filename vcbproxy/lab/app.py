@@ -36,6 +36,7 @@ def start(root: Path, *, host: str = "127.0.0.1", port: int = 0, http_port: int 
     from vcbproxy.lab.defaults import populate
     populate(lab, extra_vms=vms, disk_size=disk_size)
     cert_file, key_file = tls.ensure_certificate(root)
+    lab.thumbprint_sha1 = tls.thumbprint(cert_file, "sha1")
     server = LabServer(lab, host, port, http_port, tls.server_context(cert_file, key_file))
     server.start()
     info = {

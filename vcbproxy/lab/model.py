@@ -122,6 +122,7 @@ class Lab:
         self.faults = Faults()
         self.password = password or secrets.token_urlsafe(16)
         self.password_file: Path | None = None
+        self.thumbprint_sha1: str | None = None
         self.user = USER
         self.objects: dict[str, LabObject] = {}
         self.sessions: dict[str, Session] = {}
@@ -129,7 +130,6 @@ class Lab:
         self.datacenter_name = "lab-dc"
         self.snapshot_history: dict[str, dict] = {}
         self.leases: dict[str, LeaseState] = {}
-        self.instance_uuid = "52c1a3e0-0000-4000-8000-00000000lab0"
         self._ids = itertools.count(100)
         self.faults.listeners.append(self._on_faults)
         # set by inventory.build_lab
@@ -225,6 +225,14 @@ class Lab:
         if "expire_sessions" in names and faults.take("expire_sessions"):
             with self.lock:
                 self.sessions.clear()
+        if "reset_cbt" in names:
+            target = faults.take("reset_cbt")
+            vm = self.find_vm(target) if target else None
+            if vm is not None:
+                # What a storage vMotion or a crash does: every old change ID becomes invalid.
+                for disk in vm.disks.values():
+                    if disk.cbt.enabled:
+                        disk.cbt.reset()
 
 
 def session_key_from_cookie(header: str | None) -> str | None:

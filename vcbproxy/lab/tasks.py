@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from pyVmomi import vim, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 
 from vcbproxy.lab.model import LabObject
 from vcbproxy.lab.vimdata import now
@@ -20,7 +20,7 @@ class LabTask(LabObject):
     def __init__(self, lab, moref, name: str, description_id: str, entity, user: str):
         super().__init__(lab, moref)
         self.info = vim.TaskInfo(
-            key=moref, task=self.ref(), name=name, descriptionId=description_id,
+            key=moref, task=self.ref(), name=VmomiSupport.GetWsdlMethod("urn:vim25", name), descriptionId=description_id,
             entity=entity.ref() if entity is not None else None,
             entityName=getattr(entity, "inventory_name", None), state="queued",
             cancelled=False, cancelable=False, queueTime=now(),

@@ -1,0 +1,69 @@
+"""vim.Folder: RegisterVM_Task, which builds a VM from a .vmx already on a datastore."""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+
+from pyVmomi import vim
+
+from vcbproxy.lab import vmx
+from vcbproxy.lab.disks import LabDisk
+from vcbproxy.lab.methods import method
+from vcbproxy.lab.tasks import start_task
+from vcbproxy.lab.vm import DISK_KEY_BASE, DiskSlot, LabVm
+
+_VOLUME = re.compile(r"^/vmfs/volumes/([^/]+)/(.+)/([^/]+)$")
+
+
+def _uuid(vmx_value: str | None) -> str:
+    """'56 4d ... 9a-..' (vmx form) -> canonical UUID; a fresh one if absent or malformed."""
+    hexed = re.sub(r"[^0-9a-fA-F]", "", vmx_value or "")
+    return str(uuidlib.UUID(hexed)) if len(hexed) == 32 else str(uuidlib.uuid4())
+
+
+def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
+    host_path = lab.datastore_path(path)
+    if host_path is None or not host_path.is_file():
+        raise vim.fault.NotFound(msg=f"File {path} was not found")
+    if any(vm.vmx_path == path for vm in lab.vms()):
+        raise vim.fault.AlreadyExists(msg=f"The VM {path} is already registered.", name=path)
+    datastore = path[1:].split("]", 1)[0]
+    directory = host_path.parent.relative_to(lab.datastores[datastore].resolve()).as_posix()
+    values = vmx.parse(host_path.read_text(encoding="utf-8", errors="replace"))
+    instance = _uuid(values.get("vc.uuid"))
+    if any(vm.instance_uuid == instance for vm in lab.vms()):
+        instance = str(uuidlib.uuid4())   # vCenter hands a copy a new instance UUID
+    vm = LabVm(lab, lab.next_moref("vm"), name or values.get("displayName") or host_path.stem,
+               folder, datastore=datastore, directory=directory,
+               uuid=_uuid(values.get("uuid.bios")), instance_uuid=instance,
+               guest_id=values.get("guestOS", "otherLinux64Guest"),
+               memory_mb=int(values.get("memSize", "1024") or 1024),
+               cpus=int(values.get("numvcpus", "1") or 1), tools=True, powered_on=False)
+    for disk in vmx.disks_of(values):
+        match = _VOLUME.match(disk["file"])
+        ds, ddir, fname = (match.groups() if match else (datastore, directory, disk["file"]))
+        if ds not in lab.datastores:
+            raise vim.fault.NotFound(msg=f"Datastore {ds} of disk {disk['file']} not found")
+        try:
+            lab_disk = LabDisk.load(lab.datastores[ds] / ddir, fname, None)
+        except (OSError, ValueError) as exc:
+            raise vim.fault.FileNotFound(msg=f"Cannot open the disk {disk['file']}: {exc}",
+                                         file=f"[{ds}] {ddir}/{fname}") from None
+        key = DISK_KEY_BASE + disk["unit"]
+        vm.slots[key] = DiskSlot(datastore=ds, directory=ddir, unit=disk["unit"],
+                                 mode=disk["mode"])
+        vm.disks[key] = lab_disk
+    vm.cbt_enabled = values.get("ctkEnabled", "FALSE").upper() == "TRUE"
+    if vm.cbt_enabled:
+        for d in vm.disks.values():
+            d.cbt.enable()
+    lab.add(vm)
+    return vm
+
+
+@method("RegisterVM_Task")
+def register_vm_task(call, this, path, asTemplate, name=None, pool=None, host=None):
+    def work(task):
+        return register_vm(call.lab, this, path, name).ref()
+    return start_task(call, this, "RegisterVM_Task", "Folder.registerVm", work)
