@@ -91,3 +91,22 @@ def test_ipaddr_matches_exactly_and_resolves_names(session, vms):
         resolve_vm(session, parse_selector("ipaddr:192.0.2.254"))      # TEST-NET-1: never assigned
     with pytest.raises(errors.NotFoundError, match="does not resolve"):
         find_vms(session, parse_selector("ipaddr:no-such-host.invalid"))
+
+
+def test_names_with_slash_and_percent_are_shown_and_matched_plain(session, vms):
+    """vSphere stores '/' and '%' in names escaped (%2f, %25); users type them plain."""
+    from pyVmomi import vim
+
+    from vcbproxy.vsphere.tasks import wait_for_task
+
+    vm = vms[0]
+    odd = f"{vm.name}/100%"
+    obj = vim.VirtualMachine(vm.moref, session.stub)
+    wait_for_task(session, obj.Rename_Task(newName=odd), timeout=60, what="renaming")
+    try:
+        found = resolve_vm(session, parse_selector(f"name:{odd}"))
+        assert found.moref == vm.moref and found.name == odd
+        assert get_vm(session, vm.moref).name == odd
+    finally:
+        wait_for_task(session, obj.Rename_Task(newName=vm.name), timeout=60, what="renaming back")
+    assert get_vm(session, vm.moref).name == vm.name

@@ -108,3 +108,14 @@ def test_cookie_reads_a_datastore_file(vsphere_endpoint):
         request = urllib.request.Request(url, headers={"Cookie": session.cookie})
         with urllib.request.urlopen(request, context=session.ssl_context, timeout=20) as response:
             assert response.read() == b"probe bytes"
+
+
+def test_expired_session_is_auth_error(vsphere_endpoint):
+    """A session the server forgot (expired, or logged out elsewhere) is exit 10, not a traceback."""
+    from vcbproxy.selectors import Selector
+    from vcbproxy.vsphere.inventory import find_vms
+
+    with Session.connect(options(vsphere_endpoint)) as session:
+        session.content.sessionManager.Logout()      # the server ends it behind our back
+        with pytest.raises(errors.AuthError, match="session expired"):
+            find_vms(session, Selector("any"))
