@@ -176,6 +176,17 @@ class Singleton(LabObject):
         self.vim_type = vim_type
 
 
+class SessionManager(Singleton):
+    """currentSession depends on who asks: the dispatcher records the caller per thread."""
+
+    def p_currentSession(self):
+        session = getattr(self.lab.caller, "session", None)
+        return session.user_session() if session is not None else None
+
+    def p_sessionList(self):
+        return [s.user_session() for s in list(self.lab.sessions.values())]
+
+
 class ServiceInstance(LabObject):
     vim_type = vim.ServiceInstance
 
@@ -211,8 +222,8 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
     root = Path(root)
     lab = Lab(root, password=password, seed=seed)
     lab.service_instance = lab.add(ServiceInstance(lab, "ServiceInstance"))
-    lab.singletons = {key: lab.add(Singleton(lab, moref, t))
-                      for key, (moref, t) in _SINGLETONS.items()}
+    lab.singletons = {key: lab.add((SessionManager if key == "sessionManager" else Singleton)(
+        lab, moref, t)) for key, (moref, t) in _SINGLETONS.items()}
     lab.root_folder = lab.add(Folder(lab, "group-d1", "Datacenters",
                                      child_type=("Folder", "Datacenter")))
     dc = lab.datacenter = lab.add(Datacenter(lab, "datacenter-2", lab.datacenter_name,

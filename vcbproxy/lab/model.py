@@ -123,6 +123,7 @@ class Lab:
         self.password = password or secrets.token_urlsafe(16)
         self.password_file: Path | None = None
         self.thumbprint_sha1: str | None = None
+        self.caller = threading.local()   # .session of the SOAP call this thread serves
         self.user = USER
         self.objects: dict[str, LabObject] = {}
         self.sessions: dict[str, Session] = {}

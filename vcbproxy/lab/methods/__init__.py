@@ -62,5 +62,6 @@ def dispatch(lab: Lab, request, cookie_header: str | None) -> tuple[Any, str | N
             msg=f"The object '{moref}' has already been deleted or has not been completely "
                 "created", obj=request.this)
     call = Call(lab=lab, session=session)
+    lab.caller.session = session
     result = handler(call, this, **request.args)
     return result, call.new_cookie
