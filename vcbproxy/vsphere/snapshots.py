@@ -17,8 +17,10 @@ from vcbproxy.vsphere.tasks import wait_for_task
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 1800.0
+# What vSphere raises when a quiesced snapshot cannot be taken (no Tools, or the guest's
+# VSS/sync driver failed); other snapshot faults get no --no-quiesce hint.
 QUIESCE_FAULTS = (vim.fault.ApplicationQuiesceFault, vim.fault.ToolsUnavailable,
-                  vim.fault.SnapshotFault)   # SnapshotFault covers the generic "quiesce failed"
+                  vim.fault.QuiesceDatastoreIOForHAFailed)
 
 
 def _iso(dt) -> str:
@@ -86,9 +88,10 @@ def create_snapshot(session, vm: VmRef, name: str, *, description: str = "", mem
                     quiesce: bool = False, timeout: float = DEFAULT_TIMEOUT) -> SnapshotRef:
     what = f"taking snapshot {name!r} of {vm.name}"
     obj = vm_object(session, vm)
-    with translated(what, errors.SnapshotError):
-        task = obj.CreateSnapshot_Task(name=name, description=description, memory=memory, quiesce=quiesce)
     try:
+        # The quiesce fault may come back from the call itself or from the task.
+        with translated(what, errors.SnapshotError):
+            task = obj.CreateSnapshot_Task(name=name, description=description, memory=memory, quiesce=quiesce)
         snap = wait_for_task(session, task, timeout=timeout, what=what, error=errors.SnapshotError)
     except errors.SnapshotError as exc:
         if quiesce and isinstance(exc.__cause__, QUIESCE_FAULTS):
