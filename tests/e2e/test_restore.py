@@ -56,15 +56,14 @@ def restored_names(lab):
     """Names of VMs a test restores; each is destroyed afterwards so the shared lab stays as it was."""
     names: list[str] = []
     yield names
-    from vcbproxy.vsphere.register import destroy_vm
-
     from vcbproxy.selectors import Selector
     from vcbproxy.vsphere.inventory import find_vms
+    from vcbproxy.vsphere.register import destroy_vm
 
     with _session(lab) as session:
         for name in names:
             for vm in find_vms(session, Selector("name", name)):
-                destroy_vm(session, vm)
+                destroy_vm(session, vm.moref)
 
 
 @pytest.fixture(scope="module")

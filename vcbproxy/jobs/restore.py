@@ -347,7 +347,7 @@ def _replace(session, existing: VmRef) -> VmRef:
     from vcbproxy.vsphere.register import destroy_vm
 
     log.warning("replacing the existing VM %s (%s)", existing.name, existing.moref)
-    destroy_vm(session, existing)
+    destroy_vm(session, existing.moref)
     return existing
 
 
@@ -362,7 +362,7 @@ def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
     from vcbproxy.vsphere.register import power_on
 
     try:
-        power_on(session, vm)
+        power_on(session, vm.moref)
     except errors.VcbProxyError as exc:
         # The VM is restored and registered; not starting it is worth a warning, not a rollback.
         result.warnings.append(f"{vm.name} restored but not powered on: {exc}")

@@ -1,7 +1,7 @@
 """Converting a staged disk into what a VMFS datastore holds, while uploading it.
 
 A restore reads the staged disk (2gbsparse, monolithic sparse, flat or streamOptimized)
-through :class:`vcbproxy.vmdk.chain.DiskChain` and sends a VMFS-style disk: a ``vmfs``
+through :func:`vcbproxy.vmdk.content.disk_pieces` and sends a VMFS-style disk: a ``vmfs``
 descriptor plus one flat extent. The file service stores what it receives byte for byte,
 so the flat extent must carry its full length: holes of the staged disk go out as zeros,
 generated on the fly, never buffered (memory stays flat whatever the disk size).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,44 +65,39 @@ class StagedDisk:
     content_sha256: str = ""
 
 
-def flat_chunks(chain, open_file: Callable[[str], object], capacity: int,
-                hasher=None) -> Iterator[bytes]:
-    """The whole virtual disk, front to back: data from the layer files, zeros for holes."""
+def flat_chunks(pieces, capacity: int, hasher=None) -> Iterator[bytes]:
+    """The whole virtual disk, front to back, from ``disk_pieces``: data as read, zeros for holes."""
     position = 0
-    for run in chain.runs():
-        if run.offset != position:
-            raise errors.VerifyError(f"disk map has a gap at {position}")
-        if run.source is None:
-            left = run.length
+    for offset, piece in pieces:
+        if offset != position:
+            raise errors.VerifyError(f"disk map jumps from {position} to {offset}")
+        if isinstance(piece, int):
+            left = piece
             while left:
-                piece = memoryview(_ZEROS)[:min(left, CHUNK)]
+                zeros = memoryview(_ZEROS)[:min(left, CHUNK)]
                 if hasher is not None:
-                    hasher.update(piece)
-                yield piece
-                left -= len(piece)
+                    hasher.update(zeros)
+                yield zeros
+                left -= len(zeros)
+            position += piece
         else:
-            got = 0
-            for chunk in open_file(run.source).stream(run.source_offset, run.length, CHUNK):
-                if hasher is not None:
-                    hasher.update(chunk)
-                got += len(chunk)
-                yield chunk
-            if got != run.length:
-                raise errors.VerifyError(f"{run.source} ends {run.length - got} bytes early")
-        position = run.offset + run.length
+            if hasher is not None:
+                hasher.update(piece)
+            yield piece
+            position += len(piece)
     if position != capacity:
         raise errors.VerifyError(f"the disk map covers {position} of {capacity} bytes")
 
 
 def upload_disk(uploader, disk: StagedDisk, target: DatastorePath, *, adapter: str, uuid: str | None,
                 uploaded: list[DatastorePath], advance: Callable[[int], None] = lambda n: None) -> None:
-    """Send ``disk`` as ``target`` (descriptor) + its ``-flat.vmdk``; appends each file once sent.
+    """Send ``disk`` as ``target`` (descriptor) + its ``-flat.vmdk``; appends each file once started.
 
     The flat extent goes first and the descriptor last, so a disk whose descriptor is on
     the datastore is complete. The content hash is checked against the export's record as
     the bytes go out; a mismatch fails the upload before the descriptor is written.
     """
-    from vcbproxy.vmdk.chain import DiskChain
+    from vcbproxy.vmdk.content import disk_pieces
     from vcbproxy.vmdk.io import local_opener
 
     opener = local_opener(disk.directory)
@@ -115,15 +111,13 @@ def upload_disk(uploader, disk: StagedDisk, target: DatastorePath, *, adapter: s
     extent = flat_name(target)
     hasher = hashlib.sha256()
     try:
-        chain = DiskChain.open(disk.descriptor, open_cached)
-        if chain.capacity != disk.capacity:
-            raise errors.VerifyError(f"{disk.descriptor}: capacity {chain.capacity}, the export says "
-                                     f"{disk.capacity}")
-        # Registered before the first byte: a PUT cut halfway may still leave a file behind.
+        capacity, pieces = disk_pieces(disk.descriptor, open_cached)
+        if capacity != disk.capacity:
+            raise errors.VerifyError(f"{disk.descriptor}: capacity {capacity}, the export says {disk.capacity}")
+        # Listed before the first byte: a PUT cut halfway may still leave a file behind.
         uploaded.append(extent)
-        uploader.put(extent, disk.capacity, flat_chunks(chain, open_cached, disk.capacity, hasher),
-                     advance=advance)
-    except ValueError as exc:      # VmdkError: the staged disk cannot be read
+        uploader.put(extent, disk.capacity, flat_chunks(pieces, disk.capacity, hasher), advance=advance)
+    except (ValueError, zlib.error) as exc:      # VmdkError: the staged disk cannot be read
         raise errors.VerifyError(f"{disk.descriptor}: {exc}") from exc
     finally:
         for handle in opened.values():
