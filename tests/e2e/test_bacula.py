@@ -45,3 +45,54 @@ def test_failing_before_command_fails_the_job(bacula_factory, tmp_path):
     job = bac.backup()
     assert not job.ok
     assert job.status in "Eef", job.output
+
+
+def test_bacula_backs_up_a_lab_vm_through_pre_and_post_command(bacula_factory, env, lab, lab_client, tmp_path):
+    """The issue's acceptance test: Bacula's ClientRunBeforeJob/AfterJob drive the export."""
+    from tests.e2e.cli import ROOT
+    from tests.e2e.oracle import assert_export_matches_lab, vcb_snapshots
+    from tests.e2e.test_compat_scripts import lab_config
+    from vcbproxy.jobs.verify import verify_export
+    from vcbproxy.staging.manifest import read_manifest
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    daemon_env = {k: v for k, v in env.items() if not k.startswith("VCBPROXY_")}
+    daemon_env["VCBPROXY_CONFIG"] = str(lab_config(tmp_path, lab, stage))
+    export = stage / "web01-fullVM"
+    bac = bacula_factory(export, before=f"{ROOT}/scripts/pre-command web01 fullvm",
+                         after=f"{ROOT}/scripts/post-command web01", env=daemon_env)
+
+    job = bac.backup()
+    assert job.ok, job.output
+    assert not export.exists(), "post-command did not remove the staging directory"
+    assert not vcb_snapshots(lab_client, "web01")
+
+    where = tmp_path / "restore"
+    restored = bac.restore(job.jobid, where)
+    assert restored.ok, restored.output
+    copy = bac.restored(where)
+    # Identical to the export: every manifest hash matches, nothing missing or extra ...
+    manifest = read_manifest(copy / "MANIFEST.sha256")
+    hashes = tree_hashes(copy)
+    assert {name: hashes.get(name) for name in manifest} == manifest
+    report = verify_export(copy, qemu_img=True)
+    assert report.ok, report.problems
+    # ... and its disks equal the lab VM's disks at the snapshot.
+    assert_export_matches_lab(copy, lab_client, tmp_path)
+
+
+def test_bacula_job_fails_when_the_vm_is_not_found(bacula_factory, env, lab, lab_client, tmp_path):
+    from tests.e2e.cli import ROOT
+    from tests.e2e.test_compat_scripts import lab_config
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    daemon_env = {k: v for k, v in env.items() if not k.startswith("VCBPROXY_")}
+    daemon_env["VCBPROXY_CONFIG"] = str(lab_config(tmp_path, lab, stage))
+    bac = bacula_factory(stage / "ghost-fullVM", before=f"{ROOT}/scripts/pre-command ghost",
+                         after=f"{ROOT}/scripts/post-command ghost", env=daemon_env)
+    job = bac.backup()
+    assert not job.ok
+    assert "no VM" in job.output or "exit 11" in job.output, job.output
+    assert list(stage.iterdir()) == []
