@@ -72,7 +72,7 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults) -> None:
     (Path(info["root"]) / INFO_FILE).write_text(json.dumps(info) + "\n")
     click.echo(json.dumps(info))
     sys.stdout.flush()
-    while not stop.wait(0.5):
+    while not stop.wait(0.1):
         pass
     server.stop()
 

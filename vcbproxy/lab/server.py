@@ -34,6 +34,9 @@ def _data_module(name: str):
 
 class LabHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, each response would wait for
+    # the client's delayed ACK (40 ms a call).
+    disable_nagle_algorithm = True
     server_version = "VMware-vSphere-lab"
     lab: Lab = None          # set per server class
     tls: bool = True
@@ -155,7 +158,8 @@ class LabServer:
 
     def start(self) -> None:
         for srv in (self.https, self.http):
-            thread = threading.Thread(target=srv.serve_forever, daemon=True, name="lab-http")
+            thread = threading.Thread(target=srv.serve_forever, args=(0.1,), daemon=True,
+                                      name="lab-http")
             thread.start()
             self._threads.append(thread)
 
