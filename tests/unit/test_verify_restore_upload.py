@@ -52,7 +52,22 @@ class PutHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         if self.headers.get("Cookie") != COOKIE:
             return self._answer(401)
+        if self.server.head_unsupported:            # vcsim's answer
+            return self._answer(405)
         self._answer(200 if self._path().is_file() else 404)
+
+    def do_GET(self) -> None:
+        if self.headers.get("Cookie") != COOKIE:
+            return self._answer(401)
+        path = self._path()
+        if not path.is_file():
+            return self._answer(404)
+        data = path.read_bytes()[:1]
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes 0-0/{path.stat().st_size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_PUT(self) -> None:
         if self.headers.get("Cookie") != COOKIE:
@@ -88,6 +103,7 @@ class PutServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), PutHandler)
         self.root = root
         self.drop_after: int | None = None
+        self.head_unsupported = False
         self.puts: list[str] = []
 
 
@@ -174,6 +190,9 @@ def test_exists_and_refused_cookie(tmp_path, server):
     (server.root / "ds" / "vm").mkdir(parents=True)
     (server.root / "ds" / "vm" / "vm.vmx").write_text("x")
     with FileUploader(LocalSession(server.server_address[1])) as up:
+        assert up.exists(DatastorePath("ds", "vm/vm.vmx"))
+        assert not up.exists(DatastorePath("ds", "vm/other.vmx"))
+        server.head_unsupported = True
         assert up.exists(DatastorePath("ds", "vm/vm.vmx"))
         assert not up.exists(DatastorePath("ds", "vm/other.vmx"))
     with FileUploader(LocalSession(server.server_address[1], cookie="wrong")) as up, \
