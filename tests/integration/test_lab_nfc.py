@@ -23,7 +23,8 @@ from pyVmomi import vim
 
 from vcbproxy.lab.client import LabClient
 
-VM = "web01"
+VM = "web01"          # powered on: exported through a snapshot
+VM_OFF = "files01"    # powered off: ExportVm
 needs_qemu = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img not installed")
 
 
@@ -44,14 +45,24 @@ def si(lab):
     Disconnect(si)
 
 
-@pytest.fixture
-def vm(si):
+def find_vm(si, name: str):
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
     try:
-        return next(v for v in view.view if v.name == VM)
+        return next(v for v in view.view if v.name == name)
     finally:
         view.Destroy()
+
+
+@pytest.fixture
+def vm(si):
+    """A powered-off VM: ExportVm refuses running ones, as vSphere does."""
+    return find_vm(si, VM_OFF)
+
+
+@pytest.fixture
+def running_vm(si):
+    return find_vm(si, VM)
 
 
 def cookie_of(si) -> str:
@@ -118,7 +129,7 @@ def test_export_vm_streams_every_disk_as_stream_optimized(lab, client, si, vm, t
         urls = disk_urls(lease)
         disks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
         assert sorted(key_of(p) for p in urls) == sorted(d.key for d in disks)
-        expected = {key_of(p): client.oracle(vm=VM, key=key_of(p)) for p in urls}
+        expected = {key_of(p): client.oracle(vm=VM_OFF, key=key_of(p)) for p in urls}
         for path in urls:
             out = tmp_path / f"{key_of(path)}.vmdk"
             status, headers = get(lab.info, path, cookie_of(si), port, out)
@@ -138,7 +149,8 @@ def test_export_vm_streams_every_disk_as_stream_optimized(lab, client, si, vm, t
 
 
 @needs_qemu
-def test_export_snapshot_streams_the_frozen_content(lab, client, si, vm, tmp_path):
+def test_export_snapshot_streams_the_frozen_content(lab, client, si, running_vm, tmp_path):
+    vm = running_vm
     WaitForTask(vm.CreateSnapshot_Task(name="nfc-test", memory=False, quiesce=False))
     snap = vm.snapshot.currentSnapshot
     try:
