@@ -167,4 +167,10 @@ def test_state_lists_snapshots_and_disks(client, si):
     state = client.state(VM)
     assert state["moref"] == vm._moId and state["name"] == VM
     assert sorted(int(k) for k in state["disks"]) == sorted(disk_keys(vm))
+    for key, disk in state["disks"].items():
+        layers = {d.key: d.backing.fileName for d in vm.config.hardware.device
+                  if isinstance(d, vim.vm.device.VirtualDisk)}
+        assert layers[int(key)].endswith("/" + disk["layers"][-1])     # the running top
+        assert set(disk["layers"]) <= set(disk["files"])
+        assert disk["cbt"]["enabled"] in (True, False)
     assert client.state(vm._moId)["name"] == VM

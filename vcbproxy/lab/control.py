@@ -189,21 +189,21 @@ def _state(lab, params: dict, body: dict) -> dict:
         moref for moref, entry in lab.snapshot_history.items()
         if (entry["vm"] if isinstance(entry["vm"], str) else entry["vm"].moref)
         in (vm.moref, vm.name)))
-    if "disks" not in state:
-        state["disks"] = {str(key): _disk_state(disk) for key, disk in vm.disks.items()}
+    disks = state.setdefault("disks", {})
+    for key, disk in vm.disks.items():
+        _add_disk_state(disks.setdefault(str(key), {}), disk)
     return json.loads(json.dumps(state, default=str))
 
 
-def _disk_state(disk) -> dict:
-    describe = getattr(disk, "describe", None) or getattr(disk, "state", None)
-    if callable(describe):
-        return dict(describe())
-    out = {"capacity": disk.capacity}
-    for name in ("layers", "files", "cbt", "change_id", "top"):
-        value = getattr(disk, name, None)
-        if value is not None and not callable(value):
-            out[name] = value
-    return out
+def _add_disk_state(out: dict, disk) -> None:
+    """Fill in what a test asks about a disk: its layers, files and change tracking."""
+    with disk.lock:                     # one consistent view while a churn may be writing
+        out.setdefault("capacity", disk.capacity)
+        out.setdefault("layers", list(disk.layers))
+        out.setdefault("files", list(disk.files()))
+        tracker = getattr(disk, "cbt", None) or getattr(disk, "tracker", None)
+        if tracker is not None:
+            out.setdefault("cbt", {"enabled": tracker.enabled, "change_id": tracker.change_id})
 
 
 _ROUTES = {
