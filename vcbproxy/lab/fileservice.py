@@ -236,8 +236,7 @@ def _put(req, lab, target: Path) -> None:
     except (FileExistsError, NotADirectoryError):
         raise HttpError(403, f"a parent of {target.name} is a file") from None
     tmp = target.with_name(target.name + UPLOAD_SUFFIX)
-    pacer = Pacer(lab)
-    pacer.drop_at = None        # the drop fault breaks downloads; uploads are only throttled
+    pacer = Pacer(lab, droppable=False)   # the drop fault breaks downloads; uploads only slow
     try:
         with open(tmp, "wb") as out:
             left = length

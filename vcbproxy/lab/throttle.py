@@ -45,11 +45,11 @@ def bucket_for(lab) -> TokenBucket:
 class Pacer:
     """Decides how many bytes may go next; raises ``Dropped`` when the drop fault fires."""
 
-    def __init__(self, lab) -> None:
+    def __init__(self, lab, *, droppable: bool = True) -> None:
         self.faults: Faults = lab.faults
         self.bucket = bucket_for(lab)
         # One drop budget per transfer, taken at its start (drop_count counts transfers).
-        self.drop_at = self.faults.drop_limit()
+        self.drop_at = self.faults.drop_limit() if droppable else None
         self.sent = 0
 
     def next_chunk(self, wanted: int) -> int:
