@@ -28,6 +28,9 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="vcbproxy: %(levelname)s: %(message)s")
+    # The run log in an export directory lowers vcbproxy's logger to INFO; the terminal keeps -v's level.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(max(level, logging.DEBUG))
     # pyVmomi and urllib3 are chatty at INFO; their detail belongs in -vv only.
     for noisy in ("urllib3", "paramiko"):
         logging.getLogger(noisy).setLevel(max(level, logging.DEBUG) + 10)

@@ -207,7 +207,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
                             started, snapshot_seconds, result.warnings, session)
             succeeded = True
         except BaseException as exc:
-            log.error("export of %s failed: %s", vm.name, exc)
+            log.info("export of %s failed: %s", vm.name, exc)  # the CLI prints the one-line error
             raise
         finally:
             if snapshot is not None:
