@@ -32,12 +32,16 @@ def client(lab):
     c.set_faults(drop_after_bytes=None, throttle_bps=None)
 
 
+def login(lab):
+    info = lab.info
+    return SmartConnect(host="127.0.0.1", port=int(info["https_port"]), user=info["user"],
+                        pwd=Path(info["password_file"]).read_text().strip(),
+                        sslContext=ssl.create_default_context(cafile=info["cert_file"]))
+
+
 @pytest.fixture
 def si(lab):
-    info = lab.info
-    si = SmartConnect(host="127.0.0.1", port=int(info["https_port"]), user=info["user"],
-                      pwd=Path(info["password_file"]).read_text().strip(),
-                      sslContext=ssl.create_default_context(cafile=info["cert_file"]))
+    si = login(lab)
     yield si
     Disconnect(si)
 
@@ -125,7 +129,9 @@ def test_unreachable_lab_is_a_connection_failure(lab):
         LabClient(info).faults()
 
 
-def test_churn_changes_current_content_not_the_snapshot(lab, client, si, tmp_path):
+def test_churn_changes_current_content_not_the_snapshot(fresh_lab, tmp_path):
+    # A lab of its own: snapshots and guest writes would change what other tests see.
+    lab, client, si = fresh_lab, LabClient(fresh_lab.info), login(fresh_lab)
     vm = find_vm(si, VM)
     key = disk_keys(vm)[0]
     WaitForTask(vm.CreateSnapshot_Task(name="oracle-test", memory=False, quiesce=False))

@@ -118,12 +118,20 @@ def test_authentication(lab, client, disk_file, port):
                    )[0] == 401
 
 
-def test_expired_session_is_refused(lab, client, disk_file):
-    rel, _ = disk_file
+def test_expired_session_is_refused(fresh_lab):
+    # A lab of its own: expiring sessions would log other tests out.
+    client = LabClient(fresh_lab.info)
     cookie = client.login()
-    assert request(lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] == 200
+    ds_dir = Path(fresh_lab.info["datastores"]["datastore1"])
+    rel = next(ds_dir.rglob("*-flat.vmdk")).relative_to(ds_dir).as_posix()
+    assert request(fresh_lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] == 200
     client.set_faults(expire_sessions=True)
-    assert request(lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] == 401
+    assert request(fresh_lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] == 401
+    # An idle session expires by itself after session_timeout.
+    cookie = client.login()
+    client.set_faults(session_timeout=0.3)
+    time.sleep(0.6)
+    assert request(fresh_lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] == 401
 
 
 @pytest.mark.parametrize("port", PORTS)
