@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pyVmomi import vim
+from pyVmomi import VmomiSupport, vim
 
 from vcbproxy.lab.model import Lab, LabObject
 from vcbproxy.lab.vmx import escape_name
@@ -59,7 +59,7 @@ class Folder(Entity):
         return refs(self.children())
 
     def p_childType(self):
-        return self.child_type
+        return VmomiSupport.GetVmodlType("string[]")(self.child_type)
 
 
 class Datacenter(Entity):

@@ -19,7 +19,8 @@ from vcbproxy.lab.model import Lab, Session, session_key_from_cookie
 HANDLERS: dict[str, Callable] = {}
 # Methods a client calls before it has a session.
 NO_SESSION = {"RetrieveServiceContent", "Login", "CurrentTime"}
-_MODULES = ("service", "properties", "search", "vm", "snapshot", "lease", "task", "folder")
+_MODULES = ("service", "properties", "search", "vm", "snapshot", "lease", "task", "folder",
+            "entity")
 _loaded = False
 
 

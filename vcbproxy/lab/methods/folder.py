@@ -9,6 +9,7 @@ from pyVmomi import vim
 
 from vcbproxy.lab import vmx
 from vcbproxy.lab.disks import LabDisk
+from vcbproxy.lab.inventory import Folder
 from vcbproxy.lab.methods import method
 from vcbproxy.lab.tasks import start_task
 from vcbproxy.lab.vm import DISK_KEY_BASE, DiskSlot, LabVm
@@ -67,3 +68,16 @@ def register_vm_task(call, this, path, asTemplate, name=None, pool=None, host=No
     def work(task):
         return register_vm(call.lab, this, path, name).ref()
     return start_task(call, this, "RegisterVM_Task", "Folder.registerVm", work)
+
+
+@method("CreateFolder")
+def create_folder(call, this, name):
+    lab = call.lab
+    with lab.lock:
+        if any(c.name == name for c in this.children()):
+            raise vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name,
+                                          object=this.ref())
+        folder = Folder(lab, lab.next_moref("group-v"), name, this,
+                        ("Folder", "VirtualMachine", "VirtualApp"))
+        lab.add(folder)
+        return folder.ref()

@@ -34,9 +34,25 @@ def read_path(obj: LabObject, path: str):
         except AttributeError:
             raise vmodl.query.InvalidProperty(msg=f"invalid property path {path!r}",
                                               name=path) from None
-    if isinstance(val, list) and not val:
-        return None     # vSphere leaves empty arrays out of a property set
+    if isinstance(val, list):
+        if not val:
+            return None     # vSphere leaves empty arrays out of a property set
+        if not hasattr(type(val), "Item"):   # a plain list cannot be serialised as anyType
+            val = _declared_type(obj.vim_type, path)(val)
     return val
+
+
+def _declared_type(vim_type, path: str):
+    """The vmodl type a property path is declared with (an array type for lists)."""
+    t = vim_type
+    for part in path.split("."):
+        t = getattr(t, "Item", t)
+        info = next((getattr(c, "_propInfo", {})[part] for c in t.__mro__
+                     if part in getattr(c, "_propInfo", {})), None)
+        if info is None:
+            return VmomiSupport.GetVmodlType("anyType[]")
+        t = info.type
+    return t
 
 
 def _has_property(vim_type, name: str) -> bool:
@@ -280,7 +296,7 @@ class ContainerView(LabObject):
         return self.container.ref()
 
     def p_type(self):
-        return [t._wsdlName for t in self.types] or None
+        return VmomiSupport.GetVmodlType("string[]")([t._wsdlName for t in self.types]) or None
 
     def p_recursive(self):
         return self.recursive

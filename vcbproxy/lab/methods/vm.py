@@ -11,6 +11,7 @@ from vcbproxy.lab.cbt import InvalidChangeId
 from vcbproxy.lab.methods import method
 from vcbproxy.lab.tasks import start_task
 from vcbproxy.lab.vimdata import now
+from vcbproxy.lab.vm import LabVm
 
 
 @method("CreateSnapshot_Task")
@@ -122,6 +123,9 @@ def unregister(call, this):
 
 @method("Destroy_Task")
 def destroy(call, this):
+    if not isinstance(this, LabVm):
+        return _destroy_entity(call, this)
+
     def work(task):
         if this.powered_on:
             raise vim.fault.InvalidPowerState(
@@ -132,3 +136,14 @@ def destroy(call, this):
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
     return start_task(call, this, "Destroy_Task", "VirtualMachine.destroy", work)
+
+
+def _destroy_entity(call, this):
+    """Destroy a folder (empty ones only: the lab does not cascade)."""
+    def work(task):
+        if this.children() or this.parent is None or this is getattr(
+                call.lab.datacenter, "vm_folder", None):
+            raise vim.fault.InvalidState(msg=f"The lab can only destroy empty folders, not "
+                                             f"{this.name!r}.")
+        call.lab.remove(this.moref)
+    return start_task(call, this, "Destroy_Task", "ManagedEntity.destroy", work)
