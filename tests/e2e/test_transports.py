@@ -1,0 +1,228 @@
+"""Every transport mode (issue 4) against the lab, end to end: the same oracle as network mode.
+
+A real CLI process per export; the lab's datastores are read straight from their directories
+(san), through a real OpenSSH sshd serving them under a ``/vmfs/volumes``-like root (ssh), or
+through an ExportSnapshot lease (nfc). The lab's oracle and qemu-img judge every byte.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli import run, start
+from tests.e2e.oracle import assert_export_matches_lab, metadata, vcb_snapshots
+from tests.e2e.test_export import Churn, assert_clean_failure
+
+MODES = ["nbdssl", "nbd", "san", "ssh", "nfc", "san:nbdssl"]
+VM = "web01"            # two disks: one on datastore1, one on datastore2
+
+
+@pytest.fixture
+def lab_sshd(request, lab):
+    """The session's sshd serving every lab datastore under its volumes root."""
+    sshd = request.getfixturevalue("sshd")
+    sshd.expose_all(lab.info["datastores"])
+    return sshd
+
+
+def ssh_args(sshd, *, known_hosts: bool = True) -> list[str]:
+    args = ["--ssh-host", sshd.host, "--ssh-port", str(sshd.port), "--ssh-user", sshd.user,
+            "--ssh-key", sshd.client_key, "--ssh-root", sshd.root]
+    if known_hosts:
+        args += ["--ssh-known-hosts", sshd.known_hosts]
+    return args
+
+
+def san_args(lab, only: tuple[str, ...] | None = None) -> list[str]:
+    args = []
+    for name, path in lab.info["datastores"].items():
+        if only is None or name in only:
+            args += ["--san-map", f"{name}={path}"]
+    return args
+
+
+def mode_args(mode: str, lab, request) -> list[str]:
+    """``-m MODE`` plus whatever the modes of the chain need to reach the lab."""
+    args = ["-m", mode]
+    names = mode.split(":")
+    if "nbd" in names:
+        args += ["--nbd-port", str(lab.info["http_port"])]
+    if "san" in names:
+        args += san_args(lab)
+    if "ssh" in names:
+        args += ssh_args(request.getfixturevalue("lab_sshd"))
+    return args
+
+
+def disk_sources(meta: dict) -> dict[str, list[str]]:
+    """device → the datastore paths ("[ds] dir/file") of every layer the export read."""
+    return {d["device"]: d["source"] for d in meta["disks"] if not d.get("skipped")}
+
+
+def assert_clean(lab_client, target: Path) -> None:
+    assert not vcb_snapshots(lab_client, VM)
+    assert not [p for p in target.rglob("*.partial")] if target.exists() else True
+
+
+# -- 1. one body, every mode -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_exports_the_disk_at_the_snapshot_while_the_guest_writes(
+        env, lab, lab_client, request, tmp_path, mode):
+    target = tmp_path / "web01-fullVM"
+    args = mode_args(mode, lab, request)
+    lab_client.set_faults(throttle_bps=24 << 20)  # lets churn land mid-copy in network modes
+    with Churn(lab_client, VM) as churn:
+        res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), *args, "-q")
+    assert res.code == 0, res
+    assert churn.bytes > 0
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)
+    assert meta["transport"]["mode"] == mode
+    assert_clean(lab_client, target)
+    if ":" in mode:
+        served = meta["transport"]["served_by"]
+        for device, sources in disk_sources(meta).items():
+            # every layer of every disk was served, and by a mode of the chain (san: mapped)
+            for source in sources:
+                assert served.get(source) == "san", (device, source, served)
+
+
+@pytest.mark.parametrize("fmt", ["stream", "2gbsparse"])
+def test_nfc_lease_stored_as_stream_or_converted_while_streaming(env, lab_client, tmp_path, fmt):
+    target = tmp_path / "nfc"
+    with Churn(lab_client, VM):
+        res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format", fmt,
+                  "-q")
+    assert res.code == 0, res
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)
+    assert meta["format_written"] == fmt and meta["transport"]["mode"] == "nfc"
+    if fmt == "stream":
+        for disk in meta["disks"]:
+            assert 'createType="streamOptimized"' in (target / disk["files"][0]).read_bytes()[:4096] \
+                .decode("latin-1"), disk
+    assert_clean(lab_client, target)
+
+
+# -- 2. SAN: an unmapped datastore fails alone, or falls back ---------------------------------
+
+
+def test_san_with_an_unmapped_datastore_names_it_and_exits_13(env, lab, lab_client, tmp_path):
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san",
+              *san_args(lab, only=("datastore1",)))
+    assert_clean_failure(res, 13, "datastore2", lab_client, VM, target)
+    assert "not mapped" in res.err and "--san-map datastore2=" in res.err, res
+
+
+def test_san_chain_falls_back_to_nbdssl_for_the_unmapped_datastore(env, lab, lab_client, tmp_path):
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san:nbdssl",
+              *san_args(lab, only=("datastore1",)), "-q")
+    assert res.code == 0, res
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)
+    served = meta["transport"]["served_by"]
+    modes_by_datastore: dict[str, set[str]] = {}
+    for sources in disk_sources(meta).values():
+        for source in sources:
+            datastore = source[1:source.index("]")]
+            modes_by_datastore.setdefault(datastore, set()).add(served[source])
+    assert modes_by_datastore == {"datastore1": {"san"}, "datastore2": {"nbdssl"}}, served
+    assert_clean(lab_client, target)
+
+
+# -- 3. SSH: host keys and a dropped connection ----------------------------------------------
+
+
+def test_ssh_unknown_host_key_is_refused_naming_its_fingerprint(env, lab_sshd, lab_client, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh",
+              *ssh_args(lab_sshd, known_hosts=False), "--ssh-known-hosts", str(empty))
+    assert_clean_failure(res, 18, lab_sshd.host_key_fingerprint, lab_client, VM, target)
+    assert "--ssh-fingerprint" in res.err
+    assert empty.read_text() == ""          # nothing recorded without --ssh-accept-new
+
+
+def test_ssh_fingerprint_pin_replaces_known_hosts(env, lab_sshd, lab_client, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh",
+              *ssh_args(lab_sshd, known_hosts=False), "--ssh-known-hosts", str(empty),
+              "--ssh-fingerprint", lab_sshd.host_key_fingerprint, "-q")
+    assert res.code == 0, res
+    assert_export_matches_lab(target, lab_client, tmp_path)
+    # a wrong pin is refused even though the key is in known_hosts
+    wrong = "SHA256:" + "A" * 43
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(tmp_path / "o2"), "-m", "ssh",
+              *ssh_args(lab_sshd), "--ssh-fingerprint", wrong)
+    assert_clean_failure(res, 18, "pinned", lab_client, VM, tmp_path / "o2")
+
+
+def test_ssh_connection_dropped_mid_disk_resumes_and_stays_exact(env, lab_sshd, lab_client, tmp_path):
+    target = tmp_path / "o"
+    proc = start(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh",
+                 *ssh_args(lab_sshd), "-q")
+    killed = []
+
+    def drop_once_copying():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(target.glob("*.partial")) if target.exists() else []:
+                killed.append(lab_sshd.kill_connections())
+                return
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=drop_once_copying, daemon=True)
+    killer.start()
+    out, err = proc.communicate(timeout=120)
+    killer.join(5)
+    assert proc.returncode == 0, err
+    assert killed and killed[0] > 0, "no connection was dropped mid-disk"
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)
+    assert meta["transport"]["retries"] >= 1
+    assert_clean(lab_client, target)
+
+
+# -- 4. hotadd is refused, not faked ---------------------------------------------------------
+
+
+def test_hotadd_is_refused_naming_the_modes_that_work(env, lab_client, tmp_path):
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "hotadd")
+    assert_clean_failure(res, 19, "hotadd", lab_client, VM, target)
+    for mode in ("nbdssl", "nbd", "san", "ssh", "nfc"):
+        assert mode in res.err, res
+
+
+# -- 5. NFC lease lifecycle ------------------------------------------------------------------
+
+
+def leases(lab_client) -> dict[str, dict]:
+    state = lab_client.state(VM)
+    assert "leases" in state, f"the lab's /lab/state does not report NFC leases: {sorted(state)}"
+    return {lease["id"]: lease for lease in state["leases"]}
+
+
+def test_nfc_lease_completed_on_success(env, lab_client, tmp_path):
+    before = leases(lab_client)
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(tmp_path / "o"), "-m", "nfc", "-q")
+    assert res.code == 0, res
+    new = [lease for key, lease in leases(lab_client).items() if key not in before]
+    assert [lease["state"] for lease in new] == ["done"], new
+
+
+def test_nfc_stream_dropped_fails_cleanly_and_aborts_the_lease(env, lab_client, tmp_path):
+    before = leases(lab_client)
+    lab_client.set_faults(drop_after_bytes=256 << 10, drop_count=0)
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--retries", "1")
+    assert_clean_failure(res, 13, "", lab_client, VM, target)
+    new = [lease for key, lease in leases(lab_client).items() if key not in before]
+    assert [lease["state"] for lease in new] == ["error"], new
