@@ -65,3 +65,18 @@ def test_lab_info_file_is_written(tmp_path):
     with start_lab(tmp_path / "lab", disk_size="1M", vms=2) as lab:
         saved = json.loads((tmp_path / "lab" / "lab-info.json").read_text())
         assert saved == lab.info
+
+
+def test_churn_command_writes_into_a_running_lab(tmp_path):
+    with start_lab(tmp_path / "lab", disk_size="2M") as lab:
+        proc = subprocess.run([sys.executable, "-m", "vcbproxy", "lab", "churn", "--root",
+                               str(tmp_path / "lab"), "--vm", "web01", "--percent", "10",
+                               "--seed", "5"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["bytes"] > 0 and set(result["disks"]) == {"2000", "2001"}
+        assert lab.info["root"] == str(tmp_path / "lab")
+    missing = subprocess.run([sys.executable, "-m", "vcbproxy", "lab", "churn", "--root",
+                              str(tmp_path / "none"), "--vm", "web01", "--percent", "1"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
