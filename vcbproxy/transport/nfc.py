@@ -116,11 +116,14 @@ class NfcTransport(Transport):
         return None
 
     def _url(self, raw: str) -> str:
-        # Leases name the host "*" when they do not know the name the client used.
+        # Leases name the host "*" when they do not know the name the client used: that is
+        # the endpoint of the session, port included (govmomi does the same), not port 443.
         parts = urlsplit(raw)
         if parts.hostname in ("*", None):
-            port = f":{parts.port}" if parts.port else ""
-            parts = parts._replace(netloc=f"{self.session.host}{port}")
+            port = parts.port or getattr(self.session, "port", None)
+            host = self.session.host
+            host = f"[{host}]" if ":" in host else host
+            parts = parts._replace(netloc=f"{host}:{port}" if port else host)
         return urlunsplit(parts)
 
     def _progress(self, fraction: float) -> None:
@@ -140,7 +143,8 @@ class NfcTransport(Transport):
         from vcbproxy.vmdk.stream import iter_stream_optimized
 
         url = self._url(device_url["url"])
-        label = str(device_url.get("disk") or device_url.get("key") or url)
+        # "disk" is only a flag; the device key names the disk ("/vm-1/VirtualLsiLogicController0:0").
+        label = str(device_url.get("key") or device_url.get("target_id") or url)
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         conn, _ = self.pool.acquire(*key)
@@ -208,3 +212,12 @@ class NfcTransport(Transport):
     def close(self) -> None:
         self.pool.close()
         self._files.close()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # The export job opens the lease inside ``with transport``; nothing else completes it,
+        # and an export lease left "ready" holds the snapshot's disks until it times out.
+        # On failure the lease's own context manager has aborted it already (abort is idempotent).
+        try:
+            self.finish(exc if exc_type is not None else None)
+        finally:
+            self.close()
