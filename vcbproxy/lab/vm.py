@@ -263,7 +263,9 @@ class LabVm(Entity):
         """State for the control API's /lab/state."""
         return {"moref": self.moref, "name": self.name, "powered_on": self.powered_on,
                 "cbt": self.cbt_enabled,
-                "snapshots": [s.moref for s in self.all_snapshots()],
+                "snapshots": [{"moref": s.moref, "name": s.name, "id": s.id,
+                               "parent": s.parent.moref if s.parent else None,
+                               "quiesced": s.quiesced} for s in self.all_snapshots()],
                 "current_snapshot": self.current_snapshot.moref if self.current_snapshot
                 else None,
                 "disks": {str(k): {"layers": list(d.layers), "capacity": d.capacity,
