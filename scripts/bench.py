@@ -218,6 +218,23 @@ def bench_fileservice(b: Bench) -> dict:
     }
 
 
+# -- sections in other files ------------------------------------------------------------------
+
+def load_section_modules(directory: Path = ROOT / "scripts" / "bench_sections") -> None:
+    """Import ``scripts/bench_sections/*.py``; each defines ``register(section)`` and
+    registers its sections with it, so a new section needs no edit of this file.
+    A section function receives the ``Bench`` context (``b.lab``, ``b.info``, ``b.cookie()``,
+    ``b.largest_disk()``, ``b.tmp``, ``b.args``) and may use ``curl_rate``/``nginx`` from here
+    (``sys.modules["__main__"]``)."""
+    import importlib.util
+
+    for path in sorted(directory.glob("*.py")) if directory.is_dir() else []:
+        spec = importlib.util.spec_from_file_location(f"bench_sections.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.register(section)
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 def print_table(results: dict[str, dict]) -> None:
@@ -229,10 +246,11 @@ def print_table(results: dict[str, dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
+    parser.add_argument("--only", help="comma-separated section names (default: all)")
     parser.add_argument("--disk-size", default="1G", help="size of the lab's disks (default 1G)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
+    load_section_modules()
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
