@@ -156,7 +156,7 @@ def test_churn_changes_current_content_not_the_snapshot(fresh_lab, tmp_path):
         # ... and qemu-img, reading the disk chain the snapshot froze, agrees.
         if shutil.which("qemu-img"):
             state = client.state(VM)
-            assert moref in state["snapshots"]
+            assert moref in [s["moref"] if isinstance(s, dict) else s for s in state["snapshots"]]
             backing = vm.snapshot.currentSnapshot.config.hardware.device
             frozen = next(d for d in backing if d.key == key).backing.fileName
             ds, rel = frozen[1:].split("] ", 1)
