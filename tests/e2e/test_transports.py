@@ -7,6 +7,8 @@ through an ExportSnapshot lease (nfc). The lab's oracle and qemu-img judge every
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli import run, start
-from tests.e2e.oracle import assert_export_matches_lab, metadata, vcb_snapshots
+from tests.e2e.oracle import assert_export_matches_lab, vcb_snapshots
 from tests.e2e.test_export import Churn, assert_clean_failure
 
 MODES = ["nbdssl", "nbd", "san", "ssh", "nfc", "san:nbdssl"]
@@ -165,26 +167,81 @@ def test_ssh_fingerprint_pin_replaces_known_hosts(env, lab_sshd, lab_client, tmp
     assert_clean_failure(res, 18, "pinned", lab_client, VM, tmp_path / "o2")
 
 
+class SlowLink:
+    """A loopback TCP relay to sshd that passes server→proxy bytes at ``rate`` bytes/s.
+
+    The lab's disks are small and sshd on loopback sends them in milliseconds; through this
+    link a disk takes seconds, so a test can drop sshd's connections while one is copying.
+    Real sockets and the real sshd on the other side: it only slows the wire down.
+    """
+
+    def __init__(self, upstream: tuple[str, int], rate: int):
+        self.upstream, self.rate = upstream, rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            for src, dst, rate in ((client, server, None), (server, client, self.rate)):
+                threading.Thread(target=self._pump, args=(src, dst, rate), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: int | None) -> None:
+        try:
+            while data := src.recv(16 << 10):
+                dst.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):       # one side gone: the link is gone
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+
+
 def test_ssh_connection_dropped_mid_disk_resumes_and_stays_exact(env, lab_sshd, lab_client, tmp_path):
+    link = SlowLink((lab_sshd.host, lab_sshd.port), rate=8 << 20)
+    known = tmp_path / "known_hosts"     # the host key, recorded for the relay's port
+    host_key = Path(lab_sshd.known_hosts).read_text().split()[1:3]
+    known.write_text(f"[127.0.0.1]:{link.port} {' '.join(host_key)}\n")
     target = tmp_path / "o"
-    proc = start(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh",
-                 *ssh_args(lab_sshd), "-q")
+    args = ssh_args(lab_sshd, known_hosts=False)
+    args[args.index("--ssh-port") + 1] = str(link.port)
+    proc = start(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh", *args,
+                 "--ssh-known-hosts", str(known), "-q")
     killed = []
 
-    def drop_once_copying():
+    def drop_once_a_disk_is_copying():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if list(target.glob("*.partial")) if target.exists() else []:
+            if list(target.glob("*.vmdk.partial")) if target.exists() else []:
+                time.sleep(0.2)                      # well into the disk (~1 s at 8 MiB/s)
                 killed.append(lab_sshd.kill_connections())
+                killed.append(bool(list(target.glob("*.vmdk.partial"))))   # still mid-disk
                 return
-            time.sleep(0.002)
+            time.sleep(0.01)
 
-    killer = threading.Thread(target=drop_once_copying, daemon=True)
+    killer = threading.Thread(target=drop_once_a_disk_is_copying, daemon=True)
     killer.start()
-    out, err = proc.communicate(timeout=120)
-    killer.join(5)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        killer.join(5)
+        link.close()
     assert proc.returncode == 0, err
-    assert killed and killed[0] > 0, "no connection was dropped mid-disk"
+    assert killed and killed[0] > 0 and killed[1], f"no connection was dropped mid-disk: {killed}"
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     assert meta["transport"]["retries"] >= 1
     assert_clean(lab_client, target)
@@ -205,17 +262,21 @@ def test_hotadd_is_refused_naming_the_modes_that_work(env, lab_client, tmp_path)
 
 
 def leases(lab_client) -> dict[str, dict]:
+    """The VM's NFC leases as the lab reports them: {id: {"state": ready|done|error, ...}}."""
+    return {lease["id"]: lease for lease in lab_client.state(VM).get("leases", [])}
+
+
+def new_lease_states(lab_client, before: dict) -> list[str]:
     state = lab_client.state(VM)
     assert "leases" in state, f"the lab's /lab/state does not report NFC leases: {sorted(state)}"
-    return {lease["id"]: lease for lease in state["leases"]}
+    return [lease["state"] for lease in state["leases"] if lease["id"] not in before]
 
 
 def test_nfc_lease_completed_on_success(env, lab_client, tmp_path):
     before = leases(lab_client)
     res = run(env, "mount", "-a", f"name:{VM}", "-r", str(tmp_path / "o"), "-m", "nfc", "-q")
     assert res.code == 0, res
-    new = [lease for key, lease in leases(lab_client).items() if key not in before]
-    assert [lease["state"] for lease in new] == ["done"], new
+    assert new_lease_states(lab_client, before) == ["done"]
 
 
 def test_nfc_stream_dropped_fails_cleanly_and_aborts_the_lease(env, lab_client, tmp_path):
@@ -223,6 +284,5 @@ def test_nfc_stream_dropped_fails_cleanly_and_aborts_the_lease(env, lab_client, 
     lab_client.set_faults(drop_after_bytes=256 << 10, drop_count=0)
     target = tmp_path / "o"
     res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--retries", "1")
-    assert_clean_failure(res, 13, "", lab_client, VM, target)
-    new = [lease for key, lease in leases(lab_client).items() if key not in before]
-    assert [lease["state"] for lease in new] == ["error"], new
+    assert_clean_failure(res, 13, "NFC", lab_client, VM, target)
+    assert new_lease_states(lab_client, before) == ["error"]
