@@ -149,18 +149,41 @@ def test_damaged_export_is_refused_before_any_upload(env, lab, web01_export, tmp
 
 
 def test_upload_cut_halfway_leaves_nothing_registered_and_no_stray_files(env, lab, lab_client, web01_export):
+    """Cut while the second disk uploads: the first disk's files are complete on the datastore
+    by then, so the restore must really delete what it uploaded."""
     name = "restore-cut"
-    lab_client.set_faults(throttle_bps=2 << 20)
+    lab_client.set_faults(throttle_bps=4 << 20)
     proc = start(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS, "-q")
     root = lab_endpoint(lab).path(TARGET_DS, name)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(root.glob("*.labupload")):
-        time.sleep(0.05)
-    assert list(root.glob("*.labupload")), "the upload never started"
+
+    def second_upload_running() -> bool:
+        done = [p for p in root.glob("*.vmdk") if p.is_file()]
+        return bool(done) and bool(list(root.glob("*.labupload")))
+
+    while time.monotonic() < deadline and not second_upload_running() and proc.poll() is None:
+        time.sleep(0.02)
+    assert second_upload_running(), "never saw a completed file while another uploaded"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
+    lab_client.set_faults(throttle_bps=None)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
-    lab_client.set_faults(throttle_bps=None)
+    assert not _vms_named(env, name)
+    assert _files_under(lab, TARGET_DS, name) == []
+
+
+def test_upload_dropped_by_the_host_fails_cleanly(env, lab, lab_client, web01_export, restored_names):
+    """The host drops the PUT mid-body (lab switch drop_after_bytes, every time): exit 13, no VM,
+    nothing left on the datastore."""
+    name = "restore-dropped"
+    restored_names.append(name)          # cleans up should a broken restore register it anyway
+    lab_client.set_faults(drop_after_bytes=3 << 20, drop_count=0)
+    try:
+        res = run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS)
+    finally:
+        lab_client.set_faults(drop_after_bytes=None)
+    assert res.code == 13, res
+    assert "Traceback" not in res.err
     assert not _vms_named(env, name)
     assert _files_under(lab, TARGET_DS, name) == []
