@@ -59,8 +59,11 @@ def layout_ex(vm):
     files = _Files()
     d, ds = vm.directory, vm.datastore
     files.add(vm.vmx_path, "config", vm.dir_path / vm.vmx_name)
-    files.add(ds_path(ds, d, f"{vm.file_stem}.nvram"), "nvram",
-              vm.dir_path / f"{vm.file_stem}.nvram")
+    # ESXi writes nvram and vmware.log at the first power-on: a VM registered from uploaded
+    # files may have neither, and layoutEx lists only what exists.
+    nvram = vm.dir_path / f"{vm.file_stem}.nvram"
+    if nvram.exists():
+        files.add(ds_path(ds, d, nvram.name), "nvram", nvram)
     snaps = vm.all_snapshots()
     if snaps:
         files.add(ds_path(ds, d, f"{vm.file_stem}.vmsd"), "snapshotList",
@@ -91,6 +94,7 @@ def layout_ex(vm):
                                 for layer in layers[:frozen + 1]]))
         snapshot_layouts.append(vim.vm.FileLayoutEx.SnapshotLayout(
             key=snap.ref(), dataKey=data_key, memoryKey=-1, disk=chain_disks))
-    files.add(ds_path(ds, d, "vmware.log"), "log", vm.dir_path / "vmware.log")
+    if (vm.dir_path / "vmware.log").exists():
+        files.add(ds_path(ds, d, "vmware.log"), "log", vm.dir_path / "vmware.log")
     return vim.vm.FileLayoutEx(file=files.entries, disk=disks, snapshot=snapshot_layouts,
                                timestamp=now())

@@ -268,12 +268,19 @@ class LabVm(Entity):
                                "quiesced": s.quiesced} for s in self.all_snapshots()],
                 "current_snapshot": self.current_snapshot.moref if self.current_snapshot
                 else None,
-                "leases": [{"id": lease.id, "state": lease.state, "progress": lease.progress}
-                           for lease in list(self.lab.leases.values())
-                           if lease.vm_moref == self.moref and (lease.expired() or True)],
+                "leases": self._leases(),
                 "disks": {str(k): {"layers": list(d.layers), "capacity": d.capacity,
                                    "change_id": d.cbt.change_id if d.cbt.enabled
                                    else None} for k, d in self.disks.items()}}
+
+
+    def _leases(self) -> list[dict]:
+        out = []
+        for lease in list(self.lab.leases.values()):
+            if lease.vm_moref == self.moref:
+                lease.expired()   # brings a lease past its timeout to "error"
+                out.append({"id": lease.id, "state": lease.state, "progress": lease.progress})
+        return out
 
 
 class LabSnapshot(LabObject):
