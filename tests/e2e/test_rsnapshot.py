@@ -71,10 +71,12 @@ def test_rsnapshot_backs_up_a_lab_vm_through_pre_and_post_command(env, lab, lab_
     stage.mkdir()
     config = lab_config(tmp_path, lab, stage)
     run_env = {**env, "VCBPROXY_CONFIG": str(config)}
-    proc, copy = rsnapshot(tmp_path, stage / "web01-fullVM",
-                           pre=f"{ROOT}/scripts/pre-command web01 fullvm",
+    # rsnapshot checks that a backup source exists when it reads its config, before
+    # cmd_preexec runs: so the source is BACKUPROOT, which the pre-command fills.
+    proc, kept = rsnapshot(tmp_path, stage, pre=f"{ROOT}/scripts/pre-command web01 fullvm",
                            post=f"{ROOT}/scripts/post-command web01", env=run_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    copy = kept / "web01-fullVM"
     # What rsnapshot kept verifies on its own (manifest, VMDKs) and equals the lab at the snapshot.
 
     report = verify_export(copy, qemu_img=True)
