@@ -277,6 +277,25 @@ def test_nfc_lease_completed_on_success(env, lab_client, tmp_path):
     res = run(env, "mount", "-a", f"name:{VM}", "-r", str(tmp_path / "o"), "-m", "nfc", "-q")
     assert res.code == 0, res
     assert new_lease_states(lab_client, before) == ["done"]
+    assert [lease["progress"] for key, lease in leases(lab_client).items() if key not in before] \
+        == [100]
+
+
+def test_nfc_lease_outlives_its_timeout_through_progress_calls(env, lab_client, tmp_path):
+    """A disk that streams for longer than the lease timeout: only progress calls keep it."""
+    timeout = 3.0                        # > the transport's 2 s between progress calls
+    saved = lab_client.faults().get("lease_timeout", 300)
+    before = leases(lab_client)
+    lab_client.set_faults(lease_timeout=timeout, throttle_bps=1 << 20)
+    try:
+        target = tmp_path / "o"
+        res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "-q")
+    finally:
+        lab_client.set_faults(lease_timeout=saved)
+    assert res.code == 0, res
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)
+    assert max(d["seconds"] for d in meta["disks"]) > timeout, meta["disks"]
+    assert new_lease_states(lab_client, before) == ["done"]
 
 
 def test_nfc_stream_dropped_fails_cleanly_and_aborts_the_lease(env, lab_client, tmp_path):
