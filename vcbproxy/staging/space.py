@@ -37,6 +37,6 @@ def check_free_space(directory: Path, needed_bytes: int, *, margin: float = 0.05
     free = free_bytes(directory)
     required = int(needed_bytes * (1 + margin))
     if free < required:
-        raise StagingError(f"staging {directory} has {human_size(free)} free, "
+        raise StagingError(f"not enough space in staging {directory}: {human_size(free)} free, "
                            f"the export needs up to {human_size(required)}")
     return free

@@ -1,0 +1,46 @@
+"""Running the vcbproxy CLI as a user does: a real process, env for credentials."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def cli_env(info: dict, **extra: str) -> dict:
+    """Environment for a lab (or any endpoint described the same way): password by file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
+    env.update(
+        VCBPROXY_SERVER=f"127.0.0.1:{info['https_port']}",
+        VCBPROXY_USER=info["user"],
+        VCBPROXY_PASSWORD_FILE=info["password_file"],
+        VCBPROXY_THUMBPRINT=info["thumbprint_sha256"],
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def run(env: dict, *args: str, timeout: float = 300) -> Result:
+    proc = subprocess.run([sys.executable, "-m", "vcbproxy", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vcbproxy", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
