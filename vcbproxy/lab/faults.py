@@ -78,16 +78,26 @@ class Faults:
             return dict(self._values)
 
     def drop_limit(self) -> int | None:
-        """Bytes after which the next transfer must break, or None; counts the drops."""
+        """Bytes after which a transfer starting now must break, or None when no drop is due.
+
+        Only a transfer that really reaches the limit spends a drop (``take_drop``), so small
+        files (a .vmx, an .nvram) read before a disk do not use up the budget.
+        """
         with self._lock:
             limit = self._values["drop_after_bytes"]
-            if limit is None:
-                return None
             count = self._values["drop_count"]
-            if count and self._drops_done >= count:
+            if limit is None or (count and self._drops_done >= count):
                 return None
-            self._drops_done += 1
             return limit
+
+    def take_drop(self) -> bool:
+        """Spend one drop; False when the budget ran out meanwhile (the transfer goes on)."""
+        with self._lock:
+            count = self._values["drop_count"]
+            if self._values["drop_after_bytes"] is None or (count and self._drops_done >= count):
+                return False
+            self._drops_done += 1
+            return True
 
 
 class TokenBucket:

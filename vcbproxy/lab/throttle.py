@@ -62,8 +62,11 @@ class Pacer:
         if self.drop_at is not None:
             left = self.drop_at - self.sent
             if left <= 0:
-                raise Dropped(f"drop fault after {self.sent} bytes")
-            size = min(size, left)
+                if self.faults.take_drop():
+                    raise Dropped(f"drop fault after {self.sent} bytes")
+                self.drop_at = None
+            else:
+                size = min(size, left)
         self.bucket.consume(size)
         return size
 
