@@ -315,21 +315,29 @@ def _copy_config_files(transport, files: list[DatastoreFile], export_dir: Export
 def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, options: ExportOptions,
                progress: Progress, vm: VmRef) -> DiskCopyResult:
     from vcbproxy.jobs.diskread import disk_chain
+    from vcbproxy.vmdk import VmdkError
     from vcbproxy.vmdk.writers import open_writer
 
     key = f"{vm.name}:{disk.device_id}"
-    progress.start_item(key, disk.capacity, f"{vm.name} {disk.label}")
-    writer = open_writer(options.fmt, export_dir.path, basename, disk.capacity, uuid=disk.uuid or None)
+    writer = None
     try:
         with disk_chain(transport, disk) as (chain, stream_of):
+            # The descriptor is the truth about the bytes; the configured size only labels them.
             if chain.capacity != disk.capacity:
                 log.warning("%s: descriptor capacity %d differs from the configured %d", disk.label,
                             chain.capacity, disk.capacity)
+            progress.start_item(key, chain.capacity, f"{vm.name} {disk.label}")
+            writer = open_writer(options.fmt, export_dir.path, basename, chain.capacity, uuid=disk.uuid or None)
             result = copy_runs(chain.runs(), stream_of, writer, capacity=chain.capacity,
                                advance=lambda n: progress.advance(key, n))
         result.files = writer.close()
+    except VmdkError as exc:
+        if writer is not None:
+            writer.abort()
+        raise errors.TransportError(f"{vm.name} {disk.label}: cannot read the disk: {exc}") from exc
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
     progress.finish_item(key, sha256=result.content_sha256, bytes_read=result.bytes_read)
     log.info("%s (%s): %d bytes read, %d zero, sha256 %s, %.1f s", disk.label, disk.device_id,

@@ -179,7 +179,7 @@ class SparseExtent:
         header.overhead = _ceil_div(meta_end, grain_size) * grain_size
 
         path = Path(path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
         backend = _FdBackend(fd)
         try:
             backend.pwrite(0, header.pack())

@@ -27,6 +27,15 @@ SPLIT_EXTENT_BYTES = 4192256 * SECTOR
 PARTIAL = ".partial"
 
 
+# Exported disks hold a VM's data: readable by the backup group, not by everyone (as the
+# manifest, catalog and config files of an export).
+FILE_MODE = 0o640
+
+
+def _create(path):
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb")
+
+
 class DiskWriter(ABC):
     """Common bookkeeping: capacity and ordering checks, partial files, rename on close."""
 
@@ -105,7 +114,7 @@ class DiskWriter(ABC):
 
     def _write_descriptor(self, text: str) -> None:
         path = self._partial(self._names[0])
-        with open(path, "wb") as f:
+        with _create(path) as f:
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
@@ -119,7 +128,7 @@ class FlatWriter(DiskWriter):
         self._register(self.basename + ".vmdk")
         self.flat_name = self.basename + "-flat.vmdk"
         self._fd = os.open(self._register(self.flat_name),
-                           os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                           os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
 
     def _write(self, offset: int, data: bytes) -> None:
         if is_zero(data):
@@ -228,7 +237,7 @@ class StreamWriter(DiskWriter):
         name = self.basename + ".vmdk"
         extent = Extent("RW", self.capacity // SECTOR, "SPARSE", name)
         text = self._descriptor_text("streamOptimized", [extent])
-        self._file = open(self._register(name), "wb")  # noqa: SIM115 - closed in _close_handles
+        self._file = _create(self._register(name))  # closed in _close_handles
         try:
             self._stream = StreamOptimizedWriter(self._file, self.capacity, descriptor=text)
         except BaseException:
