@@ -35,7 +35,7 @@ def test_too_little_space_is_refused_with_sizes(tmp_path):
     with pytest.raises(errors.StagingError) as info:
         check_free_space(tmp_path, needed)
     message = str(info.value)
-    assert message.startswith(f"staging {tmp_path} has ")
+    assert message.startswith(f"not enough space in staging {tmp_path}: ")
     assert f"the export needs up to {human_size(int(needed * 1.05))}" in message
     assert info.value.exit_code == errors.STAGING
 
