@@ -121,3 +121,24 @@ def test_lease_times_out_without_progress(fresh_lab):
     assert isinstance(lease.error, vim.fault.Timedout)
     with pytest.raises(vim.fault.Timedout):
         lease.HttpNfcLeaseProgress(10)
+
+
+def test_file_manager_make_and_delete(lab, lab_si):
+    fm = lab_si.content.fileManager
+    dc = lab_si.content.rootFolder.childEntity[0]
+    root = Path(lab.info["datastores"]["datastore2"])
+    fm.MakeDirectory("[datastore2] fm-test/sub", dc, True)
+    assert (root / "fm-test" / "sub").is_dir()
+    with pytest.raises(vim.fault.FileAlreadyExists):
+        fm.MakeDirectory("[datastore2] fm-test/sub", dc, False)
+    (root / "fm-test" / "sub" / "x.vmdk").write_text("descriptor")
+    (root / "fm-test" / "sub" / "x-flat.vmdk").write_text("extent")
+    _run(lab_si.content.virtualDiskManager.DeleteVirtualDisk_Task(
+        "[datastore2] fm-test/sub/x.vmdk", dc))
+    assert list((root / "fm-test" / "sub").iterdir()) == []
+    _run(fm.DeleteDatastoreFile_Task("[datastore2] fm-test", dc))
+    assert not (root / "fm-test").exists()
+    with pytest.raises(vim.fault.FileNotFound):
+        WaitForTask(fm.DeleteDatastoreFile_Task("[datastore2] fm-test", dc))
+    with pytest.raises(vim.fault.InvalidDatastorePath):
+        WaitForTask(fm.DeleteDatastoreFile_Task("[datastore2] ../../etc", dc))

@@ -20,7 +20,7 @@ HANDLERS: dict[str, Callable] = {}
 # Methods a client calls before it has a session.
 NO_SESSION = {"RetrieveServiceContent", "Login", "CurrentTime"}
 _MODULES = ("service", "properties", "search", "vm", "snapshot", "lease", "task", "folder",
-            "entity")
+            "entity", "files")
 _loaded = False
 
 
