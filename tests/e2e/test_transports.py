@@ -66,8 +66,9 @@ def disk_sources(meta: dict) -> dict[str, list[str]]:
 
 
 def assert_clean(lab_client, target: Path) -> None:
+    """No _VCB-BACKUP_ snapshot left on the VM, no .partial file left in the export."""
     assert not vcb_snapshots(lab_client, VM)
-    assert not [p for p in target.rglob("*.partial")] if target.exists() else True
+    assert not list(target.rglob("*.partial"))
 
 
 # -- 1. one body, every mode -----------------------------------------------------------------
