@@ -50,7 +50,7 @@ def lab() -> None:
               help="Plain-HTTP data port (0: any).")
 @click.option("--vms", type=int, default=0, show_default=True, help="Extra plain VMs vm000...")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of all content.")
-@click.option("--disk-size", default="64M", show_default=True, help="Capacity of each disk.")
+@click.option("--disk-size", default="32M", show_default=True, help="Capacity of each disk.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=VALUE",
               help="Fault switch to set at start (repeatable).")
 def serve(root, host, port, http_port, vms, seed, disk_size, faults) -> None:

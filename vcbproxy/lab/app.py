@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from vcbproxy.lab import tls
@@ -16,7 +17,7 @@ from vcbproxy.lab.server import LabServer
 
 
 def start(root: Path, *, host: str = "127.0.0.1", port: int = 0, http_port: int = 0,
-          vms: int = 0, seed: int = 0, disk_size: int = 64 << 20,
+          vms: int = 0, seed: int = 0, disk_size: int = 32 << 20,
           faults: dict | None = None) -> tuple[Lab, LabServer, dict]:
     """Build and serve a lab; returns it, its server and the info dict `lab serve` prints."""
     root = Path(root).resolve()
@@ -29,6 +30,10 @@ def start(root: Path, *, host: str = "127.0.0.1", port: int = 0, http_port: int 
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(password + "\n")
+    # Every start is the same deterministic lab: VMs and disks of an earlier run are dropped
+    # (the certificate and password are kept, so clients that pinned them still connect).
+    for stale in ("datastores", "oracle"):
+        shutil.rmtree(root / stale, ignore_errors=True)
     lab = build_lab(root, seed=seed, password=password)
     lab.password_file = pwfile
     if faults:

@@ -69,7 +69,7 @@ def make_vm(lab, name: str, folder, *, index: int, powered_on: bool, tools: bool
     return vm
 
 
-def populate(lab, *, extra_vms: int = 0, disk_size: int = 64 << 20) -> None:
+def populate(lab, *, extra_vms: int = 0, disk_size: int = 32 << 20) -> None:
     with lab.lock:
         dc = lab.datacenter
         specs = list(DEFAULT_VMS)

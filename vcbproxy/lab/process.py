@@ -49,7 +49,7 @@ class LabProcess:
 
 
 def start_lab(root, *, host: str = "127.0.0.1", port: int = 0, http_port: int = 0,
-              vms: int = 0, seed: int = 0, disk_size: str | int = "64M",
+              vms: int = 0, seed: int = 0, disk_size: str | int = "32M",
               faults: dict | None = None, log_file=None) -> LabProcess:
     """Start `python -m vcbproxy lab serve` on `root` and wait for its JSON line."""
     argv = [sys.executable, "-m", "vcbproxy", "lab", "serve", "--root", str(root),
