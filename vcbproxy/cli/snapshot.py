@@ -54,6 +54,8 @@ def list_(selector, json_output, server):
         return
     for s in snaps:
         click.echo(f"SsId:{s.moref}\nname:{s.name}\ncreated:{s.created}\n")
+    if not snaps:
+        click.echo(f"{vm.name} has no snapshots", err=True)
 
 
 @snapshot.command("delete")
