@@ -24,9 +24,8 @@ VM = "web01"            # two disks: one on datastore1, one on datastore2
 
 
 @pytest.fixture
-def lab_sshd(request, lab):
+def lab_sshd(sshd, lab):
     """The session's sshd serving every lab datastore under its volumes root."""
-    sshd = request.getfixturevalue("sshd")
     sshd.expose_all(lab.info["datastores"])
     return sshd
 
