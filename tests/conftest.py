@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.lab",
     "tests.fixtures.vcsim",
     "tests.fixtures.endpoints",
+    "tests.fixtures.bacula",
 ]
