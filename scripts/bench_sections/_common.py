@@ -1,0 +1,122 @@
+"""Helpers shared by the export and transport bench sections (no sections of its own).
+
+Everything here runs real processes: the ``vcbproxy mount`` CLI as a user runs it (credentials
+in the environment, as tests/e2e/cli.py does), and the raw peers (curl, cp, ssh). A mount's peak
+memory comes from ``os.wait4`` on that one child, so other children (curl, cp) never mix in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.e2e.cli import cli_env  # noqa: E402
+
+# files01: powered off, one disk on datastore2 -- one disk keeps the run short and the
+# baseline's file list obvious. Its lab directory is named after it.
+VM = "files01"
+# What an export reads from the VM's directory (the lab's .labjournal is lab bookkeeping).
+VM_FILE_SUFFIXES = (".vmx", ".nvram", ".log", ".vmdk")
+
+
+def register(section) -> None:
+    """Nothing to register: this module only holds helpers."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+class Run(NamedTuple):
+    """One finished process: exit code, wall seconds, peak RSS in bytes, its output."""
+
+    code: int
+    seconds: float
+    max_rss: int
+    out: str
+    err: str
+
+
+def run_measured(argv: list[str], *, env: dict | None = None, cwd: Path | None = None,
+                 stdout_path: str | os.PathLike = os.devnull) -> Run:
+    """Run ``argv`` to completion; wall time and the child's own peak RSS (``wait4``)."""
+    err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vcbbench-{os.getpid()}.err"
+    with open(stdout_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    text = err_path.read_text(errors="replace")
+    err_path.unlink()
+    out_text = Path(stdout_path).read_text(errors="replace")[-4000:] \
+        if str(stdout_path) != os.devnull else ""
+    return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text)
+
+
+def mount(info: dict, out_dir: Path, *args: str, vm: str = VM) -> tuple[Run, dict]:
+    """``vcbproxy mount -a name:<vm> -r out_dir -q <args>``; (run, its vcbproxy.json).
+
+    ``out_dir`` is removed first, and the export itself afterwards (only its JSON is kept):
+    a 1 GiB export per measurement would otherwise fill the temp dir.
+    """
+    shutil.rmtree(out_dir, ignore_errors=True)
+    argv = [sys.executable, "-m", "vcbproxy", "mount", "-a", f"name:{vm}", "-r", str(out_dir),
+            "-q", *args]
+    run = run_measured(argv, env=cli_env(info), cwd=ROOT)
+    if run.code != 0:
+        raise SystemExit(f"bench: vcbproxy mount {' '.join(args)} exited {run.code}:\n"
+                         f"{run.err[-3000:]}")
+    meta = json.loads((out_dir / "vcbproxy.json").read_text())
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return run, meta
+
+
+def best_mount(info: dict, out_dir: Path, repeat: int, *args: str) -> dict:
+    """Best-of-``repeat`` mount: wall and copy seconds, peak RSS, what the transport read."""
+    runs = []
+    for _ in range(repeat):
+        run, meta = mount(info, out_dir, *args)
+        runs.append({"wall": run.seconds, "copy": sum(d["seconds"] for d in meta["disks"]),
+                     "max_rss": run.max_rss, "bytes_read": meta["transport"]["bytes_read"],
+                     "meta": meta})
+    best = min(runs, key=lambda r: r["wall"])
+    return {"wall": best["wall"], "copy": best["copy"], "walls": [r["wall"] for r in runs],
+            "max_rss": max(r["max_rss"] for r in runs), "bytes_read": best["bytes_read"],
+            "meta": best["meta"]}
+
+
+def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:
+    """(datastore, files) an export of ``vm`` reads: the files of its lab directory.
+
+    Call it with no export running, so no snapshot delta disks are there.
+    """
+    for ds, root in info["datastores"].items():
+        for vmx in Path(root).glob(f"*/{vm}.vmx"):
+            files = sorted(p for p in vmx.parent.iterdir()
+                           if p.is_file() and p.name.endswith(VM_FILE_SUFFIXES))
+            return ds, files
+    raise SystemExit(f"bench: no {vm}.vmx in the lab's datastores")
+
+
+def warm(paths) -> None:
+    """Read files once so every contender starts from the page cache."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(8 << 20):
+                pass
+
+
+def mib(n: float) -> float:
+    return n / 2**20
