@@ -1,0 +1,59 @@
+"""Datastore files through the FileManager: deleting what a restore uploaded, making folders.
+
+The file service (``/folder``) can PUT and GET but not delete; vSphere deletes datastore
+files with ``FileManager.DeleteDatastoreFile_Task`` (in the session's datacenter). A file
+that is not there becomes :class:`errors.NotFoundError`, so a caller cleaning up after a
+PUT that never created its file can tell "already gone" from a real failure.
+"""
+
+from __future__ import annotations
+
+from pyVmomi import vim
+
+from vcbproxy import errors
+from vcbproxy.models import DatastorePath
+from vcbproxy.vsphere.faults import translated
+from vcbproxy.vsphere.tasks import wait_for_task
+
+DEFAULT_TIMEOUT = 600.0
+
+
+def _datacenter(session):
+    with translated(f"looking up datacenter {session.datacenter}"):
+        dc = session.content.searchIndex.FindByInventoryPath(inventoryPath=session.datacenter)
+    if not isinstance(dc, vim.Datacenter):
+        raise errors.NotFoundError(f"no datacenter {session.datacenter}")
+    return dc
+
+
+def _not_found(exc: BaseException) -> bool:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return isinstance(cause, vim.fault.FileNotFound)
+
+
+def delete_file(session, path: DatastorePath, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Delete one file (or a folder and its content) on a datastore."""
+    what = f"deleting {path}"
+    dc = _datacenter(session)
+    try:
+        with translated(what, errors.StagingError):
+            task = session.content.fileManager.DeleteDatastoreFile_Task(name=str(path), datacenter=dc)
+        wait_for_task(session, task, timeout=timeout, what=what, error=errors.StagingError)
+    except errors.VcbProxyError as exc:
+        if _not_found(exc):
+            raise errors.NotFoundError(f"{what}: no such file") from exc
+        raise
+
+
+def make_directory(session, path: DatastorePath, *, parents: bool = True) -> None:
+    """Create a folder on a datastore; one that already exists is fine (idempotent)."""
+    what = f"creating folder {path}"
+    dc = _datacenter(session)
+    try:
+        with translated(what, errors.StagingError):
+            session.content.fileManager.MakeDirectory(name=str(path), datacenter=dc,
+                                                      createParentDirectories=parents)
+    except errors.StagingError as exc:
+        if isinstance(exc.__cause__, vim.fault.FileAlreadyExists):
+            return
+        raise
