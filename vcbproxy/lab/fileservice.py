@@ -236,7 +236,10 @@ def _put(req, lab, target: Path) -> None:
     except (FileExistsError, NotADirectoryError):
         raise HttpError(403, f"a parent of {target.name} is a file") from None
     tmp = target.with_name(target.name + UPLOAD_SUFFIX)
-    pacer = Pacer(lab, droppable=False)   # the drop fault breaks downloads; uploads only slow
+    # The drop fault cuts uploads too (a host dropping a restore mid-body): the connection is
+    # closed after N body bytes with no answer. Only a body that reaches N spends a drop, so a
+    # small .vmx or descriptor PUT never uses up the budget.
+    pacer = Pacer(lab)
     try:
         with open(tmp, "wb") as out:
             left = length
@@ -246,6 +249,7 @@ def _put(req, lab, target: Path) -> None:
                 if not data:
                     raise HttpError(400, f"body ended after {length - left} of {length} bytes")
                 out.write(data)
+                pacer.done(len(data))
                 left -= len(data)
             out.flush()
             os.fsync(out.fileno())
