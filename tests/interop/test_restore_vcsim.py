@@ -5,6 +5,7 @@ restore it under a new name onto another datastore where the endpoint has one (t
 else the same one (vcsim has only ``LocalDS_0``), then check what vSphere promises:
 
 - the VM is registered under the new name (``vcbproxy vms -s name:NEW``);
+- the folder holds a ``vmware.log`` (vcsim's RegisterVM refuses a folder without one);
 - every disk the restored ``.vmx`` names is on the datastore as a VMFS descriptor + flat
   extent whose content equals the export's (``qemu-img compare`` against the export, the
   flat extent's sha256 against the export's recorded ``content_sha256``).
@@ -101,16 +102,11 @@ def test_restore_registers_the_vm_and_uploads_every_disk(vsphere_endpoint, sourc
     res = run(env, "restore", "-s", str(export), "--name", name, "--datastore", datastore, "-q",
               timeout=120)
     assert "Traceback" not in res.err
-    if res.code != 0 and "*types.NotFound" in res.err:
-        # govmomi's Go fault text: vcsim's RegisterVM opens <folder>/vmware.log and answers
-        # NotFound without it (vSphere does not need one); restore uploads no vmware.log yet.
-        # Pinned here until vcbproxy/jobs/restore.py uploads the export's vmware.log.
-        pytest.xfail("vcsim registers a VM only with a vmware.log in its folder; restore "
-                     "does not upload one")
     assert res.code == 0, res
     assert len(vm_morefs(env, name)) == 1
 
     folder = ep.path(datastore, name)
+    assert (folder / "vmware.log").is_file()
     vmx = parse_vmx((folder / f"{name}.vmx").read_text())
     assert vmx["displayname"] == name
     for disk in disks:

@@ -7,8 +7,11 @@ Order matters, so that a failure never costs the user an existing VM:
    ``-b keep`` refuses an existing VM of that name or existing files, ``overwrite`` uploads
    beside the old VM (into a free directory) so the old one stays intact during the upload;
 3. upload every disk as a VMFS descriptor + flat extent (converted while streaming), the
-   rewritten ``.vmx`` and the ``.nvram``;
-4. only then, with ``overwrite``, destroy the old VM, and register the new one;
+   rewritten ``.vmx``, the ``.nvram`` and a ``vmware.log`` (the export's, or an empty one:
+   vcsim's RegisterVM refuses a folder without one, and vSphere does not mind it);
+4. register the new VM. With ``overwrite`` the old VM is only *unregistered* first (its
+   files stay), and re-registered should the new one fail to register; its files are
+   deleted only once the new VM is registered, so there is never a moment without a VM;
 5. any failure before registration deletes every file this run uploaded.
 
 pyVmomi stays in ``vcbproxy.vsphere``; this module sees sessions and dataclasses only.
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("keep", "overwrite")
 RESTORE_POINT = "restore-point.json"     # written by jobs/restore_point.py for a CBT run
+VMWARE_LOG = "vmware.log"
 MAX_DIRECTORY_TRIES = 100
 
 
@@ -74,6 +78,7 @@ class RestorePlan:
     vmx_name: str                        # staged .vmx file name
     nvram: Path | None
     disks: list[DiskPlan]
+    log: Path | None = None              # the export's vmware.log; None uploads an empty one
 
     @property
     def vmx_path(self) -> DatastorePath:
@@ -84,6 +89,10 @@ class RestorePlan:
         return DatastorePath(self.datastore, f"{self.directory}/{self.name_stem}.nvram")
 
     @property
+    def log_path(self) -> DatastorePath:
+        return DatastorePath(self.datastore, f"{self.directory}/{VMWARE_LOG}")
+
+    @property
     def name_stem(self) -> str:
         return names.safe_component(self.name)
 
@@ -91,7 +100,7 @@ class RestorePlan:
         """Every file the restore writes (for the -b keep check)."""
         from vcbproxy.jobs.upload import flat_name
 
-        out = [self.vmx_path] + ([self.nvram_path] if self.nvram else [])
+        out = [self.vmx_path] + ([self.nvram_path] if self.nvram else []) + [self.log_path]
         for disk in self.disks:
             out += [disk.target, flat_name(disk.target)]
         return out
@@ -101,7 +110,8 @@ class RestorePlan:
         disks = [DiskPlan(d.device, d.staged, DatastorePath(self.datastore,
                                                             f"{directory}/{posixpath.basename(d.target.path)}"),
                           d.adapter, d.uuid) for d in self.disks]
-        return RestorePlan(self.name, self.datastore, directory, self.vmx_text, self.vmx_name, self.nvram, disks)
+        return RestorePlan(self.name, self.datastore, directory, self.vmx_text, self.vmx_name, self.nvram,
+                           disks, self.log)
 
 
 @dataclass
@@ -158,7 +168,9 @@ def plan_restore(source: Path, *, name: str | None = None, datastore: str | None
     nvram = _staged_nvram(source, vmx)
     text = rewrite_vmx(vmx_text, disk_names)
     text = set_vmx_values(text, {"displayName": name, **({"nvram": f"{stem}.nvram"} if nvram else {})})
-    return RestorePlan(name, datastore, directory, text, vmx_name, nvram, disks)
+    log_file = source / VMWARE_LOG
+    return RestorePlan(name, datastore, directory, text, vmx_name, nvram, disks,
+                       log_file if log_file.is_file() else None)
 
 
 def _restore_point_metadata(source: Path) -> dict:
@@ -338,6 +350,9 @@ def _upload_all(uploader, plan: RestorePlan, uploaded: list[DatastorePath], prog
         data = plan.nvram.read_bytes()
         uploaded.append(plan.nvram_path)
         uploader.put(plan.nvram_path, len(data), [data])
+    data = plan.log.read_bytes() if plan.log is not None else b""
+    uploaded.append(plan.log_path)
+    uploader.put(plan.log_path, len(data), [data] if data else [])
     body = plan.vmx_text.encode("utf-8", "surrogateescape")
     uploaded.append(plan.vmx_path)
     uploader.put(plan.vmx_path, len(body), [body])
