@@ -116,10 +116,19 @@ class LabHandler(BaseHTTPRequestHandler):
                 msg=f"lab error in {request.method}: {exc}", reason=str(exc))), None
 
 
-class _TlsServer(ThreadingHTTPServer):
-    """Handshakes in the request thread, so a silent client cannot stall the accept loop."""
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-response are normal (cut transfers, killed exports): log them
+    instead of printing socketserver's traceback on stderr."""
 
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class _TlsServer(_QuietServer):
+    """Handshakes in the request thread, so a silent client cannot stall the accept loop."""
+
     ssl_context: ssl.SSLContext = None
 
     def finish_request(self, request, client_address):
@@ -143,8 +152,7 @@ class LabServer:
         plain_handler = type("PlainHandler", (LabHandler,), {"lab": lab, "tls": False})
         self.https = _TlsServer((host, port), tls_handler)
         self.https.ssl_context = ctx
-        self.http = ThreadingHTTPServer((host, http_port), plain_handler)
-        self.http.daemon_threads = True
+        self.http = _QuietServer((host, http_port), plain_handler)
         self.host = host
         self._threads: list[threading.Thread] = []
 
