@@ -153,3 +153,17 @@ def test_power_operations(fresh_lab):
         WaitForTask(vm.PowerOffVM_Task())
     _run(vm.PowerOnVM_Task())
     assert vm.runtime.powerState == "poweredOn" and vm.guest.ipAddress == "10.0.0.13"
+
+
+def test_memory_snapshot_has_a_memory_file(lab, lab_si):
+    vm = _vm(lab_si, "my vm ünïcode %2f test")
+    snap = _run(vm.CreateSnapshot_Task("mem", None, True, False))
+    try:
+        layout = vm.layoutEx
+        mine = [s for s in layout.snapshot if s.key == snap][0]
+        memory = [f for f in layout.file if f.key == mine.memoryKey][0]
+        assert memory.type == "snapshotMemory" and memory.name.endswith(".vmem")
+        assert _host_path(lab, memory.name).is_file()
+    finally:
+        _run(snap.RemoveSnapshot_Task(removeChildren=False))
+    assert not _host_path(lab, memory.name).exists()

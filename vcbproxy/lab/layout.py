@@ -92,8 +92,12 @@ def layout_ex(vm):
             chain_disks.append(vim.vm.FileLayoutEx.DiskLayout(
                 key=key, chain=[_layer_unit(files, vm, key, layer, groups[key])
                                 for layer in layers[:frozen + 1]]))
+        memory_key = -1
+        if snap.memory:
+            memory_key = files.add(ds_path(ds, d, snap.vmem), "snapshotMemory",
+                                   vm.dir_path / snap.vmem)
         snapshot_layouts.append(vim.vm.FileLayoutEx.SnapshotLayout(
-            key=snap.ref(), dataKey=data_key, memoryKey=-1, disk=chain_disks))
+            key=snap.ref(), dataKey=data_key, memoryKey=memory_key, disk=chain_disks))
     if (vm.dir_path / "vmware.log").exists():
         files.add(ds_path(ds, d, "vmware.log"), "log", vm.dir_path / "vmware.log")
     return vim.vm.FileLayoutEx(file=files.entries, disk=disks, snapshot=snapshot_layouts,

@@ -51,6 +51,10 @@ def create_snapshot(lab, vm, name: str, description: str | None, memory: bool,
                                         "change_ids": change_ids}
     (vm.dir_path / snap.vmsn).write_text(f"vcbproxy lab snapshot {snap_id}\nname = {name}\n",
                                          encoding="utf-8")
+    if snap.memory:
+        # The guest's RAM: a sparse file of memSize (the lab has no RAM to save, only its size).
+        with open(vm.dir_path / snap.vmem, "wb") as out:
+            out.truncate(vm.memory_mb << 20)
     _write_vmsd(vm)
     vm.touch_config()
     return snap
@@ -78,6 +82,7 @@ def remove_snapshot(lab, snap: LabSnapshot, remove_children: bool) -> None:
         vm.current_snapshot = snap.parent
     lab.remove(snap.moref)
     (vm.dir_path / snap.vmsn).unlink(missing_ok=True)
+    (vm.dir_path / snap.vmem).unlink(missing_ok=True)
     _write_vmsd(vm)
     vm.touch_config()
 

@@ -299,6 +299,10 @@ class LabSnapshot(LabObject):
         self.vmsn = vmsn
         self.power_state = "poweredOn" if vm.powered_on else "poweredOff"
 
+    @property
+    def vmem(self) -> str:
+        return self.vmsn.removesuffix(".vmsn") + ".vmem"
+
     def frozen_index(self, key: int) -> int | None:
         """Index (in the disk's current chain) of the layer this snapshot froze, or None
         for a disk the snapshot does not cover (independent disks)."""
