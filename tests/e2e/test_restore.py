@@ -34,11 +34,15 @@ def _vms_named(env, name: str) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in res.out.splitlines() if line.startswith("moref:")]
 
 
+LAB_INTERNAL = (".labbase", ".labjournal")    # the lab's oracle state beside a disk; no real datastore has them
+
+
 def _files_under(lab, datastore: str, directory: str) -> list[str]:
     root = lab_endpoint(lab).path(datastore, directory)
     if not root.exists():
         return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not p.name.endswith(LAB_INTERNAL))
 
 
 @contextlib.contextmanager
@@ -128,6 +132,43 @@ def test_overwrite_replaces_the_vm_only_after_upload(env, lab, web01_export, res
     assert res.code == 0, res
     second = _vms_named(env, name)
     assert len(second) == 1 and second != first
+    # The new VM went beside the old one; the old VM's files went only after it registered.
+    assert _files_under(lab, TARGET_DS, name) == []
+    assert f"{name}-flat.vmdk" in _files_under(lab, TARGET_DS, f"{name}_1")
+
+
+def _with_missing_disk(export: Path, copy: Path) -> None:
+    """A copy of ``export`` whose .vmx also names a disk that is nowhere: it verifies (the
+    manifest is updated) and uploads, but registering it fails (the lab cannot open the disk)."""
+    import hashlib
+    import shutil
+
+    shutil.copytree(export, copy)
+    vmx = next(copy.glob("*.vmx"))
+    vmx.write_text(vmx.read_text() + 'scsi0:9.present = "TRUE"\nscsi0:9.fileName = "nowhere.vmdk"\n')
+    manifest = copy / "MANIFEST.sha256"
+    digest = hashlib.sha256(vmx.read_bytes()).hexdigest()
+    manifest.write_text("".join(f"{digest}  {vmx.name}\n" if line.endswith(f"  {vmx.name}") else line + "\n"
+                                for line in manifest.read_text().splitlines()))
+
+
+def test_overwrite_puts_the_old_vm_back_when_the_new_one_fails_to_register(env, lab, web01_export,
+                                                                           restored_names, tmp_path):
+    name = "restore-rollback"
+    restored_names.append(name)
+    assert run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS, "-q").code == 0
+    old_files = _files_under(lab, TARGET_DS, name)
+    broken = tmp_path / "broken"
+    _with_missing_disk(web01_export, broken)
+    res = run(env, "restore", "-s", str(broken), "--name", name, "--datastore", TARGET_DS, "-b", "overwrite")
+    assert res.code != 0, res
+    assert "Traceback" not in res.err and "nowhere.vmdk" in res.err
+    assert len(_vms_named(env, name)) == 1                   # the old VM, registered again
+    assert _files_under(lab, TARGET_DS, name) == old_files   # and its files untouched
+    assert _files_under(lab, TARGET_DS, f"{name}_1") == []   # the failed upload removed
+    again = tmp_path / "again"
+    assert run(env, "mount", "-a", f"name:{name}", "-r", str(again), "-q").code == 0
+    assert _hashes(again) == _hashes(web01_export)
 
 
 def test_damaged_export_is_refused_before_any_upload(env, lab, web01_export, tmp_path):

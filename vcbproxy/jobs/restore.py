@@ -280,23 +280,30 @@ def _restore_from(session, source: Path, options: RestoreOptions, progress: Prog
     if existing is not None and options.policy == "keep":
         raise errors.StagingError(f"a VM named {plan.name!r} already exists ({existing.moref}); "
                                   f"use --name for another name or -b overwrite to replace it")
+    if existing is not None and existing.power_state == "poweredOn":
+        # Checked before any byte moves: vSphere unregisters only a powered-off VM.
+        raise errors.StagingError(f"the VM {plan.name!r} ({existing.moref}) to replace is powered on; "
+                                  f"power it off first, or restore under another --name")
     uploaded: list[DatastorePath] = []
+    old_files: list[DatastorePath] = []
     with FileUploader(session, timeout=options.timeout) as uploader:
         plan = _free_directory(uploader, plan, options.policy)
         log.info("restoring %s as %s into [%s] %s", source, plan.name, plan.datastore, plan.directory)
         registered: VmRef | None = None
         try:
             _upload_all(uploader, plan, uploaded, progress)
-            replaced = None
-            if existing is not None:
-                replaced = _replace(session, existing)
-            registered = _register(session, plan, options)
+            if existing is None:
+                registered = _register(session, plan, options)
+            else:
+                registered, old_files = _swap(session, existing, plan, options)
         except BaseException as exc:
             log.error("restore of %s failed: %s", plan.name, exc)
             if registered is None:
                 _delete_uploaded(session, uploaded)
             raise
-    result = RestoreResult(registered, plan.vmx_path, uploaded, replaced)
+    result = RestoreResult(registered, plan.vmx_path, uploaded, existing)
+    if existing is not None:
+        _delete_old_files(session, existing, old_files, set(plan.files()), result)
     if options.power_on:
         _power_on(session, registered, result)
     progress.event("restored", vm=plan.name, moref=registered.moref, vmx=str(plan.vmx_path))
@@ -358,12 +365,61 @@ def _upload_all(uploader, plan: RestorePlan, uploaded: list[DatastorePath], prog
     uploader.put(plan.vmx_path, len(body), [body])
 
 
-def _replace(session, existing: VmRef) -> VmRef:
-    from vcbproxy.vsphere.register import destroy_vm
+def _swap(session, existing: VmRef, plan: RestorePlan,
+          options: RestoreOptions) -> tuple[VmRef, list[DatastorePath]]:
+    """Unregister the old VM, register the new one; put the old one back if that fails.
+    Returns the new VM and the old VM's files (listed while it was still registered)."""
+    from vcbproxy.vsphere.register import unregister_vm, vm_files
 
+    old_files = vm_files(session, existing.moref)
     log.warning("replacing the existing VM %s (%s)", existing.name, existing.moref)
-    destroy_vm(session, existing.moref)
-    return existing
+    unregister_vm(session, existing.moref)
+    try:
+        return _register(session, plan, options), old_files
+    except BaseException:
+        _reregister(session, existing)
+        raise
+
+
+def _reregister(session, old: VmRef) -> None:
+    """Register the old VM again from its own .vmx (its files were never touched); never raises."""
+    from vcbproxy.jobs.signals import shielded
+    from vcbproxy.vsphere.register import register_vm
+
+    with shielded():
+        for folder, pool in ((old.folder or None, old.resource_pool or None), (None, None)):
+            try:
+                back = register_vm(session, DatastorePath.parse(old.vmx_path), name=old.name,
+                                   folder=folder, pool=pool)
+            except (errors.VcbProxyError, ValueError) as exc:
+                log.error("could not register the old VM %s again from %s: %s", old.name, old.vmx_path, exc)
+                continue
+            log.warning("the old VM %s is registered again as %s", old.name, back.moref)
+            return
+        log.error("the old VM %s is unregistered but its files are intact; register %s by hand",
+                  old.name, old.vmx_path)
+
+
+def _delete_old_files(session, old: VmRef, files: list[DatastorePath], keep: set[DatastorePath],
+                      result: RestoreResult) -> None:
+    """The replaced VM's files, once the new VM is registered; a failure is a warning (the
+    restore itself succeeded), naming what is left to remove by hand."""
+    from vcbproxy.vsphere.datastore import delete_file
+
+    left = []
+    for path in files:
+        if path in keep:
+            continue                        # never the new VM's own files
+        try:
+            delete_file(session, path)
+        except errors.NotFoundError:
+            pass
+        except errors.VcbProxyError as exc:
+            log.warning("could not delete %s of the replaced VM: %s", path, exc)
+            left.append(str(path))
+    if left:
+        result.warnings.append(f"files of the replaced VM {old.name} ({old.moref}) are left on the "
+                               f"datastore: {', '.join(left)}")
 
 
 def _register(session, plan: RestorePlan, options: RestoreOptions) -> VmRef:

@@ -77,3 +77,35 @@ def power_on(session, moref: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
     with translated(what):
         task = vim.VirtualMachine(moref, session.stub).PowerOnVM_Task()
     wait_for_task(session, task, timeout=timeout, what=what)
+
+
+def unregister_vm(session, moref: str) -> None:
+    """Remove a VM from the inventory and keep its files (``UnregisterVM``), so an overwrite
+    can put it back should the replacement fail to register."""
+    with translated(f"unregistering VM {moref}"):
+        vim.VirtualMachine(moref, session.stub).UnregisterVM()
+
+
+def vm_files(session, moref: str) -> list[DatastorePath]:
+    """Every file of a VM as ``layoutEx`` lists it (config, logs, disks, snapshots); names
+    given without a folder (vcsim does this) are taken as in the ``.vmx``'s folder."""
+    import posixpath
+
+    from vcbproxy.vsphere.collector import object_props
+
+    with translated(f"listing the files of VM {moref}"):
+        props = object_props(session, vim.VirtualMachine(moref, session.stub),
+                             ["layoutEx.file", "config.files.vmPathName"])
+    vmx = props.get("config.files.vmPathName") or ""
+    vm_dir = posixpath.dirname(DatastorePath.parse(vmx).path) if vmx else ""
+    out: list[DatastorePath] = []
+    for f in props.get("layoutEx.file") or []:
+        try:
+            loc = DatastorePath.parse(f.name)
+        except ValueError:
+            continue
+        if "/" not in loc.path and vm_dir:
+            loc = DatastorePath(loc.datastore, f"{vm_dir}/{loc.path}")
+        if loc not in out:
+            out.append(loc)
+    return out
