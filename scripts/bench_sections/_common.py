@@ -60,8 +60,9 @@ def run_measured(argv: list[str], *, env: dict | None = None, cwd: Path | None =
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     text = err_path.read_text(errors="replace")
     err_path.unlink()
-    out_text = Path(stdout_path).read_text(errors="replace")[-4000:] \
-        if str(stdout_path) != os.devnull else ""
+    out_text = ""
+    if str(stdout_path) != os.devnull and Path(stdout_path).stat().st_size <= 1 << 20:
+        out_text = Path(stdout_path).read_text(errors="replace")   # not a data sink
     return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text)
 
 

@@ -1,0 +1,222 @@
+"""Issue 4: SAN, SSH and NFC transports, each against the raw peer doing the same job.
+
+``san``:  ``-m san --san-map`` export (flat, written with holes) vs ``cp --sparse=always`` of the
+          same files into the same file system.
+``ssh``:  ``-m ssh`` against a real OpenSSH sshd serving the lab's datastores (key auth,
+          known_hosts) with 1 and 4 channels vs one ``ssh host cat <files>`` (OpenSSH client,
+          default ciphers on both sides) into /dev/null and into a file.
+``nfc``:  ``-m nfc --format stream`` vs curl of the disk URLs of an ExportSnapshot lease that
+          the bench opens itself (through vcbproxy.vsphere, on a snapshot of its own), to
+          /dev/null and to a file.
+
+Ratio = raw seconds / mount seconds (wall clock of the whole ``vcbproxy mount`` process, so
+login, snapshot and its removal count against us); copy-only ratios are in results.json.
+Peak RSS of every mount is recorded too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import VM, best_mount, log, mib, run_measured, vm_files, warm  # noqa: E402
+
+
+def register(section) -> None:
+    section("san")(bench_san)
+    section("ssh")(bench_ssh)
+    section("nfc")(bench_nfc)
+
+
+def best_of(repeat: int, fn) -> dict:
+    runs = [fn() for _ in range(repeat)]
+    return {"seconds": min(runs), "runs": runs}
+
+
+def mount_entry(name: str, m: dict, raw_s: float, total: int, disk_raw_s: float | None = None
+                ) -> dict:
+    entry = {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"],
+             "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"],
+             "ratio_wall": raw_s / m["wall"]}
+    if disk_raw_s is not None:
+        entry["ratio_copy"] = disk_raw_s / m["copy"]
+    log(f"{name}: {m['wall']:.2f} s wall (copy {m['copy']:.2f} s), raw {raw_s:.2f} s, "
+        f"ratio {entry['ratio_wall']:.2f}, peak RSS {entry['max_rss_mib']:.0f} MiB, "
+        f"{mib(total / m['wall']):.0f} MiB/s")
+    return entry
+
+
+# -- san --------------------------------------------------------------------------------------
+
+def bench_san(b) -> dict:
+    info = b.info
+    ds, files = vm_files(info)
+    total = sum(p.stat().st_size for p in files)
+    san_map = [a for name, path in info["datastores"].items()
+               for a in ("--san-map", f"{name}={path}")]
+    mount_repeat = max(1, min(b.args.repeat, 2))
+    warm(files)
+    target = b.tmp / "cp-out"
+
+    def cp() -> float:
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        run = run_measured(["cp", "--sparse=always", *map(str, files), str(target)])
+        if run.code:
+            raise SystemExit(f"bench: cp failed: {run.err}")
+        return run.seconds
+
+    raw = best_of(b.args.repeat, cp)
+    shutil.rmtree(target, ignore_errors=True)
+    log(f"san: {VM}, {mib(total):.0f} MiB in {len(files)} files; cp --sparse=always "
+        f"{raw['seconds']:.2f} s")
+    result = {"vm": VM, "bytes": total, "files": [p.name for p in files], "cp": raw,
+              "fill": "the lab fills every disk ~40 % (vcbproxy.lab.content.base_extents "
+                      "fill=0.4, no serve option): no mostly-empty disk case measured",
+              "mounts": {}}
+    rows = [("cp --sparse=always (baseline)", total / raw["seconds"], 1.0)]
+    for fmt in ("flat", "2gbsparse"):
+        m = best_mount(info, b.tmp / "san-out", mount_repeat, "-m", "san", *san_map,
+                       "--format", fmt)
+        e = result["mounts"][fmt] = mount_entry(f"san {fmt}", m, raw["seconds"], total)
+        rows.append((f"mount -m san --format {fmt}", total / m["wall"], e["ratio_wall"]))
+    result["rows"] = rows
+    return result
+
+
+# -- ssh --------------------------------------------------------------------------------------
+
+def bench_ssh(b) -> dict:
+    from tests.fixtures.sshd import start_sshd, stop_sshd
+
+    info = b.info
+    ds, files = vm_files(info)
+    total = sum(p.stat().st_size for p in files)
+    mount_repeat = max(1, min(b.args.repeat, 2))
+    warm(files)
+    sshd = start_sshd(b.tmp / "sshd")
+    b.stack.callback(stop_sshd, sshd.process)
+    sshd.expose_all(info["datastores"])
+    ds_root = Path(info["datastores"][ds])
+    remote = [f"{sshd.root}/{ds}/{p.relative_to(ds_root).as_posix()}" for p in files]
+    ssh = ["ssh", "-i", sshd.client_key, "-p", str(sshd.port), "-o", "BatchMode=yes",
+           "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+           f"{sshd.user}@{sshd.host}", "cat", *(_quote(r) for r in remote)]
+    sink_file = b.tmp / "ssh-cat.out"
+
+    def cat(sink) -> float:
+        run = run_measured(ssh, stdout_path=sink)
+        if run.code:
+            raise SystemExit(f"bench: {' '.join(ssh[:8])} ... cat failed: {run.err}")
+        return run.seconds
+
+    raw_null = best_of(b.args.repeat, lambda: cat("/dev/null"))
+    raw_file = best_of(b.args.repeat, lambda: cat(sink_file))
+    if sink_file.stat().st_size != total:
+        raise SystemExit(f"bench: ssh cat gave {sink_file.stat().st_size} bytes, not {total}")
+    sink_file.unlink()
+    log(f"ssh: {VM}, {mib(total):.0f} MiB; ssh cat -> /dev/null {raw_null['seconds']:.2f} s, "
+        f"-> file {raw_file['seconds']:.2f} s")
+    base = ["-m", "ssh", "--format", "flat", "--ssh-host", sshd.host, "--ssh-port", str(sshd.port),
+            "--ssh-user", sshd.user, "--ssh-key", sshd.client_key,
+            "--ssh-known-hosts", sshd.known_hosts, "--ssh-root", sshd.root]
+    result = {"vm": VM, "bytes": total, "baseline": "one `ssh host cat <every file>`",
+              "ssh_cat_null": raw_null, "ssh_cat_file": raw_file, "mounts": {}}
+    rows = [("ssh cat -> /dev/null (baseline)", total / raw_null["seconds"], 1.0),
+            ("ssh cat -> file", total / raw_file["seconds"],
+             raw_null["seconds"] / raw_file["seconds"])]
+    for channels in (1, 4):
+        m = best_mount(b.info, b.tmp / "ssh-out", mount_repeat, *base,
+                       "--ssh-channels", str(channels))
+        e = mount_entry(f"ssh {channels} channel(s)", m, raw_null["seconds"], total)
+        e["ratio_wall_vs_file"] = raw_file["seconds"] / m["wall"]
+        result["mounts"][f"channels_{channels}"] = e
+        rows.append((f"mount -m ssh --ssh-channels {channels}", total / m["wall"],
+                     e["ratio_wall"]))
+    result["rows"] = rows
+    return result
+
+
+def _quote(path: str) -> str:
+    """The remote shell splits the command line again: quote each path for it."""
+    return "'" + path.replace("'", "'\\''") + "'"
+
+
+# -- nfc --------------------------------------------------------------------------------------
+
+def lease_downloads(info: dict, repeat: int, tmp: Path) -> dict:
+    """Snapshot the VM, open an ExportSnapshot lease, curl its disk URLs; clean up."""
+    from vcbproxy.selectors import parse_selector
+    from vcbproxy.vsphere.inventory import resolve_vm
+    from vcbproxy.vsphere.lease import ExportLease
+    from vcbproxy.vsphere.session import ConnectOptions, Session
+    from vcbproxy.vsphere.snapshots import create_snapshot, remove_snapshot
+
+    opts = ConnectOptions(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
+                          password=Path(info["password_file"]).read_text().strip(),
+                          ca_file=info["cert_file"])
+    with Session.connect(opts) as session:
+        vm = resolve_vm(session, parse_selector(f"name:{VM}"))
+        snap = create_snapshot(session, vm, "vcbbench-nfc")
+        try:
+            with ExportLease.for_snapshot(session, snap) as lease:
+                host = f"127.0.0.1:{info['https_port']}"
+                urls = [u["url"].replace("://*/", f"://{host}/")
+                        for u in lease.device_urls if u["disk"]]
+                out = {"urls": len(urls)}
+                for sink in ("null", "file"):
+                    out[sink] = best_of(repeat, lambda sink=sink: _curl_all(
+                        urls, session.cookie, info["cert_file"],
+                        None if sink == "null" else tmp))
+                    lease.progress(50)
+                lease.complete()
+        finally:
+            remove_snapshot(session, snap.moref)
+    return out
+
+
+def _curl_all(urls: list[str], cookie: str, cacert: str, out_dir: Path | None) -> float:
+    argv = ["curl", "-sS", "--fail"]
+    for i, url in enumerate(urls):
+        target = str(out_dir / f"{i}.vmdk") if out_dir else "/dev/null"
+        argv += (["--next"] if i else []) + ["-H", f"Cookie: {cookie}", "--cacert", cacert,
+                                             "-o", target, url]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(f"bench: curl of the lease URLs failed: {proc.stderr.strip()}")
+    if out_dir:
+        for i in range(len(urls)):
+            (out_dir / f"{i}.vmdk").unlink()
+    return seconds
+
+
+def bench_nfc(b) -> dict:
+    info = b.info
+    _, files = vm_files(info)
+    warm(files)
+    out_dir = b.tmp / "nfc-raw"
+    out_dir.mkdir(exist_ok=True)
+    raw = lease_downloads(info, b.args.repeat, out_dir)
+    log(f"nfc: lease download ({raw['urls']} disk URL(s)) -> /dev/null "
+        f"{raw['null']['seconds']:.2f} s, -> file {raw['file']['seconds']:.2f} s")
+    m = best_mount(info, b.tmp / "nfc-out", max(1, min(b.args.repeat, 2)),
+                   "-m", "nfc", "--format", "stream")
+    disk_bytes = sum(d["capacity"] for d in m["meta"]["disks"])   # capacity, not stream size
+    e = mount_entry("nfc stream", m, raw["file"]["seconds"], disk_bytes,
+                    disk_raw_s=raw["file"]["seconds"])
+    e["ratio_wall_vs_null"] = raw["null"]["seconds"] / m["wall"]
+    return {"vm": VM, "disk_capacity": disk_bytes, "baseline": "curl of the lease's disk URLs",
+            "raw": raw, "mount": e,
+            # MiB/s of disk capacity exported per second (stream bytes are compressed)
+            "rows": [("curl lease URLs -> file (baseline)", disk_bytes / raw["file"]["seconds"],
+                      1.0),
+                     ("curl lease URLs -> /dev/null", disk_bytes / raw["null"]["seconds"],
+                      raw["file"]["seconds"] / raw["null"]["seconds"]),
+                     ("mount -m nfc --format stream", disk_bytes / m["wall"], e["ratio_wall"])]}
