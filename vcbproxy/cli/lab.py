@@ -53,7 +53,10 @@ def lab() -> None:
 @click.option("--disk-size", default="32M", show_default=True, help="Capacity of each disk.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=VALUE",
               help="Fault switch to set at start (repeatable).")
-def serve(root, host, port, http_port, vms, seed, disk_size, faults) -> None:
+@click.option("--big-vm", "big_vms", multiple=True, metavar="NAME=SIZE",
+              help="An extra running VM with one disk of SIZE, ~40% allocated (repeatable); for "
+                   "benchmarks such as 'vcbproxy compare' on an 8G disk.")
+def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) -> None:
     """Serve a lab until SIGINT/SIGTERM; prints one JSON line describing it."""
     from vcbproxy.lab import app
     from vcbproxy.lab.faults import FaultError
@@ -64,7 +67,7 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults) -> None:
     try:
         _lab, server, info = app.start(root, host=host, port=port, http_port=http_port, vms=vms,
                                        seed=seed, disk_size=parse_size(disk_size),
-                                       faults=_faults(faults))
+                                       faults=_faults(faults), big_vms=_big_vms(big_vms))
     except FaultError as exc:
         raise errors.UsageError(str(exc)) from exc
     except OSError as exc:
@@ -94,3 +97,13 @@ def churn(root, vm, percent, seed) -> None:
         raise errors.NotFoundError(f"no running lab under {root} ({info_file}: {exc})") from exc
     result = LabClient(info).churn(vm, percent, seed)
     click.echo(json.dumps(result))
+
+
+def _big_vms(items) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size:
+            raise errors.UsageError(f"bad --big-vm {item!r}: use NAME=SIZE, e.g. big01=8G")
+        out[name] = parse_size(size)
+    return out

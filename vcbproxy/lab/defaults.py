@@ -69,16 +69,20 @@ def make_vm(lab, name: str, folder, *, index: int, powered_on: bool, tools: bool
     return vm
 
 
-def populate(lab, *, extra_vms: int = 0, disk_size: int = 32 << 20) -> None:
+def populate(lab, *, extra_vms: int = 0, disk_size: int = 32 << 20,
+             big_vms: dict[str, int] | None = None) -> None:
+    """The default VM set, ``extra_vms`` plain ones, and ``big_vms`` (name -> capacity of its one
+    disk) for benchmarks that need one large disk without making every VM large."""
     with lab.lock:
         dc = lab.datacenter
         specs = list(DEFAULT_VMS)
         specs += [(f"vm{i:03d}", None, False, True, None, [("datastore1", "persistent")])
                   for i in range(extra_vms)]
+        specs += [(name, None, True, True, None, [("datastore1", "persistent")]) for name in (big_vms or {})]
         for index, (name, folder, on, tools, ip, disks) in enumerate(specs):
             parent = lab.team_folders[folder] if folder else dc.vm_folder
             vm = make_vm(lab, name, parent, index=index, powered_on=on, tools=tools, ip=ip,
-                         disks=disks, disk_size=disk_size)
+                         disks=disks, disk_size=(big_vms or {}).get(name, disk_size))
             if name == "chain01":
                 create_snapshot(lab, vm, "before-upgrade", "user snapshot 1", False, False)
                 vm.disks[DISK_KEY_BASE].churn(2.0, _int(lab.seed, "chain01-churn"))

@@ -50,13 +50,15 @@ class LabProcess:
 
 def start_lab(root, *, host: str = "127.0.0.1", port: int = 0, http_port: int = 0,
               vms: int = 0, seed: int = 0, disk_size: str | int = "32M",
-              faults: dict | None = None, log_file=None) -> LabProcess:
+              faults: dict | None = None, log_file=None, big_vms: dict | None = None) -> LabProcess:
     """Start `python -m vcbproxy lab serve` on `root` and wait for its JSON line."""
     argv = [sys.executable, "-m", "vcbproxy", "lab", "serve", "--root", str(root),
             "--host", host, "--port", str(port), "--http-port", str(http_port),
             "--vms", str(vms), "--seed", str(seed), "--disk-size", str(disk_size)]
     for name, value in (faults or {}).items():
         argv += ["--fault", f"{name}={value}"]
+    for name, size in (big_vms or {}).items():
+        argv += ["--big-vm", f"{name}={size}"]
     Path(root).mkdir(parents=True, exist_ok=True)
     stderr = open(log_file or Path(root) / "lab-serve.log", "ab")  # noqa: SIM115 (child owns it)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
