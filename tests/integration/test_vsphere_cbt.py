@@ -15,17 +15,8 @@ from vcbproxy.vsphere import cbt, files, snapshots
 from vcbproxy.vsphere.collector import object_props
 from vcbproxy.vsphere.inventory import find_vms, vm_object
 from vcbproxy.vsphere.lease import ExportLease
-from vcbproxy.vsphere.session import ConnectOptions, Session
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def session(vsphere_endpoint):
-    ep = vsphere_endpoint
-    with Session.connect(ConnectOptions(server=ep.server, user=ep.user, password=ep.password,
-                                        ca_file=ep.cert_file, timeout=20)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -13,17 +13,8 @@ from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.selectors import Selector, parse_selector
 from vcbproxy.vsphere.inventory import find_vms, get_vm, resolve_vm
-from vcbproxy.vsphere.session import ConnectOptions, Session
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def session(vsphere_endpoint):
-    ep = vsphere_endpoint
-    with Session.connect(ConnectOptions(server=ep.server, user=ep.user, password=ep.password,
-                                        ca_file=ep.cert_file, timeout=20)) as s:
-        yield s
 
 
 @pytest.fixture

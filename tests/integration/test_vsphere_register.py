@@ -12,19 +12,10 @@ from vcbproxy.models import DatastorePath
 from vcbproxy.selectors import Selector, parse_selector
 from vcbproxy.vsphere import register
 from vcbproxy.vsphere.inventory import find_vms, get_vm, resolve_vm
-from vcbproxy.vsphere.session import ConnectOptions, Session
 from vcbproxy.vsphere.tasks import wait_for_task
 
 pytestmark = pytest.mark.timeout(120)
 VMX = 'config.version = "8"\nvirtualHW.version = "13"\nguestOS = "otherlinux-64"\n'
-
-
-@pytest.fixture
-def session(vsphere_endpoint):
-    ep = vsphere_endpoint
-    with Session.connect(ConnectOptions(server=ep.server, user=ep.user, password=ep.password,
-                                        ca_file=ep.cert_file, timeout=20)) as s:
-        yield s
 
 
 def test_same_name_in_two_folders_is_ambiguous(session, vsphere_endpoint):

@@ -14,18 +14,9 @@ from vcbproxy import errors
 from vcbproxy.selectors import Selector
 from vcbproxy.vsphere import files, snapshots
 from vcbproxy.vsphere.inventory import find_vms
-from vcbproxy.vsphere.session import ConnectOptions, Session
 
 pytestmark = pytest.mark.timeout(120)
 NAME = "_VCB-BACKUP_"
-
-
-@pytest.fixture
-def session(vsphere_endpoint):
-    ep = vsphere_endpoint
-    with Session.connect(ConnectOptions(server=ep.server, user=ep.user, password=ep.password,
-                                        ca_file=ep.cert_file, timeout=20)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -1,0 +1,15 @@
+"""Shared by the vSphere client tests: one vcbproxy Session per test on the endpoint under test."""
+
+from __future__ import annotations
+
+import pytest
+
+from vcbproxy.vsphere.session import ConnectOptions, Session
+
+
+@pytest.fixture
+def session(vsphere_endpoint):
+    ep = vsphere_endpoint
+    with Session.connect(ConnectOptions(server=ep.server, user=ep.user, password=ep.password,
+                                        ca_file=ep.cert_file, timeout=20)) as s:
+        yield s
