@@ -213,6 +213,36 @@ def test_plan_renames_disks_vmx_and_nvram(tmp_path):
     assert plan.disks[0].staged.descriptor == info["disk"]
 
 
+def test_plan_lists_a_vmware_log_the_export_has_or_not(tmp_path):
+    """vcsim's RegisterVM needs <folder>/vmware.log; the plan always lists one so -b keep,
+    overwrite and cleanup see it."""
+    directory, _ = _export(tmp_path, "flat")
+    log = DatastorePath("datastore2", "n/vmware.log")
+    (directory / "vmware.log").unlink(missing_ok=True)
+    plan = plan_restore(directory, name="n", datastore="datastore2")
+    assert plan.log is None and log in plan.files()
+    (directory / "vmware.log").write_text("old log\n")
+    plan = plan_restore(directory, name="n", datastore="datastore2")
+    assert plan.log == directory / "vmware.log" and log in plan.files()
+    assert plan.in_directory("n_1").log_path == DatastorePath("datastore2", "n_1/vmware.log")
+
+
+@pytest.mark.parametrize("kind", ["VMFS", "FLAT"])
+def test_rendered_flat_and_vmfs_extents_are_what_qemu_img_reads(tmp_path, kind):
+    """ESXi writes VMFS extent lines without an offset, hosted products FLAT lines with one;
+    qemu-img refuses the other way round, so render must get both right."""
+    from vcbproxy.vmdk.descriptor import Extent, new_descriptor, render
+
+    (tmp_path / "d-flat.vmdk").write_bytes(bytes(CAPACITY))
+    create = "vmfs" if kind == "VMFS" else "monolithicFlat"
+    text = render(new_descriptor(create, [Extent("RW", CAPACITY // 512, kind, "d-flat.vmdk", 0)],
+                                 capacity=CAPACITY))
+    line = f'RW {CAPACITY // 512} {kind} "d-flat.vmdk"' + (" 0" if kind == "FLAT" else "")
+    assert line in text.splitlines()
+    (tmp_path / "d.vmdk").write_text(text)
+    subprocess.run(["qemu-img", "check", "-q", "-f", "vmdk", str(tmp_path / "d.vmdk")], check=True)
+
+
 def test_plan_defaults_to_the_original_datastore(tmp_path):
     import json
 

@@ -48,11 +48,8 @@ def vmfs_descriptor(descriptor: DatastorePath, capacity: int, *, adapter: str, u
     if capacity % SECTOR:
         raise errors.StagingError(f"disk capacity {capacity} is not a whole number of sectors")
     extent = Extent("RW", capacity // SECTOR, "VMFS", posixpath.basename(flat_name(descriptor).path), 0)
-    text = render(new_descriptor("vmfs", [extent], capacity=capacity, uuid=uuid or None, adapter=adapter))
-    # ESXi writes VMFS extent lines without an offset, and qemu-img refuses one; render() adds
-    # it for FLAT and VMFS alike (asked to be fixed in vmdk/descriptor.py), so drop it here.
-    flat_line = f'RW {extent.sectors} VMFS "{extent.filename}"'
-    return text.replace(flat_line + " 0\n", flat_line + "\n").encode("utf-8")
+    return render(new_descriptor("vmfs", [extent], capacity=capacity, uuid=uuid or None,
+                                 adapter=adapter)).encode("utf-8")
 
 
 @dataclass

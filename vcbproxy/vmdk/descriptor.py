@@ -145,7 +145,9 @@ def render(d: Descriptor) -> str:
         line = f"{e.access} {e.sectors} {e.type}"
         if e.filename is not None:
             line += f' "{e.filename}"'
-            if e.type in ("FLAT", "VMFS"):
+            # FLAT lines carry their offset (qemu-img requires it); VMFS lines never do, as
+            # ESXi writes them (qemu-img refuses an offset there).
+            if e.type == "FLAT":
                 line += f" {e.offset}"
         lines.append(line)
     lines += ["", "# The Disk Data Base", "#DDB", ""]
