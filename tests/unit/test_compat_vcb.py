@@ -197,3 +197,51 @@ def test_compat_main_lists_tools_for_an_unknown_one():
     res = subprocess.run([sys.executable, "-m", "vcbproxy.compat", "vcbRestoreX"], capture_output=True,
                          text=True, cwd=ROOT)
     assert res.returncode == errors.USAGE and "vcbMounter" in res.stderr
+
+
+def restorer(*args: str, cfg: VcbConfig | None = None, env: dict | None = None) -> vcb.Plan:
+    return vcb.translate_restore(list(args), cfg or VcbConfig(), env or {})
+
+
+@pytest.mark.parametrize("flags, policy", [((), "keep"), (("-b", "keep"), "keep"), (("-b", "abort"), "keep"),
+                                           (("-b", "overwrite"), "overwrite"), (("-b", "OVERWRITE"), "overwrite")])
+def test_restore_command_line(flags, policy):
+    plan = restorer("-h", "vc:8443", "-u", "bk", "-p", "s3cret", "-s", "/stage/web01-fullVM", *flags)
+    (argv,) = plan.runs
+    assert argv[0] == "restore"
+    assert opt(argv, "-s") == "/stage/web01-fullVM" and opt(argv, "-b") == policy
+    assert opt(argv, "--server") == "vc:8443" and opt(argv, "--user") == "bk"
+    assert not any("s3cret" in a for a in argv) and plan.env["VCBPROXY_PASSWORD"] == "s3cret"
+
+
+def test_restore_log_level_and_config_credentials(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("from-file\n")
+    cfg = parse(f"[vcbproxy]\nHOST = vc1\nUSERNAME = admin\nPASSWORD_FILE = {pw}\n")
+    (argv,) = restorer("-s", "/d", "-L", "0", cfg=cfg).runs
+    assert "--quiet" in argv
+    plan = restorer("-s", "/d", "-L", "5", cfg=cfg)
+    assert plan.runs[0][:2] == ["-vv", "restore"] and "--quiet" not in plan.runs[0]
+    assert "from-file" not in repr(plan.runs)
+
+
+@pytest.mark.parametrize("args, cls, needle", [
+    ((), errors.UsageError, "-s DIR"),
+    (("-s", "/d", "-b", "prompt"), errors.UnsupportedError, "prompt"),
+    (("-s", "/d", "-b", "replace"), errors.UsageError, "keep, abort or overwrite"),
+    (("-s", "/d", "extra"), errors.UsageError, "extra"),
+    (("-s", "/d", "-L", "7"), errors.UsageError, "0..6"),
+    (("-s", "/d", "-x"), errors.UsageError, "-x"),
+])
+def test_restore_refusals(args, cls, needle):
+    with pytest.raises(cls) as info:
+        restorer(*args)
+    assert needle in str(info.value)
+
+
+def test_vcbrestore_script_exits_with_vcbproxy_codes(tmp_path):
+    res = script("vcbRestore", "-p", "hunter2", "-s", str(tmp_path), "-b", "prompt")
+    assert res.returncode == errors.UNSUPPORTED, res.stderr
+    assert "hunter2" not in res.stdout + res.stderr
+    res = script("vcbRestore", "--help")
+    assert res.returncode == 0 and "-b keep|abort|overwrite" in res.stdout

@@ -1,4 +1,4 @@
-"""VCB's command lines (vcbMounter, vcbVmName, vcbSnapshot, vcbCleanup) onto ``vcbproxy``.
+"""VCB's command lines (vcbMounter, vcbVmName, vcbSnapshot, vcbCleanup, vcbRestore) onto ``vcbproxy``.
 
 Each ``translate_*`` function is pure: VCB argv (plus the integration config) in, a
 :class:`Plan` out — the ``vcbproxy`` argv lists to run and the environment they need.
@@ -27,7 +27,7 @@ from vcbproxy import errors
 from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
 
-TOOLS = ("vcbMounter", "vcbVmName", "vcbSnapshot", "vcbCleanup")
+TOOLS = ("vcbMounter", "vcbVmName", "vcbSnapshot", "vcbCleanup", "vcbRestore")
 VCB_MODES_REFUSED = {"hotadd": "hotadd needs the proxy to be a VM on the same host; vcbproxy does not offer it"}
 # VCB's -L 0..6 (0 silent, 3 default, 6 most verbose) onto vcbproxy's -q / -v / -vv.
 LOG_QUIET_BELOW = 2
@@ -220,8 +220,38 @@ def translate_cleanup(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     return Plan(runs, added, dry_run=dry_run)
 
 
+# vcbRestore -b: VCB's behaviours when the VM exists. "abort" is our "keep" (refuse, touch
+# nothing); "prompt" (VCB's default) asks on the console, which a backup product's job cannot
+# answer, so it is refused rather than guessed.
+RESTORE_BEHAVIOURS = {"keep": "keep", "abort": "keep", "overwrite": "overwrite"}
+
+
+def translate_restore(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
+    """vcbRestore [-h host[:port]] [-u user] [-p pw] -s DIR [-b keep|abort|overwrite] [-L 0..6]:
+    put the VM exported in DIR back under its own name on its own datastore (the catalog's)."""
+    tool = "vcbRestore"
+    opts, rest = _getopt(tool, args, "h:u:p:s:b:L:")
+    if rest:
+        raise errors.UsageError(f"{tool}: unexpected argument {rest[0]!r}")
+    if "-s" not in opts:
+        raise errors.UsageError(f"{tool}: -s DIR required (the directory vcbMounter exported to)")
+    behaviour = opts.get("-b", "keep").lower()
+    if behaviour == "prompt":
+        raise errors.UnsupportedError(f"{tool}: -b prompt asks on the console, which vcbproxy never does; "
+                                      "give -b keep (or abort) to refuse an existing VM, -b overwrite to replace it")
+    if behaviour not in RESTORE_BEHAVIOURS:
+        raise errors.UsageError(f"{tool}: -b takes keep, abort or overwrite, not {opts['-b']!r}")
+    conn, added = _connection(opts, cfg, env)
+    verbose, quiet = _verbosity(opts, tool)
+    argv = [*verbose, "restore", "-s", opts["-s"], "-b", RESTORE_BEHAVIOURS[behaviour]]
+    if quiet:
+        argv.append("--quiet")
+    return Plan([argv + conn], added)
+
+
 TRANSLATORS = {"vcbMounter": translate_mounter, "vcbVmName": translate_vmname,
-               "vcbSnapshot": translate_snapshot, "vcbCleanup": translate_cleanup}
+               "vcbSnapshot": translate_snapshot, "vcbCleanup": translate_cleanup,
+               "vcbRestore": translate_restore}
 
 
 def invoke(argv: list[str]) -> int:
