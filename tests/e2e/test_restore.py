@@ -97,6 +97,39 @@ def test_round_trip_restore_as_new_vm_on_another_datastore(env, lab, web01_expor
     assert run(env, "verify", str(again)).code == 0
 
 
+def test_round_trip_from_a_cbt_repository_run(env, lab, lab_client, restored_names, tmp_path):
+    """Restore run 2 of a CBT repository (full, churn, incremental, churn again) as a new VM:
+    its disks, exported again, equal the run's restore point and the lab's disks at run 2's
+    snapshot, not the live VM that moved on."""
+    import json
+
+    assert run(env, "cbt", "enable", "-a", "name:web01").code == 0
+    repo = tmp_path / "repo"
+    for seed in (71, 72):
+        res = run(env, "backup", "-a", "name:web01", "--repo", str(repo), "--json")
+        assert res.code == 0, res
+        lab_client.churn("web01", 3, seed=seed)
+    point = tmp_path / "rp2"
+    res = run(env, "restore-point", "--repo", str(repo), "--run", "2", "--out", str(point))
+    assert res.code == 0, res
+    disks = json.loads((point / "restore-point.json").read_text())["disks"]
+    snapshot = json.loads(next(repo.glob("*/runs/000002/run.json")).read_text())["snapshot"]["moref"]
+    for disk in disks.values():
+        assert disk["sha256"] == lab_client.oracle(snapshot=snapshot, key=disk["key"], raw=True)["sha256"]
+
+    name = "web01-run2"
+    restored_names.append(name)
+    res = run(env, "restore", "--repo", str(repo), "--run", "2", "--name", name, "--datastore", TARGET_DS, "-q")
+    assert res.code == 0, res
+    assert len(_vms_named(env, name)) == 1
+    again = tmp_path / "again"
+    assert run(env, "mount", "-a", f"name:{name}", "-r", str(again), "-q").code == 0
+    assert _hashes(again) == {device: disk["sha256"] for device, disk in disks.items()}
+    live = tmp_path / "live"
+    assert run(env, "mount", "-a", "name:web01", "-r", str(live), "-q").code == 0
+    assert _hashes(live) != _hashes(again)           # the churn after run 2 is not in the restore
+
+
 def test_keep_refuses_an_existing_vm_and_leaves_it_alone(env, lab, lab_client, web01_export):
     before = lab_client.state("web01")
     res = run(env, "restore", "-s", str(web01_export), "-b", "keep")      # same name as the source VM
