@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "vim.version.v8_0_3_0"   # what the lab speaks; vcsim and vSphere 7/8 accept it
 DEFAULT_PORT = 443
+IDLE_RECONNECT_SECONDS = 20
 
 
 @dataclass
@@ -173,7 +174,11 @@ class Session:
             der = fetch_certificate(host, port, opts.timeout)
         stub = SoapAdapter.SoapStubAdapter(
             host=host, port=port, path=path, version=API_VERSION, sslContext=context,
-            thumbprint=pin, httpConnectionTimeout=opts.timeout)
+            thumbprint=pin, httpConnectionTimeout=opts.timeout,
+            # A disk copy can leave the SOAP connection idle for many minutes, and servers close
+            # idle connections (the lab after 60 s); reusing one fails with an SSL EOF. Never reuse
+            # a pooled connection idle for longer than this.
+            connectionPoolTimeout=IDLE_RECONNECT_SECONDS)
         si = vim.ServiceInstance("ServiceInstance", stub)
         session = cls(host=host, port=port, path=path, si=si, stub=stub, ssl_context=context,
                       thumbprint=pin, thumbprint_sha256=pretty_thumbprint(hashlib.sha256(der).hexdigest()),
