@@ -204,6 +204,36 @@ def test_overwrite_puts_the_old_vm_back_when_the_new_one_fails_to_register(env, 
     assert _hashes(again) == _hashes(web01_export)
 
 
+def test_vcbrestore_with_vcb_flags_keeps_then_overwrites(env, lab, web01_export, restored_names, tmp_path):
+    """scripts/vcbRestore as a backup product runs it: VCB's -h -u -p -s -b, the VM's own name
+    from the export; -b keep refuses the existing VM (exit 14), -b overwrite replaces it."""
+    import subprocess
+
+    from tests.e2e.cli import ROOT
+
+    name = "restore-vcb"
+    restored_names.append(name)
+    assert run(env, "restore", "-s", str(web01_export), "--name", name, "--datastore", TARGET_DS, "-q").code == 0
+    export = tmp_path / "export"                      # an export whose own name is restore-vcb
+    assert run(env, "mount", "-a", f"name:{name}", "-r", str(export), "-q").code == 0
+    first = _vms_named(env, name)
+    flags_env = {k: v for k, v in env.items()
+                 if k not in ("VCBPROXY_SERVER", "VCBPROXY_USER", "VCBPROXY_PASSWORD", "VCBPROXY_PASSWORD_FILE")}
+    vcb = [str(ROOT / "scripts" / "vcbRestore"), "-h", f"127.0.0.1:{lab.info['https_port']}",
+           "-u", lab.info["user"], "-p", lab.password, "-s", str(export)]
+    proc = subprocess.run([*vcb, "-b", "keep"], env=flags_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 14, proc.stderr
+    assert "already exists" in proc.stderr and lab.password not in proc.stdout + proc.stderr
+    assert _vms_named(env, name) == first
+    proc = subprocess.run([*vcb, "-b", "overwrite"], env=flags_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    second = _vms_named(env, name)
+    assert len(second) == 1 and second != first
+    again = tmp_path / "again"
+    assert run(env, "mount", "-a", f"name:{name}", "-r", str(again), "-q").code == 0
+    assert _hashes(again) == _hashes(web01_export)
+
+
 def test_damaged_export_is_refused_before_any_upload(env, lab, web01_export, tmp_path):
     import shutil
 
