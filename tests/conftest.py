@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.vcsim",
     "tests.fixtures.endpoints",
     "tests.fixtures.bacula",
+    "tests.fixtures.tools",
 ]

@@ -14,11 +14,15 @@ from tests.e2e.cli import ROOT
 from tests.e2e.oracle import assert_export_matches_lab, vcb_snapshots
 from tests.e2e.test_bacula import tree_hashes
 from tests.e2e.test_compat_scripts import lab_config
+from tests.fixtures.tools import need
 from vcbproxy.jobs.verify import verify_export
 
 RSNAPSHOT = shutil.which("rsnapshot")
-pytestmark = pytest.mark.skipif(not RSNAPSHOT or not shutil.which("rsync"),
-                                reason="rsnapshot/rsync not installed; scripts/test installs them")
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    need("rsnapshot", "rsync")
 
 
 def rsnapshot(tmp: Path, source: Path, *, pre: str | None = None, post: str | None = None,

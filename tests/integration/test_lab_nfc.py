@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import shutil
 import ssl
 import subprocess
 import time
@@ -25,7 +24,7 @@ from vcbproxy.lab.client import LabClient
 
 VM = "web01"          # powered on: exported through a snapshot
 VM_OFF = "files01"    # powered off: ExportVm
-needs_qemu = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img not installed")
+needs_qemu = pytest.mark.usefixtures("qemu_img")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import os
 import random
-import shutil
 import subprocess
 
 import pytest
@@ -13,8 +12,7 @@ from vcbproxy.vmdk.sparse import SparseExtent
 from vcbproxy.vmdk.stream import iter_stream_optimized
 from vcbproxy.vmdk.writers import FORMATS, open_writer
 
-pytestmark = pytest.mark.skipif(not (shutil.which("qemu-img") and shutil.which("qemu-io")),
-                                reason="qemu-img/qemu-io not installed")
+pytestmark = pytest.mark.usefixtures("qemu_img")
 
 MIB = 1 << 20
 GIB = 1 << 30

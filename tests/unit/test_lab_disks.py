@@ -7,7 +7,6 @@ export at the matching journal mark, before and after every kind of snapshot mer
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -24,7 +23,7 @@ from vcbproxy.vmdk.sparse import SparseExtent
 MIB = 1 << 20
 CAP = 8 * MIB
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+pytestmark = pytest.mark.usefixtures("qemu_img")
 
 
 def qemu_raw(image: Path, out: Path) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from vcbproxy.staging.catalog import write_catalog
 from vcbproxy.staging.exportdir import INCOMPLETE_MARKER
 from vcbproxy.staging.manifest import MANIFEST, read_manifest, sha256_file, write_manifest
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
+pytestmark = pytest.mark.usefixtures("qemu_img")
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPACITY = 4 << 20

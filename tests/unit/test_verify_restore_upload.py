@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import shutil
 import subprocess
 import threading
 import urllib.parse
@@ -23,7 +22,7 @@ from vcbproxy.models import DatastorePath
 from vcbproxy.staging.vmx import parse_vmx
 from vcbproxy.transport.put import FileUploader
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
+pytestmark = pytest.mark.usefixtures("qemu_img")
 
 COOKIE = 'vmware_soap_session="test-cookie"'
 
