@@ -76,5 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("vcbproxy: interrupted", err=True)
         sys.exit(errors.SIGINT)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        logging.getLogger("vcbproxy").debug("unexpected failure", exc_info=True)
+        click.echo(f"vcbproxy: error: unexpected failure: {type(exc).__name__}: {exc} "
+                   f"(a bug; run with -vv for the traceback)", err=True)
+        sys.exit(errors.FAILURE)
     # Commands return an int exit code (e.g. 3 when done with warnings) or None for 0.
     sys.exit(rv if isinstance(rv, int) else errors.OK)

@@ -156,7 +156,11 @@ def compare(selector, runs, churn_percent, lab_info, workdir, mode, fmt, no_char
             raise errors.UsageError("--churn writes into the guest through the lab: give --lab-info")
         from vcbproxy.lab.client import LabClient
 
-        lab = LabClient(json.loads(lab_info.readline()))
+        try:
+            lab = LabClient(json.loads(lab_info.readline()))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise errors.UsageError(f"--lab-info {lab_info.name} is not the JSON line 'vcbproxy lab serve' "
+                                    f"prints ({exc})") from exc
     if workdir.exists() and any(workdir.iterdir()):
         raise errors.StagingError(f"{workdir} is not empty; compare needs a fresh directory")
     spec = server()
