@@ -275,6 +275,7 @@ def test_upload_cut_halfway_leaves_nothing_registered_and_no_stray_files(env, la
     assert "Traceback" not in err
     assert not _vms_named(env, name)
     assert _files_under(lab, TARGET_DS, name) == []
+    assert not lab_endpoint(lab).path(TARGET_DS, name).exists()     # nor the folder it made
 
 
 def test_upload_dropped_by_the_host_fails_cleanly(env, lab, lab_client, web01_export, restored_names):
@@ -291,3 +292,4 @@ def test_upload_dropped_by_the_host_fails_cleanly(env, lab, lab_client, web01_ex
     assert "Traceback" not in res.err
     assert not _vms_named(env, name)
     assert _files_under(lab, TARGET_DS, name) == []
+    assert not lab_endpoint(lab).path(TARGET_DS, name).exists()

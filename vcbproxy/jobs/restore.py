@@ -290,7 +290,10 @@ def _restore_from(session, source: Path, options: RestoreOptions, progress: Prog
         plan = _free_directory(uploader, plan, options.policy)
         log.info("restoring %s as %s into [%s] %s", source, plan.name, plan.datastore, plan.directory)
         registered: VmRef | None = None
+        made: list[DatastorePath] = []       # the VM folder, if this run created it
         try:
+            if _make_folder(session, plan):
+                made.append(DatastorePath(plan.datastore, plan.directory))
             _upload_all(uploader, plan, uploaded, progress)
             if existing is None:
                 registered = _register(session, plan, options)
@@ -299,7 +302,7 @@ def _restore_from(session, source: Path, options: RestoreOptions, progress: Prog
         except BaseException as exc:
             log.error("restore of %s failed: %s", plan.name, exc)
             if registered is None:
-                _delete_uploaded(session, uploaded)
+                _delete_uploaded(session, made + uploaded)     # newest first: the folder last
             raise
     result = RestoreResult(registered, plan.vmx_path, uploaded, existing)
     if existing is not None:
@@ -344,6 +347,18 @@ def _free_directory(uploader, plan: RestorePlan, policy: str) -> RestorePlan:
                                       f"or --name/--datastore for another place")
     raise errors.StagingError(f"no free directory for {plan.name} on [{plan.datastore}] "
                               f"after {MAX_DIRECTORY_TRIES} tries")
+
+
+def _make_folder(session, plan: RestorePlan) -> bool:
+    """Create the VM's folder; whether it is new. A server without MakeDirectory still takes
+    the PUTs (the file service creates folders), the folder is then just not cleaned up."""
+    from vcbproxy.vsphere.datastore import make_directory
+
+    try:
+        return make_directory(session, DatastorePath(plan.datastore, plan.directory))
+    except errors.UnsupportedError as exc:
+        log.debug("cannot create the folder first: %s", exc)
+        return False
 
 
 def _upload_all(uploader, plan: RestorePlan, uploaded: list[DatastorePath], progress: Progress) -> None:

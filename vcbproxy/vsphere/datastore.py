@@ -45,8 +45,9 @@ def delete_file(session, path: DatastorePath, *, timeout: float = DEFAULT_TIMEOU
         raise
 
 
-def make_directory(session, path: DatastorePath, *, parents: bool = True) -> None:
-    """Create a folder on a datastore; one that already exists is fine (idempotent)."""
+def make_directory(session, path: DatastorePath, *, parents: bool = True) -> bool:
+    """Create a folder on a datastore; True if this call created it, False if it was there
+    (so a caller knows whether the folder is its own to remove)."""
     what = f"creating folder {path}"
     dc = _datacenter(session)
     try:
@@ -55,5 +56,6 @@ def make_directory(session, path: DatastorePath, *, parents: bool = True) -> Non
                                                       createParentDirectories=parents)
     except errors.StagingError as exc:
         if isinstance(exc.__cause__, vim.fault.FileAlreadyExists):
-            return
+            return False
         raise
+    return True
