@@ -26,17 +26,20 @@ from vcbproxy.jobs.connection import connect
 @click.option("-b", "--behavior", "policy", type=click.Choice(["keep", "overwrite"]), default="keep",
               show_default=True,
               help="keep: refuse an existing VM or file of that name; overwrite: replace the VM of the "
-                   "same name, only after every file is uploaded.")
+                   "same name once every file is uploaded (the old VM is unregistered, put back if the new "
+                   "one fails to register, and its files deleted only after the new one is registered).")
 @click.option("--power-on", is_flag=True, help="Power the VM on once it is registered.")
 @click.option("--no-verify", is_flag=True, help="Skip verifying the export before uploading (not advised).")
 @output_options
 @server_options
 def restore(source, repo, run_number, repo_vm, name, datastore, folder, resource_pool, host, policy, power_on, no_verify, json_output,
             quiet, server):
-    """Verify an export (or a CBT repository run, rebuilt first), upload its disks (as VMFS descriptor + flat extent), .vmx and .nvram
-    through the datastore file service, register the VM and optionally power it on.
+    """Verify an export (or a CBT repository run, rebuilt first), upload its disks (as VMFS
+    descriptor + flat extent), .vmx, .nvram and vmware.log through the datastore file service,
+    register the VM and optionally power it on.
 
-    A failed restore deletes what it uploaded and leaves an existing VM untouched.
+    A failed restore deletes what it uploaded (and the folder it created) and leaves an existing
+    VM registered and untouched.
     """
     from vcbproxy.jobs.restore import RestoreOptions
     from vcbproxy.jobs.restore import restore as do_restore
