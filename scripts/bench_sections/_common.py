@@ -99,16 +99,21 @@ def best_mount(info: dict, out_dir: Path, repeat: int, *args: str) -> dict:
 
 
 def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:
-    """(datastore, files) an export of ``vm`` reads: the files of its lab directory.
+    """(datastore, files) an export of ``vm`` reads: the files of its directory.
 
+    The directory comes from ``vcbproxy vms`` (its vmx path), not from guessing names.
     Call it with no export running, so no snapshot delta disks are there.
     """
-    for ds, root in info["datastores"].items():
-        for vmx in Path(root).glob(f"*/{vm}.vmx"):
-            files = sorted(p for p in vmx.parent.iterdir()
-                           if p.is_file() and p.name.endswith(VM_FILE_SUFFIXES))
-            return ds, files
-    raise SystemExit(f"bench: no {vm}.vmx in the lab's datastores")
+    proc = subprocess.run([sys.executable, "-m", "vcbproxy", "vms", "-s", f"name:{vm}", "--json"],
+                          env=cli_env(info), cwd=ROOT, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"bench: vcbproxy vms -s name:{vm} failed: {proc.stderr.strip()}")
+    vmx = json.loads(proc.stdout)[0]["vmx_path"]          # "[datastore2] files01/files01.vmx"
+    ds, rel = vmx[1:].split("] ", 1)
+    directory = Path(info["datastores"][ds]) / Path(rel).parent
+    files = sorted(p for p in directory.iterdir()
+                   if p.is_file() and p.name.endswith(VM_FILE_SUFFIXES))
+    return ds, files
 
 
 def warm(paths) -> None:
