@@ -20,4 +20,4 @@ def env(lab, lab_client):
     yield cli_env(lab.info)
     lab_client.set_faults(drop_after_bytes=None, throttle_bps=None, fail_next_snapshot_create=False,
                           fail_next_snapshot_remove=False, fail_quiesce=False, task_delay=0.0,
-                          drop_count=1, cbt_page_bytes=8 << 20, reset_cbt=None)
+                          drop_count=1, cbt_page_bytes=None, cbt_max_areas=2048, reset_cbt=None)

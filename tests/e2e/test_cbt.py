@@ -75,11 +75,14 @@ def test_full_then_incrementals_restore_exactly_and_read_only_what_changed(cbt_o
     assert not vcb_snapshots(lab_client, VM)
 
 
-def test_paged_changed_areas_are_followed_to_the_end_of_the_disk(cbt_on, env, lab_client, tmp_path):
+@pytest.mark.parametrize("paging", [{"cbt_page_bytes": 1 << 20}, {"cbt_max_areas": 2}],
+                         ids=["1MiB-per-call", "2-areas-per-call"])
+def test_paged_changed_areas_are_followed_to_the_end_of_the_disk(cbt_on, env, lab_client, tmp_path, paging):
     repo = tmp_path / "repo"
+    lab_client.set_faults(**paging)                   # the full read pages too
     assert backup(env, repo)[0].code == 0
+    assert_restore_point_matches(env, lab_client, repo, 1, tmp_path)
     lab_client.churn(VM, 5, seed=7)
-    lab_client.set_faults(cbt_page_bytes=1 << 20)     # one call covers 1 MiB of the disk
     res, summary = backup(env, repo)
     assert res.code == 0, res
     assert summary["changed_bytes"] > 0

@@ -19,7 +19,8 @@ SWITCHES: dict[str, tuple[type, Any]] = {
     "session_timeout": (float, 1800.0),  # idle seconds before a session expires
     "lease_timeout": (float, 300.0),     # seconds an NFC lease lives without a progress call
     "reset_cbt": (str, None),            # one-shot: VM moref or name whose tracking is reset
-    "cbt_page_bytes": (int, 8 << 20),    # how much of a disk one QueryChangedDiskAreas covers
+    "cbt_page_bytes": (int, None),       # cap on how much of a disk one QueryChangedDiskAreas covers
+    "cbt_max_areas": (int, 2048),        # ... and on how many areas one answer holds (as ESXi)
 }
 
 

@@ -47,6 +47,9 @@ def reconfigure(call, this, spec):
     return start_task(call, this, "ReconfigVM_Task", "VirtualMachine.reconfigure", work)
 
 
+MAX_AREAS_PER_CALL = 2048
+
+
 @method("QueryChangedDiskAreas")
 def query_changed_disk_areas(call, this, snapshot=None, deviceKey=None, startOffset=0,
                              changeId=None):
@@ -74,6 +77,12 @@ def query_changed_disk_areas(call, this, snapshot=None, deviceKey=None, startOff
             raise vmodl.fault.InvalidArgument(
                 msg=f"A specified parameter was not correct: changeId ({exc})",
                 invalidProperty="changeId") from None
+    max_areas = lab.faults.get("cbt_max_areas") or MAX_AREAS_PER_CALL
+    if len(areas) > max_areas:
+        # Like ESXi, answer a bounded number of areas and say how far the answer reaches; the
+        # caller asks again from startOffset + length.
+        areas = areas[:max_areas]
+        covered = areas[-1][0] + areas[-1][1] - int(startOffset or 0)
     return vim.VirtualMachine.DiskChangeInfo(
         startOffset=int(startOffset or 0), length=covered,
         changedArea=[vim.VirtualMachine.DiskChangeInfo.DiskChangeExtent(start=o, length=n)
