@@ -266,3 +266,23 @@ def test_latin1_descriptor_names(tmp_path, opener):
     chain = DiskChain.open("d.vmdk", opener)
     assert chain.files() == ["d.vmdk", "d\xe9.bin"]
     assert chain.read(0, 1024) == b"\x05" * 1024
+
+
+def test_descriptor_padded_with_nuls_and_a_stray_newline_is_read(tmp_path):
+    # qemu-img sometimes pads a monolithicFlat descriptor to 512 bytes as "text\0\n\0\0...".
+    from vcbproxy.vmdk.chain import DiskChain
+    from vcbproxy.vmdk.io import local_opener
+
+    (tmp_path / "d-flat.vmdk").write_bytes(b"\1" * 4096)
+    text = b'# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\n' \
+           b'RW 8 FLAT "d-flat.vmdk" 0\n'
+    (tmp_path / "d.vmdk").write_bytes((text + b"\0\n").ljust(512, b"\0"))
+    chain = DiskChain.open("d.vmdk", local_opener(tmp_path))
+    assert chain.capacity == 4096 and chain.read(0, 4096) == b"\1" * 4096
+    (tmp_path / "d.vmdk").write_bytes((text + b"\0\x7fELF").ljust(512, b"\0"))
+    import pytest
+
+    from vcbproxy.vmdk import VmdkError
+
+    with pytest.raises(VmdkError, match="binary content"):
+        DiskChain.open("d.vmdk", local_opener(tmp_path))

@@ -247,8 +247,10 @@ def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
         raise VmdkError(f"{name}: vmfsSparse (COWD) delta disks are unsupported")
     if ra.size > MAX_DESCRIPTOR:
         raise VmdkError(f"{name}: not a VMDK descriptor ({ra.size} bytes)")
-    raw = ra.pread(0, ra.size)
-    if b"\0" in raw.rstrip(b"\0"):
+    raw, _, padding = ra.pread(0, ra.size).partition(b"\0")
+    # Descriptor files may be padded to a sector; qemu-img's padding is NULs with a stray
+    # newline among them. Anything else after the first NUL means this is not a descriptor.
+    if padding.strip(b"\0\r\n"):
         raise VmdkError(f"{name}: not a VMDK descriptor (binary content)")
     try:
         text = raw.decode("utf-8")
