@@ -131,16 +131,16 @@ def _chart(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = [r["run"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
     width = 0.38
     ax1.bar([x - width / 2 for x in runs], [r["full_seconds"] for r in rows], width, label="VCB full export")
     ax1.bar([x + width / 2 for x in runs], [r["cbt_seconds"] for r in rows], width, label="CBT backup")
     ax1.set(title="Backup window per run", xlabel="run", ylabel="seconds", xticks=runs)
-    ax1.legend()
     ax2.bar([x - width / 2 for x in runs], [r["full_read"] / (1 << 20) for r in rows], width, label="VCB full export")
     ax2.bar([x + width / 2 for x in runs], [r["cbt_read"] / (1 << 20) for r in rows], width, label="CBT backup")
     ax2.set(title="Bytes read from the host per run", xlabel="run", ylabel="MiB", xticks=runs)
-    ax2.legend()
-    fig.tight_layout()
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)  # below, never over a bar
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
