@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     if len(sys.argv) < 2:
-        print("usage: python -m vcbproxy.compat vcbMounter|vcbVmName|vcbSnapshot|vcbCleanup|"
+        print("usage: python -m vcbproxy.compat vcbMounter|vcbVmName|vcbSnapshot|vcbRestore|vcbCleanup|"
               "pre-command|post-command ARGS...", file=sys.stderr)
         sys.exit(2)
     tool, args = sys.argv[1], sys.argv[2:]
