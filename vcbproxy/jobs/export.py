@@ -216,7 +216,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             if not succeeded:
                 # A failed export leaves nothing a backup product could mistake for a good one.
                 ExportDir.remove(export_dir.path)
-        write_manifest(export_dir.path)
+        write_manifest(export_dir.path, known=_hashed_while_copying(export_dir.path, disk_results))
         export_dir.complete()
 
     progress.event("vm_done", vm=vm.name, directory=str(directory), warnings=len(result.warnings))
@@ -227,6 +227,22 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             result.warnings.append(f"post-command failed: {exc}")
             log.warning("post-command failed: %s", exc)
     return result
+
+
+def _hashed_while_copying(directory: Path, disk_results: dict[str, DiskCopyResult]) -> dict[str, str]:
+    """File hashes the disk copies already know, so the manifest re-reads only the other files.
+
+    A raw flat extent is trusted at exactly the disk's size only: then its bytes are the
+    content that was hashed while copying (holes read back as zeros). The small files
+    (.vmx, .nvram, logs, catalog, metadata) are hashed again: cheap, and some change after
+    being written (the run log).
+    """
+    known = {}
+    for res in disk_results.values():
+        for name, digest in res.file_sha256.items():
+            if name in res.files and (directory / name).stat().st_size == res.capacity:
+                known[name] = digest
+    return known
 
 
 def _hook_context(vm: VmRef, directory: Path, status: str = "") -> dict[str, str]:
@@ -376,26 +392,63 @@ def _match_lease_disks(disks: list[DiskInfo], entries: list[dict]) -> dict[str, 
     return {d.device_id: e for d, e in zip(disks, entries, strict=True)}
 
 
+class _StoredStream:
+    """The writer for ``-m nfc --format stream``: the host already sends streamOptimized, so
+    its bytes are stored as they arrive (``sink``, fed by the transport) instead of being
+    inflated and deflated again. The grains ``copy_grains`` writes here were parsed from
+    those same bytes only to hash the content and prove the stream whole; they are dropped.
+
+    The embedded descriptor names the extent as the host chose; a streamOptimized VMDK is a
+    single monolithic extent, so readers (qemu-img, ``verify``) use the file itself, and
+    the export's .vmx names the file by its staged name."""
+
+    def __init__(self, path: Path):
+        self.sink = AtomicFile(path)
+        self.name = path.name
+
+    def write(self, offset: int, data: bytes) -> None:
+        pass
+
+    def close(self) -> list[str]:
+        self.sink.commit()
+        return [self.name]
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
 def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportDir, basename: str,
                      options: ExportOptions, progress: Progress, vm: VmRef) -> DiskCopyResult:
+    from vcbproxy.vmdk import VmdkError
     from vcbproxy.vmdk.writers import open_writer
 
     key = f"{vm.name}:{disk.device_id}"
     progress.start_item(key, disk.capacity, f"{vm.name} {disk.label}")
-    writer = open_writer(options.fmt, export_dir.path, basename, disk.capacity, uuid=disk.uuid or None)
-    source = transport.open_disk(entry)
+    if options.fmt == "stream":
+        writer = _StoredStream(export_dir.file(basename + ".vmdk"))
+    else:
+        writer = open_writer(options.fmt, export_dir.path, basename, disk.capacity,
+                             uuid=disk.uuid or None)
+    source = None
     try:
+        source = transport.open_disk(entry, sink=getattr(writer, "sink", None))
         if source.capacity != disk.capacity:
             raise errors.TransportError(
                 f"{disk.label}: the NFC stream has {source.capacity} bytes, the disk {disk.capacity}")
         result = copy_grains(source.grains(), writer, capacity=disk.capacity,
                              advance=lambda n: progress.advance(key, n))
+        source.close()
         result.files = writer.close()
+    except VmdkError as exc:
+        writer.abort()
+        raise errors.TransportError(f"{vm.name} {disk.label}: the NFC stream is not a valid "
+                                    f"streamOptimized VMDK: {exc}") from exc
     except BaseException:
         writer.abort()
         raise
     finally:
-        source.close()
+        if source is not None:
+            source.close()
     progress.finish_item(key, sha256=result.content_sha256, bytes_read=result.bytes_read)
     return result
 

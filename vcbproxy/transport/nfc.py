@@ -30,21 +30,58 @@ PROGRESS_EVERY = 2.0          # seconds between lease progress calls (leases exp
 
 
 class _CountingReader:
-    """File-like view of a response body that counts bytes and refuses to run short."""
+    """File-like view of a response body that counts bytes and refuses to run short.
 
-    def __init__(self, resp: http.client.HTTPResponse, label: str):
+    The stream parser asks for a sector, a marker, a grain at a time; the body is fetched
+    in blocks of up to READ_BLOCK (``read1``: whatever has arrived, never waiting for a full
+    block) and served from a buffer. Each block is also handed, as it arrived, to ``sink``
+    (``.write(bytes)``) when one is given: that is how ``--format stream`` stores the
+    host's bytes untouched while they are parsed.
+    """
+
+    READ_BLOCK = 1 << 20
+
+    def __init__(self, resp: http.client.HTTPResponse, label: str, sink=None):
         self._resp = resp
         self.label = label
+        self.sink = sink
         self.bytes = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
 
-    def read(self, n: int = -1) -> bytes:
+    def _fill(self) -> bool:
+        """Append the next block of the body to the buffer; False at its end."""
+        if self._eof:
+            return False
         try:
-            data = self._resp.read() if n is None or n < 0 else self._resp.read(n)
+            data = self._resp.read1(self.READ_BLOCK)
         except (OSError, http.client.HTTPException) as exc:
             raise errors.TransportError(
                 f"NFC stream of {self.label} broke after {self.bytes} bytes: {describe(exc)}"
             ) from exc
+        if not data:
+            self._eof = True
+            return False
         self.bytes += len(data)
+        if self.sink is not None:
+            self.sink.write(data)
+        self._buf += data
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            while self._fill():
+                pass
+            n = len(self._buf) - self._pos
+        else:
+            while len(self._buf) - self._pos < n and self._fill():
+                pass
+        data = bytes(self._buf[self._pos:self._pos + n])
+        self._pos += len(data)
+        if self._pos >= self.READ_BLOCK:      # keep the buffer about one block long
+            del self._buf[:self._pos]
+            self._pos = 0
         return data
 
     def readinto(self, buffer) -> int:
@@ -52,16 +89,29 @@ class _CountingReader:
         buffer[:len(data)] = data
         return len(data)
 
+    def drain(self) -> int:
+        """Fetch the rest of the body (so ``sink`` holds all of it); returns the bytes the
+        parser had not consumed."""
+        while self._fill():
+            pass
+        rest = len(self._buf) - self._pos
+        self._buf, self._pos = bytearray(), 0
+        return rest
+
 
 class NfcDisk:
-    """A disk from the lease: ``capacity`` and ``grains()`` → (offset, bytes), in order."""
+    """A disk from the lease: ``capacity`` and ``grains()`` → (offset, bytes), in order.
+
+    With ``sink``, every byte of the download is also written to it as it arrives, and the
+    stream must be complete (end-of-stream marker) for ``grains()`` to finish cleanly.
+    """
 
     holes_known = True                # only allocated grains are sent
 
-    def __init__(self, transport: NfcTransport, device_url: dict):
+    def __init__(self, transport: NfcTransport, device_url: dict, *, sink=None):
         self._t = transport
         self.device_url = device_url
-        self.capacity, self._grains = transport.iter_disk(device_url)
+        self.capacity, self._grains = transport.iter_disk(device_url, sink=sink)
         self.size = self.capacity
 
     def grains(self) -> Iterator[tuple[int, bytes]]:
@@ -138,8 +188,12 @@ class NfcTransport(Transport):
         except errors.VcbProxyError as exc:
             log.warning("lease progress call failed: %s", exc)
 
-    def iter_disk(self, device_url: dict) -> tuple[int, Iterator[tuple[int, bytes]]]:
-        """(capacity, grains) of one lease disk, parsed while it downloads."""
+    def iter_disk(self, device_url: dict, *, sink=None) -> tuple[int, Iterator[tuple[int, bytes]]]:
+        """(capacity, grains) of one lease disk, parsed while it downloads.
+
+        ``sink`` (``.write(bytes)``) receives the raw body as it arrives, all of it once
+        ``grains`` is exhausted; the stream must then end with its end-of-stream marker.
+        """
         from vcbproxy.vmdk.stream import iter_stream_optimized
 
         url = self._url(device_url["url"])
@@ -167,8 +221,12 @@ class NfcTransport(Transport):
             conn.close()
             raise errors.TransportError(f"NFC download of {label}: HTTP {resp.status} {resp.reason}")
         self.stats.add(requests=1)
-        reader = _CountingReader(resp, label)
-        parsed = iter_stream_optimized(reader)
+        reader = _CountingReader(resp, label, sink)
+        try:
+            parsed = iter_stream_optimized(reader, require_end=sink is not None)
+        except BaseException:
+            conn.close()
+            raise
         capacity, grains = parsed if isinstance(parsed, tuple) else (parsed.capacity, iter(parsed))
         return capacity, self._grains(grains, reader, conn, capacity)
 
@@ -181,6 +239,11 @@ class NfcTransport(Transport):
                 self.stats.add(bytes_read=reader.bytes - counted)
                 counted = reader.bytes
                 self._progress((offset + len(data)) / capacity if capacity else 1.0)
+            if reader.sink is not None:
+                trailing = reader.drain()       # nothing, from a well-behaved host
+                if trailing:
+                    log.info("NFC stream of %s: %d bytes after the end-of-stream marker, kept",
+                             reader.label, trailing)
             self._done_disks += 1
         finally:
             self.stats.add(bytes_read=reader.bytes - counted, seconds=time.monotonic() - started)
@@ -206,8 +269,9 @@ class NfcTransport(Transport):
             return NfcDisk(self, entry)  # type: ignore[return-value]
         return self._files.open(file=file)
 
-    def open_disk(self, device_url: dict) -> NfcDisk:
-        return NfcDisk(self, device_url)
+    def open_disk(self, device_url: dict, *, sink=None) -> NfcDisk:
+        """The lease disk at ``device_url``; ``sink`` gets its raw bytes (see :class:`NfcDisk`)."""
+        return NfcDisk(self, device_url, sink=sink)
 
     def close(self) -> None:
         self.pool.close()

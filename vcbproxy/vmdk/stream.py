@@ -178,11 +178,14 @@ def _skip(reader, n: int) -> None:
         n -= len(data)
 
 
-def iter_stream_optimized(reader) -> tuple[int, Iterator[tuple[int, bytes]]]:
+def iter_stream_optimized(reader, *, require_end: bool = False
+                          ) -> tuple[int, Iterator[tuple[int, bytes]]]:
     """``(capacity, grains)`` from a sequential reader (``.read(n)``; never seeks).
 
     The header is read before returning, so a bad stream fails early; ``grains`` yields
     ``(offset, decompressed bytes)`` in stream order, clipped to the capacity.
+    ``require_end``: a stream that stops without its end-of-stream marker is an error
+    (a file that will be stored as it came must be complete); by default it is tolerated.
     """
     head = _read_exact(reader, SECTOR)
     header = SparseHeader.unpack(head)
@@ -200,6 +203,8 @@ def iter_stream_optimized(reader) -> tuple[int, Iterator[tuple[int, bytes]]]:
         while True:
             sector = _read_exact(reader, SECTOR)
             if not sector:
+                if require_end:
+                    raise VmdkError("streamOptimized stream ends without its end-of-stream marker")
                 return  # tolerated: some writers stop after the last grain
             if len(sector) != SECTOR:
                 raise VmdkError("streamOptimized stream ends inside a marker")
