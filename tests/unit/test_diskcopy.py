@@ -65,3 +65,17 @@ def test_copy_grains_fills_gaps_with_zeros_and_clips_the_tail():
     assert sum(advanced) == 300
     with pytest.raises(ValueError, match="backwards"):
         copy_grains([(100, b"a"), (0, b"b")], MemoryWriter(300), capacity=300)
+
+
+class FlatLikeWriter(MemoryWriter):
+    flat_name = "disk-flat.vmdk"   # what FlatWriter exposes: its extent is the raw disk
+
+
+def test_a_raw_flat_extent_reports_its_file_hash():
+    files = sources()
+    writer = FlatLikeWriter(8192)
+    result = copy_runs([Run(0, 4096, "a", 0), Run(4096, 4096, None, 0)], stream_of(files), writer,
+                       capacity=8192)
+    assert result.file_sha256 == {"disk-flat.vmdk": result.content_sha256}
+    grains = copy_grains([(0, b"z" * 512)], FlatLikeWriter(1024), capacity=1024)
+    assert grains.file_sha256 == {"disk-flat.vmdk": hashlib.sha256(b"z" * 512 + bytes(512)).hexdigest()}

@@ -127,3 +127,30 @@ def test_sha256_file_with_holes_equals_plain_hash(tmp_path, layout):
     assert sha256_file(path, bufsize=4096) == expected
     if layout == "all_hole":
         assert os.stat(path).st_blocks == 0     # truly sparse, so the hole path was taken
+
+
+def test_known_hashes_are_taken_as_given_and_the_rest_hashed(tmp_path):
+    d = _export(tmp_path)
+    disk = d / "scsi0-0-0-web01.vmdk"
+    true_digest = hashlib.sha256(disk.read_bytes()).hexdigest()
+    # A known hash is trusted, not recomputed: a deliberately different value shows up as is.
+    stand_in = hashlib.sha256(b"computed while writing").hexdigest()
+    write_manifest(d, known={"scsi0-0-0-web01.vmdk": stand_in})
+    listed = read_manifest(d / "MANIFEST.sha256")
+    assert listed["scsi0-0-0-web01.vmdk"] == stand_in
+    assert listed["web01.nvram"] == hashlib.sha256((d / "web01.nvram").read_bytes()).hexdigest()
+    assert len(listed) == 5
+    assert verify_manifest(d) == ["changed: scsi0-0-0-web01.vmdk"]
+    # With the right known hash the manifest is the same as hashing everything.
+    write_manifest(d, known={"scsi0-0-0-web01.vmdk": true_digest.upper()})
+    with_known = (d / "MANIFEST.sha256").read_text()
+    write_manifest(d)
+    assert (d / "MANIFEST.sha256").read_text() == with_known
+    assert verify_manifest(d) == []
+
+
+def test_a_known_hash_for_a_file_not_in_the_export_is_an_error(tmp_path):
+    d = _export(tmp_path)
+    with pytest.raises(errors.StagingError, match="gone.vmdk"):
+        write_manifest(d, known={"gone.vmdk": "0" * 64})
+    assert not (d / "MANIFEST.sha256").exists()

@@ -24,6 +24,9 @@ class DiskCopyResult:
     content_sha256: str = ""     # of the whole virtual disk, zeros included
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    # {file name: sha256} of written files whose hash is known without reading them back
+    # (a raw flat extent holds the disk byte for byte); the manifest uses them.
+    file_sha256: dict[str, str] = field(default_factory=dict)
 
 
 def _hash_zeros(hasher, length: int) -> None:
@@ -31,6 +34,12 @@ def _hash_zeros(hasher, length: int) -> None:
         n = min(length, len(ZERO_CHUNK))
         hasher.update(memoryview(ZERO_CHUNK)[:n])
         length -= n
+
+
+def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
+    """A writer's raw flat extent (``flat_name``) is the disk's content as is: same hash."""
+    flat_name = getattr(writer, "flat_name", None)
+    return {flat_name: result.content_sha256} if flat_name else {}
 
 
 def copy_runs(
@@ -74,6 +83,7 @@ def copy_runs(
     if position != capacity:
         raise ValueError(f"disk map covers {position} of {capacity} bytes")
     result.content_sha256 = hasher.hexdigest()
+    result.file_sha256 = _known_file_hashes(writer, result)
     result.seconds = time.monotonic() - started
     return result
 
@@ -109,5 +119,6 @@ def copy_grains(
         result.bytes_zero += capacity - position
         advance(capacity - position)
     result.content_sha256 = hasher.hexdigest()
+    result.file_sha256 = _known_file_hashes(writer, result)
     result.seconds = time.monotonic() - started
     return result

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from vcbproxy.errors import StagingError, VerifyError
@@ -127,15 +128,27 @@ def _check_relative(rel: str) -> str:
     return rel
 
 
-def write_manifest(export_dir: Path, entries: dict[str, str] | None = None, *, name: str = MANIFEST) -> Path:
-    """Write the manifest: ``entries`` ({relative path: sha256}) or every file of the export hashed now."""
+def write_manifest(export_dir: Path, entries: dict[str, str] | None = None, *, name: str = MANIFEST,
+                   known: Mapping[str, str] | None = None) -> Path:
+    """Write the manifest: ``entries`` ({relative path: sha256}) as given, or every file of the export.
+
+    Without ``entries`` each file is hashed now, except those in ``known``: hashes computed
+    while the file was written (a flat extent's is the disk's content hash), so a 1 GiB
+    disk is not read a second time just to list it. A known file that is not in the
+    export means the caller lost track of its files, an error rather than a silent gap.
+    """
     export_dir = Path(export_dir)
     if entries is None:
         files, others = _walk(export_dir, name)
         if others:
             raise StagingError(f"{export_dir} holds {others[0]!r}, which is not a regular file; "
                                f"an export never contains links or devices")
-        entries = {rel: sha256_file(inside(export_dir, export_dir / rel)) for rel in files}
+        known = dict(known or {})
+        missing = sorted(set(known) - set(files))
+        if missing:
+            raise StagingError(f"{missing[0]!r} was hashed while written but is not in {export_dir}")
+        entries = {rel: known.get(rel) or sha256_file(inside(export_dir, export_dir / rel))
+                   for rel in files}
     lines = []
     for rel in sorted(entries):
         flag, shown = _escape(_check_relative(rel))
