@@ -305,3 +305,104 @@ def test_nfc_stream_dropped_fails_cleanly_and_aborts_the_lease(env, lab_client, 
     res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--retries", "1")
     assert_clean_failure(res, 13, "NFC", lab_client, VM, target)
     assert new_lease_states(lab_client, before) == ["error"]
+
+
+# -- 6. NFC --format stream: the host's stream stored as it came ------------------------------
+
+
+def lease_streams(lab, out_dir: Path) -> dict[int, Path]:
+    """{device key: file} of VM's disks as the lab's NFC lease serves them, fetched raw with
+    http.client (nothing of vcbproxy's parses them) from an ExportSnapshot lease of a fresh
+    snapshot, which is removed again."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    from vcbproxy.selectors import parse_selector
+    from vcbproxy.vsphere.inventory import resolve_vm
+    from vcbproxy.vsphere.lease import ExportLease
+    from vcbproxy.vsphere.session import ConnectOptions, Session
+    from vcbproxy.vsphere.snapshots import create_snapshot, remove_snapshot
+
+    info = lab.info
+    opts = ConnectOptions(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
+                          password=Path(info["password_file"]).read_text().strip(),
+                          ca_file=info["cert_file"])
+    files = {}
+    with Session.connect(opts) as session:
+        vm = resolve_vm(session, parse_selector(f"name:{VM}"))
+        snap = create_snapshot(session, vm, "nfc-raw")
+        try:
+            with ExportLease.for_snapshot(session, snap) as lease:
+                for entry in (e for e in lease.device_urls if e["disk"]):
+                    path = urlsplit(entry["url"]).path          # /nfc/<lease>/<key>.vmdk
+                    key = int(path.rsplit("/", 1)[1].split(".")[0])
+                    conn = http.client.HTTPSConnection(
+                        "127.0.0.1", int(info["https_port"]), timeout=60,
+                        context=ssl.create_default_context(cafile=info["cert_file"]))
+                    try:
+                        conn.request("GET", path, headers={"Cookie": session.cookie})
+                        resp = conn.getresponse()
+                        assert resp.status == 200, (path, resp.status)
+                        files[key] = out_dir / f"{key}.vmdk"
+                        with open(files[key], "wb") as f:
+                            while block := resp.read(1 << 20):
+                                f.write(block)
+                    finally:
+                        conn.close()
+                lease.complete()
+        finally:
+            remove_snapshot(session, snap.moref)
+    return files
+
+
+HEAD = 64 << 10      # header + embedded descriptor: the lab's grains start after this
+
+
+def without_ids(vmdk: bytes) -> bytes:
+    """The file with the embedded descriptor's CID, ddb.uuid and ddb.longContentID blanked: the
+    lab draws them at random for every download, so two downloads of the same content differ
+    only there."""
+    import re
+
+    head = re.sub(rb"(?m)^CID=[0-9a-fA-F]+$", b"CID=*", vmdk[:HEAD])
+    head = re.sub(rb'(?m)^ddb\.(uuid|longContentID) = "[^"]*"$', rb'ddb.\1 = "*"', head)
+    return head + vmdk[HEAD:]
+
+
+def test_nfc_format_stream_stores_the_hosts_bytes_as_they_came(env, lab, lab_client, tmp_path):
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format",
+              "stream", "-q")
+    assert res.code == 0, res
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)   # hash + qemu-img compare
+    # No guest writes since: a second lease serves the same content, so the same stream,
+    # byte for byte apart from the IDs the lab draws afresh. A re-encoded file (our own
+    # descriptor, grain layout or compression) differs everywhere.
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    served = lease_streams(lab, raw_dir)
+    disks = [d for d in meta["disks"] if not d.get("skipped")]
+    assert sorted(served) == sorted(d["key"] for d in disks)
+    vmx = (target / next(p.name for p in target.glob("*.vmx"))).read_text()
+    for disk in disks:
+        assert disk["files"] == [f"{disk['files'][0]}"]            # one file, no extents
+        stored = (target / disk["files"][0]).read_bytes()
+        host = served[disk["key"]].read_bytes()
+        assert len(stored) == len(host), disk["device"]
+        assert without_ids(stored) == without_ids(host), disk["device"]
+        assert f'{disk["device"]}.fileName = "{disk["files"][0]}"'.lower() in vmx.lower(), vmx
+    assert run(env, "verify", str(target)).code == 0
+    assert_clean(lab_client, target)
+
+
+def test_nfc_format_stream_dropped_mid_disk_leaves_no_file(env, lab_client, tmp_path):
+    before = leases(lab_client)
+    lab_client.set_faults(drop_after_bytes=256 << 10, drop_count=0)
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format",
+              "stream", "--retries", "1")
+    assert_clean_failure(res, 13, "NFC", lab_client, VM, target)
+    assert "broke after" in res.err, res          # cut inside the stream, not before it
+    assert not target.exists() or not list(target.rglob("*")), list(target.rglob("*"))
+    assert new_lease_states(lab_client, before) == ["error"]
