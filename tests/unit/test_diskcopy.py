@@ -1,6 +1,9 @@
 """copy_runs / copy_grains: the content hash covers zeros, gaps and short reads are errors."""
 
 import hashlib
+import os
+import threading
+import time
 from collections import namedtuple
 
 import pytest
@@ -65,6 +68,65 @@ def test_copy_grains_fills_gaps_with_zeros_and_clips_the_tail():
     assert sum(advanced) == 300
     with pytest.raises(ValueError, match="backwards"):
         copy_grains([(100, b"a"), (0, b"b")], MemoryWriter(300), capacity=300)
+
+
+def _hash_threads():
+    return [t for t in threading.enumerate() if t.name == "diskcopy-sha256"]
+
+
+def test_hash_is_exact_with_large_chunks_and_long_zero_runs():
+    # Chunks above hashlib's 2 KiB GIL threshold and zero runs longer than the zero chunk:
+    # the paths where the worker thread hashes while the copy goes on.
+    blob = os.urandom(3 << 20)
+    files = {"a": blob}
+
+    def stream(name, offset, length):
+        data = files[name][offset:offset + length]
+        for i in range(0, len(data), 256 << 10):
+            yield data[i:i + (256 << 10)]
+
+    runs = [Run(0, 1 << 20, "a", 0), Run(1 << 20, 5 << 20, None, 0), Run(6 << 20, 2 << 20, "a", 1 << 20)]
+    capacity = 8 << 20
+    writer = MemoryWriter(capacity)
+    result = copy_runs(runs, stream, writer, capacity=capacity)
+    expected = blob[:1 << 20] + bytes(5 << 20) + blob[1 << 20:3 << 20]
+    assert bytes(writer.data) == expected
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+    assert result.file_sha256 == {}
+    assert _hash_threads() == []
+
+
+def test_a_reused_buffer_is_hashed_as_it_was_when_yielded():
+    def stream(name, offset, length):
+        buf = bytearray(4096)
+        for i in range(0, length, 4096):
+            buf[:] = bytes([i // 4096 + 1]) * 4096
+            yield buf   # the same object every time, overwritten after the consumer took it
+
+    writer = MemoryWriter(16384)
+    result = copy_runs([Run(0, 16384, "a", 0)], stream, writer, capacity=16384)
+    expected = b"".join(bytes([n]) * 4096 for n in range(1, 5))
+    assert bytes(writer.data) == expected
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_failing_read_stops_the_hashing_thread():
+    def stream(name, offset, length):
+        yield os.urandom(8192)
+        raise OSError("connection reset")
+
+    # 8 GiB of zeros queued ahead of the failure: hashing them (seconds) is abandoned.
+    runs = [Run(0, 8 << 30, None, 0), Run(8 << 30, 16384, "a", 0)]
+    started = time.monotonic()
+    with pytest.raises(OSError, match="reset"):
+        copy_runs(runs, stream, _NullWriter(), capacity=(8 << 30) + 16384)
+    assert time.monotonic() - started < 2.0
+    assert _hash_threads() == []
+
+
+class _NullWriter:
+    def write(self, offset, data):
+        pass
 
 
 class FlatLikeWriter(MemoryWriter):

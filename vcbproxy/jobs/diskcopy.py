@@ -9,11 +9,16 @@ consolidated image and unallocated regions are never fetched from the host.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 ZERO_CHUNK = bytes(1 << 20)
+# Chunks waiting for the hashing thread. Transports yield chunks of at most 1 MiB, so this
+# bounds the bytes in flight to a few MiB however far the reader runs ahead.
+HASH_QUEUE_DEPTH = 4
 
 
 @dataclass
@@ -29,11 +34,78 @@ class DiskCopyResult:
     file_sha256: dict[str, str] = field(default_factory=dict)
 
 
-def _hash_zeros(hasher, length: int) -> None:
-    while length > 0:
-        n = min(length, len(ZERO_CHUNK))
-        hasher.update(memoryview(ZERO_CHUNK)[:n])
-        length -= n
+class _BackgroundHasher:
+    """SHA-256 in a worker thread, fed through a small bounded queue.
+
+    ``hashlib`` releases the GIL while it hashes a buffer larger than 2 KiB, so while the
+    worker hashes one chunk the copying thread reads the next (socket reads, TLS or SSH
+    decryption) and writes it: reading, hashing and writing overlap instead of taking
+    turns. ``put`` blocks when the queue is full, which keeps memory bounded.
+    Chunks must not change after ``put``: transports yield immutable ``bytes``.
+    """
+
+    def __init__(self, depth: int = HASH_QUEUE_DEPTH):
+        self._hasher = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abandoned = False
+        # A daemon: if the copying thread dies without closing us, exit is not held up.
+        self._thread = threading.Thread(target=self._run, name="diskcopy-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._abandoned:
+                continue   # keep draining so that put() never blocks on a dead worker
+            try:
+                if isinstance(item, int):
+                    self._zeros(item)
+                else:
+                    self._hasher.update(item)
+            except BaseException as exc:   # noqa: BLE001 - re-raised in the copying thread
+                self._error = exc
+
+    def _zeros(self, length: int) -> None:
+        # A zero run can be most of a large disk: stop early when the copy was abandoned,
+        # so Ctrl-C does not wait for seconds of hashing nobody will use.
+        view = memoryview(ZERO_CHUNK)
+        while length > 0 and not self._abandoned:
+            n = min(length, len(ZERO_CHUNK))
+            self._hasher.update(view[:n])
+            length -= n
+
+    def update(self, data) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)   # a reused buffer could change before the worker reads it
+        self._queue.put(data)
+
+    def zeros(self, length: int) -> None:
+        if length > 0:
+            self._queue.put(length)
+
+    def hexdigest(self) -> str:
+        """Wait for the queued chunks; the digest of everything given."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self._hasher.hexdigest()
+
+    def close(self, *, abandon: bool = False) -> None:
+        """Stop the worker (idempotent); ``abandon`` drops what is still queued."""
+        if abandon:
+            self._abandoned = True
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> _BackgroundHasher:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abandon=exc_type is not None)
 
 
 def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
@@ -57,32 +129,32 @@ def copy_runs(
     tests and ``verify`` compare with the source.
     """
     result = DiskCopyResult(capacity=capacity)
-    hasher = hashlib.sha256()
     started = time.monotonic()
     position = 0
-    for run in runs:
-        if run.offset != position:
-            raise ValueError(f"disk map has a gap at {position} (next run at {run.offset})")
-        if run.source is None:
-            _hash_zeros(hasher, run.length)
-            result.bytes_zero += run.length
-            advance(run.length)
-        else:
-            offset = run.offset
-            for chunk in stream_of(run.source, run.source_offset, run.length):
-                writer.write(offset, chunk)
-                hasher.update(chunk)
-                offset += len(chunk)
-                advance(len(chunk))
-            if offset != run.offset + run.length:
-                raise ValueError(
-                    f"short read from {run.source}: got {offset - run.offset} of {run.length} bytes"
-                )
-            result.bytes_read += run.length
-        position = run.offset + run.length
-    if position != capacity:
-        raise ValueError(f"disk map covers {position} of {capacity} bytes")
-    result.content_sha256 = hasher.hexdigest()
+    with _BackgroundHasher() as hasher:
+        for run in runs:
+            if run.offset != position:
+                raise ValueError(f"disk map has a gap at {position} (next run at {run.offset})")
+            if run.source is None:
+                hasher.zeros(run.length)
+                result.bytes_zero += run.length
+                advance(run.length)
+            else:
+                offset = run.offset
+                for chunk in stream_of(run.source, run.source_offset, run.length):
+                    hasher.update(chunk)
+                    writer.write(offset, chunk)
+                    offset += len(chunk)
+                    advance(len(chunk))
+                if offset != run.offset + run.length:
+                    raise ValueError(
+                        f"short read from {run.source}: got {offset - run.offset} of {run.length} bytes"
+                    )
+                result.bytes_read += run.length
+            position = run.offset + run.length
+        if position != capacity:
+            raise ValueError(f"disk map covers {position} of {capacity} bytes")
+        result.content_sha256 = hasher.hexdigest()
     result.file_sha256 = _known_file_hashes(writer, result)
     result.seconds = time.monotonic() - started
     return result
@@ -98,27 +170,27 @@ def copy_grains(
     """Copy a stream of (offset, data) grains in ascending order — an NFC download —
     into ``writer``; gaps between grains are zeros (hashed, never written)."""
     result = DiskCopyResult(capacity=capacity)
-    hasher = hashlib.sha256()
     started = time.monotonic()
     position = 0
-    for offset, data in grains:
-        if offset < position:
-            raise ValueError(f"stream went backwards: grain at {offset} after {position}")
-        if offset > position:
-            _hash_zeros(hasher, offset - position)
-            result.bytes_zero += offset - position
-            advance(offset - position)
-        data = data[: max(0, capacity - offset)]
-        writer.write(offset, data)
-        hasher.update(data)
-        result.bytes_read += len(data)
-        advance(len(data))
-        position = offset + len(data)
-    if position < capacity:
-        _hash_zeros(hasher, capacity - position)
-        result.bytes_zero += capacity - position
-        advance(capacity - position)
-    result.content_sha256 = hasher.hexdigest()
+    with _BackgroundHasher() as hasher:
+        for offset, data in grains:
+            if offset < position:
+                raise ValueError(f"stream went backwards: grain at {offset} after {position}")
+            if offset > position:
+                hasher.zeros(offset - position)
+                result.bytes_zero += offset - position
+                advance(offset - position)
+            data = data[: max(0, capacity - offset)]
+            hasher.update(data)
+            writer.write(offset, data)
+            result.bytes_read += len(data)
+            advance(len(data))
+            position = offset + len(data)
+        if position < capacity:
+            hasher.zeros(capacity - position)
+            result.bytes_zero += capacity - position
+            advance(capacity - position)
+        result.content_sha256 = hasher.hexdigest()
     result.file_sha256 = _known_file_hashes(writer, result)
     result.seconds = time.monotonic() - started
     return result
