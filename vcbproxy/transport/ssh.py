@@ -10,11 +10,13 @@ receiver chooses the packet size (RFC 4254 5.1), so channels here ask for 256 Ki
 packets (OpenSSH's own limit) and a 16 MiB window: one channel then reads as fast as
 OpenSSH does (measured on the 2-core test machine: 217-230 MB/s against 170-195 MB/s,
 hashing included). ``ssh_channels > 1`` additionally cuts ranges of at least
-``PARALLEL_MIN`` into ``SEGMENT``-sized pieces fetched over that many connections and
-yielded in order (at most ``channels + 1`` segments in memory). Each piece costs one
-remote command (~140 ms to start on the test sshd) and the connections' packet threads
-share the GIL, so this only pays on hosts with slow per-connection links and spare cores;
-AES-GCM is preferred, which paramiko decrypts without a separate HMAC pass.
+``PARALLEL_MIN`` into segments fetched over that many connections and yielded in order.
+``channels + 1`` segments are in memory at once (one per channel being fetched, one being
+consumed), so a segment is ``BUFFER_BUDGET / (channels + 1)`` (at most ``SEGMENT``): memory
+stays flat however many channels are asked for. Each piece costs one remote command
+(~140 ms to start on the test sshd) and the connections' packet threads share the GIL, so
+this only pays on hosts with slow per-connection links and spare cores; AES-GCM is
+preferred, which paramiko decrypts without a separate HMAC pass.
 
 Host keys are checked against a known_hosts file; an unknown key is refused unless it
 is pinned by ``ssh_fingerprint`` (``SHA256:...`` as ssh-keygen prints it) or
@@ -48,8 +50,11 @@ from vcbproxy.transport.retry import Backoff, describe
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-SEGMENT = 32 << 20                # unit of parallel fetches; (channels + 1) of them in memory
-PARALLEL_MIN = 4 * SEGMENT        # smaller ranges go over one channel
+SEGMENT = 32 << 20                # largest unit of parallel fetches
+# Fetched-ahead segments held at once with --ssh-channels > 1, whatever the channel count:
+# 4 channels once held 5 x 32 MiB and peaked at 275 MiB RSS.
+BUFFER_BUDGET = 64 << 20
+PARALLEL_MIN = 128 << 20          # smaller ranges go over one channel
 WINDOW = 16 << 20                 # SSH flow-control window: deep enough for a loopback/LAN pipe
 MAX_PACKET = 256 << 10            # what we accept per packet; 32 KiB costs 3-4x in paramiko
 # Measured here (paramiko 5, cryptography's OpenSSL): GCM needs no separate HMAC pass.
@@ -482,25 +487,37 @@ class SshTransport(Transport):
             # Decide dd vs tail|head once before fanning out.
             yield from self.fetch(file, pos, pos + min(CHUNK, end - pos), chunk)
             pos = min(end, pos + CHUNK)
-        starts = list(range(pos, end, SEGMENT))
+        segment = segment_size(self.channels)
+        starts = list(range(pos, end, segment))
         pending: deque[Future] = deque()
         try:
+            # Every channel fetches one segment while the oldest is consumed: channels + 1.
             for start in starts:
-                pending.append(executor.submit(self._segment, file, start, min(end, start + SEGMENT)))
+                pending.append(executor.submit(self._segment, file, start, min(end, start + segment)))
                 if len(pending) > self.channels:
-                    yield from _rechunk(pending.popleft().result(), chunk)
+                    yield from _drain(pending.popleft().result(), chunk)
             while pending:
-                yield from _rechunk(pending.popleft().result(), chunk)
+                yield from _drain(pending.popleft().result(), chunk)
         finally:
             for future in pending:
                 future.cancel()
 
 
-def _rechunk(parts: list[bytes], chunk: int) -> Iterator[bytes]:
-    if chunk >= CHUNK:
-        yield from parts
-        return
-    for part in parts:
+def segment_size(channels: int) -> int:
+    """Bytes per parallel segment: ``channels + 1`` of them fit in ``BUFFER_BUDGET``."""
+    size = min(SEGMENT, BUFFER_BUDGET // (channels + 1))
+    return max(CHUNK, size - size % CHUNK)
+
+
+def _drain(parts: list[bytes], chunk: int) -> Iterator[bytes]:
+    """Yield a fetched segment's parts (cut to ``chunk``), letting go of each once yielded,
+    so a segment's memory returns while it is consumed rather than after."""
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        if chunk >= len(part):
+            yield part
+            continue
         for i in range(0, len(part), chunk):
             yield part[i:i + chunk]
 
