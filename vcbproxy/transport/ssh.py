@@ -10,11 +10,14 @@ receiver chooses the packet size (RFC 4254 5.1), so channels here ask for 256 Ki
 packets (OpenSSH's own limit) and a 16 MiB window: one channel then reads as fast as
 OpenSSH does (measured on the 2-core test machine: 217-230 MB/s against 170-195 MB/s,
 hashing included). ``ssh_channels > 1`` additionally cuts ranges of at least
-``PARALLEL_MIN`` into segments fetched over that many connections and yielded in order.
-``channels + 1`` segments are in memory at once (one per channel being fetched, one being
-consumed), so a segment is ``BUFFER_BUDGET / (channels + 1)`` (at most ``SEGMENT``): memory
-stays flat however many channels are asked for. Each piece costs one remote command
-(~140 ms to start on the test sshd) and the connections' packet threads share the GIL, so
+``PARALLEL_MIN`` into segments yielded in order, striped over that many connections:
+segment k goes to stripe k % channels, and each stripe is ONE remote command that writes
+its segments back to back (a shell loop of ``dd``), because a command costs ~140 ms to
+start on the test sshd and a 1 GiB disk is hundreds of segments. Per stripe at most one
+segment waits for the consumer, one is being read and one window's worth is in flight
+(the window is the segment size, so the SSH flow control holds the command back), so a
+segment is ``BUFFER_BUDGET / (3 * channels + 1)`` (at most ``SEGMENT``): memory stays flat
+however many channels are asked for. The connections' packet threads share the GIL, so
 this only pays on hosts with slow per-connection links and spare cores; AES-GCM is
 preferred, which paramiko decrypts without a separate HMAC pass.
 
@@ -27,17 +30,19 @@ changed key is always refused.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
 import posixpath
+import queue
 import shlex
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paramiko
@@ -215,8 +220,8 @@ class _Connection:
     def alive(self) -> bool:
         return self.t.is_active()
 
-    def exec(self, command: str) -> paramiko.Channel:
-        chan = self.t.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET,
+    def exec(self, command: str, window: int = WINDOW) -> paramiko.Channel:
+        chan = self.t.open_session(window_size=window, max_packet_size=MAX_PACKET,
                                    timeout=self.owner.options.timeout)
         chan.settimeout(self.owner.options.timeout)
         chan.exec_command(command)
@@ -474,11 +479,8 @@ class SshTransport(Transport):
             f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
             f"({status}): {err}")
 
-    def _segment(self, file: SshFile, start: int, end: int) -> list[bytes]:
-        return list(self.fetch(file, start, end, CHUNK))
-
     def fetch_parallel(self, file: SshFile, pos: int, end: int, chunk: int) -> Iterator[bytes]:
-        """Segments over ``channels`` connections at once, yielded in order."""
+        """Segments striped over ``channels`` connections, yielded in order."""
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.channels, thread_name_prefix="vcbproxy-ssh")
@@ -488,24 +490,100 @@ class SshTransport(Transport):
             yield from self.fetch(file, pos, pos + min(CHUNK, end - pos), chunk)
             pos = min(end, pos + CHUNK)
         segment = segment_size(self.channels)
-        starts = list(range(pos, end, segment))
-        pending: deque[Future] = deque()
+        segments = [(start, min(end, start + segment)) for start in range(pos, end, segment)]
+        stripes = min(self.channels, len(segments))
+        handoffs = [queue.Queue(maxsize=1) for _ in range(stripes)]
+        stop = threading.Event()
+        futures = [executor.submit(self._stripe, file, segments[i::stripes], segment, handoffs[i], stop)
+                   for i in range(stripes)]
         try:
-            # Every channel fetches one segment while the oldest is consumed: channels + 1.
-            for start in starts:
-                pending.append(executor.submit(self._segment, file, start, min(end, start + segment)))
-                if len(pending) > self.channels:
-                    yield from _drain(pending.popleft().result(), chunk)
-            while pending:
-                yield from _drain(pending.popleft().result(), chunk)
+            for k in range(len(segments)):
+                item = handoffs[k % stripes].get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield from _drain(item, chunk)
         finally:
-            for future in pending:
+            stop.set()
+            for handoff in handoffs:   # a stripe blocked handing over sees `stop` next
+                with contextlib.suppress(queue.Empty):
+                    handoff.get_nowait()
+            for future in futures:
                 future.cancel()
+
+    def _stripe(self, file: SshFile, segments: list[tuple[int, int]], segment: int,
+                handoff: queue.Queue, stop: threading.Event) -> None:
+        """Read ``segments`` (every ``stripes``-th one) with one remote command; hand each over.
+
+        If the command breaks, the segment it was in and the rest are read one by one with
+        ``fetch``, which resumes and retries; an error that survives that reaches the consumer.
+        """
+        done = 0
+        conn = chan = None
+        try:
+            try:
+                conn = self._acquire()
+                chan = conn.exec(self._stripe_command(file.remote, segments, segment), window=segment)
+                self.stats.add(requests=len(segments))
+                for start, stop_at in segments:
+                    started = time.monotonic()
+                    parts = list(self._read_channel(chan, stop_at - start, CHUNK))
+                    self.stats.add(bytes_read=stop_at - start, seconds=time.monotonic() - started)
+                    if not _hand_over(handoff, parts, stop):
+                        return
+                    done += 1
+                self._finish_command(chan, file, segments[-1][1])
+            except (OSError, EOFError, paramiko.SSHException, _Dropped, SshUnreachable) as exc:
+                log.info("reading %s: a parallel channel broke (%s); re-reading %d segment(s) "
+                         "one by one", file.location, describe(exc), len(segments) - done)
+                self.stats.add(retries=1)
+                if conn is not None:
+                    self._discard(conn)
+                    conn = None
+                for start, stop_at in segments[done:]:
+                    if not _hand_over(handoff, list(self.fetch(file, start, stop_at, CHUNK)), stop):
+                        return
+        except BaseException as exc:   # noqa: BLE001 - raised again in the consuming thread
+            _hand_over(handoff, exc, stop)
+        finally:
+            if chan is not None:
+                chan.close()
+            if conn is not None:
+                self._release(conn)
+
+    def _stripe_command(self, remote: str, segments: list[tuple[int, int]], segment: int) -> str:
+        """One shell loop printing ``segments`` (equally spaced) back to back.
+
+        The file's size was taken at open and a snapshot's disk does not change, so every
+        segment is exactly its length; a short one shows as a short stripe (a retry)."""
+        quoted = shlex.quote(remote)
+        first = segments[0][0]
+        end = segments[-1][1]
+        stride = segments[1][0] - first if len(segments) > 1 else segment
+        if self._use_dd is not False:
+            read = (f"dd if={quoted} bs=1M iflag=skip_bytes,count_bytes skip=$o count=$n "
+                    f"status=none")
+        else:
+            read = f"tail -c +$((o + 1)) -- {quoted} | head -c $n"
+        return (f"o={first}; while [ $o -lt {end} ]; do n=$(({end} - o)); "
+                f"if [ $n -gt {segment} ]; then n={segment}; fi; {read} || exit 1; "
+                f"o=$((o + {stride})); done")
+
+
+def _hand_over(handoff: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put ``item`` for the consumer; False once the consumer has gone away."""
+    while not stop.is_set():
+        try:
+            handoff.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def segment_size(channels: int) -> int:
-    """Bytes per parallel segment: ``channels + 1`` of them fit in ``BUFFER_BUDGET``."""
-    size = min(SEGMENT, BUFFER_BUDGET // (channels + 1))
+    """Bytes per parallel segment: per stripe one waiting, one being read and one in the
+    window, plus the one being consumed, fit in ``BUFFER_BUDGET``."""
+    size = min(SEGMENT, BUFFER_BUDGET // (3 * channels + 1))
     return max(CHUNK, size - size % CHUNK)
 
 
