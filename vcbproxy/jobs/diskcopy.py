@@ -32,6 +32,8 @@ class DiskCopyResult:
     # {file name: sha256} of written files whose hash is known without reading them back
     # (a raw flat extent holds the disk byte for byte); the manifest uses them.
     file_sha256: dict[str, str] = field(default_factory=dict)
+    # hashes of files' bytes exactly as written (a stored NFC stream): no size check needed
+    exact_file_sha256: dict[str, str] = field(default_factory=dict)
 
 
 class _BackgroundHasher:

@@ -239,6 +239,7 @@ def _hashed_while_copying(directory: Path, disk_results: dict[str, DiskCopyResul
     """
     known = {}
     for res in disk_results.values():
+        known.update({name: digest for name, digest in res.exact_file_sha256.items() if name in res.files})
         for name, digest in res.file_sha256.items():
             if name in res.files and (directory / name).stat().st_size == res.capacity:
                 known[name] = digest
@@ -410,7 +411,7 @@ class _StoredStream:
         pass
 
     def close(self) -> list[str]:
-        self.sink.commit()
+        self.sha256 = self.sink.commit()
         return [self.name]
 
     def abort(self) -> None:
@@ -439,6 +440,8 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
                              advance=lambda n: progress.advance(key, n))
         source.close()
         result.files = writer.close()
+        if isinstance(writer, _StoredStream):   # the stored bytes were hashed as they arrived
+            result.exact_file_sha256[writer.name] = writer.sha256
     except VmdkError as exc:
         writer.abort()
         raise errors.TransportError(f"{vm.name} {disk.label}: the NFC stream is not a valid "
