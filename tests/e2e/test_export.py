@@ -302,3 +302,23 @@ def test_json_progress_is_one_object_per_line(env, tmp_path):
     events = [json.loads(line) for line in res.out.splitlines() + res.err.splitlines()
               if line.startswith("{")]
     assert events and any(e.get("event") == "vm_done" for e in events)
+
+
+def test_sigterm_during_parallel_exports_stops_every_job_and_cleans_up(env, lab_client, tmp_path):
+    # --jobs 2 over every powered-on VM, slowed down: SIGTERM must stop the running exports at
+    # their next chunk, start none of the queued ones, and leave no snapshot anywhere.
+    lab_client.set_faults(throttle_bps=2 << 20)
+    proc = start(env, "mount", "-a", "powerstate:on", "-r", str(tmp_path / "all"), "--jobs", "2", "-q")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob("all/*/*.partial")):
+        time.sleep(0.1)
+    assert list(tmp_path.glob("all/*/*.partial")), "no copy started"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - started < 30, "the interrupted run went on exporting"
+    assert "Traceback" not in err
+    assert not [p for p in tmp_path.glob("all/*") if p.is_dir()], list(tmp_path.glob("all/*"))
+    for vm in ("web01", "db01", "chain01"):
+        assert not vcb_snapshots(lab_client, vm), vm

@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import posixpath
+import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +59,13 @@ class ExportOptions:
     transport_options: object = None     # vcbproxy.transport.TransportOptions
     lock_dir: Path | None = None
     snapshot_timeout: float = 1800.0
+    # Set when the command is interrupted: exports running in worker threads (--jobs) stop at
+    # their next chunk and clean up, queued ones never start.
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise errors.Interrupted(signal.SIGTERM)
 
 
 @dataclass
@@ -110,7 +119,15 @@ def export(session, selector: Selector, options: ExportOptions, progress: Progre
         # In the main thread, so signals turn into exceptions right where the copy runs.
         return [one(item) for item in plan]
     with ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="export") as pool:
-        return list(pool.map(one, plan))
+        futures = [pool.submit(one, item) for item in plan]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            # Ctrl-C/SIGTERM arrive in this (main) thread: stop the workers, start no more.
+            options.cancel.set()
+            for f in futures:
+                f.cancel()
+            raise
 
 
 class _RunLog:
@@ -143,6 +160,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
     from vcbproxy.vsphere import files as vm_files
     from vcbproxy.vsphere import snapshots
 
+    options.check_cancelled()
     result = VmExportResult(vm, directory)
     started = time.time()
     with vm_lock(options.lock_dir, session, vm):
@@ -246,6 +264,11 @@ def _hashed_while_copying(directory: Path, disk_results: dict[str, DiskCopyResul
     return known
 
 
+def _advance(options: ExportOptions, progress: Progress, key: str, n: int) -> None:
+    options.check_cancelled()
+    progress.advance(key, n)
+
+
 def _hook_context(vm: VmRef, directory: Path, status: str = "") -> dict[str, str]:
     ctx = {
         "VCBPROXY_VM_NAME": vm.name,
@@ -346,7 +369,7 @@ def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, 
             progress.start_item(key, chain.capacity, f"{vm.name} {disk.label}")
             writer = open_writer(options.fmt, export_dir.path, basename, chain.capacity, uuid=disk.uuid or None)
             result = copy_runs(chain.runs(), stream_of, writer, capacity=chain.capacity,
-                               advance=lambda n: progress.advance(key, n))
+                               advance=lambda n: _advance(options, progress, key, n))
         result.files = writer.close()
     except VmdkError as exc:
         if writer is not None:
@@ -437,7 +460,7 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
             raise errors.TransportError(
                 f"{disk.label}: the NFC stream has {source.capacity} bytes, the disk {disk.capacity}")
         result = copy_grains(source.grains(), writer, capacity=disk.capacity,
-                             advance=lambda n: progress.advance(key, n))
+                             advance=lambda n: _advance(options, progress, key, n))
         source.close()
         result.files = writer.close()
         if isinstance(writer, _StoredStream):   # the stored bytes were hashed as they arrived
