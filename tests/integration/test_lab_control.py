@@ -15,10 +15,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from tests.fixtures.lab import connect
 from vcbproxy import errors
 from vcbproxy.lab.client import LabClient
 
@@ -32,16 +33,9 @@ def client(lab):
     c.set_faults(drop_after_bytes=None, throttle_bps=None)
 
 
-def login(lab):
-    info = lab.info
-    return SmartConnect(host="127.0.0.1", port=int(info["https_port"]), user=info["user"],
-                        pwd=Path(info["password_file"]).read_text().strip(),
-                        sslContext=ssl.create_default_context(cafile=info["cert_file"]))
-
-
 @pytest.fixture
 def si(lab):
-    si = login(lab)
+    si = connect(lab)
     yield si
     Disconnect(si)
 
@@ -131,7 +125,7 @@ def test_unreachable_lab_is_a_connection_failure(lab):
 
 def test_churn_changes_current_content_not_the_snapshot(fresh_lab, tmp_path):
     # A lab of its own: snapshots and guest writes would change what other tests see.
-    lab, client, si = fresh_lab, LabClient(fresh_lab.info), login(fresh_lab)
+    lab, client, si = fresh_lab, LabClient(fresh_lab.info), connect(fresh_lab)
     vm = find_vm(si, VM)
     key = disk_keys(vm)[0]
     WaitForTask(vm.CreateSnapshot_Task(name="oracle-test", memory=False, quiesce=False))

@@ -16,10 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from tests.fixtures.lab import connect
 from vcbproxy.lab.client import LabClient
 
 VM = "web01"          # powered on: exported through a snapshot
@@ -34,16 +35,9 @@ def client(lab):
     c.set_faults(drop_after_bytes=None, drop_count=1, throttle_bps=None, lease_timeout=300)
 
 
-def login(lab):
-    info = lab.info
-    return SmartConnect(host="127.0.0.1", port=int(info["https_port"]), user=info["user"],
-                        pwd=Path(info["password_file"]).read_text().strip(),
-                        sslContext=ssl.create_default_context(cafile=info["cert_file"]))
-
-
 @pytest.fixture
 def si(lab):
-    si = login(lab)
+    si = connect(lab)
     yield si
     Disconnect(si)
 
@@ -150,7 +144,7 @@ def test_export_vm_streams_every_disk_as_stream_optimized(lab, client, si, vm, t
 def test_export_snapshot_streams_the_frozen_content(fresh_lab, tmp_path):
     # A lab of its own: snapshots and guest writes would change what other tests see.
     lab, client = fresh_lab, LabClient(fresh_lab.info)
-    si = login(lab)
+    si = connect(lab)
     vm = find_vm(si, VM)
     WaitForTask(vm.CreateSnapshot_Task(name="nfc-test", memory=False, quiesce=False))
     snap = vm.snapshot.currentSnapshot

@@ -22,6 +22,19 @@ class RandomAccess(Protocol):
     def close(self) -> None: ...
 
 
+def pread_full(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset``; fewer only at end of file (os.pread may return short)."""
+    parts = []
+    while length > 0:
+        data = os.pread(fd, length, offset)
+        if not data:
+            break
+        parts.append(data)
+        offset += len(data)
+        length -= len(data)
+    return b"".join(parts)
+
+
 class LocalFile:
     """A local file opened read-only; ``pread`` returns fewer bytes only at end of file."""
 
@@ -31,15 +44,7 @@ class LocalFile:
         self.size = os.fstat(self._fd).st_size
 
     def pread(self, offset: int, length: int) -> bytes:
-        parts = []
-        while length > 0:
-            data = os.pread(self._fd, length, offset)
-            if not data:
-                break
-            parts.append(data)
-            offset += len(data)
-            length -= len(data)
-        return b"".join(parts)
+        return pread_full(self._fd, offset, length)
 
     def stream(self, offset: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
         end = offset + length

@@ -18,6 +18,7 @@ from array import array
 from pathlib import Path
 
 from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.io import pread_full
 
 SECTOR = 512
 MAGIC = 0x564D444B  # "KDMV" little-endian
@@ -106,15 +107,7 @@ class _FdBackend:
         return os.fstat(self.fd).st_size
 
     def pread(self, offset: int, length: int) -> bytes:
-        parts = []
-        while length > 0:
-            data = os.pread(self.fd, length, offset)
-            if not data:
-                break
-            parts.append(data)
-            offset += len(data)
-            length -= len(data)
-        return b"".join(parts)
+        return pread_full(self.fd, offset, length)
 
     def pwrite(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
