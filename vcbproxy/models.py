@@ -9,6 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass
+class ServerSpec:
+    """Where and as whom to log in; built by the CLI, used by ``vsphere.session.Session.connect``."""
+
+    server: str                # "host", "host:port" or "https://host:port/sdk"
+    user: str
+    password: str = field(repr=False, default="")
+    thumbprint: str | None = None   # SHA-1 or SHA-256 pin, instead of CA verification
+    ca_file: str | None = None
+    timeout: float = 60.0
+
+
 @dataclass(frozen=True)
 class VmRef:
     moref: str                 # managed object id, e.g. "vm-42"

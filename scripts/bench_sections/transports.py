@@ -208,13 +208,14 @@ def _quote(path: str) -> str:
 
 def lease_downloads(info: dict, repeat: int, tmp: Path) -> dict:
     """Snapshot the VM, open an ExportSnapshot lease, curl its disk URLs; clean up."""
+    from vcbproxy.models import ServerSpec
     from vcbproxy.selectors import parse_selector
     from vcbproxy.vsphere.inventory import resolve_vm
     from vcbproxy.vsphere.lease import ExportLease
-    from vcbproxy.vsphere.session import ConnectOptions, Session
+    from vcbproxy.vsphere.session import Session
     from vcbproxy.vsphere.snapshots import create_snapshot, remove_snapshot
 
-    opts = ConnectOptions(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
+    opts = ServerSpec(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
                           password=Path(info["password_file"]).read_text().strip(),
                           ca_file=info["cert_file"])
     with Session.connect(opts) as session:

@@ -47,7 +47,8 @@ def _files_under(lab, datastore: str, directory: str) -> list[str]:
 
 @contextlib.contextmanager
 def _session(lab):
-    from vcbproxy.jobs.connection import ServerSpec, connect
+    from vcbproxy.jobs.connection import connect
+    from vcbproxy.models import ServerSpec
 
     ep = lab_endpoint(lab)
     with connect(ServerSpec(server=ep.server, user=ep.user, password=ep.password,

@@ -318,14 +318,15 @@ def lease_streams(lab, out_dir: Path) -> dict[int, Path]:
     import ssl
     from urllib.parse import urlsplit
 
+    from vcbproxy.models import ServerSpec
     from vcbproxy.selectors import parse_selector
     from vcbproxy.vsphere.inventory import resolve_vm
     from vcbproxy.vsphere.lease import ExportLease
-    from vcbproxy.vsphere.session import ConnectOptions, Session
+    from vcbproxy.vsphere.session import Session
     from vcbproxy.vsphere.snapshots import create_snapshot, remove_snapshot
 
     info = lab.info
-    opts = ConnectOptions(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
+    opts = ServerSpec(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
                           password=Path(info["password_file"]).read_text().strip(),
                           ca_file=info["cert_file"])
     files = {}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from vcbproxy.vsphere.session import ConnectOptions, Session
+from vcbproxy.models import ServerSpec
+from vcbproxy.vsphere.session import Session
 
 
 @pytest.fixture
 def session(vsphere_endpoint):
     ep = vsphere_endpoint
-    with Session.connect(ConnectOptions(server=ep.server, user=ep.user, password=ep.password,
+    with Session.connect(ServerSpec(server=ep.server, user=ep.user, password=ep.password,
                                         ca_file=ep.cert_file, timeout=20)) as s:
         yield s

@@ -10,17 +10,17 @@ import urllib.request
 import pytest
 
 from vcbproxy import errors
-from vcbproxy.models import DatastorePath
-from vcbproxy.vsphere.session import ConnectOptions, Session
+from vcbproxy.models import DatastorePath, ServerSpec
+from vcbproxy.vsphere.session import Session
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def options(ep, **overrides) -> ConnectOptions:
+def options(ep, **overrides) -> ServerSpec:
     values = dict(server=ep.server, user=ep.user, password=ep.password, thumbprint=None,
                   ca_file=ep.cert_file, timeout=20.0)
     values.update(overrides)
-    return ConnectOptions(**values)
+    return ServerSpec(**values)
 
 
 def _sha1_of(ep) -> str:
@@ -83,7 +83,7 @@ def test_unreachable_server_is_connection_error():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(errors.ConnectionFailure, match="cannot reach"):
-        Session.connect(ConnectOptions(server=f"127.0.0.1:{port}", user="u", password="p", timeout=5))
+        Session.connect(ServerSpec(server=f"127.0.0.1:{port}", user="u", password="p", timeout=5))
 
 
 def test_logout_on_exit_invalidates_the_cookie(vsphere_endpoint):

@@ -18,10 +18,8 @@ Restored VMs and their folders are removed afterwards: both peers are shared by 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -29,6 +27,7 @@ from tests.e2e.cli import run
 from tests.e2e.oracle import metadata
 from tests.interop.test_export_any_endpoint import (  # noqa: F401 - source_vm is a fixture
     endpoint_env,
+    sha256_file,
     source_vm,
 )
 from vcbproxy.models import DatastorePath
@@ -36,14 +35,6 @@ from vcbproxy.staging.vmx import parse_vmx
 from vcbproxy.vmdk.descriptor import parse as parse_descriptor
 
 MiB = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(4 * MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def vm_morefs(env: dict, name: str) -> list[str]:
@@ -56,7 +47,8 @@ def vm_morefs(env: dict, name: str) -> list[str]:
 
 def destroy_named(ep, name: str) -> None:
     """Destroy every VM called ``name`` through vcbproxy's own vSphere layer."""
-    from vcbproxy.jobs.connection import ServerSpec, connect
+    from vcbproxy.jobs.connection import connect
+    from vcbproxy.models import ServerSpec
     from vcbproxy.selectors import Selector
     from vcbproxy.vsphere.inventory import find_vms
     from vcbproxy.vsphere.register import destroy_vm

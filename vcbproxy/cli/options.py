@@ -6,7 +6,8 @@ import functools
 
 import click
 
-from vcbproxy.jobs.connection import ServerSpec, read_password
+from vcbproxy.jobs.connection import read_password
+from vcbproxy.models import ServerSpec
 
 
 def server_options(func):

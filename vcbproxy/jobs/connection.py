@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
+from vcbproxy.models import ServerSpec
 
 PASSWORD_ENV = "VCBPROXY_PASSWORD"
-
-
-@dataclass
-class ServerSpec:
-    server: str
-    user: str
-    password: str = field(repr=False, default="")
-    thumbprint: str | None = None
-    ca_file: str | None = None
-    timeout: float = 60.0
 
 
 def read_password(*, password_file: str | None, prompt_for: str | None = None) -> str:
@@ -51,19 +41,10 @@ def read_password(*, password_file: str | None, prompt_for: str | None = None) -
 
 def connect(spec: ServerSpec):
     """Open a :class:`vcbproxy.vsphere.session.Session` (a context manager)."""
-    from vcbproxy.vsphere.session import ConnectOptions, Session
+    from vcbproxy.vsphere.session import Session
 
     if not spec.server:
         raise errors.UsageError("no server given: use --server or set VCBPROXY_SERVER")
     if not spec.user:
         raise errors.UsageError("no user given: use --user or set VCBPROXY_USER")
-    return Session.connect(
-        ConnectOptions(
-            server=spec.server,
-            user=spec.user,
-            password=spec.password,
-            thumbprint=spec.thumbprint,
-            ca_file=spec.ca_file,
-            timeout=spec.timeout,
-        )
-    )
+    return Session.connect(spec)

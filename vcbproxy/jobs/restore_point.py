@@ -20,7 +20,7 @@ from vcbproxy.repository.extents import apply_extents
 from vcbproxy.repository.store import Repository, RunInfo
 from vcbproxy.staging import names
 from vcbproxy.staging.atomic import write_atomic
-from vcbproxy.staging.manifest import write_manifest
+from vcbproxy.staging.manifest import hash_zeros, write_manifest
 
 CHUNK = 4 << 20
 
@@ -93,7 +93,7 @@ def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, o
         try:
             for offset, data in _content(fd, capacity):
                 if isinstance(data, int):
-                    _hash_zeros(digest, data)
+                    hash_zeros(digest, data)
                 else:
                     writer.write(offset, data)
                     digest.update(data)
@@ -107,12 +107,6 @@ def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, o
     return files, digest.hexdigest()
 
 
-def _hash_zeros(digest, n: int) -> None:
-    zero = bytes(CHUNK)
-    while n:
-        k = min(n, CHUNK)
-        digest.update(memoryview(zero)[:k])
-        n -= k
 
 
 def _content(fd: int, capacity: int):

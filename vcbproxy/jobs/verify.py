@@ -28,14 +28,13 @@ from pathlib import Path
 from vcbproxy import errors
 from vcbproxy.staging.catalog import CATALOG, read_catalog
 from vcbproxy.staging.exportdir import INCOMPLETE_MARKER, METADATA
-from vcbproxy.staging.manifest import MANIFEST, verify_manifest
+from vcbproxy.staging.manifest import MANIFEST, hash_zeros, verify_manifest
 from vcbproxy.staging.vmx import parse_vmx
 
 log = logging.getLogger(__name__)
 
 QEMU_IMG_TIMEOUT = 300.0
 QEMU_IMG_NO_CHECKS = 63      # "this image format does not support checks" (flat extents)
-_ZEROS = bytes(1 << 20)
 
 
 @dataclass
@@ -190,7 +189,7 @@ def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[st
             if offset != position:
                 raise ValueError(f"the disk map jumps from {position} to {offset}")
             if isinstance(piece, int):
-                _hash_zeros(hasher, piece)
+                hash_zeros(hasher, piece)
                 position += piece
             else:
                 hasher.update(piece)
@@ -212,12 +211,6 @@ def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[st
     return []
 
 
-def _hash_zeros(hasher, length: int) -> None:
-    view = memoryview(_ZEROS)
-    while length:
-        n = min(length, len(_ZEROS))
-        hasher.update(view[:n])
-        length -= n
 
 
 def _qemu_img_check(path: Path) -> list[str]:

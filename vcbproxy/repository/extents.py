@@ -7,7 +7,6 @@ one after another in the disk's ``.data`` file, "z" extents take no space.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -96,11 +95,3 @@ def _fallocate_punch(fd: int, offset: int, length: int) -> None:
     if libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(4 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

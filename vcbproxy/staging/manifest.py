@@ -24,7 +24,8 @@ _ZEROS = bytes(1 << 20)
 _LINE = re.compile(r"^(\\?)([0-9a-fA-F]{64}) [ *](.+)$")
 
 
-def _hash_zeros(hasher, length: int) -> None:
+def hash_zeros(hasher, length: int) -> None:
+    """Feed ``length`` zero bytes to ``hasher`` without allocating them (holes, zero runs)."""
     view = memoryview(_ZEROS)
     while length > 0:
         n = min(length, len(_ZEROS))
@@ -63,7 +64,7 @@ def sha256_file(path, *, bufsize: int = 4 << 20) -> str:
                     break
             data = min(data, size)
             if data > pos:
-                _hash_zeros(hasher, data - pos)
+                hash_zeros(hasher, data - pos)
                 pos = data
             if pos >= size:
                 break

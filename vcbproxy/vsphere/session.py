@@ -17,13 +17,12 @@ import logging
 import socket
 import ssl
 import urllib.parse
-from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 
 from pyVmomi import SoapAdapter, vim
 
 from vcbproxy import errors
-from vcbproxy.models import DatastorePath
+from vcbproxy.models import DatastorePath, ServerSpec
 from vcbproxy.vsphere.faults import translate
 
 log = logging.getLogger(__name__)
@@ -31,16 +30,6 @@ log = logging.getLogger(__name__)
 API_VERSION = "vim.version.v8_0_3_0"   # what the lab speaks; vcsim and vSphere 7/8 accept it
 DEFAULT_PORT = 443
 IDLE_RECONNECT_SECONDS = 20
-
-
-@dataclass
-class ConnectOptions:
-    server: str
-    user: str
-    password: str = field(repr=False, default="")
-    thumbprint: str | None = None
-    ca_file: str | None = None
-    timeout: float = 60.0
 
 
 def parse_server(server: str) -> tuple[str, int, str]:
@@ -164,7 +153,7 @@ class Session:
         self._datacenter: str | None = None
 
     @classmethod
-    def connect(cls, opts: ConnectOptions) -> Session:
+    def connect(cls, opts: ServerSpec) -> Session:
         host, port, path = parse_server(opts.server)
         pin = normalise_thumbprint(opts.thumbprint)
         if pin:
