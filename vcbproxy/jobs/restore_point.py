@@ -21,6 +21,7 @@ from vcbproxy.repository.store import Repository, RunInfo
 from vcbproxy.staging import names
 from vcbproxy.staging.atomic import write_atomic
 from vcbproxy.staging.manifest import hash_zeros, write_manifest
+from vcbproxy.vmdk.io import data_ranges
 
 CHUNK = 4 << 20
 
@@ -107,23 +108,18 @@ def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, o
     return files, digest.hexdigest()
 
 
-
-
 def _content(fd: int, capacity: int):
     """(offset, bytes) for data and (offset, n) for holes, in order, from a sparse file."""
     pos = 0
-    while pos < capacity:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:          # ENXIO: only a hole remains
-            data = capacity
-        data = min(data, capacity)
-        if data > pos:
-            yield pos, data - pos
-            pos = data
-            continue
-        hole = min(os.lseek(fd, pos, os.SEEK_HOLE), capacity)
-        while pos < hole:
-            block = os.pread(fd, min(CHUNK, hole - pos), pos)
+    for start, length in data_ranges(fd, 0, capacity):
+        if start > pos:
+            yield pos, start - pos
+        pos, end = start, start + length
+        while pos < end:
+            block = os.pread(fd, min(CHUNK, end - pos), pos)
+            if not block:
+                raise errors.StagingError(f"the rebuilt image shrank at {pos} while being written out")
             yield pos, block
             pos += len(block)
+    if pos < capacity:
+        yield pos, capacity - pos

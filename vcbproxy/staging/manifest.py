@@ -6,7 +6,6 @@ without reading them: a mostly empty flat extent hashes at CPU speed, not disk s
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -17,6 +16,7 @@ from vcbproxy.errors import StagingError, VerifyError
 from vcbproxy.staging.atomic import PARTIAL_SUFFIX, write_atomic
 from vcbproxy.staging.exportdir import INCOMPLETE_MARKER
 from vcbproxy.staging.names import inside
+from vcbproxy.vmdk.io import data_ranges
 
 MANIFEST = "MANIFEST.sha256"
 LOCK_DIR = ".locks"
@@ -50,27 +50,13 @@ def sha256_file(path, *, bufsize: int = 4 << 20) -> str:
     hasher = hashlib.sha256()
     buf = bytearray(bufsize)
     with open(path, "rb", buffering=0) as f:
-        fd = f.fileno()
-        size = os.fstat(fd).st_size
+        size = os.fstat(f.fileno()).st_size
         pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:   # only a hole up to the end
-                    data = size
-                else:                          # no hole support: read the rest plainly
-                    _hash_range(f, hasher, buf, pos, size)
-                    break
-            data = min(data, size)
-            if data > pos:
-                hash_zeros(hasher, data - pos)
-                pos = data
-            if pos >= size:
-                break
-            hole = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
-            _hash_range(f, hasher, buf, pos, hole)
-            pos = hole
+        for start, length in data_ranges(f.fileno(), 0, size):
+            hash_zeros(hasher, start - pos)
+            _hash_range(f, hasher, buf, start, start + length)
+            pos = start + length
+        hash_zeros(hasher, size - pos)
     return hasher.hexdigest()
 
 

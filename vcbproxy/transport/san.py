@@ -21,6 +21,7 @@ from pathlib import Path
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.transport.base import Transport
+from vcbproxy.vmdk.io import data_ranges
 
 log = logging.getLogger(__name__)
 
@@ -109,32 +110,13 @@ class SanFile:
             yield data
 
     def data_ranges(self, offset: int = 0, length: int | None = None) -> Iterator[tuple[int, int]]:
-        """(offset, length) of the parts of [offset, offset+length) that hold data.
-
-        Holes reported by the filesystem read as zeros, so skipping them loses nothing. A
-        filesystem without SEEK_DATA reports the whole range as data, which is still right.
-        """
+        """(offset, length) of the parts of [offset, offset+length) that hold data (holes read
+        as zeros, so skipping them loses nothing)."""
         end = self.size if length is None else min(self.size, offset + length)
-        pos = offset
-        while pos < end:
-            try:
-                start = os.lseek(self.fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:          # only holes from here to EOF
-                    return
-                if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                    yield pos, end - pos
-                    return
-                raise self._read_error(pos, exc) from exc
-            if start >= end:
-                return
-            try:
-                stop = os.lseek(self.fd, start, os.SEEK_HOLE)
-            except OSError as exc:
-                raise self._read_error(start, exc) from exc
-            stop = min(stop, end)
-            yield start, stop - start
-            pos = stop
+        try:
+            yield from data_ranges(self.fd, offset, end)
+        except OSError as exc:
+            raise self._read_error(offset, exc) from exc
 
     def copy_to_fd(self, dst_fd: int, offset: int, length: int, dst_offset: int) -> int:
         """Copy a range into ``dst_fd`` at ``dst_offset``, in the kernel where it can.

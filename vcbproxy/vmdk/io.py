@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 from collections.abc import Callable, Iterator
@@ -33,6 +34,30 @@ def pread_full(fd: int, offset: int, length: int) -> bytes:
         offset += len(data)
         length -= len(data)
     return b"".join(parts)
+
+
+def data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of the parts of ``[start, end)`` of a local file that hold data.
+
+    Holes read as zeros, so callers skip them. A file system without SEEK_DATA reports the
+    whole range as data, which is still right. Other errors are raised as OSError.
+    """
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:                  # only holes from here to EOF
+                return
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                yield pos, end - pos
+                return
+            raise
+        if data >= end:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        yield data, hole - data
+        pos = hole
 
 
 class LocalFile:
