@@ -160,3 +160,52 @@ def test_opener_reads_descriptor_neighbours(volume):
     with san(root) as t:
         opener = t.opener(directory=DatastorePath("datastore1", "vm"))
         assert opener("vm.vmx").pread(0, 100) == b'displayName = "vm"\n'
+
+
+def _flat_disk_copy(root, tmp_path, fmt):
+    """Copy the volume's flat file as a one-run disk, the way the export does."""
+    from vcbproxy.jobs.diskcopy import copy_runs
+    from vcbproxy.jobs.diskread import LayerFiles
+    from vcbproxy.vmdk.chain import Run
+    from vcbproxy.vmdk.writers import open_writer
+
+    out = tmp_path / f"out-{fmt}"
+    out.mkdir()
+    with san(root) as t:
+        files = LayerFiles(t.opener(directory=DatastorePath("datastore1", "vm")))
+        writer = open_writer(fmt, out, "disk", SIZE, uuid=None)
+        try:
+            result = copy_runs([Run(0, SIZE, "disk-flat.vmdk", 0)], files, writer, capacity=SIZE)
+        finally:
+            files.close()
+        result.files = writer.close()
+        return t.stats, result, out
+
+
+def test_export_copy_reads_only_data_and_copies_in_the_kernel(volume, tmp_path, monkeypatch):
+    """Holes are never read, whatever the output format; into a flat extent the data moves
+    with copy_file_range, and the hash, read back in the worker, is still the whole disk's."""
+    root, expected = volume
+    data_bytes = sum(length for _, length in REGIONS)
+    kernel_copied = []
+    real_copy = os.copy_file_range
+
+    def counting_copy(src, dst, count, offset_src=None, offset_dst=None):   # the real call, counted
+        done = real_copy(src, dst, count, offset_src, offset_dst)
+        kernel_copied.append(done)
+        return done
+
+    monkeypatch.setattr(os, "copy_file_range", counting_copy)
+    stats, result, out = _flat_disk_copy(root, tmp_path, "flat")
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+    assert (result.bytes_read, result.bytes_zero) == (data_bytes, SIZE - data_bytes)
+    assert stats.bytes_read == data_bytes
+    assert sum(kernel_copied) == data_bytes
+    assert (out / "disk-flat.vmdk").read_bytes() == expected
+    assert result.file_sha256 == {"disk-flat.vmdk": result.content_sha256}
+
+    kernel_copied.clear()
+    stats, result, out = _flat_disk_copy(root, tmp_path, "2gbsparse")
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+    assert stats.bytes_read == data_bytes
+    assert kernel_copied == []                     # grains must pass through the writer

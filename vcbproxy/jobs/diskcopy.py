@@ -9,13 +9,18 @@ consolidated image and unallocated regions are never fetched from the host.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from vcbproxy.vmdk.chain import Run
+
 ZERO_CHUNK = bytes(1 << 20)
+# A kernel copy (copy_file_range) moves this much between progress updates and Ctrl-C checks.
+KERNEL_PIECE = 64 << 20
 # Chunks waiting for the hashing thread. Transports yield chunks of at most 1 MiB, so this
 # bounds the bytes in flight to a few MiB however far the reader runs ahead.
 HASH_QUEUE_DEPTH = 4
@@ -65,6 +70,8 @@ class _BackgroundHasher:
             try:
                 if isinstance(item, int):
                     self._zeros(item)
+                elif isinstance(item, tuple):
+                    self._from_fd(*item)
                 else:
                     self._hasher.update(item)
             except BaseException as exc:   # noqa: BLE001 - re-raised in the copying thread
@@ -79,6 +86,19 @@ class _BackgroundHasher:
             self._hasher.update(view[:n])
             length -= n
 
+    def _from_fd(self, fd: int, offset: int, length: int) -> None:
+        # Bytes a kernel copy just wrote: read back from the page cache, here in the worker,
+        # so the copying thread goes on with the next range meanwhile.
+        buf = bytearray(len(ZERO_CHUNK))
+        view = memoryview(buf)
+        end = offset + length
+        while offset < end and not self._abandoned:
+            n = os.preadv(fd, [view[:min(len(buf), end - offset)]], offset)
+            if n <= 0:
+                raise OSError(f"the staged disk ended at {offset}, before {end}")
+            self._hasher.update(view[:n])
+            offset += n
+
     def update(self, data) -> None:
         if not isinstance(data, bytes):
             data = bytes(data)   # a reused buffer could change before the worker reads it
@@ -87,6 +107,12 @@ class _BackgroundHasher:
     def zeros(self, length: int) -> None:
         if length > 0:
             self._queue.put(length)
+
+    def from_fd(self, fd: int, offset: int, length: int) -> None:
+        """Hash ``length`` bytes of ``fd`` at ``offset``; the fd must stay open until
+        :meth:`hexdigest` or :meth:`close` returns."""
+        if length > 0:
+            self._queue.put((fd, offset, length))
 
     def hexdigest(self) -> str:
         """Wait for the queued chunks; the digest of everything given."""
@@ -116,6 +142,54 @@ def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
     return {flat_name: result.content_sha256} if flat_name else {}
 
 
+def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -> Iterator[Run]:
+    """``runs`` with the holes of their source files turned into zero runs.
+
+    Only sources that know their holes (``holes_known``, ``data_ranges``: a SAN file, by
+    SEEK_DATA/SEEK_HOLE) are asked; holes read as zeros, so nothing is lost by never
+    reading them. A run reaching past the end of its file is left whole, so that reading
+    it still reports the short file.
+    """
+    for run in runs:
+        source = open_file(run.source) if open_file is not None and run.source is not None else None
+        if (source is None or not getattr(source, "holes_known", False)
+                or not hasattr(source, "data_ranges")
+                or run.source_offset + run.length > source.size):
+            yield run
+            continue
+        shift = run.offset - run.source_offset
+        pos, end = run.offset, run.offset + run.length
+        for start, length in source.data_ranges(run.source_offset, run.length):
+            if start + shift > pos:
+                yield Run(pos, start + shift - pos, None, 0)
+            yield Run(start + shift, length, run.source, start)
+            pos = start + shift + length
+        if pos < end:
+            yield Run(pos, end - pos, None, 0)
+
+
+def _kernel_copy(source, writer, run: Run, hasher: _BackgroundHasher,
+                 advance: Callable[[int], None]) -> bool:
+    """Copy ``run`` with the source's kernel path into the writer's raw extent, if both
+    have one (a SAN file into a flat disk): the bytes never pass through Python, and the
+    hash worker reads them back from the page cache. False if the path does not apply."""
+    fd = writer.raw_fd
+    if fd is None or not hasattr(source, "copy_to_fd"):
+        return False
+    pos, end = run.offset, run.offset + run.length
+    while pos < end:
+        n = min(KERNEL_PIECE, end - pos)
+        done = source.copy_to_fd(fd, run.source_offset + (pos - run.offset), n, pos)
+        if done != n:
+            raise ValueError(f"short read from {run.source}: got {pos + done - run.offset} "
+                             f"of {run.length} bytes")
+        writer.copied(pos, n)
+        hasher.from_fd(fd, pos, n)
+        advance(n)
+        pos += n
+    return True
+
+
 def copy_runs(
     runs: Iterable,
     stream_of: Callable[[str, int, int], Iterable[bytes]],
@@ -126,21 +200,27 @@ def copy_runs(
 ) -> DiskCopyResult:
     """Copy ``runs`` (offset, length, source, source_offset) into ``writer``.
 
-    ``stream_of(source, offset, length)`` yields the bytes of a layer file range. The
+    ``stream_of(source, offset, length)`` yields the bytes of a layer file range; if it
+    also has ``open(source)`` (``vcbproxy.jobs.diskread.LayerFiles``), holes of the
+    sources are skipped and a kernel copy is used where source and writer allow it. The
     content hash covers zeros too, so it equals ``sha256`` of the raw disk — the value
     tests and ``verify`` compare with the source.
     """
     result = DiskCopyResult(capacity=capacity)
     started = time.monotonic()
     position = 0
+    open_file = getattr(stream_of, "open", None)
     with _BackgroundHasher() as hasher:
-        for run in runs:
+        for run in skip_holes(runs, open_file):
             if run.offset != position:
                 raise ValueError(f"disk map has a gap at {position} (next run at {run.offset})")
             if run.source is None:
                 hasher.zeros(run.length)
                 result.bytes_zero += run.length
                 advance(run.length)
+            elif open_file is not None and _kernel_copy(open_file(run.source), writer, run,
+                                                        hasher, advance):
+                result.bytes_read += run.length
             else:
                 offset = run.offset
                 for chunk in stream_of(run.source, run.source_offset, run.length):

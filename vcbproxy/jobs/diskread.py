@@ -13,29 +13,46 @@ from collections.abc import Iterator
 from vcbproxy.models import DatastorePath, DiskInfo
 
 
+class LayerFiles:
+    """The layer files of one disk, each opened once through the transport.
+
+    Called as ``stream_of(name, offset, length)`` it yields the bytes of a range of one
+    layer file; ``open(name)`` hands out the file itself, for copiers that use a
+    transport's extensions (holes, kernel copies; see ``vcbproxy.transport.base``).
+    """
+
+    def __init__(self, opener):
+        self._opener = opener
+        self._opened: dict[str, object] = {}
+
+    def open(self, name: str):
+        if name not in self._opened:
+            self._opened[name] = self._opener(name)
+        return self._opened[name]
+
+    def __call__(self, name: str, offset: int, length: int):
+        return self.open(name).stream(offset, length)
+
+    def close(self) -> None:
+        for handle in self._opened.values():
+            handle.close()
+        self._opened.clear()
+
+
 @contextlib.contextmanager
 def disk_chain(transport, disk: DiskInfo):
-    """Yield ``(chain, stream_of)`` for ``disk``; every file opened is closed afterwards.
-
-    ``stream_of(name, offset, length)`` yields the bytes of a range of one layer file.
-    """
+    """Yield ``(chain, stream_of)`` for ``disk``: a :class:`LayerFiles`; every file opened is
+    closed afterwards."""
     from vcbproxy.vmdk.chain import DiskChain
 
     top = disk.top.descriptor.location
-    opener = transport.opener(directory=DatastorePath(top.datastore, posixpath.dirname(top.path)))
-    opened: dict[str, object] = {}
-
-    def open_cached(name: str):
-        if name not in opened:
-            opened[name] = opener(name)
-        return opened[name]
-
+    files = LayerFiles(transport.opener(directory=DatastorePath(top.datastore,
+                                                                posixpath.dirname(top.path))))
     try:
-        chain = DiskChain.open(posixpath.basename(top.path), open_cached)
-        yield chain, lambda name, offset, length: open_cached(name).stream(offset, length)
+        chain = DiskChain.open(posixpath.basename(top.path), files.open)
+        yield chain, files
     finally:
-        for handle in opened.values():
-            handle.close()
+        files.close()
 
 
 def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:

@@ -60,16 +60,31 @@ class DiskWriter(ABC):
             self._names.append(name)
         return self._partial(name)
 
-    def write(self, offset: int, data: bytes) -> None:
+    # A file descriptor whose byte N is the disk's byte N (the flat format's raw extent), or
+    # None: a copier that has the source as a local file may fill it with copy_file_range
+    # and report the range with ``copied`` instead of passing the bytes to ``write``.
+    raw_fd: int | None = None
+
+    def _check(self, offset: int, length: int) -> None:
         if self._done:
             raise VmdkError("write after close/abort")
         if offset < self._next:
             raise VmdkError(f"disk writes must go forward ({offset} < {self._next})")
-        if offset + len(data) > self.capacity:
-            raise VmdkError(f"write {offset}+{len(data)} beyond the capacity {self.capacity}")
+        if offset + length > self.capacity:
+            raise VmdkError(f"write {offset}+{length} beyond the capacity {self.capacity}")
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._check(offset, len(data))
         if data:
             self._write(offset, data)
         self._next = offset + len(data)
+
+    def copied(self, offset: int, length: int) -> None:
+        """Account for ``length`` bytes at ``offset`` put into :attr:`raw_fd` by the caller."""
+        if self.raw_fd is None:
+            raise VmdkError(f"{type(self).__name__} has no raw extent to copy into")
+        self._check(offset, length)
+        self._next = offset + length
 
     @abstractmethod
     def _write(self, offset: int, data: bytes) -> None: ...
@@ -129,6 +144,10 @@ class FlatWriter(DiskWriter):
         self.flat_name = self.basename + "-flat.vmdk"
         self._fd = os.open(self._register(self.flat_name),
                            os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+
+    @property
+    def raw_fd(self) -> int | None:
+        return self._fd if self._fd >= 0 else None
 
     def _write(self, offset: int, data: bytes) -> None:
         if is_zero(data):
