@@ -141,3 +141,20 @@ def test_a_raw_flat_extent_reports_its_file_hash():
     assert result.file_sha256 == {"disk-flat.vmdk": result.content_sha256}
     grains = copy_grains([(0, b"z" * 512)], FlatLikeWriter(1024), capacity=1024)
     assert grains.file_sha256 == {"disk-flat.vmdk": hashlib.sha256(b"z" * 512 + bytes(512)).hexdigest()}
+
+
+def test_only_areas_zeroes_everything_outside_the_allocation_map():
+    from vcbproxy.jobs.diskread import only_areas
+    from vcbproxy.vmdk.chain import Run
+
+    runs = [Run(0, 100, "a", 1000), Run(100, 50, None, 0), Run(150, 100, "b", 0)]
+    out = list(only_areas(runs, [(10, 20), (90, 70), (240, 5)]))
+    assert [(r.offset, r.length, r.source, r.source_offset) for r in out if r.source] == [
+        (10, 20, "a", 1010), (90, 10, "a", 1090), (150, 10, "b", 0), (240, 5, "b", 90)]
+    # the runs still tile the disk, with zeros where nothing is allocated
+    position = 0
+    for r in out:
+        assert r.offset == position
+        position += r.length
+    assert position == 250
+    assert [r.source for r in only_areas(runs, [])] == [None, None, None]

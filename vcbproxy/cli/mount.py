@@ -38,6 +38,10 @@ FORMATS = ("2gbsparse", "monolithic", "flat", "stream")
               show_default=True, help="When the VM already has a _VCB-BACKUP_ snapshot: fail, or remove it.")
 @click.option("--fail-on-independent", is_flag=True,
               help="Fail instead of skipping (exit 3) independent disks, which cannot be snapshotted.")
+@click.option("--read-all-blocks", is_flag=True,
+              help="Read every block of each disk. By default, when changed block tracking was on "
+                   "at the snapshot, only the areas the host reports allocated are read (the rest "
+                   "are zeros), as VADP backups do.")
 @click.option("--pre-command", metavar="'CMD ARGS'", help="Run before the snapshot; failure aborts (exit 17).")
 @click.option("--post-command", metavar="'CMD ARGS'", help="Run after the export; failure is a warning (exit 3).")
 @click.option("--hook-timeout", type=float, default=600, show_default=True, help="Seconds a hook may run.")
@@ -45,7 +49,7 @@ FORMATS = ("2gbsparse", "monolithic", "flat", "stream")
 @output_options
 @server_options
 def mount(selector, target, export_type, mode, fmt, quiesce, jobs, preexisting_mountpoint, preexisting_snapshot,
-          fail_on_independent, pre_command, post_command, hook_timeout, transport, json_output, quiet,
+          fail_on_independent, read_all_blocks, pre_command, post_command, hook_timeout, transport, json_output, quiet,
           server):
     """Snapshot a VM, copy it whole into DIR as it was at the snapshot, remove the snapshot.
 
@@ -65,7 +69,7 @@ def mount(selector, target, export_type, mode, fmt, quiesce, jobs, preexisting_m
     options = ExportOptions(
         target=target, mode=mode, fmt=fmt, quiesce=quiesce, jobs=jobs,
         preexisting_mountpoint=preexisting_mountpoint, preexisting_snapshot=preexisting_snapshot,
-        fail_on_independent=fail_on_independent,
+        fail_on_independent=fail_on_independent, allocation_map=not read_all_blocks,
         pre_command=Hook(parse_hook(pre_command), hook_timeout) if pre_command else None,
         post_command=Hook(parse_hook(post_command), hook_timeout) if post_command else None,
         transport_options=transport(spec),

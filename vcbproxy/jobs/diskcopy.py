@@ -32,6 +32,7 @@ class DiskCopyResult:
     bytes_read: int = 0          # bytes fetched from the host
     bytes_zero: int = 0          # bytes known to be zero (never fetched)
     content_sha256: str = ""     # of the whole virtual disk, zeros included
+    allocation_map: bool = False  # only the areas the host reported allocated were read
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
     # {file name: sha256} of written files whose hash is known without reading them back

@@ -81,3 +81,30 @@ def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
                 if offset != stop:
                     raise ValueError(f"short read from {run.source} at {pos}")
             pos = stop
+
+
+def only_areas(runs, areas) -> Iterator:
+    """``runs`` with every byte outside ``areas`` (sorted, non-overlapping ``(start, length)``)
+    turned into zeros: the full-disk copy driven by an allocation map (see
+    ``vcbproxy.jobs.export``), which reads only what the host says is allocated."""
+    from vcbproxy.vmdk.chain import Run
+
+    areas = iter(areas)
+    area = next(areas, None)
+    for run in runs:
+        pos, end = run.offset, run.offset + run.length
+        while pos < end:
+            while area is not None and area[0] + area[1] <= pos:
+                area = next(areas, None)
+            if area is None or area[0] >= end:
+                yield Run(pos, end - pos, None, 0)
+                break
+            if area[0] > pos:
+                yield Run(pos, area[0] - pos, None, 0)
+                pos = area[0]
+            stop = min(end, area[0] + area[1])
+            if run.source is None:
+                yield Run(pos, stop - pos, None, 0)
+            else:
+                yield Run(pos, stop - pos, run.source, run.source_offset + (pos - run.offset))
+            pos = stop
