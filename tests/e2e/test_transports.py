@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli import run, start
-from tests.e2e.oracle import assert_export_matches_lab, vcb_snapshots
+from tests.e2e.oracle import (
+    assert_export_matches_lab,
+    metadata,
+    qemu_compare,
+    raw_sha256,
+    vcb_snapshots,
+)
 from tests.e2e.test_export import Churn, assert_clean_failure
 
 MODES = ["nbdssl", "nbd", "san", "ssh", "nfc", "san:nbdssl"]
@@ -130,6 +136,34 @@ def test_with_cbt_on_only_the_allocated_areas_are_read(env, lab, lab_client, tmp
         for disk in assert_export_matches_lab(everything, lab_client, tmp_path)["disks"]:
             assert disk["allocation_map"] is False, disk
             assert disk["bytes_read"] == disk["capacity"], disk
+
+
+@pytest.mark.parametrize("fmt", ["flat", "2gbsparse"])
+def test_san_checksum_none_copies_exactly_and_leaves_the_disks_out_of_the_manifest(
+        env, lab, lab_client, tmp_path, fmt):
+    target = tmp_path / "web01-fullVM"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san", *san_args(lab),
+              "--format", fmt, "--checksum", "none", "-q")
+    assert res.code == 0, res
+    meta = metadata(target)
+    assert meta["checksum"] == "none"
+    manifest = (target / "MANIFEST.sha256").read_text()
+    for disk in meta["disks"]:
+        assert disk["content_sha256"] == "", disk
+        truth = lab_client.oracle(snapshot=meta["snapshot"]["moref"], key=disk["key"], raw=True)
+        assert raw_sha256(target / disk["files"][0], tmp_path) == truth["sha256"], disk
+        qemu_compare(target / disk["files"][0], truth["path"])
+        for name in disk["files"]:
+            assert f"  {name}\n" not in manifest, name
+    assert "  vcbproxy.json\n" in manifest and ".vmx\n" in manifest
+
+    res = run(env, "verify", str(target))
+    assert res.code == 0, res
+    assert "--checksum none" in res.err, res
+    vmx = next(target.glob("*.vmx"))
+    vmx.write_text(vmx.read_text() + "# tampered\n")
+    res = run(env, "verify", str(target))        # what is listed is still checked
+    assert res.code == 16 and f"changed: {vmx.name}" in res.out, res
 
 
 @pytest.mark.parametrize("fmt", ["stream", "2gbsparse"])

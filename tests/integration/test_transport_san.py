@@ -162,20 +162,21 @@ def test_opener_reads_descriptor_neighbours(volume):
         assert opener("vm.vmx").pread(0, 100) == b'displayName = "vm"\n'
 
 
-def _flat_disk_copy(root, tmp_path, fmt):
+def _flat_disk_copy(root, tmp_path, fmt, checksum=True):
     """Copy the volume's flat file as a one-run disk, the way the export does."""
     from vcbproxy.jobs.diskcopy import copy_runs
     from vcbproxy.jobs.diskread import LayerFiles
     from vcbproxy.vmdk.chain import Run
     from vcbproxy.vmdk.writers import open_writer
 
-    out = tmp_path / f"out-{fmt}"
+    out = tmp_path / f"out-{fmt}-{checksum}"
     out.mkdir()
     with san(root) as t:
         files = LayerFiles(t.opener(directory=DatastorePath("datastore1", "vm")))
         writer = open_writer(fmt, out, "disk", SIZE, uuid=None)
         try:
-            result = copy_runs([Run(0, SIZE, "disk-flat.vmdk", 0)], files, writer, capacity=SIZE)
+            result = copy_runs([Run(0, SIZE, "disk-flat.vmdk", 0)], files, writer, capacity=SIZE,
+                               checksum=checksum)
         finally:
             files.close()
         result.files = writer.close()
@@ -209,3 +210,11 @@ def test_export_copy_reads_only_data_and_copies_in_the_kernel(volume, tmp_path, 
     assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
     assert stats.bytes_read == data_bytes
     assert kernel_copied == []                     # grains must pass through the writer
+
+
+def test_without_checksum_the_copy_is_exact_and_nothing_claims_a_hash(volume, tmp_path):
+    root, expected = volume
+    stats, result, out = _flat_disk_copy(root, tmp_path, "flat", checksum=False)
+    assert (out / "disk-flat.vmdk").read_bytes() == expected
+    assert result.content_sha256 == "" and result.file_sha256 == {}
+    assert stats.bytes_read == sum(length for _, length in REGIONS)

@@ -32,6 +32,8 @@ def verify(directory, repo, no_qemu_img, json_output):
     else:
         for problem in report.problems:
             click.echo(problem)
+        for note in report.notes:
+            click.echo(f"{report.directory}: note: {note}", err=True)
         if report.ok:
             click.echo(f"{report.directory}: ok ({report.checked_files} files, {report.checked_disks} disks"
                        + (", qemu-img check" if report.qemu_img else "") + ")", err=True)

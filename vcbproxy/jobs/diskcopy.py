@@ -137,10 +137,37 @@ class _BackgroundHasher:
         self.close(abandon=exc_type is not None)
 
 
+class _NoHasher:
+    """``--checksum none``: the hasher's interface, hashing nothing, so no byte that a kernel
+    copy moves is ever read into the proxy."""
+
+    def update(self, data) -> None:
+        pass
+
+    def zeros(self, length: int) -> None:
+        pass
+
+    def from_fd(self, fd: int, offset: int, length: int) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
+
+    def __enter__(self) -> _NoHasher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _hasher(checksum: bool):
+    return _BackgroundHasher() if checksum else _NoHasher()
+
+
 def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
     """A writer's raw flat extent (``flat_name``) is the disk's content as is: same hash."""
     flat_name = getattr(writer, "flat_name", None)
-    return {flat_name: result.content_sha256} if flat_name else {}
+    return {flat_name: result.content_sha256} if flat_name and result.content_sha256 else {}
 
 
 def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -> Iterator[Run]:
@@ -169,7 +196,7 @@ def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -
             yield Run(pos, end - pos, None, 0)
 
 
-def _kernel_copy(source, writer, run: Run, hasher: _BackgroundHasher,
+def _kernel_copy(source, writer, run: Run, hasher,
                  advance: Callable[[int], None]) -> bool:
     """Copy ``run`` with the source's kernel path into the writer's raw extent, if both
     have one (a SAN file into a flat disk): the bytes never pass through Python, and the
@@ -198,6 +225,7 @@ def copy_runs(
     *,
     capacity: int,
     advance: Callable[[int], None] = lambda n: None,
+    checksum: bool = True,
 ) -> DiskCopyResult:
     """Copy ``runs`` (offset, length, source, source_offset) into ``writer``.
 
@@ -205,13 +233,13 @@ def copy_runs(
     also has ``open(source)`` (``vcbproxy.jobs.diskread.LayerFiles``), holes of the
     sources are skipped and a kernel copy is used where source and writer allow it. The
     content hash covers zeros too, so it equals ``sha256`` of the raw disk — the value
-    tests and ``verify`` compare with the source.
+    tests and ``verify`` compare with the source. ``checksum=False`` leaves it empty.
     """
     result = DiskCopyResult(capacity=capacity)
     started = time.monotonic()
     position = 0
     open_file = getattr(stream_of, "open", None)
-    with _BackgroundHasher() as hasher:
+    with _hasher(checksum) as hasher:
         for run in skip_holes(runs, open_file):
             if run.offset != position:
                 raise ValueError(f"disk map has a gap at {position} (next run at {run.offset})")
@@ -249,13 +277,14 @@ def copy_grains(
     *,
     capacity: int,
     advance: Callable[[int], None] = lambda n: None,
+    checksum: bool = True,
 ) -> DiskCopyResult:
     """Copy a stream of (offset, data) grains in ascending order — an NFC download —
     into ``writer``; gaps between grains are zeros (hashed, never written)."""
     result = DiskCopyResult(capacity=capacity)
     started = time.monotonic()
     position = 0
-    with _BackgroundHasher() as hasher:
+    with _hasher(checksum) as hasher:
         for offset, data in grains:
             if offset < position:
                 raise ValueError(f"stream went backwards: grain at {offset} after {position}")

@@ -62,6 +62,9 @@ class ExportOptions:
     # With CBT on at the snapshot, ask the host which areas of each disk are allocated
     # (QueryChangedDiskAreas with change ID "*", as VADP backups do) and read only those.
     allocation_map: bool = True
+    # "sha256": every disk's content and every file hashed (MANIFEST.sha256, vcbproxy.json);
+    # "none": disks are not hashed, which leaves the copy to the kernel in SAN mode.
+    checksum: str = "sha256"
     # Set when the command is interrupted: exports running in worker threads (--jobs) stop at
     # their next chunk and clean up, queued ones never start.
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -238,7 +241,8 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             if not succeeded:
                 # A failed export leaves nothing a backup product could mistake for a good one.
                 ExportDir.remove(export_dir.path)
-        write_manifest(export_dir.path, known=_hashed_while_copying(export_dir.path, disk_results))
+        write_manifest(export_dir.path, known=_hashed_while_copying(export_dir.path, disk_results),
+                       unlisted=_unhashed_disk_files(disk_results))
         export_dir.complete()
 
     progress.event("vm_done", vm=vm.name, directory=str(directory), warnings=len(result.warnings))
@@ -249,6 +253,11 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             result.warnings.append(f"post-command failed: {exc}")
             log.warning("post-command failed: %s", exc)
     return result
+
+
+def _unhashed_disk_files(disk_results: dict[str, DiskCopyResult]) -> set[str]:
+    """Disk files exported with ``--checksum none``: left out of the manifest, not hashed."""
+    return {name for res in disk_results.values() if not res.content_sha256 for name in res.files}
 
 
 def _hashed_while_copying(directory: Path, disk_results: dict[str, DiskCopyResult]) -> dict[str, str]:
@@ -399,7 +408,8 @@ def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, 
             writer = open_writer(options.fmt, export_dir.path, basename, chain.capacity, uuid=disk.uuid or None)
             runs = chain.runs() if areas is None else only_areas(chain.runs(), areas)
             result = copy_runs(runs, stream_of, writer, capacity=chain.capacity,
-                               advance=lambda n: _advance(options, progress, key, n))
+                               advance=lambda n: _advance(options, progress, key, n),
+                               checksum=options.checksum != "none")
         result.files = writer.close()
         result.allocation_map = areas is not None
     except VmdkError as exc:
@@ -491,10 +501,12 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
             raise errors.TransportError(
                 f"{disk.label}: the NFC stream has {source.capacity} bytes, the disk {disk.capacity}")
         result = copy_grains(source.grains(), writer, capacity=disk.capacity,
-                             advance=lambda n: _advance(options, progress, key, n))
+                             advance=lambda n: _advance(options, progress, key, n),
+                             checksum=options.checksum != "none")
         source.close()
         result.files = writer.close()
-        if isinstance(writer, _StoredStream):   # the stored bytes were hashed as they arrived
+        if isinstance(writer, _StoredStream) and result.content_sha256:
+            # the stored bytes were hashed as they arrived
             result.exact_file_sha256[writer.name] = writer.sha256
     except VmdkError as exc:
         writer.abort()
@@ -560,6 +572,7 @@ def _write_metadata(export_dir, vm, snapshot, options, disks, disk_results, serv
                       "bytes_read": getattr(stats, "bytes_read", None),
                       "requests": getattr(stats, "requests", None), "retries": getattr(stats, "retries", None)},
         "format_written": options.fmt,
+        "checksum": options.checksum,
         "disks": [],
         "started": datetime.fromtimestamp(started, UTC).isoformat(),
         "finished": datetime.now(UTC).isoformat(),

@@ -116,13 +116,15 @@ def _check_relative(rel: str) -> str:
 
 
 def write_manifest(export_dir: Path, entries: dict[str, str] | None = None, *, name: str = MANIFEST,
-                   known: Mapping[str, str] | None = None) -> Path:
+                   known: Mapping[str, str] | None = None,
+                   unlisted: set[str] | frozenset[str] = frozenset()) -> Path:
     """Write the manifest: ``entries`` ({relative path: sha256}) as given, or every file of the export.
 
     Without ``entries`` each file is hashed now, except those in ``known``: hashes computed
     while the file was written (a flat extent's is the disk's content hash), so a 1 GiB
     disk is not read a second time just to list it. A known file that is not in the
     export means the caller lost track of its files, an error rather than a silent gap.
+    Files in ``unlisted`` (disks exported with ``--checksum none``) are left out.
     """
     export_dir = Path(export_dir)
     if entries is None:
@@ -135,7 +137,7 @@ def write_manifest(export_dir: Path, entries: dict[str, str] | None = None, *, n
         if missing:
             raise StagingError(f"{missing[0]!r} was hashed while written but is not in {export_dir}")
         entries = {rel: known.get(rel) or sha256_file(inside(export_dir, export_dir / rel))
-                   for rel in files}
+                   for rel in files if rel not in unlisted}
     lines = []
     for rel in sorted(entries):
         flag, shown = _escape(_check_relative(rel))
