@@ -177,3 +177,23 @@ def test_wrong_client_key_is_auth_error(sshd, files, tmp_path):
     with create("ssh", session=None, options=options(sshd, ssh_key=str(path))) as t, \
             pytest.raises(errors.AuthError, match="SSH login as .* refused"):
         t.open(file=DISK)
+
+
+def test_sizes_come_from_one_listing_and_small_reads_from_one_command(sshd, files):
+    """A remote command costs ~140 ms: opening a VM's files lists their directory once, and
+    the small reads of a VMDK's metadata are served from one read-ahead window."""
+    expected = files["disk-flat.vmdk"]
+    with create("ssh", session=None, options=options(sshd)) as t:
+        opened = {name: t.open(file=DatastorePath(DS, f"{DIR}/{name}")) for name in files}
+        assert {name: f.size for name, f in opened.items()} == {n: len(d) for n, d in files.items()}
+        assert t.stats.requests == 1
+        disk = opened["disk-flat.vmdk"]
+        for offset, length in [(0, 512), (512, 4096), (65536, 2048), (MiB - 100, 100), (7, 3)]:
+            assert disk.pread(offset, length) == expected[offset:offset + length]
+        assert b"".join(opened["vm.vmx"].stream(0, opened["vm.vmx"].size)) == files["vm.vmx"]
+        assert t.stats.requests == 3                 # the listing, the disk's window, the .vmx
+        assert disk.pread(MiB, 10) == expected[MiB:MiB + 10]     # past the window: fetched
+        assert t.stats.requests == 4
+        missing = DatastorePath(DS, f"{DIR}/not-there.vmdk")
+        with pytest.raises(errors.NotFoundError):
+            t.open(file=missing)
