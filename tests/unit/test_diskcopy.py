@@ -158,3 +158,14 @@ def test_only_areas_zeroes_everything_outside_the_allocation_map():
         position += r.length
     assert position == 250
     assert [r.source for r in only_areas(runs, [])] == [None, None, None]
+
+
+def test_coalesce_fills_holes_shorter_than_a_request():
+    from vcbproxy.jobs.diskread import coalesce
+
+    areas = [(0, 10), (15, 5), (40, 10), (100, 1)]
+    assert coalesce(areas, 0) == areas
+    assert coalesce(areas, 6) == [(0, 20), (40, 10), (100, 1)]
+    assert coalesce(areas, 50) == [(0, 50), (100, 1)]
+    assert coalesce(areas, 51) == [(0, 101)]
+    assert coalesce([], 10) == []

@@ -24,6 +24,7 @@ from pathlib import Path
 from vcbproxy import __version__, errors
 from vcbproxy.hooks import Hook, run_hook
 from vcbproxy.jobs.diskcopy import DiskCopyResult, copy_grains, copy_runs
+from vcbproxy.jobs.diskread import coalesce
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.models import DatastoreFile, DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
@@ -216,6 +217,8 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
                             transport, lease_map[disk.device_id], disk, export_dir, basename, options, progress, vm)
                     else:
                         areas = _allocated_areas(session, vm, snapshot, disk, options)
+                        if areas is not None:
+                            areas = coalesce(areas, transport.request_cost)
                         disk_results[disk.device_id] = _copy_disk(
                             transport, disk, export_dir, basename, options, progress, vm, areas)
                     disk_names[disk.device_id] = disk_results[disk.device_id].files[0]

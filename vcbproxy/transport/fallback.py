@@ -28,6 +28,10 @@ class FallbackTransport(Transport):
         self.reasons: dict[str, list[str]] = {}       # file → why earlier modes passed
 
     @property
+    def request_cost(self) -> int:                    # type: ignore[override]
+        return max(m.request_cost for m in self.modes)
+
+    @property
     def chain(self) -> str:
         return ":".join(m.name for m in self.modes)
 
