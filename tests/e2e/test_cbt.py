@@ -136,7 +136,7 @@ def test_verify_repo_detects_a_flipped_byte(cbt_on, env, tmp_path):
     assert data.name in res.out + res.err
 
 
-def test_compare_reports_full_against_cbt_per_run(cbt_on, env, lab, tmp_path):
+def test_compare_reports_full_against_cbt_per_run(cbt_on, env, lab, lab_client, tmp_path):
     info = tmp_path / "lab.json"
     info.write_text(json.dumps(lab.info))
     work = tmp_path / "cmp"
@@ -146,6 +146,10 @@ def test_compare_reports_full_against_cbt_per_run(cbt_on, env, lab, tmp_path):
     report = json.loads((work / "compare.json").read_text())
     assert (work / "compare.csv").read_text().count("\n") == 5     # header, 3 runs, total
     assert (work / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    # the full side is VCB's copy: every block, not CBT's allocation map (CBT is on here)
+    capacity = sum(lab_client.oracle(vm=VM, key=int(key))["size"]
+                   for key in lab_client.state(VM)["disks"])
+    assert all(row["full_read"] >= capacity for row in report["runs"]), (capacity, report["runs"])
     for row in report["runs"][1:]:
         assert row["churn_bytes"] > 0
         assert row["cbt_read"] <= 1.05 * row["churn_bytes"] + (1 << 20), row

@@ -61,8 +61,10 @@ def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> 
 def _full(session, vm, options: CompareOptions, number: int, progress) -> dict:
     target = options.workdir / f"full-{number:03d}"
     started = time.monotonic()
+    # VCB's full copy read every block: no allocation map, even though CBT is on here.
     export_vm(session, vm, target, ExportOptions(target=target, mode=options.mode, fmt=options.fmt,
-                                                 transport_options=options.transport_options), progress)
+                                                 transport_options=options.transport_options,
+                                                 allocation_map=False), progress)
     seconds = time.monotonic() - started
     meta = read_metadata(target)
     written = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
