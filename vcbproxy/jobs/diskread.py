@@ -11,9 +11,10 @@ import posixpath
 from collections.abc import Iterator
 
 from vcbproxy.models import DatastorePath, DiskInfo
+from vcbproxy.vmdk.io import OpenFiles
 
 
-class LayerFiles:
+class LayerFiles(OpenFiles):
     """The layer files of one disk, each opened once through the transport.
 
     Called as ``stream_of(name, offset, length)`` it yields the bytes of a range of one
@@ -21,22 +22,8 @@ class LayerFiles:
     transport's extensions (holes, kernel copies; see ``vcbproxy.transport.base``).
     """
 
-    def __init__(self, opener):
-        self._opener = opener
-        self._opened: dict[str, object] = {}
-
-    def open(self, name: str):
-        if name not in self._opened:
-            self._opened[name] = self._opener(name)
-        return self._opened[name]
-
     def __call__(self, name: str, offset: int, length: int):
         return self.open(name).stream(offset, length)
-
-    def close(self) -> None:
-        for handle in self._opened.values():
-            handle.close()
-        self._opened.clear()
 
 
 @contextlib.contextmanager

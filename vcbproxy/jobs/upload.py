@@ -95,20 +95,13 @@ def upload_disk(uploader, disk: StagedDisk, target: DatastorePath, *, adapter: s
     the bytes go out; a mismatch fails the upload before the descriptor is written.
     """
     from vcbproxy.vmdk.content import disk_pieces
-    from vcbproxy.vmdk.io import local_opener
+    from vcbproxy.vmdk.io import OpenFiles, local_opener
 
-    opener = local_opener(disk.directory)
-    opened: dict[str, object] = {}
-
-    def open_cached(name: str):
-        if name not in opened:
-            opened[name] = opener(name)
-        return opened[name]
-
+    files = OpenFiles(local_opener(disk.directory))
     extent = flat_name(target)
     hasher = hashlib.sha256()
     try:
-        capacity, pieces = disk_pieces(disk.descriptor, open_cached)
+        capacity, pieces = disk_pieces(disk.descriptor, files.open)
         if capacity != disk.capacity:
             raise errors.VerifyError(f"{disk.descriptor}: capacity {capacity}, the export says {disk.capacity}")
         # Listed before the first byte: a PUT cut halfway may still leave a file behind.
@@ -117,8 +110,7 @@ def upload_disk(uploader, disk: StagedDisk, target: DatastorePath, *, adapter: s
     except (ValueError, zlib.error) as exc:      # VmdkError: the staged disk cannot be read
         raise errors.VerifyError(f"{disk.descriptor}: {exc}") from exc
     finally:
-        for handle in opened.values():
-            handle.close()
+        files.close()
     if disk.content_sha256 and hasher.hexdigest() != disk.content_sha256:
         raise errors.VerifyError(f"{disk.descriptor}: content changed since the export (sha256 differs)")
     body = vmfs_descriptor(target, disk.capacity, adapter=adapter, uuid=uuid)

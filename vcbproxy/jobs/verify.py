@@ -177,19 +177,12 @@ def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[st
     """Read the disk with our own reader (every format, stream included), compare capacity
     and the SHA-256 of the virtual disk with what the export recorded."""
     from vcbproxy.vmdk.content import disk_pieces
-    from vcbproxy.vmdk.io import local_opener
+    from vcbproxy.vmdk.io import OpenFiles, local_opener
 
-    opener = local_opener(directory)
-    opened: dict[str, object] = {}
-
-    def open_cached(name: str):
-        if name not in opened:
-            opened[name] = opener(name)
-        return opened[name]
-
+    files = OpenFiles(local_opener(directory))
     hasher = hashlib.sha256()
     try:
-        capacity, pieces = disk_pieces(descriptor, open_cached)
+        capacity, pieces = disk_pieces(descriptor, files.open)
         if disk.get("capacity") is not None and capacity != disk["capacity"]:
             return [f"mismatch: {descriptor} (capacity {capacity}, {METADATA} says {disk['capacity']})"]
         position = 0
@@ -211,8 +204,7 @@ def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[st
     except zlib.error as exc:
         return [f"malformed: {descriptor} (compressed grain: {exc})"]
     finally:
-        for handle in opened.values():
-            handle.close()
+        files.close()
     expected = disk.get("content_sha256")
     if expected and hasher.hexdigest() != expected:
         return [f"changed: {descriptor} (virtual disk content sha256 differs from {METADATA})"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.descriptor import NO_PARENT_CID, SECTOR, Descriptor, parse
+from vcbproxy.vmdk.io import OpenFiles
 from vcbproxy.vmdk.sparse import MAGIC, SparseExtent
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class DiskChain:
 
         The caller owns what ``opener`` returns (it closes the files; the chain only reads).
         """
-        opener = _Remember(opener)
+        opener = OpenFiles(opener).open      # never closed here: the caller owns the files
         layers: list[_Layer] = []
         name = descriptor_name
         seen: set[str] = set()
@@ -218,19 +219,6 @@ class DiskChain:
                     raise VmdkError(f"{run.source}: file ends before the data it maps")
                 out += data
         return bytes(out)
-
-
-class _Remember:
-    """Calls the caller's opener at most once per name (the caller closes what it returned)."""
-
-    def __init__(self, opener: Callable[[str], object]):
-        self._opener = opener
-        self._opened: dict[str, object] = {}
-
-    def __call__(self, name: str):
-        if name not in self._opened:
-            self._opened[name] = self._opener(name)
-        return self._opened[name]
 
 
 def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:

@@ -92,6 +92,31 @@ class LocalFile:
         self.close()
 
 
+class OpenFiles:
+    """Opens each name once through ``opener`` and closes them all together: what the chain
+    reader, the copier, verify and restore need, since a disk's layers are read many times."""
+
+    def __init__(self, opener: Callable[[str], RandomAccess]):
+        self._opener = opener
+        self._opened: dict[str, RandomAccess] = {}
+
+    def open(self, name: str) -> RandomAccess:
+        if name not in self._opened:
+            self._opened[name] = self._opener(name)
+        return self._opened[name]
+
+    def close(self) -> None:
+        opened, self._opened = self._opened, {}
+        for handle in opened.values():
+            handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def local_opener(directory: str | os.PathLike) -> Callable[[str], LocalFile]:
     """``opener(name)`` for :meth:`DiskChain.open`: names are relative to ``directory``.
 
