@@ -32,11 +32,11 @@ def create_snapshot(lab, vm, name: str, description: str | None, memory: bool,
     for key, disk in sorted(vm.disks.items()):
         if vm.slots[key].independent:
             continue
-        marks[key] = disk.mark()
-        if vm.cbt_enabled and disk.cbt.enabled:
-            change_ids[key] = disk.cbt.advance()
-        frozen[key] = len(disk.layers) - 1
-        deltas[key] = disk.add_delta()
+        # One step under the disk's lock: a guest write (lab churn) must not land between
+        # the mark and the new delta, or the oracle and the frozen layer would disagree.
+        marks[key], change_id, frozen[key], deltas[key] = disk.snapshot()
+        if change_id is not None and vm.cbt_enabled:
+            change_ids[key] = change_id
     config = vm.config_info(layer_of=frozen, change_ids=change_ids)
     parent = vm.current_snapshot
     snap_id = 1 + max((s.id for s in vm.all_snapshots()), default=0)
