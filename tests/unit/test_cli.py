@@ -65,3 +65,14 @@ def test_version_and_exit_code_table_in_help():
     assert proc.returncode == 0
     for code in ("10", "11", "12", "13", "14", "143"):
         assert code in proc.stdout
+
+
+@pytest.mark.parametrize("server, host", [
+    ("esx1.example.com", "esx1.example.com"), ("esx1:8443", "esx1"),
+    ("https://vc.example.com:443/sdk", "vc.example.com"), ("[fe80::1]:443", "fe80::1"),
+    ("[2001:db8::5]", "2001:db8::5"),
+])
+def test_ssh_host_defaults_to_the_servers_host_ipv6_included(server, host):
+    from vcbproxy.cli.options import _server_host
+
+    assert _server_host(server) == host

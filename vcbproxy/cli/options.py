@@ -61,6 +61,13 @@ def progress_mode(json_output: bool, quiet: bool) -> str | None:
     return None
 
 
+def _server_host(server: str) -> str:
+    """The host part of --server ("host", "host:port", "[v6]:port", "https://host/sdk")."""
+    from vcbproxy.vsphere.session import parse_server
+
+    return parse_server(server)[0]
+
+
 def transport_options(func):
     """The options of every transport (-m): the command receives ``transport``, a function
     of the ServerSpec returning a TransportOptions (the SSH host defaults to the server)."""
@@ -98,7 +105,7 @@ def transport_options(func):
                 if not sep or not ds or not path:
                     raise errors.UsageError(f"bad --san-map {item!r}: use DATASTORE=PATH")
                 mapping[ds] = path
-            host = ssh_host or spec.server.split("://")[-1].split("/")[0].rsplit(":", 1)[0]
+            host = ssh_host or _server_host(spec.server)
             return TransportOptions(
                 nbd_port=nbd_port, timeout=spec.timeout, retries=retries, san_map=mapping, ssh_host=host,
                 ssh_port=ssh_port, ssh_user=ssh_user, ssh_key=ssh_key,
