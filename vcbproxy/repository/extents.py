@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from vcbproxy.staging.atomic import AtomicFile
+from vcbproxy.vmdk.sparse import is_zero
 
 DATA, ZERO = "d", "z"
 
@@ -24,7 +25,7 @@ class ExtentWriter:
         self.zero_bytes = 0
 
     def data(self, offset: int, chunk: bytes) -> None:
-        if not any(chunk):
+        if is_zero(chunk):     # any() would walk the bytes in Python: ~170x slower
             return self.zeros(offset, len(chunk))
         self.file.write(chunk)
         self._add(offset, len(chunk), DATA)

@@ -3,7 +3,7 @@
 ::
 
     REPO/vcbproxy-repo.json             {"format": "vcbproxy-repo/1"}
-    REPO/.lock                           held (flock) by the job using the repository
+    REPO/.repository.lock                held (flock) by the job using the repository
     REPO/<vm uuid>/runs/000001/run.json  what the run holds (disks, extents, change IDs, timings)
     REPO/<vm uuid>/runs/000001/disk-<key>.data   changed extents of one disk, back to back
     REPO/<vm uuid>/runs/000001/MANIFEST.sha256
@@ -152,13 +152,10 @@ class RunWriter:
 
     def commit(self, run: dict) -> RunInfo:
         write_atomic(self.path / RUN_FILE, (json.dumps(run, indent=1) + "\n").encode())
-        write_manifest(self.path)
-        for entry in os.scandir(self.path):
-            fd = os.open(entry.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        # Every file was written through AtomicFile/write_atomic (fsynced, directory too), and
+        # the data files were hashed on the way: the manifest reads only the small files.
+        write_manifest(self.path, known={d["data"]: d["data_sha256"] for d in run.get("disks", [])
+                                         if d.get("data")})
         fsync_dir(self.path)
         os.rename(self.path, self.final)
         fsync_dir(self.runs_dir)
