@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
+from vcbproxy.transport import HOTADD_REFUSAL, parse_chain
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ DEFAULT_PATH = Path("/etc/vcbproxy/config.ini")
 
 LOOKUP_METHODS = ("name", "ipaddr", "uuid", "moref")
 POLICIES = ("delete", "fail")
-TRANSPORT_MODES = ("nbdssl", "nbd", "san", "ssh", "nfc")
 FORMATS = ("2gbsparse", "monolithic", "flat", "stream")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
@@ -165,13 +165,14 @@ def _apply(cfg: VcbConfig, key: str, value: str, where: str) -> None:
     elif key == "VM_LOOKUP_METHOD":
         cfg.vm_lookup_method = _choice(value, LOOKUP_METHODS, key, where)
     elif key == "TRANSPORT_MODE":
-        # VCB allowed a chain like "san:nbd"; check each part.
-        for part in value.lower().split(":"):
-            if part == "hotadd":
-                raise errors.UsageError(f"{where}: TRANSPORT_MODE hotadd needs a proxy VM; vcbproxy does not "
-                                        f"offer it (use {', '.join(TRANSPORT_MODES)})")
-            _choice(part, TRANSPORT_MODES, key, where)
-        cfg.transport_mode = value.lower()
+        # VCB allowed a chain like "san:nbd"; vcbproxy's -m takes the same chains.
+        try:
+            names = parse_chain(value)
+        except errors.UsageError as exc:
+            raise errors.UsageError(f"{where}: {key}={value!r}: {exc}") from exc
+        if "hotadd" in names:
+            raise errors.UsageError(f"{where}: {key}={value!r}: {HOTADD_REFUSAL}")
+        cfg.transport_mode = ":".join(names)
     elif key == "PREEXISTING_MOUNTPOINT":
         cfg.preexisting_mountpoint = _choice(value, POLICIES, key, where)
     elif key == "PREEXISTING_VCB_SNAPSHOT":

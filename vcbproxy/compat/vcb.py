@@ -26,9 +26,9 @@ from pathlib import Path
 from vcbproxy import errors
 from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
+from vcbproxy.transport import HOTADD_REFUSAL, parse_chain
 
 TOOLS = ("vcbMounter", "vcbVmName", "vcbSnapshot", "vcbCleanup", "vcbRestore")
-VCB_MODES_REFUSED = {"hotadd": "hotadd needs the proxy to be a VM on the same host; vcbproxy does not offer it"}
 # VCB's -L 0..6 (0 silent, 3 default, 6 most verbose) onto vcbproxy's -q / -v / -vv.
 LOG_QUIET_BELOW = 2
 
@@ -108,11 +108,10 @@ def _disk_format(opts: dict[str, str], cfg: VcbConfig, tool: str) -> str:
 
 
 def _mode(value: str, tool: str) -> str:
-    for part in value.lower().split(":"):
-        if part in VCB_MODES_REFUSED:
-            raise errors.UnsupportedError(f"{tool}: -m {part}: {VCB_MODES_REFUSED[part]}; "
-                                          "use nbdssl, nbd, san, ssh or nfc")
-    return value.lower()
+    names = parse_chain(value)
+    if "hotadd" in names:
+        raise errors.UnsupportedError(f"{tool}: -m {value}: {HOTADD_REFUSAL}")
+    return ":".join(names)
 
 
 def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
