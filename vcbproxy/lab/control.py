@@ -170,13 +170,11 @@ def _oracle(lab, params: dict, body: dict) -> dict:
         disk = _disk(vm, key)
         mark = None
         label = f"{vm.moref}-{key}-current"
-    result = {"size": disk.capacity, "sha256": disk.sha256(mark)}
-    if params.get("raw") in ("1", "true", "yes"):
-        out = Path(lab.root) / "oracle" / f"{label}.raw"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        disk.export_raw(out, mark)
-        result["path"] = str(out)
-    return result
+    if params.get("raw") not in ("1", "true", "yes"):
+        return {"size": disk.capacity, "sha256": disk.sha256(mark)}
+    out = Path(lab.root) / "oracle" / f"{label}.raw"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return {"size": disk.capacity, "sha256": disk.export_raw(out, mark), "path": str(out)}
 
 
 def _state(lab, params: dict, body: dict) -> dict:

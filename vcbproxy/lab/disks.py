@@ -33,6 +33,7 @@ from pathlib import Path
 
 from vcbproxy.lab import content
 from vcbproxy.lab.cbt import BLOCK, ChangeTracker, InvalidChangeId, clip, window_end
+from vcbproxy.staging.manifest import hash_zeros
 from vcbproxy.vmdk import VmdkError, descriptor
 from vcbproxy.vmdk.sparse import SECTOR, SparseExtent, SparseHeader, is_zero
 
@@ -369,14 +370,18 @@ class LabDisk:
         if offset < 0 or length < 0 or offset + length > self.capacity:
             raise ValueError(f"read {offset}+{length} outside the disk ({self.capacity})")
         with self._lock:
-            buf = bytearray(self._base_read(offset, length))
-            end = offset + length
-            for off, n, pos in self._entries(mark):
-                a, b = max(off, offset), min(off + n, end)
-                if a < b:
-                    buf[a - offset:b - offset] = self._journal.data(
-                        pos if pos < 0 else pos + (a - off), b - a)
-            return bytes(buf)
+            return self._read(offset, length, self._entries(mark))
+
+    def _read(self, offset: int, length: int, entries) -> bytes:
+        """Base content overlaid with ``entries`` (journal records); lock held."""
+        buf = bytearray(self._base_read(offset, length))
+        end = offset + length
+        for off, n, pos in entries:
+            a, b = max(off, offset), min(off + n, end)
+            if a < b:
+                buf[a - offset:b - offset] = self._journal.data(
+                    pos if pos < 0 else pos + (a - off), b - a)
+        return bytes(buf)
 
     def _base_read(self, offset: int, length: int) -> bytes:
         if self.seed is None:
@@ -390,45 +395,62 @@ class LabDisk:
     def allocated(self, mark: int | None = None) -> list[tuple[int, int]]:
         """Merged, block-aligned ranges that hold data (base regions + journal writes)."""
         with self._lock:
-            ranges = list(self._base_ranges)
-            for off, n, _pos in self._entries(mark):
-                start = off // BLOCK * BLOCK
-                ranges.append((start, min(self.capacity, -(-(off + n) // BLOCK) * BLOCK) - start))
-            return _merge(sorted(ranges))
+            return self._allocated(self._entries(mark))
+
+    def _allocated(self, entries) -> list[tuple[int, int]]:
+        ranges = list(self._base_ranges)
+        for off, n, _pos in entries:
+            start = off // BLOCK * BLOCK
+            ranges.append((start, min(self.capacity, -(-(off + n) // BLOCK) * BLOCK) - start))
+        return _merge(sorted(ranges))
+
+    def pieces(self, mark: int | None = None):
+        """The content as of ``mark`` (None: now) as ``(offset, bytes)`` over :meth:`allocated`.
+
+        In order, at most CHUNK bytes each (block-aligned, since the ranges are); everything
+        between them reads as zeros. "Now" is fixed when the walk starts, so guest writes
+        during it do not show.
+        """
+        with self._lock:
+            entries = self._entries(self.mark() if mark is None else mark)
+            ranges = self._allocated(entries)
+        for off, n in ranges:
+            for p in range(off, off + n, CHUNK):
+                with self._lock:
+                    data = self._read(p, min(CHUNK, off + n - p), entries)
+                yield p, data
 
     def sha256(self, mark: int | None = None) -> str:
         """SHA-256 (hex) of the whole disk as of ``mark``."""
-        mark = self.mark() if mark is None else mark  # "now" must not move while we hash
         h = hashlib.sha256()
-        zeros = bytes(CHUNK)
         pos = 0
-        for off, n in self.allocated(mark):
-            while pos < off:
-                k = min(CHUNK, off - pos)
-                h.update(zeros[:k])
-                pos += k
-            for p in range(off, off + n, CHUNK):
-                h.update(self.read(p, min(CHUNK, off + n - p), mark))
-            pos = off + n
-        while pos < self.capacity:
-            k = min(CHUNK, self.capacity - pos)
-            h.update(zeros[:k])
-            pos += k
+        for off, data in self.pieces(mark):
+            hash_zeros(h, off - pos)
+            h.update(data)
+            pos = off + len(data)
+        hash_zeros(h, self.capacity - pos)
         return h.hexdigest()
 
-    def export_raw(self, path, mark: int | None = None) -> None:
-        """Write the content as of ``mark`` to a sparse raw file (for ``qemu-img compare``)."""
-        mark = self.mark() if mark is None else mark
+    def export_raw(self, path, mark: int | None = None) -> str:
+        """Write the content as of ``mark`` to a sparse raw file (for ``qemu-img compare``).
+
+        Returns its SHA-256 (hex), hashed in the same pass (what :meth:`sha256` answers).
+        """
+        h = hashlib.sha256()
+        pos = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, self.capacity)
-            for off, n in self.allocated(mark):
-                for p in range(off, off + n, CHUNK):
-                    data = self.read(p, min(CHUNK, off + n - p), mark)
-                    if not is_zero(data):
-                        os.pwrite(fd, data, p)
+            for off, data in self.pieces(mark):
+                hash_zeros(h, off - pos)
+                h.update(data)
+                pos = off + len(data)
+                if not is_zero(data):
+                    os.pwrite(fd, data, off)
         finally:
             os.close(fd)
+        hash_zeros(h, self.capacity - pos)
+        return h.hexdigest()
 
     # -- CBT ---------------------------------------------------------------------------
 

@@ -21,8 +21,6 @@ from vcbproxy.lab.throttle import Dropped, Pacer, cut
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-vnd.vmware-streamVmdk"
-READ_PIECE = 1 << 20          # disk bytes read per step: flat memory whatever the disk size
-GRAIN = 64 << 10
 _URL = re.compile(r"^/nfc/([^/]+)/(\d+)\.vmdk$")
 
 
@@ -81,23 +79,10 @@ def _stream(req, lab, lease, lease_id: str, disk, mark) -> None:
         return
     sink = _Sink(req, Pacer(lab), lease, lease_id, chunked)
     writer = StreamOptimizedWriter(sink, disk.capacity)
-    for offset, length in _pieces(disk.allocated(mark), disk.capacity):
-        writer.write(offset, disk.read(offset, length, mark))
+    for offset, data in disk.pieces(mark):
+        writer.write(offset, data)
     writer.close()
     sink.finish()
-
-
-def _pieces(ranges, capacity: int):
-    """Grain-aligned pieces of at most READ_PIECE bytes covering the allocated ranges, in order."""
-    last_end = 0
-    for offset, length in sorted(ranges):
-        start = max(offset - offset % GRAIN, last_end)
-        end = min(capacity, -(-(offset + length) // GRAIN) * GRAIN)
-        while start < end:
-            n = min(READ_PIECE, end - start)
-            yield start, n
-            start += n
-        last_end = max(last_end, end)
 
 
 class _Sink:
