@@ -11,7 +11,7 @@ from vcbproxy import errors
 
 KINDS = ("any", "name", "ipaddr", "uuid", "moref", "powerstate")
 POWER_STATES = {"on": "poweredOn", "off": "poweredOff"}
-VALID = ("any | name:<display name> | ipaddr:<ip or DNS name> | uuid:<BIOS uuid> | "
+VALID = ("any | name:<display name> (exact) | ipaddr:<ip or DNS name> | uuid:<BIOS uuid> | "
          "moref:<id> | powerstate:on|off")
 
 

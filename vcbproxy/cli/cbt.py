@@ -12,6 +12,7 @@ from vcbproxy.cli.options import output_options, progress_mode, server_options, 
 from vcbproxy.cli.vms import SELECTOR_HELP
 from vcbproxy.jobs.connection import connect
 from vcbproxy.selectors import parse_selector
+from vcbproxy.vmdk.writers import FORMATS
 
 
 @click.group("cbt")
@@ -109,7 +110,7 @@ def backup(selector, repo, mode, quiesce, fallback, preexisting_snapshot, transp
 @click.option("--run", "run_number", required=True, type=click.IntRange(1), help="Run number to rebuild.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="New directory for the disks and the VM's config.")
-@click.option("--format", "fmt", type=click.Choice(["flat", "monolithic", "2gbsparse", "stream"]), default="flat",
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="flat",
               show_default=True)
 @click.option("--vm", help="VM name or uuid, when the repository holds several.")
 def restore_point(repo, run_number, out, fmt, vm):
@@ -131,7 +132,7 @@ def restore_point(repo, run_number, out, fmt, vm):
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where the full exports (removed after each run), the CBT repository and the reports go.")
 @click.option("-m", "--mode", default="nbdssl", show_default=True, metavar="MODE[:MODE...]")
-@click.option("--format", "fmt", type=click.Choice(["2gbsparse", "monolithic", "flat", "stream"]),
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
               default="2gbsparse", show_default=True, help="Format of the full exports.")
 @click.option("--no-chart", is_flag=True, help="Skip the PNG chart (needs matplotlib).")
 @transport_options

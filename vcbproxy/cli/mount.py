@@ -12,8 +12,7 @@ from vcbproxy.cli.vms import SELECTOR_HELP
 from vcbproxy.hooks import Hook, parse_hook
 from vcbproxy.jobs.connection import connect
 from vcbproxy.selectors import parse_selector
-
-FORMATS = ("2gbsparse", "monolithic", "flat", "stream")
+from vcbproxy.vmdk.writers import FORMATS
 
 
 @click.command("mount")

@@ -8,10 +8,8 @@ import click
 
 from vcbproxy.cli.options import server_options
 from vcbproxy.jobs.connection import connect
+from vcbproxy.selectors import VALID as SELECTOR_HELP
 from vcbproxy.selectors import parse_selector
-
-SELECTOR_HELP = ("any | name:<display name> (exact) | ipaddr:<ip or DNS name> | uuid:<BIOS uuid> | "
-                 "moref:<id> | powerstate:on|off")
 
 
 def vm_block(vm) -> str:

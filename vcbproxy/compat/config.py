@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.transport import HOTADD_REFUSAL, parse_chain
+from vcbproxy.vmdk.writers import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ DEFAULT_PATH = Path("/etc/vcbproxy/config.ini")
 
 LOOKUP_METHODS = ("name", "ipaddr", "uuid", "moref")
 POLICIES = ("delete", "fail")
-FORMATS = ("2gbsparse", "monolithic", "flat", "stream")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
