@@ -1,10 +1,10 @@
-"""The .vmx configuration file: written for each lab VM, parsed again by RegisterVM."""
+"""The .vmx configuration file: written for each lab VM, parsed again by RegisterVM
+(with :func:`vcbproxy.staging.vmx.parse_vmx`, the parser the exporter uses)."""
 
 from __future__ import annotations
 
 import re
 
-_LINE = re.compile(r'^\s*([A-Za-z0-9_.:]+)\s*=\s*"(.*)"\s*$')
 _DISK_KEY = re.compile(r"^(scsi|ide|sata|nvme)(\d+):(\d+)\.fileName$", re.IGNORECASE)
 
 
@@ -30,17 +30,9 @@ def render(*, name: str, uuid: str, instance_uuid: str, guest_os: str, memory_mb
     return "".join(f'{k} = "{v}"\n' for k, v in lines)
 
 
-def parse(text: str) -> dict[str, str]:
-    values = {}
-    for line in text.splitlines():
-        match = _LINE.match(line)
-        if match:
-            values[match.group(1)] = match.group(2)
-    return values
-
-
 def disks_of(values: dict[str, str]) -> list[dict]:
-    """Disks named by a parsed .vmx: controller, unit, file name and mode."""
+    """Disks named by a .vmx parsed by ``parse_vmx`` (lower-case keys): controller, unit,
+    file name and mode."""
     disks = []
     for key, value in values.items():
         match = _DISK_KEY.match(key)

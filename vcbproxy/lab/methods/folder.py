@@ -13,6 +13,7 @@ from vcbproxy.lab.inventory import Folder
 from vcbproxy.lab.methods import method
 from vcbproxy.lab.tasks import start_task
 from vcbproxy.lab.vm import DISK_KEY_BASE, DiskSlot, LabVm
+from vcbproxy.staging.vmx import parse_vmx
 
 _VOLUME = re.compile(r"^/vmfs/volumes/([^/]+)/(.+)/([^/]+)$")
 
@@ -31,15 +32,15 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
         raise vim.fault.AlreadyExists(msg=f"The VM {path} is already registered.", name=path)
     datastore = path[1:].split("]", 1)[0]
     directory = host_path.parent.relative_to(lab.datastores[datastore].resolve()).as_posix()
-    values = vmx.parse(host_path.read_text(encoding="utf-8", errors="replace"))
+    values = parse_vmx(host_path.read_text(encoding="utf-8", errors="replace"))
     instance = _uuid(values.get("vc.uuid"))
     if any(vm.instance_uuid == instance for vm in lab.vms()):
         instance = str(uuidlib.uuid4())   # vCenter hands a copy a new instance UUID
-    vm = LabVm(lab, lab.next_moref("vm"), name or values.get("displayName") or host_path.stem,
+    vm = LabVm(lab, lab.next_moref("vm"), name or values.get("displayname") or host_path.stem,
                folder, datastore=datastore, directory=directory,
                uuid=_uuid(values.get("uuid.bios")), instance_uuid=instance,
-               guest_id=values.get("guestOS", "otherLinux64Guest"),
-               memory_mb=int(values.get("memSize", "1024") or 1024),
+               guest_id=values.get("guestos", "otherLinux64Guest"),
+               memory_mb=int(values.get("memsize", "1024") or 1024),
                cpus=int(values.get("numvcpus", "1") or 1), tools=True, powered_on=False)
     for disk in vmx.disks_of(values):
         match = _VOLUME.match(disk["file"])
@@ -55,7 +56,7 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
         vm.slots[key] = DiskSlot(datastore=ds, directory=ddir, unit=disk["unit"],
                                  mode=disk["mode"])
         vm.disks[key] = lab_disk
-    vm.cbt_enabled = values.get("ctkEnabled", "FALSE").upper() == "TRUE"
+    vm.cbt_enabled = values.get("ctkenabled", "FALSE").upper() == "TRUE"
     if vm.cbt_enabled:
         for d in vm.disks.values():
             d.cbt.enable()
