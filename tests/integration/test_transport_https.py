@@ -545,13 +545,14 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
                     str(tmp_path / "disk.raw"), str(target)], check=True)
     url = session.file_url(DatastorePath("datastore1", "vm 1/export-disk.vmdk"))
     url = url.replace("127.0.0.1", "*", 1)               # leases say "*" for the host
-    disk_path = DatastorePath("datastore1", "vm 1/disk.vmdk")
-    lease = RecordingLease([{"key": "/vm-1/VirtualLsiLogicController0:0", "url": url,
-                             "target_id": "disk-0.vmdk", "disk": str(disk_path)}])
+    # the shape ExportLease builds: "disk" is a flag, the device key names the disk
+    entry = {"key": "/vm-1/VirtualLsiLogicController0:0", "url": url, "disk": True,
+             "target_id": "disk-0.vmdk", "size": 0}
+    lease = RecordingLease([entry])
     monkeypatch.setattr(nfc, "PROGRESS_EVERY", 0.0)
     with create("nfc", session=session, options=FAST) as t:
         t.attach(lease)
-        disk = t.open(file=disk_path)
+        disk = t.open_disk(entry)
         assert disk.capacity == len(raw)
         rebuilt = bytearray(disk.capacity)
         for offset, data in disk.grains():

@@ -155,16 +155,6 @@ class NfcTransport(Transport):
         self.lease = lease
         self._done_disks = 0
 
-    def _device_url_for(self, file: DatastorePath) -> dict | None:
-        if self.lease is None:
-            return None
-        wanted = {str(file), file.path}
-        for entry in self.lease.device_urls:
-            disk = entry.get("disk")
-            if disk is not None and (str(disk) in wanted or getattr(disk, "location", None) == file):
-                return entry
-        return None
-
     def _url(self, raw: str) -> str:
         # Leases name the host "*" when they do not know the name the client used: that is
         # the endpoint of the session, port included (govmomi does the same), not port 443.
@@ -263,10 +253,8 @@ class NfcTransport(Transport):
     # -- Transport --------------------------------------------------------------------
 
     def open(self, *, file: DatastorePath) -> RandomAccess:
-        """A lease disk (an :class:`NfcDisk`) or, for any other file, an nbdssl reader."""
-        entry = self._device_url_for(file)
-        if entry is not None:
-            return NfcDisk(self, entry)  # type: ignore[return-value]
+        """A file that is not in the lease (.vmx, .nvram, logs), read over nbdssl; lease
+        disks are opened by their device URL with :meth:`open_disk`."""
         return self._files.open(file=file)
 
     def open_disk(self, device_url: dict, *, sink=None) -> NfcDisk:
