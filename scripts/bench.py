@@ -31,6 +31,9 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench_sections"))
+
+from _common import log, warm  # noqa: E402
 
 from vcbproxy.lab.client import LabClient  # noqa: E402
 from vcbproxy.lab.process import start_lab  # noqa: E402
@@ -93,10 +96,6 @@ class Bench:
         return best[1], best[2], best[3]
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,12 +123,6 @@ def curl_rate(url: str, expect_bytes: int, repeat: int, *, cookie: str | None = 
         runs.append(float(seconds))
     best = min(runs)
     return {"bytes": expect_bytes, "seconds": runs, "best_bps": expect_bytes / best}
-
-
-def warm_page_cache(path: Path) -> None:
-    with open(path, "rb") as f:
-        while f.read(8 << 20):
-            pass
 
 
 @contextlib.contextmanager
@@ -198,7 +191,7 @@ def bench_fileservice(b: Bench) -> dict:
     http_base = info.get("http_url") or f"http://127.0.0.1:{info['http_port']}"
     folder = "/folder/" + quote(rel)
     log(f"fileservice: {rel} on {ds_name}, {size / 2**20:.0f} MiB, best of {repeat}")
-    warm_page_cache(path)       # so neither server pays for the first read from disk
+    warm([path])                # so neither server pays for the first read from disk
     with nginx(Path(info["datastores"][ds_name]), b.tmp / "nginx") as base:
         raw = curl_rate(f"{base}/{quote(rel)}", size, repeat)
     lab_http = curl_rate(http_base.rstrip("/") + folder + query, size, repeat, cookie=cookie)
@@ -221,14 +214,17 @@ def bench_fileservice(b: Bench) -> dict:
 # -- sections in other files ------------------------------------------------------------------
 
 def load_section_modules(directory: Path = ROOT / "scripts" / "bench_sections") -> None:
-    """Import ``scripts/bench_sections/*.py``; each defines ``register(section)`` and
-    registers its sections with it, so a new section needs no edit of this file.
+    """Import ``scripts/bench_sections/*.py`` except ``_*.py`` (helpers, such as ``_common``);
+    each defines ``register(section)`` and registers its sections with it, so a new section
+    needs no edit of this file.
     A section function receives the ``Bench`` context (``b.lab``, ``b.info``, ``b.cookie()``,
     ``b.largest_disk()``, ``b.tmp``, ``b.args``) and may use ``curl_rate``/``nginx`` from here
     (``sys.modules["__main__"]``)."""
     import importlib.util
 
     for path in sorted(directory.glob("*.py")) if directory.is_dir() else []:
+        if path.name.startswith("_"):
+            continue
         spec = importlib.util.spec_from_file_location(f"bench_sections.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

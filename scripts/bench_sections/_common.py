@@ -1,4 +1,5 @@
-"""Helpers shared by the export and transport bench sections (no sections of its own).
+"""Helpers shared by scripts/bench.py and its sections (no sections of its own; bench.py
+skips ``_*.py`` when it loads sections).
 
 Everything here runs real processes: the ``vcbproxy mount`` CLI as a user runs it (credentials
 in the environment, as tests/e2e/cli.py does), and the raw peers (curl, cp, ssh). A mount's peak
@@ -21,16 +22,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.e2e.cli import cli_env  # noqa: E402
+from vcbproxy.models import DatastorePath  # noqa: E402
 
 # files01: powered off, one disk on datastore2 -- one disk keeps the run short and the
 # baseline's file list obvious. Its lab directory is named after it.
 VM = "files01"
 # What an export reads from the VM's directory (the lab's .labjournal is lab bookkeeping).
 VM_FILE_SUFFIXES = (".vmx", ".nvram", ".log", ".vmdk")
-
-
-def register(section) -> None:
-    """Nothing to register: this module only holds helpers."""
 
 
 def log(msg: str) -> None:
@@ -98,6 +96,30 @@ def best_mount(info: dict, out_dir: Path, repeat: int, *args: str) -> dict:
             "meta": best["meta"]}
 
 
+def mount_repeats(b) -> int:
+    """Mounts take seconds each: best of at most 2."""
+    return max(1, min(b.args.repeat, 2))
+
+
+def mount_stats(m: dict) -> dict:
+    """The measurements of a ``best_mount`` result that go into results.json."""
+    return {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"],
+            "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"]}
+
+
+def mount_entry(name: str, m: dict, raw_s: float, total: int, disk_raw_s: float | None = None
+                ) -> dict:
+    """``mount_stats`` plus the ratio against one raw peer's ``raw_s`` seconds (and the
+    copy-only ratio against ``disk_raw_s``), logged."""
+    entry = {**mount_stats(m), "ratio_wall": raw_s / m["wall"]}
+    if disk_raw_s is not None:
+        entry["ratio_copy"] = disk_raw_s / m["copy"]
+    log(f"{name}: {m['wall']:.2f} s wall (copy {m['copy']:.2f} s), raw {raw_s:.2f} s, "
+        f"ratio {entry['ratio_wall']:.2f}, peak RSS {entry['max_rss_mib']:.0f} MiB, "
+        f"{mib(total / m['wall']):.0f} MiB/s")
+    return entry
+
+
 def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:
     """(datastore, files) an export of ``vm`` reads: the files of its directory.
 
@@ -109,8 +131,9 @@ def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:
     if proc.returncode:
         raise SystemExit(f"bench: vcbproxy vms -s name:{vm} failed: {proc.stderr.strip()}")
     vmx = json.loads(proc.stdout)[0]["vmx_path"]          # "[datastore2] files01/files01.vmx"
-    ds, rel = vmx[1:].split("] ", 1)
-    directory = Path(info["datastores"][ds]) / Path(rel).parent
+    where = DatastorePath.parse(vmx)
+    ds = where.datastore
+    directory = Path(info["datastores"][ds]) / Path(where.path).parent
     files = sorted(p for p in directory.iterdir()
                    if p.is_file() and p.name.endswith(VM_FILE_SUFFIXES))
     return ds, files

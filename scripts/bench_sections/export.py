@@ -24,8 +24,18 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import VM, best_mount, log, mib, vm_files, warm  # noqa: E402
+from _common import (  # noqa: E402
+    VM,
+    best_mount,
+    log,
+    mib,
+    mount_repeats,
+    mount_stats,
+    vm_files,
+    warm,
+)
 
+from vcbproxy.cli.lab import parse_size  # noqa: E402
 from vcbproxy.lab.process import start_lab  # noqa: E402
 
 CASES = [("nbdssl", "flat"), ("nbdssl", "2gbsparse"), ("nbd", "flat"), ("nbd", "2gbsparse")]
@@ -80,7 +90,7 @@ def best_curl(repeat: int, **kw) -> dict:
 
 def bench_mount(b) -> dict:
     info, cookie = b.info, b.cookie().split(";")[0]
-    repeat, mount_repeat = b.args.repeat, max(1, min(b.args.repeat, 2))
+    repeat, mount_repeat = b.args.repeat, mount_repeats(b)
     ds, files = vm_files(info)
     root = Path(info["datastores"][ds])
     total = sum(p.stat().st_size for p in files)
@@ -111,8 +121,7 @@ def bench_mount(b) -> dict:
         scheme = "https" if mode == "nbdssl" else "http"
         file_s, null_s = raw[f"{scheme}_file"]["seconds"], raw[f"{scheme}_null"]["seconds"]
         disk_bytes = sum(d["capacity"] for d in m["meta"]["disks"])
-        entry = {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"],
-                 "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"],
+        entry = {**mount_stats(m),
                  "ratio_wall_vs_file": file_s / m["wall"],
                  "ratio_wall_vs_null": null_s / m["wall"],
                  # the disk's share of the baseline: curl time scaled by the disk's bytes
@@ -128,14 +137,8 @@ def bench_mount(b) -> dict:
     return result
 
 
-def _size_bytes(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = str(text).strip().upper().rstrip("B").rstrip("I")
-    return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
-
-
 def bench_memory(b) -> dict:
-    big = _size_bytes(b.args.disk_size)
+    big = parse_size(b.args.disk_size)     # as `vcbproxy lab serve --disk-size` reads it
     small = big // 16
     log(f"memory: peak RSS of mount, disk {mib(small):.0f} MiB vs {mib(big):.0f} MiB")
     out = b.tmp / "memory-out"

@@ -34,6 +34,8 @@ from _common import (  # noqa: E402
     cli_env,
     log,
     mib,
+    mount_entry,
+    mount_repeats,
     run_measured,
     vm_files,
     warm,
@@ -46,27 +48,9 @@ def register(section) -> None:
     section("nfc")(bench_nfc)
 
 
-def mount_repeats(b) -> int:
-    """Mounts take seconds each: best of at most 2."""
-    return max(1, min(b.args.repeat, 2))
-
-
 def best_of(repeat: int, fn) -> dict:
     runs = [fn() for _ in range(repeat)]
     return {"seconds": min(runs), "runs": runs}
-
-
-def mount_entry(name: str, m: dict, raw_s: float, total: int, disk_raw_s: float | None = None
-                ) -> dict:
-    entry = {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"],
-             "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"],
-             "ratio_wall": raw_s / m["wall"]}
-    if disk_raw_s is not None:
-        entry["ratio_copy"] = disk_raw_s / m["copy"]
-    log(f"{name}: {m['wall']:.2f} s wall (copy {m['copy']:.2f} s), raw {raw_s:.2f} s, "
-        f"ratio {entry['ratio_wall']:.2f}, peak RSS {entry['max_rss_mib']:.0f} MiB, "
-        f"{mib(total / m['wall']):.0f} MiB/s")
-    return entry
 
 
 # -- san --------------------------------------------------------------------------------------
