@@ -19,7 +19,7 @@ from pathlib import Path
 from vcbproxy import errors
 from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
-from vcbproxy.compat.vcb import invoke
+from vcbproxy.compat.vcb import invoke, mount_argv
 from vcbproxy.staging.names import export_dir_name
 
 
@@ -34,14 +34,7 @@ def export_dir(cfg: VcbConfig, vm: str) -> Path:
 def pre_argvs(cfg: VcbConfig, vm: str) -> list[list[str]]:
     """The vcbproxy runs of ``pre-command <vm>``: mount, then verify."""
     target = export_dir(cfg, vm)
-    mount = ["mount", "-a", f"{cfg.vm_lookup_method}:{vm}", "-r", str(target), "-t", "fullvm",
-             "-m", cfg.transport_mode or "nbdssl", "--format", cfg.export_format or "2gbsparse",
-             "--preexisting-mountpoint", cfg.preexisting_mountpoint,
-             "--preexisting-snapshot", cfg.preexisting_vcb_snapshot, "--quiet"]
-    if cfg.snapshot_quiesce is not None:
-        mount.append("--quiesce" if cfg.snapshot_quiesce else "--no-quiesce")
-    if cfg.retries is not None:
-        mount += ["--retries", str(cfg.retries)]
+    mount = [*mount_argv(cfg, f"{cfg.vm_lookup_method}:{vm}", target), "--quiet"]
     return [mount, ["verify", str(target)]]
 
 

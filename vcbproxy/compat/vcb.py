@@ -94,7 +94,8 @@ def _verbosity(opts: dict[str, str], tool: str) -> tuple[list[str], bool]:
     return [], level < LOG_QUIET_BELOW
 
 
-def _disk_format(opts: dict[str, str], cfg: VcbConfig, tool: str) -> str:
+def _disk_format(opts: dict[str, str], tool: str) -> str | None:
+    """The format -M/-F ask for; ``None`` when neither is given (the config's, or the default)."""
     # VCB: -M 1 one monolithic file per disk, -M 0 split 2 GB sparse (default); -F 1 flat.
     monolithic = _flag01(opts, "-M", tool)
     flat = _flag01(opts, "-F", tool)
@@ -102,8 +103,8 @@ def _disk_format(opts: dict[str, str], cfg: VcbConfig, tool: str) -> str:
         return "flat"
     if monolithic:
         return "monolithic"
-    if monolithic is None and flat is None and cfg.export_format:
-        return cfg.export_format
+    if monolithic is None and flat is None:
+        return None
     return "2gbsparse"
 
 
@@ -112,6 +113,21 @@ def _mode(value: str, tool: str) -> str:
     if "hotadd" in names:
         raise errors.UnsupportedError(f"{tool}: -m {value}: {HOTADD_REFUSAL}")
     return ":".join(names)
+
+
+def mount_argv(cfg: VcbConfig, selector: str, target: str | Path, *, mode: str | None = None,
+               fmt: str | None = None) -> list[str]:
+    """The ``vcbproxy mount`` argv exporting ``selector`` to ``target`` with the config's
+    settings; ``mode`` and ``fmt`` (from command-line flags) win over the config's."""
+    argv = ["mount", "-a", selector, "-r", str(target), "-t", "fullvm",
+            "-m", mode or cfg.transport_mode or "nbdssl", "--format", fmt or cfg.export_format or "2gbsparse",
+            "--preexisting-mountpoint", cfg.preexisting_mountpoint,
+            "--preexisting-snapshot", cfg.preexisting_vcb_snapshot]
+    if cfg.snapshot_quiesce is not None:
+        argv.append("--quiesce" if cfg.snapshot_quiesce else "--no-quiesce")
+    if cfg.retries is not None:
+        argv += ["--retries", str(cfg.retries)]
+    return argv
 
 
 def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
@@ -136,15 +152,8 @@ def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
                                       "offered; use -t fullvm and restore files from the exported disks")
     if export_type != "fullvm":
         raise errors.UsageError(f"{tool}: -t takes fullvm or file, not {opts['-t']!r}")
-    mode = _mode(opts.get("-m") or cfg.transport_mode or "nbdssl", tool)
-    argv = [*verbose, "mount", "-a", opts["-a"], "-r", opts["-r"], "-t", "fullvm", "-m", mode,
-            "--format", _disk_format(opts, cfg, tool),
-            "--preexisting-mountpoint", cfg.preexisting_mountpoint,
-            "--preexisting-snapshot", cfg.preexisting_vcb_snapshot]
-    if cfg.snapshot_quiesce is not None:
-        argv.append("--quiesce" if cfg.snapshot_quiesce else "--no-quiesce")
-    if cfg.retries is not None:
-        argv += ["--retries", str(cfg.retries)]
+    mode = _mode(opts["-m"], tool) if opts.get("-m") else None
+    argv = [*verbose, *mount_argv(cfg, opts["-a"], opts["-r"], mode=mode, fmt=_disk_format(opts, tool))]
     if quiet:
         argv.append("--quiet")
     return Plan([argv + conn], added)
