@@ -63,7 +63,11 @@ def list_(selector, json_output, server):
 @click.argument("ssid")
 @server_options
 def delete(selector, ssid, server):
-    """Remove the snapshot SSID of a VM (vcbSnapshot -d); already gone is not an error."""
+    """Remove the snapshot SSID of a VM (vcbSnapshot -d).
+
+    An SSID the VM does not have (unknown, or already removed) is an error (exit 11),
+    so a mistyped ID never passes for a successful delete.
+    """
     from vcbproxy.vsphere import snapshots
     from vcbproxy.vsphere.inventory import resolve_vm
 
