@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from vcbproxy.vmdk.descriptor import ddb_uuid
+
 BLOCK = 64 * 1024
 HEADER = f"vcbproxy-lab-ctk 1 block={BLOCK}"
 
@@ -33,9 +35,7 @@ class InvalidChangeId(ValueError):
 
 def new_tracking_uuid() -> str:
     """A uuid written the way ESXi writes change-ID uuids: ``52 xx .. xx-xx .. xx``."""
-    raw = b"\x52" + secrets.token_bytes(15)
-    pairs = [f"{b:02x}" for b in raw]
-    return " ".join(pairs[:8]) + "-" + " ".join(pairs[8:])
+    return ddb_uuid((b"\x52" + secrets.token_bytes(15)).hex())
 
 
 class ChangeTracker:

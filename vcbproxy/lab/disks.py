@@ -163,7 +163,7 @@ class LabDisk:
         basename = m.group("base") if m else layers[0].removesuffix(".vmdk")
         info = _layer_info(directory, layers[0])
         capacity = info.capacity
-        uuid = _plain_uuid(info.desc.ddb.get("uuid")) or str(uuidlib.uuid4())
+        uuid = plain_uuid(info.desc.ddb.get("uuid")) or str(uuidlib.uuid4())
         numbers = [int(m.group("n")) for n in layers if (m := _DELTA_RE.match(n))]
         for stale in (f"{basename}.labjournal", f"{basename}-ctk.vmdk"):
             (directory / stale).unlink(missing_ok=True)
@@ -621,11 +621,12 @@ def _new_cid(old: int) -> int:
     return cid
 
 
-def _plain_uuid(value: str | None) -> str | None:
-    """``ddb.uuid`` ("60 00 c2 ..-..") as a canonical uuid string, or None."""
+def plain_uuid(value: str | None) -> str | None:
+    """A VMware-written uuid ("60 00 c2 ..-..": ``ddb.uuid``, ``.vmx`` ``uuid.bios``) as a
+    canonical uuid string, or None if absent or malformed."""
     if not value:
         return None
-    digits = value.replace(" ", "").replace("-", "")
+    digits = "".join(value.split()).replace("-", "")
     try:
         return str(uuidlib.UUID(hex=digits))
     except ValueError:

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vcbproxy.vsphere.session import pretty_thumbprint
+
 
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     """Create (once) a certificate for 127.0.0.1/localhost; a restarted lab keeps its identity."""
@@ -49,8 +51,7 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
 def thumbprint(cert_file: Path, algorithm: str) -> str:
     """Colon-separated uppercase hex of the DER certificate, the form vSphere shows."""
     der = ssl.PEM_cert_to_DER_cert(cert_file.read_text())
-    digest = hashlib.new(algorithm, der).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    return pretty_thumbprint(hashlib.new(algorithm, der).hexdigest())
 
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:

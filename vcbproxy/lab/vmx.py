@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from vcbproxy.vmdk.descriptor import ddb_uuid
+
 _DISK_KEY = re.compile(r"^(scsi|ide|sata|nvme)(\d+):(\d+)\.fileName$", re.IGNORECASE)
 
 
@@ -19,8 +21,8 @@ def render(*, name: str, uuid: str, instance_uuid: str, guest_os: str, memory_mb
     lines = [
         ('.encoding', "UTF-8"), ("config.version", "8"), ("virtualHW.version", "19"),
         ("displayName", name), ("guestOS", guest_os), ("memSize", str(memory_mb)),
-        ("numvcpus", str(cpus)), ("nvram", nvram), ("uuid.bios", _vmx_uuid(uuid)),
-        ("vc.uuid", _vmx_uuid(instance_uuid)), ("ctkEnabled", "TRUE" if cbt else "FALSE"),
+        ("numvcpus", str(cpus)), ("nvram", nvram), ("uuid.bios", ddb_uuid(uuid)),
+        ("vc.uuid", ddb_uuid(instance_uuid)), ("ctkEnabled", "TRUE" if cbt else "FALSE"),
         ("scsi0.present", "TRUE"), ("scsi0.virtualDev", "lsilogic"),
     ]
     for disk in disks:
@@ -44,9 +46,3 @@ def disks_of(values: dict[str, str]) -> list[dict]:
         disks.append({"controller": int(match.group(2)), "unit": int(match.group(3)), "file": value,
                       "mode": values.get(f"{dev}.mode", "persistent")})
     return sorted(disks, key=lambda d: (d["controller"], d["unit"]))
-
-
-def _vmx_uuid(uuid: str) -> str:
-    h = uuid.replace("-", "")
-    pairs = [h[i:i + 2] for i in range(0, 32, 2)]
-    return " ".join(pairs[:8]) + "-" + " ".join(pairs[8:])

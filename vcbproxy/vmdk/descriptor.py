@@ -179,7 +179,7 @@ def new_descriptor(create_type: str, extents: list[Extent], *, capacity: int,
         "geometry.heads": str(heads),
         "geometry.sectors": str(secs),
         "longContentID": secrets.token_hex(16),
-        "uuid": _ddb_uuid(disk_uuid),
+        "uuid": ddb_uuid(disk_uuid),
         "virtualHWVersion": "4",
     }
     cid = secrets.randbelow(0xFFFFFFFD) + 1
@@ -189,8 +189,9 @@ def new_descriptor(create_type: str, extents: list[Extent], *, capacity: int,
                       extents=list(extents), ddb=ddb)
 
 
-def _ddb_uuid(value: str) -> str:
-    """``ddb.uuid`` is written as 16 space-separated hex bytes with a dash in the middle."""
+def ddb_uuid(value: str) -> str:
+    """A uuid the way VMware writes it (``ddb.uuid``, ``.vmx`` ``uuid.bios``, CBT change IDs):
+    16 space-separated hex bytes with a dash in the middle."""
     hexdigits = value.replace("-", "").replace(" ", "").lower()
     if len(hexdigits) != 32 or any(c not in "0123456789abcdef" for c in hexdigits):
         return value  # already in some other form: keep as given

@@ -8,7 +8,7 @@ import uuid as uuidlib
 from pyVmomi import vim
 
 from vcbproxy.lab import vmx
-from vcbproxy.lab.disks import LabDisk
+from vcbproxy.lab.disks import LabDisk, plain_uuid
 from vcbproxy.lab.inventory import Folder
 from vcbproxy.lab.methods import method
 from vcbproxy.lab.tasks import start_task
@@ -20,8 +20,7 @@ _VOLUME = re.compile(r"^/vmfs/volumes/([^/]+)/(.+)/([^/]+)$")
 
 def _uuid(vmx_value: str | None) -> str:
     """'56 4d ... 9a-..' (vmx form) -> canonical UUID; a fresh one if absent or malformed."""
-    hexed = re.sub(r"[^0-9a-fA-F]", "", vmx_value or "")
-    return str(uuidlib.UUID(hexed)) if len(hexed) == 32 else str(uuidlib.uuid4())
+    return plain_uuid(vmx_value) or str(uuidlib.uuid4())
 
 
 def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
