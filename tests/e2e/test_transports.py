@@ -8,6 +8,7 @@ through an ExportSnapshot lease (nfc). The lab's oracle and qemu-img judge every
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -197,6 +198,23 @@ def test_san_with_an_unmapped_datastore_names_it_and_exits_13(env, lab, lab_clie
               *san_args(lab, only=("datastore1",)))
     assert_clean_failure(res, 13, "datastore2", lab_client, VM, target)
     assert "not mapped" in res.err and "--san-map datastore2=" in res.err, res
+
+
+def test_san_disk_shorter_than_its_descriptor_is_a_transport_error_not_a_crash(
+        env, lab, lab_client, tmp_path):
+    """A flat extent cut short on the storage: exit 13 naming the disk, snapshot removed,
+    nothing staged (it used to escape as a bare ValueError: exit 1, "a bug")."""
+    import shutil
+
+    source = Path(lab.info["datastores"]["datastore2"]) / "files01"
+    copy = tmp_path / "ds2"
+    shutil.copytree(source, copy / "files01")
+    flat = next((copy / "files01").glob("*-flat.vmdk"))
+    os.truncate(flat, flat.stat().st_size // 2)
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", "name:files01", "-r", str(target), "-m", "san",
+              "--san-map", f"datastore2={copy}", "--read-all-blocks")
+    assert_clean_failure(res, 13, "cannot read the disk", lab_client, "files01", target)
 
 
 def test_san_chain_falls_back_to_nbdssl_for_the_unmapped_datastore(env, lab, lab_client, tmp_path):

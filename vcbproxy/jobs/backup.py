@@ -24,6 +24,7 @@ from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.repository.extents import ExtentWriter
 from vcbproxy.repository.store import Repository, RunWriter
+from vcbproxy.vmdk import VmdkError
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,9 @@ def _backup_disk(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo, prev
                     out.data(offset, piece)
                     progress.advance(key, len(piece))
         stored = out.commit()
+    except VmdkError as exc:   # a layer that cannot be read as a disk: the host's, not ours
+        out.abort()
+        raise errors.TransportError(f"{vm.name} {disk.label}: cannot read the disk: {exc}") from exc
     except BaseException:
         out.abort()
         raise

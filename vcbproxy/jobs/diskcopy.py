@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from vcbproxy.errors import StagingError
+from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import Run
 
 ZERO_CHUNK = bytes(1 << 20)
@@ -96,7 +98,7 @@ class _BackgroundHasher:
         while offset < end and not self._abandoned:
             n = os.preadv(fd, [view[:min(len(buf), end - offset)]], offset)
             if n <= 0:
-                raise OSError(f"the staged disk ended at {offset}, before {end}")
+                raise StagingError(f"the staged disk ended at {offset}, before {end}")
             self._hasher.update(view[:n])
             offset += n
 
@@ -209,7 +211,7 @@ def _kernel_copy(source, writer, run: Run, hasher,
         n = min(KERNEL_PIECE, end - pos)
         done = source.copy_to_fd(fd, run.source_offset + (pos - run.offset), n, pos)
         if done != n:
-            raise ValueError(f"short read from {run.source}: got {pos + done - run.offset} "
+            raise VmdkError(f"short read from {run.source}: got {pos + done - run.offset} "
                              f"of {run.length} bytes")
         writer.copied(pos, n)
         hasher.from_fd(fd, pos, n)
@@ -242,7 +244,7 @@ def copy_runs(
     with _hasher(checksum) as hasher:
         for run in skip_holes(runs, open_file):
             if run.offset != position:
-                raise ValueError(f"disk map has a gap at {position} (next run at {run.offset})")
+                raise VmdkError(f"disk map has a gap at {position} (next run at {run.offset})")
             if run.source is None:
                 hasher.zeros(run.length)
                 result.bytes_zero += run.length
@@ -258,13 +260,13 @@ def copy_runs(
                     offset += len(chunk)
                     advance(len(chunk))
                 if offset != run.offset + run.length:
-                    raise ValueError(
+                    raise VmdkError(
                         f"short read from {run.source}: got {offset - run.offset} of {run.length} bytes"
                     )
                 result.bytes_read += run.length
             position = run.offset + run.length
         if position != capacity:
-            raise ValueError(f"disk map covers {position} of {capacity} bytes")
+            raise VmdkError(f"disk map covers {position} of {capacity} bytes")
         result.content_sha256 = hasher.hexdigest()
     result.file_sha256 = _known_file_hashes(writer, result)
     result.seconds = time.monotonic() - started
@@ -287,7 +289,7 @@ def copy_grains(
     with _hasher(checksum) as hasher:
         for offset, data in grains:
             if offset < position:
-                raise ValueError(f"stream went backwards: grain at {offset} after {position}")
+                raise VmdkError(f"stream went backwards: grain at {offset} after {position}")
             if offset > position:
                 hasher.zeros(offset - position)
                 result.bytes_zero += offset - position

@@ -11,6 +11,7 @@ import posixpath
 from collections.abc import Iterator
 
 from vcbproxy.models import DatastorePath, DiskInfo
+from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.io import OpenFiles
 
 
@@ -56,7 +57,7 @@ def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
             while run is not None and run.offset + run.length <= pos:
                 run = next(runs, None)
             if run is None or run.offset > pos:
-                raise ValueError(f"the disk map does not cover offset {pos}")
+                raise VmdkError(f"the disk map does not cover offset {pos}")
             stop = min(end, run.offset + run.length)
             if run.source is None:
                 yield pos, stop - pos
@@ -66,7 +67,7 @@ def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
                     yield offset, chunk
                     offset += len(chunk)
                 if offset != stop:
-                    raise ValueError(f"short read from {run.source} at {pos}")
+                    raise VmdkError(f"short read from {run.source} at {pos}")
             pos = stop
 
 
