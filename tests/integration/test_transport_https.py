@@ -514,26 +514,27 @@ def test_fallback_open_failure_falls_through_and_all_failing_is_clear(session, d
 
 
 class RecordingLease:
-    """In-process stand-in for vcbproxy.vsphere.lease.ExportLease (records the calls)."""
+    """In-process stand-in for the host's HttpNfcLease under a real ExportLease (records the calls)."""
 
-    def __init__(self, device_urls):
-        self.device_urls = device_urls
+    def __init__(self):
         self.calls: list[tuple] = []
 
-    def progress(self, pct: int) -> None:
-        self.calls.append(("progress", pct))
+    def HttpNfcLeaseProgress(self, percent: int) -> None:  # noqa: N802 - the vSphere method name
+        self.calls.append(("progress", percent))
 
-    def complete(self) -> None:
+    def HttpNfcLeaseComplete(self) -> None:  # noqa: N802
         self.calls.append(("complete",))
 
-    def abort(self, message: str) -> None:
-        self.calls.append(("abort", message))
+    def HttpNfcLeaseAbort(self, fault) -> None:  # noqa: N802
+        self.calls.append(("abort", fault.msg))
 
 
 def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_path, monkeypatch):
     import subprocess
 
+    from vcbproxy.models import SnapshotRef
     from vcbproxy.transport import nfc
+    from vcbproxy.vsphere.lease import ExportLease
 
     root, _ = datastores
     raw = bytearray(16 << 20)
@@ -548,21 +549,24 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
     # the shape ExportLease builds: "disk" is a flag, the device key names the disk
     entry = {"key": "/vm-1/VirtualLsiLogicController0:0", "url": url, "disk": True,
              "target_id": "disk-0.vmdk", "size": 0}
-    lease = RecordingLease([entry])
+    host_lease = RecordingLease()
     monkeypatch.setattr(nfc, "PROGRESS_EVERY", 0.0)
     with create("nfc", session=session, options=FAST) as t:
-        t.attach(lease)
-        disk = t.open_disk(entry)
-        assert disk.capacity == len(raw)
-        rebuilt = bytearray(disk.capacity)
-        for offset, data in disk.grains():
-            rebuilt[offset:offset + len(data)] = data
-        t.finish()
+        # leaving the lease's ``with`` normally completes it: nothing else has to
+        with ExportLease(session, host_lease, SnapshotRef(moref="snapshot-1", name="export")) as lease:
+            lease.device_urls = [entry]
+            t.attach(lease)
+            disk = t.open_disk(entry)
+            assert disk.capacity == len(raw)
+            rebuilt = bytearray(disk.capacity)
+            for offset, data in disk.grains():
+                rebuilt[offset:offset + len(data)] = data
+        assert lease.done
         # config files are not in the lease: they come over the file service
         vmx = t.open(file=DatastorePath("datastore1", "vm 1/vm 1.vmx"))
         assert vmx.pread(0, 100) == datastores[1]["vm 1/vm 1.vmx"]
     assert rebuilt == raw
-    assert lease.calls[-2:] == [("progress", 100), ("complete",)]
-    assert any(c[0] == "progress" and c[1] < 100 for c in lease.calls)
+    assert host_lease.calls[-2:] == [("progress", 100), ("complete",)]
+    assert any(c[0] == "progress" and c[1] < 100 for c in host_lease.calls)
     # the transport counts every byte it fetched: the lease stream and the .vmx read after it
     assert t.stats.bytes_read == target.stat().st_size + len(datastores[1]["vm 1/vm 1.vmx"])

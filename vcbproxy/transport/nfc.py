@@ -7,7 +7,8 @@ directly instead of going through ``DiskChain``. Config files (.vmx, .nvram, log
 not in the lease; ``open`` serves them over the datastore file service (nbdssl).
 
 The lease (``vcbproxy.vsphere.lease.ExportLease``) is kept alive with progress calls
-while grains arrive; ``finish`` completes it, or aborts it with the error message.
+while grains arrive; the lease's own ``with`` block completes it, or aborts it with the
+error message.
 """
 
 from __future__ import annotations
@@ -239,17 +240,6 @@ class NfcTransport(Transport):
             self.stats.add(bytes_read=reader.bytes - counted, seconds=time.monotonic() - started)
             conn.close()       # the lease URL serves one disk per request; never reused
 
-    def finish(self, error: BaseException | None = None) -> None:
-        """Complete the lease after success, or abort it naming the error."""
-        if self.lease is None:
-            return
-        if error is None:
-            self.lease.progress(100)
-            self.lease.complete()
-        else:
-            self.lease.abort(str(error) or type(error).__name__)
-        self.lease = None
-
     # -- Transport --------------------------------------------------------------------
 
     def open(self, *, file: DatastorePath) -> RandomAccess:
@@ -264,12 +254,3 @@ class NfcTransport(Transport):
     def close(self) -> None:
         self.pool.close()
         self._files.close()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        # The export job opens the lease inside ``with transport``; nothing else completes it,
-        # and an export lease left "ready" holds the snapshot's disks until it times out.
-        # On failure the lease's own context manager has aborted it already (abort is idempotent).
-        try:
-            self.finish(exc if exc_type is not None else None)
-        finally:
-            self.close()

@@ -1,8 +1,10 @@
 """An NFC export lease on a snapshot (``ExportSnapshot``): wait until ready, hand out the
 device URLs, keep it alive with progress, complete or abort it.
 
-The lease is completed only when told (the NFC transport does it after the last byte);
-leaving the ``with`` block by an exception aborts it, so the host releases the disks.
+Leaving the ``with`` block normally completes the lease (after a last progress of 100 %);
+leaving it by an exception aborts it naming the error. Either way the host releases the
+snapshot's disks at once instead of when an idle lease times out. ``complete`` and
+``abort`` may also be called inside the block; the first of them wins.
 """
 
 from __future__ import annotations
@@ -96,3 +98,6 @@ class ExportLease:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort(f"vcbproxy: {exc or exc_type.__name__}")
+        elif not self.done:
+            self.progress(100)
+            self.complete()
