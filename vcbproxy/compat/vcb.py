@@ -49,7 +49,7 @@ def _getopt(tool: str, args: list[str], shortopts: str) -> tuple[dict[str, str],
     try:
         pairs, rest = getopt.gnu_getopt(args, shortopts)
     except getopt.GetoptError as exc:
-        raise errors.UsageError(f"{tool}: {exc.msg}; see {tool} --help") from exc
+        raise errors.UsageError(f"{exc.msg}; see {tool} --help") from exc
     return {opt: value for opt, value in pairs}, rest
 
 
@@ -69,15 +69,15 @@ def _connection(opts: dict[str, str], cfg: VcbConfig, base_env: dict[str, str]) 
     return argv, added
 
 
-def _flag01(opts: dict[str, str], key: str, tool: str) -> bool | None:
+def _flag01(opts: dict[str, str], key: str) -> bool | None:
     if key not in opts:
         return None
     if opts[key] not in ("0", "1"):
-        raise errors.UsageError(f"{tool}: {key} takes 0 or 1, not {opts[key]!r}")
+        raise errors.UsageError(f"{key} takes 0 or 1, not {opts[key]!r}")
     return opts[key] == "1"
 
 
-def _verbosity(opts: dict[str, str], tool: str) -> tuple[list[str], bool]:
+def _verbosity(opts: dict[str, str]) -> tuple[list[str], bool]:
     """-L level → (global vcbproxy flags, quiet?)."""
     if "-L" not in opts:
         return [], False
@@ -86,7 +86,7 @@ def _verbosity(opts: dict[str, str], tool: str) -> tuple[list[str], bool]:
     except ValueError:
         level = -1
     if not 0 <= level <= 6:
-        raise errors.UsageError(f"{tool}: -L takes a log level 0..6, not {opts['-L']!r}")
+        raise errors.UsageError(f"-L takes a log level 0..6, not {opts['-L']!r}")
     if level >= 5:
         return ["-vv"], False
     if level == 4:
@@ -94,11 +94,11 @@ def _verbosity(opts: dict[str, str], tool: str) -> tuple[list[str], bool]:
     return [], level < LOG_QUIET_BELOW
 
 
-def _disk_format(opts: dict[str, str], tool: str) -> str | None:
+def _disk_format(opts: dict[str, str]) -> str | None:
     """The format -M/-F ask for; ``None`` when neither is given (the config's, or the default)."""
     # VCB: -M 1 one monolithic file per disk, -M 0 split 2 GB sparse (default); -F 1 flat.
-    monolithic = _flag01(opts, "-M", tool)
-    flat = _flag01(opts, "-F", tool)
+    monolithic = _flag01(opts, "-M")
+    flat = _flag01(opts, "-F")
     if flat:
         return "flat"
     if monolithic:
@@ -108,10 +108,10 @@ def _disk_format(opts: dict[str, str], tool: str) -> str | None:
     return "2gbsparse"
 
 
-def _mode(value: str, tool: str) -> str:
+def _mode(value: str) -> str:
     names = parse_chain(value)
     if "hotadd" in names:
-        raise errors.UnsupportedError(f"{tool}: -m {value}: {HOTADD_REFUSAL}")
+        raise errors.UnsupportedError(f"-m {value}: {HOTADD_REFUSAL}")
     return ":".join(names)
 
 
@@ -136,24 +136,24 @@ def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     tool = "vcbMounter"
     opts, rest = _getopt(tool, args, "h:u:p:a:r:t:m:M:F:L:U:")
     if rest:
-        raise errors.UsageError(f"{tool}: unexpected argument {rest[0]!r}")
+        raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     conn, added = _connection(opts, cfg, env)
-    verbose, quiet = _verbosity(opts, tool)
+    verbose, quiet = _verbosity(opts)
     if "-U" in opts:
         if "-a" in opts or "-r" in opts:
-            raise errors.UsageError(f"{tool}: -U DIR unmounts; it does not go with -a or -r")
+            raise errors.UsageError("-U DIR unmounts; it does not go with -a or -r")
         return Plan([[*verbose, "unmount", "-r", opts["-U"], *conn]], added)
     missing = [flag for flag in ("-a", "-r") if flag not in opts]
     if missing:
-        raise errors.UsageError(f"{tool}: {' and '.join(missing)} required (-a SELECTOR -r DIR, or -U DIR)")
+        raise errors.UsageError(f"{' and '.join(missing)} required (-a SELECTOR -r DIR, or -U DIR)")
     export_type = opts.get("-t", "fullvm").lower()
     if export_type == "file":
-        raise errors.UnsupportedError(f"{tool}: -t file (file-level mount of the guest file system) is not "
+        raise errors.UnsupportedError("-t file (file-level mount of the guest file system) is not "
                                       "offered; use -t fullvm and restore files from the exported disks")
     if export_type != "fullvm":
-        raise errors.UsageError(f"{tool}: -t takes fullvm or file, not {opts['-t']!r}")
-    mode = _mode(opts["-m"], tool) if opts.get("-m") else None
-    argv = [*verbose, *mount_argv(cfg, opts["-a"], opts["-r"], mode=mode, fmt=_disk_format(opts, tool))]
+        raise errors.UsageError(f"-t takes fullvm or file, not {opts['-t']!r}")
+    mode = _mode(opts["-m"]) if opts.get("-m") else None
+    argv = [*verbose, *mount_argv(cfg, opts["-a"], opts["-r"], mode=mode, fmt=_disk_format(opts))]
     if quiet:
         argv.append("--quiet")
     return Plan([argv + conn], added)
@@ -164,11 +164,11 @@ def translate_vmname(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Pl
     tool = "vcbVmName"
     opts, rest = _getopt(tool, args, "h:u:p:s:L:")
     if rest:
-        raise errors.UsageError(f"{tool}: unexpected argument {rest[0]!r}")
+        raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     if "-s" not in opts:
-        raise errors.UsageError(f"{tool}: -s SELECTOR required (any, name:, ipaddr:, uuid:, moref:, powerstate:)")
+        raise errors.UsageError("-s SELECTOR required (any, name:, ipaddr:, uuid:, moref:, powerstate:)")
     conn, added = _connection(opts, cfg, env)
-    verbose, _ = _verbosity(opts, tool)
+    verbose, _ = _verbosity(opts)
     return Plan([[*verbose, "vms", "-s", opts["-s"], *conn]], added)
 
 
@@ -183,14 +183,14 @@ def translate_snapshot(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> 
     opts, rest = _getopt(tool, args, "h:u:p:c:d:f:l:L:")
     actions = [flag for flag in ("-c", "-d", "-f", "-l") if flag in opts]
     if len(actions) != 1:
-        raise errors.UsageError(f"{tool}: give exactly one of -c VM NAME, -d VM SSID, -f VM NAME, -l VM")
+        raise errors.UsageError("give exactly one of -c VM NAME, -d VM SSID, -f VM NAME, -l VM")
     action = actions[0]
     wanted = 0 if action == "-l" else 1
     if len(rest) != wanted:
         what = {"-c": "a snapshot name", "-d": "an SsId", "-f": "a snapshot name", "-l": "nothing more"}[action]
-        raise errors.UsageError(f"{tool}: {action} VM takes {what}")
+        raise errors.UsageError(f"{action} VM takes {what}")
     conn, added = _connection(opts, cfg, env)
-    verbose, _ = _verbosity(opts, tool)
+    verbose, _ = _verbosity(opts)
     vm = _vm_selector(opts[action])
     if action == "-c":
         return Plan([[*verbose, "snapshot", "create", "-a", vm, "-n", rest[0], *conn]], added)
@@ -210,9 +210,9 @@ def translate_cleanup(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     tool = "vcbCleanup"
     opts, rest = _getopt(tool, args, "h:u:p:r:yL:")
     if rest:
-        raise errors.UsageError(f"{tool}: unexpected argument {rest[0]!r}")
+        raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     conn, added = _connection(opts, cfg, env)
-    verbose, _ = _verbosity(opts, tool)
+    verbose, _ = _verbosity(opts)
     root = Path(opts["-r"]) if "-r" in opts else cfg.backuproot
     dry_run = "-y" not in opts
     runs: list[list[str]] = []
@@ -240,17 +240,17 @@ def translate_restore(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     tool = "vcbRestore"
     opts, rest = _getopt(tool, args, "h:u:p:s:b:L:")
     if rest:
-        raise errors.UsageError(f"{tool}: unexpected argument {rest[0]!r}")
+        raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     if "-s" not in opts:
-        raise errors.UsageError(f"{tool}: -s DIR required (the directory vcbMounter exported to)")
+        raise errors.UsageError("-s DIR required (the directory vcbMounter exported to)")
     behaviour = opts.get("-b", "keep").lower()
     if behaviour == "prompt":
-        raise errors.UnsupportedError(f"{tool}: -b prompt asks on the console, which vcbproxy never does; "
+        raise errors.UnsupportedError("-b prompt asks on the console, which vcbproxy never does; "
                                       "give -b keep (or abort) to refuse an existing VM, -b overwrite to replace it")
     if behaviour not in RESTORE_BEHAVIOURS:
-        raise errors.UsageError(f"{tool}: -b takes keep, abort or overwrite, not {opts['-b']!r}")
+        raise errors.UsageError(f"-b takes keep, abort or overwrite, not {opts['-b']!r}")
     conn, added = _connection(opts, cfg, env)
-    verbose, quiet = _verbosity(opts, tool)
+    verbose, quiet = _verbosity(opts)
     argv = [*verbose, "restore", "-s", opts["-s"], "-b", RESTORE_BEHAVIOURS[behaviour]]
     if quiet:
         argv.append("--quiet")
@@ -324,6 +324,6 @@ def run(tool: str, args: list[str]) -> int:
     try:
         plan = TRANSLATORS[tool](args, load_config(), dict(os.environ))
     except errors.VcbProxyError as exc:
-        print(f"{tool}: error: {exc}".replace(f"{tool}: error: {tool}: ", f"{tool}: error: "), file=sys.stderr)
+        print(f"{tool}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return execute(plan)
