@@ -52,9 +52,13 @@ def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "fla
     result = RestorePointResult(out, run_number)
     try:
         disk_names: dict[str, str] = {}
+        known: dict[str, str] = {}       # flat extents: the content hash is the file's hash
         for entry in target["disks"]:
             basename = names.safe_component(f"{entry['device'].replace(':', '-')}-{target['vm']['name']}")
-            files, sha = _rebuild_disk(loaded, entry["key"], entry["capacity"], out, basename, fmt)
+            files, sha, flat_name = _rebuild_disk(loaded, entry["key"], entry["capacity"], out,
+                                                  basename, fmt)
+            if flat_name:
+                known[flat_name] = sha
             disk_names[entry["device"]] = files[0]
             result.disks[entry["device"]] = {"files": files, "sha256": sha, "capacity": entry["capacity"],
                                              "key": entry["key"]}
@@ -67,7 +71,7 @@ def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "fla
         write_atomic(out / "restore-point.json", (json.dumps(
             {"run": run_number, "vm": target["vm"], "snapshot": target["snapshot"], "disks": result.disks},
             indent=2, ensure_ascii=False) + "\n").encode())
-        write_manifest(out)
+        write_manifest(out, known=known)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -75,7 +79,9 @@ def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "fla
 
 
 def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, out: Path, basename: str,
-                  fmt: str) -> tuple[list[str], str]:
+                  fmt: str) -> tuple[list[str], str, str | None]:
+    """The disk rebuilt from its runs: (files, content sha256, name of its raw flat extent
+    or None)."""
     from vcbproxy.vmdk.writers import open_writer
 
     chain = [(info, next(d for d in run["disks"] if d["key"] == key))
@@ -105,7 +111,7 @@ def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, o
     finally:
         os.close(fd)
         raw.unlink(missing_ok=True)
-    return files, digest.hexdigest()
+    return files, digest.hexdigest(), getattr(writer, "flat_name", None)
 
 
 def _content(fd: int, capacity: int):
