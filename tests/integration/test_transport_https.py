@@ -570,3 +570,21 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
     assert any(c[0] == "progress" and c[1] < 100 for c in host_lease.calls)
     # the transport counts every byte it fetched: the lease stream and the .vmx read after it
     assert t.stats.bytes_read == target.stat().st_size + len(datastores[1]["vm 1/vm 1.vmx"])
+
+
+def test_nfc_disk_closed_before_its_first_grain_closes_its_connection(session, datastores, tmp_path):
+    import subprocess
+
+    root, _ = datastores
+    (tmp_path / "disk.raw").write_bytes(os.urandom(1 << 20))
+    target = root / "datastore1" / "vm 1" / "export-small.vmdk"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                    str(tmp_path / "disk.raw"), str(target)], check=True)
+    entry = {"key": "/vm-1/VirtualLsiLogicController0:0", "disk": True, "target_id": "", "size": 0,
+             "url": session.file_url(DatastorePath("datastore1", "vm 1/export-small.vmdk"))}
+    with create("nfc", session=session, options=FAST) as t:
+        disk = t.open_disk(entry)
+        assert disk.capacity == 1 << 20 and disk._conn.sock is not None
+        # what the export does on a capacity mismatch: close without ever calling grains()
+        disk.close()
+        assert disk._conn.sock is None

@@ -112,7 +112,7 @@ class NfcDisk:
     def __init__(self, transport: NfcTransport, device_url: dict, *, sink=None):
         self._t = transport
         self.device_url = device_url
-        self.capacity, self._grains = transport.iter_disk(device_url, sink=sink)
+        self.capacity, self._grains, self._conn = transport.iter_disk(device_url, sink=sink)
         self.size = self.capacity
 
     def grains(self) -> Iterator[tuple[int, bytes]]:
@@ -128,9 +128,14 @@ class NfcDisk:
         raise errors.UnsupportedError("an NFC disk is a stream: read it with grains(), not stream")
 
     def close(self) -> None:
-        close = getattr(self._grains, "close", None)
-        if close is not None:
-            close()
+        # Closing the generator runs its finally only if it ever started; a disk dropped
+        # before its first grain (e.g. a capacity mismatch) still holds the connection.
+        try:
+            close = getattr(self._grains, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._conn.close()
 
 
 class NfcTransport(Transport):
@@ -179,11 +184,14 @@ class NfcTransport(Transport):
         except errors.VcbProxyError as exc:
             log.warning("lease progress call failed: %s", exc)
 
-    def iter_disk(self, device_url: dict, *, sink=None) -> tuple[int, Iterator[tuple[int, bytes]]]:
-        """(capacity, grains) of one lease disk, parsed while it downloads.
+    def iter_disk(self, device_url: dict, *, sink=None
+                  ) -> tuple[int, Iterator[tuple[int, bytes]], http.client.HTTPConnection]:
+        """(capacity, grains, connection) of one lease disk, parsed while it downloads.
 
         ``sink`` (``.write(bytes)``) receives the raw body as it arrives, all of it once
         ``grains`` is exhausted; the stream must then end with its end-of-stream marker.
+        ``grains`` closes the connection when it ends; the caller closes it too, in case
+        ``grains`` is never started.
         """
         from vcbproxy.vmdk.stream import iter_stream_optimized
 
@@ -219,7 +227,7 @@ class NfcTransport(Transport):
             conn.close()
             raise
         capacity, grains = parsed if isinstance(parsed, tuple) else (parsed.capacity, iter(parsed))
-        return capacity, self._grains(grains, reader, conn, capacity)
+        return capacity, self._grains(grains, reader, conn, capacity), conn
 
     def _grains(self, grains, reader: _CountingReader, conn, capacity: int):
         started = time.monotonic()
