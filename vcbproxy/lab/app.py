@@ -52,7 +52,7 @@ def start(root: Path, *, host: str = "127.0.0.1", port: int = 0, http_port: int 
         "host": host,
         "user": lab.user,
         "password_file": str(pwfile),
-        "thumbprint_sha1": tls.thumbprint(cert_file, "sha1"),
+        "thumbprint_sha1": lab.thumbprint_sha1,
         "thumbprint_sha256": tls.thumbprint(cert_file, "sha256"),
         "cert_file": str(cert_file),
         "datacenter": lab.datacenter_name,

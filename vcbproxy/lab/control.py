@@ -179,29 +179,17 @@ def _oracle(lab, params: dict, body: dict) -> dict:
 
 def _state(lab, params: dict, body: dict) -> dict:
     vm = _vm(lab, params.get("vm"))
-    describe = getattr(vm, "describe", None) or getattr(vm, "state", None)
-    state = dict(describe()) if callable(describe) else {}
-    state.setdefault("moref", vm.moref)
-    state.setdefault("name", vm.name)
-    state.setdefault("snapshots", sorted(
-        moref for moref, entry in lab.snapshot_history.items()
-        if (entry["vm"] if isinstance(entry["vm"], str) else entry["vm"].moref)
-        in (vm.moref, vm.name)))
-    disks = state.setdefault("disks", {})
+    state = vm.describe()
     for key, disk in vm.disks.items():
-        _add_disk_state(disks.setdefault(str(key), {}), disk)
+        _add_disk_state(state["disks"][str(key)], disk)
     return json.loads(json.dumps(state, default=str))
 
 
 def _add_disk_state(out: dict, disk) -> None:
-    """Fill in what a test asks about a disk: its layers, files and change tracking."""
+    """Add to describe()'s disk entry what a test also asks: its files and change tracking."""
     with disk.lock:                     # one consistent view while a churn may be writing
-        out.setdefault("capacity", disk.capacity)
-        out.setdefault("layers", list(disk.layers))
-        out.setdefault("files", list(disk.files()))
-        tracker = getattr(disk, "cbt", None) or getattr(disk, "tracker", None)
-        if tracker is not None:
-            out.setdefault("cbt", {"enabled": tracker.enabled, "change_id": tracker.change_id})
+        out["files"] = list(disk.files())
+        out["cbt"] = {"enabled": disk.cbt.enabled, "change_id": disk.cbt.change_id}
 
 
 _ROUTES = {

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import ssl
 import stat
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -44,11 +43,8 @@ class HttpError(Exception):
 # -- helpers shared by the data-plane handlers --------------------------------------------
 
 def is_tls(req) -> bool:
-    """True on the HTTPS port (the handler's ``tls`` flag; the socket type as a fallback)."""
-    for flag in (getattr(req, "tls", None), getattr(req.server, "is_tls", None)):
-        if flag is not None:
-            return bool(flag)
-    return isinstance(req.connection, ssl.SSLSocket)
+    """True on the HTTPS port (the handler class's ``tls`` flag)."""
+    return req.tls
 
 
 def reply(req, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",

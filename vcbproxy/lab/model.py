@@ -4,6 +4,7 @@ This is the interface the HTTP side modules (fileservice, nfc, control) use:
 
     lab.lock                          RLock guarding every mutation of the inventory and disks
     lab.faults                        faults.Faults switch board
+    lab.bucket                        faults.TokenBucket every transfer is paced by
     lab.root                          Path of the lab's state
     lab.password / lab.password_file  the lab user's password (and the 0600 file holding it)
     lab.session_for_cookie(header)    -> Session | None (valid, not expired; touched)
@@ -33,7 +34,7 @@ from typing import Any
 
 from pyVmomi import vim
 
-from vcbproxy.lab.faults import Faults
+from vcbproxy.lab.faults import Faults, TokenBucket
 
 COOKIE_NAME = "vmware_soap_session"
 USER = "administrator@vsphere.local"
@@ -120,6 +121,7 @@ class Lab:
         self.seed = seed
         self.lock = threading.RLock()
         self.faults = Faults()
+        self.bucket = TokenBucket(self.faults)   # throttle_bps: one link shared by all transfers
         self.password = password or secrets.token_urlsafe(16)
         self.password_file: Path | None = None
         self.thumbprint_sha1: str | None = None

@@ -6,7 +6,6 @@ the data paths (/folder, /nfc, /lab) so the cost of TLS can be measured against 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 import threading
@@ -14,22 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pyVmomi import vmodl
 
-from vcbproxy.lab import soap
+from vcbproxy.lab import control, fileservice, nfc, soap
 from vcbproxy.lab.methods import dispatch
 from vcbproxy.lab.model import COOKIE_NAME, Lab
 
 log = logging.getLogger(__name__)
 
 MAX_SOAP_BODY = 16 << 20
-_DATA_ROUTES = (("/folder", "fileservice"), ("/nfc/", "nfc"), ("/lab/", "control"))
-
-
-def _data_module(name: str):
-    """fileservice/nfc/control are written separately; until one exists its path answers 501."""
-    try:
-        return importlib.import_module(f"vcbproxy.lab.{name}")
-    except ImportError:
-        return None
+_DATA_ROUTES = (("/folder", fileservice), ("/nfc/", nfc), ("/lab/", control))
 
 
 class LabHandler(BaseHTTPRequestHandler):
@@ -48,11 +39,7 @@ class LabHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         for prefix, module in _DATA_ROUTES:
             if path == prefix.rstrip("/") or path.startswith(prefix):
-                mod = _data_module(module)
-                if mod is None:
-                    self._plain(501, f"{module} is not available in this lab build\n")
-                else:
-                    mod.handle(self, self.lab)
+                module.handle(self, self.lab)
                 return True
         return False
 

@@ -12,44 +12,27 @@ two switches that break transfers in the field behave the same everywhere:
 from __future__ import annotations
 
 import socket
-import threading
-import weakref
 
-from vcbproxy.lab.faults import Faults, TokenBucket
+from vcbproxy.lab.faults import Faults
 
 # Largest piece sent between two looks at the bucket: small enough that a throttled
 # transfer paces smoothly, large enough that an unthrottled one costs nothing.
 UNTHROTTLED_CHUNK = 1 << 20
 MIN_CHUNK = 16 << 10
 
-_buckets: weakref.WeakKeyDictionary[Faults, TokenBucket] = weakref.WeakKeyDictionary()
-_buckets_lock = threading.Lock()
-
 
 class Dropped(Exception):
     """The drop fault fired: the caller must cut the connection, not answer."""
 
 
-def bucket_for(lab) -> TokenBucket:
-    """The lab's shared bucket (``lab.bucket`` if the model keeps one, else one per Faults)."""
-    own = getattr(lab, "bucket", None)
-    if isinstance(own, TokenBucket):
-        return own
-    with _buckets_lock:
-        bucket = _buckets.get(lab.faults)
-        if bucket is None:
-            bucket = _buckets[lab.faults] = TokenBucket(lab.faults)
-        return bucket
-
-
 class Pacer:
     """Decides how many bytes may go next; raises ``Dropped`` when the drop fault fires."""
 
-    def __init__(self, lab, *, droppable: bool = True) -> None:
+    def __init__(self, lab) -> None:
         self.faults: Faults = lab.faults
-        self.bucket = bucket_for(lab)
+        self.bucket = lab.bucket
         # One drop budget per transfer, taken at its start (drop_count counts transfers).
-        self.drop_at = self.faults.drop_limit() if droppable else None
+        self.drop_at = self.faults.drop_limit()
         self.sent = 0
 
     def next_chunk(self, wanted: int) -> int:

@@ -58,7 +58,7 @@ def find_by_inventory_path(call, this, inventoryPath):
         node = next((c for c in node.children() if c.inventory_name == part), None)
         if node is None:
             return None
-    return node.ref() if node is not call.lab.root_folder else node.ref()
+    return node.ref()
 
 
 @method("FindChild")
