@@ -16,10 +16,10 @@ import pytest
 
 from tests.unit.test_verify import CAPACITY, make_export
 from vcbproxy import errors
-from vcbproxy.jobs.restore import plan_restore, set_vmx_values
+from vcbproxy.jobs.restore import plan_restore
 from vcbproxy.jobs.upload import StagedDisk, flat_name, upload_disk
 from vcbproxy.models import DatastorePath
-from vcbproxy.staging.vmx import parse_vmx
+from vcbproxy.staging.vmx import parse_vmx, set_vmx_values
 from vcbproxy.transport.put import FileUploader
 
 pytestmark = pytest.mark.usefixtures("qemu_img")

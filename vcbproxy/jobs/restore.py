@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from vcbproxy.models import DatastorePath, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging import names
 from vcbproxy.staging.catalog import CATALOG, read_catalog
-from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx
+from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx, set_vmx_values
 
 log = logging.getLogger(__name__)
 
@@ -204,36 +203,6 @@ def _staged_nvram(source: Path, vmx: dict[str, str]) -> Path | None:
         return source / name
     found = sorted(p for p in source.iterdir() if p.suffix == ".nvram" and p.is_file())
     return found[0] if len(found) == 1 else None
-
-
-_KEY = re.compile(r'^(?P<lead>\s*)(?P<key>[^=#\s]+)(?P<mid>\s*=\s*)(?P<value>.*?)(?P<tail>\s*)$')
-
-
-def set_vmx_values(text: str, values: dict[str, str]) -> str:
-    """Set ``key = "value"`` lines (case-insensitive keys), appending the keys not present."""
-    wanted = {k.lower(): (k, v) for k, v in values.items()}
-    seen: set[str] = set()
-    out = []
-    newline = "\r\n" if "\r\n" in text else "\n"
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        ending = line[len(body):]
-        match = _KEY.match(body) if not body.lstrip().startswith("#") else None
-        key = match.group("key").lower() if match else ""
-        if key in wanted:
-            if key in seen:
-                continue                                    # a duplicate would win on reload
-            seen.add(key)
-            body = match.group("lead") + match.group("key") + match.group("mid") + _quote(wanted[key][1])
-        out.append(body + ending)
-    if out and not out[-1].endswith(("\n", "\r")):
-        out[-1] += newline
-    out += [f"{orig} = {_quote(value)}{newline}" for key, (orig, value) in wanted.items() if key not in seen]
-    return "".join(out)
-
-
-def _quote(value: str) -> str:
-    return '"' + "".join(f"|{ord(c):02X}" if c in '"|' or ord(c) < 0x20 else c for c in value) + '"'
 
 
 # -- the restore ---------------------------------------------------------------------------

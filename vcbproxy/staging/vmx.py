@@ -74,3 +74,26 @@ def rewrite_vmx(text: str, disk_files: dict[str, str]) -> str:
     for key in sorted(set(wanted) - seen):
         log.warning("the .vmx has no %s line; the exported disk %s is not referenced", key, wanted[key])
     return "".join(out)
+
+
+def set_vmx_values(text: str, values: dict[str, str]) -> str:
+    """Set ``key = "value"`` lines (case-insensitive keys), appending the keys not present."""
+    wanted = {k.lower(): (k, v) for k, v in values.items()}
+    seen: set[str] = set()
+    out = []
+    newline = "\r\n" if "\r\n" in text else "\n"
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        ending = line[len(body):]
+        match = _ENTRY.match(body) if not body.lstrip().startswith("#") else None
+        key = match.group("key").lower() if match else ""
+        if key in wanted:
+            if key in seen:
+                continue                                    # a duplicate would win on reload
+            seen.add(key)
+            body = match.group("lead") + match.group("key") + match.group("mid") + _quote(wanted[key][1])
+        out.append(body + ending)
+    if out and not out[-1].endswith(("\n", "\r")):
+        out[-1] += newline
+    out += [f"{orig} = {_quote(value)}{newline}" for key, (orig, value) in wanted.items() if key not in seen]
+    return "".join(out)
