@@ -97,16 +97,18 @@ def _unreachable(host: str, port: int, exc: BaseException) -> errors.VcbProxyErr
     return errors.ConnectionFailure(f"cannot reach {host}:{port}: {reason}")
 
 
-def _verified_context(host: str, port: int, ca_file: str | None, timeout: float) -> ssl.SSLContext:
-    """A verifying context, proven against the server by one handshake so a failure says why."""
+def _verified_context(host: str, port: int, ca_file: str | None, timeout: float
+                      ) -> tuple[ssl.SSLContext, bytes]:
+    """A verifying context, proven against the server by one handshake so a failure says why,
+    and the certificate (DER) that handshake verified."""
     try:
         context = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise errors.UsageError(f"cannot load CA file {ca_file}: {exc}") from exc
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock, \
-                context.wrap_socket(sock, server_hostname=host):
-            pass
+                context.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
     except ssl.SSLCertVerificationError as exc:
         presented = pretty_thumbprint(hashlib.sha256(fetch_certificate(host, port, timeout)).hexdigest())
         source = f"CA file {ca_file}" if ca_file else "the system trust store"
@@ -116,7 +118,9 @@ def _verified_context(host: str, port: int, ca_file: str | None, timeout: float)
             f"server's, pin it with --thumbprint {presented} or give --ca-file") from exc
     except (OSError, ssl.SSLError) as exc:
         raise _unreachable(host, port, exc) from exc
-    return context
+    if not der:
+        raise errors.ConnectionFailure(f"{host}:{port} presented no TLS certificate")
+    return context, der
 
 
 def _pinned_context(host: str, port: int, pin: str, timeout: float) -> tuple[ssl.SSLContext, bytes]:
@@ -159,8 +163,7 @@ class Session:
         if pin:
             context, der = _pinned_context(host, port, pin, opts.timeout)
         else:
-            context = _verified_context(host, port, opts.ca_file, opts.timeout)
-            der = fetch_certificate(host, port, opts.timeout)
+            context, der = _verified_context(host, port, opts.ca_file, opts.timeout)
         stub = SoapAdapter.SoapStubAdapter(
             host=host, port=port, path=path, version=API_VERSION, sslContext=context,
             thumbprint=pin, httpConnectionTimeout=opts.timeout,
