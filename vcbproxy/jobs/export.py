@@ -32,7 +32,7 @@ from vcbproxy.selectors import Selector
 from vcbproxy.staging import names
 from vcbproxy.staging.atomic import AtomicFile, write_atomic
 from vcbproxy.staging.catalog import write_catalog
-from vcbproxy.staging.exportdir import ExportDir
+from vcbproxy.staging.exportdir import METADATA, ExportDir
 from vcbproxy.staging.manifest import write_manifest
 from vcbproxy.staging.space import check_free_space
 from vcbproxy.staging.vmx import rewrite_vmx
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 VCB_SNAPSHOT = "_VCB-BACKUP_"
 MULTI_VM_KINDS = {"any", "powerstate"}
 RUN_LOG = "vcbproxy.log"
-METADATA = "vcbproxy.json"
 
 
 @dataclass
