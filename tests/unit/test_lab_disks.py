@@ -7,6 +7,7 @@ export at the matching journal mark, before and after every kind of snapshot mer
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -265,6 +266,19 @@ def test_an_uploaded_disk_is_adopted_with_whatever_its_files_hold(ds, tmp_path):
     chain = LabDisk.load(ds, top, None)
     assert chain.layers == ["up.vmdk", top]
     assert chain.read(0, 8) == b"\0" * 7 + b"x"
+
+
+def test_a_disk_that_cannot_be_adopted_leaves_no_file_open(ds, monkeypatch):
+    LabDisk.create(ds, "bad", CAP, seed=5).close()
+
+    def copy_fails(self):
+        raise OSError("no space left for the base copy")
+
+    monkeypatch.setattr(LabDisk, "_snapshot_base", copy_fails)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="no space"):
+        LabDisk.load(ds, "bad.vmdk", None)
+    assert sorted(os.listdir("/proc/self/fd")) == before   # the journal was closed again
 
 
 def test_snapshot_is_one_step_even_while_the_guest_writes(ds, tmp_path):

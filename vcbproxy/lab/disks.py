@@ -106,8 +106,12 @@ class LabDisk:
             base_ranges = content.base_extents(capacity, seed, fill)
         self._base_ranges = [tuple(r) for r in base_ranges or []]
         self._journal = _Journal(self.directory / f"{basename}.labjournal")
-        self.cbt = ChangeTracker(self.directory / f"{basename}-ctk.vmdk",
-                                 mark_source=self.mark, lock=self._lock)
+        try:
+            self.cbt = ChangeTracker(self.directory / f"{basename}-ctk.vmdk",
+                                     mark_source=self.mark, lock=self._lock)
+        except BaseException:
+            self._journal.close()
+            raise
         self._writer = None  # open handle on the top layer: (kind, fd or SparseExtent)
         self._extent_of: dict[str, str | None] = {}  # layer name -> its flat extent, if any
 
@@ -169,7 +173,11 @@ class LabDisk:
             (directory / stale).unlink(missing_ok=True)
         disk = cls(directory, basename, capacity, uuid, layers, seed=None, fill=0.0,
                    base_ranges=[], next_delta=max(numbers, default=0) + 1)
-        disk._base_ranges = disk._snapshot_base()
+        try:
+            disk._base_ranges = disk._snapshot_base()
+        except BaseException:
+            disk.close()    # the journal is open already
+            raise
         return disk
 
     def _snapshot_base(self) -> list[tuple[int, int]]:

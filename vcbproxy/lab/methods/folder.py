@@ -41,25 +41,30 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
                guest_id=values.get("guestos", "otherLinux64Guest"),
                memory_mb=int(values.get("memsize", "1024") or 1024),
                cpus=int(values.get("numvcpus", "1") or 1), tools=True, powered_on=False)
-    for disk in vmx.disks_of(values):
-        match = _VOLUME.match(disk["file"])
-        ds, ddir, fname = (match.groups() if match else (datastore, directory, disk["file"]))
-        if ds not in lab.datastores:
-            raise vim.fault.NotFound(msg=f"Datastore {ds} of disk {disk['file']} not found")
-        try:
-            lab_disk = LabDisk.load(lab.datastores[ds] / ddir, fname, None)
-        except (OSError, ValueError) as exc:
-            raise vim.fault.FileNotFound(msg=f"Cannot open the disk {disk['file']}: {exc}",
-                                         file=f"[{ds}] {ddir}/{fname}") from None
-        key = DISK_KEY_BASE + disk["unit"]
-        vm.slots[key] = DiskSlot(datastore=ds, directory=ddir, unit=disk["unit"],
-                                 mode=disk["mode"])
-        vm.disks[key] = lab_disk
-    vm.cbt_enabled = values.get("ctkenabled", "FALSE").upper() == "TRUE"
-    if vm.cbt_enabled:
-        for d in vm.disks.values():
-            d.cbt.enable()
-    lab.add(vm)
+    try:
+        for disk in vmx.disks_of(values):
+            match = _VOLUME.match(disk["file"])
+            ds, ddir, fname = (match.groups() if match else (datastore, directory, disk["file"]))
+            if ds not in lab.datastores:
+                raise vim.fault.NotFound(msg=f"Datastore {ds} of disk {disk['file']} not found")
+            try:
+                lab_disk = LabDisk.load(lab.datastores[ds] / ddir, fname, None)
+            except (OSError, ValueError) as exc:
+                raise vim.fault.FileNotFound(msg=f"Cannot open the disk {disk['file']}: {exc}",
+                                             file=f"[{ds}] {ddir}/{fname}") from None
+            key = DISK_KEY_BASE + disk["unit"]
+            vm.slots[key] = DiskSlot(datastore=ds, directory=ddir, unit=disk["unit"],
+                                     mode=disk["mode"])
+            vm.disks[key] = lab_disk
+        vm.cbt_enabled = values.get("ctkenabled", "FALSE").upper() == "TRUE"
+        if vm.cbt_enabled:
+            for d in vm.disks.values():
+                d.cbt.enable()
+        lab.add(vm)
+    except BaseException:
+        for lab_disk in vm.disks.values():   # nothing registered: close the disks loaded so far
+            lab_disk.close()
+        raise
     return vm
 
 
