@@ -36,11 +36,11 @@ class _Files:
         return key
 
 
-def _layer_files(disk) -> dict[str, list[tuple[str, str]]]:
+def _layer_files(file_kinds) -> dict[str, list[tuple[str, str]]]:
     """Descriptor name -> its files (descriptor, then extent), from the engine's file list."""
     groups: dict[str, list[tuple[str, str]]] = {}
     current = None
-    for name, kind in disk.file_kinds():
+    for name, kind in file_kinds:
         if kind == "diskDescriptor":
             current = groups.setdefault(name, [])
         if kind in ("diskDescriptor", "diskExtent") and current is not None:
@@ -68,7 +68,8 @@ def layout_ex(vm):
     if snaps:
         files.add(ds_path(ds, d, f"{vm.file_stem}.vmsd"), "snapshotList",
                   vm.dir_path / f"{vm.file_stem}.vmsd")
-    disks, groups = [], {key: _layer_files(vm.disks[key]) for key in vm.disks}
+    kinds = {key: vm.disks[key].file_kinds() for key in vm.disks}
+    disks, groups = [], {key: _layer_files(kinds[key]) for key in kinds}
     for key in sorted(vm.disks):
         layers = list(vm.disks[key].layers)
         disks.append(vim.vm.FileLayoutEx.DiskLayout(
@@ -76,8 +77,8 @@ def layout_ex(vm):
                             for layer in layers]))
     # The rest of the disk engine's files (CBT ctk files) belong to the VM too.
     for key in sorted(vm.disks):
-        slot, disk = vm.slots[key], vm.disks[key]
-        for name, kind in disk.file_kinds():
+        slot = vm.slots[key]
+        for name, kind in kinds[key]:
             files.add(ds_path(slot.datastore, slot.directory, name), _KIND.get(kind, kind),
                       vm.disk_dir(key) / name)
     snapshot_layouts = []
