@@ -35,6 +35,14 @@ def cli_env(info: dict, **extra: str) -> dict:
     return env
 
 
+def endpoint_env(ep) -> dict:
+    """Environment for any vSphere endpoint of tests.fixtures.endpoints (password inline)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
+    env.update(VCBPROXY_SERVER=ep.server, VCBPROXY_USER=ep.user, VCBPROXY_PASSWORD=ep.password,
+               VCBPROXY_THUMBPRINT=ep.thumbprint_sha256, PYTHONPATH=str(ROOT))
+    return env
+
+
 def run(env: dict, *args: str, timeout: float = 300) -> Result:
     proc = subprocess.run([sys.executable, "-m", "vcbproxy", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)

@@ -4,20 +4,16 @@ knows (the lab, govmomi's vcsim): only what vSphere itself promises is asserted 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from tests.e2e.cli import ROOT, run
+from tests.e2e import cli
+from tests.e2e.cli import run
 
 
-@pytest.fixture
-def endpoint_env(vsphere_endpoint):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
-    env.update(VCBPROXY_SERVER=vsphere_endpoint.server, VCBPROXY_USER=vsphere_endpoint.user,
-               VCBPROXY_PASSWORD=vsphere_endpoint.password,
-               VCBPROXY_THUMBPRINT=vsphere_endpoint.thumbprint_sha256, PYTHONPATH=str(ROOT))
-    return env
+@pytest.fixture(name="endpoint_env")
+def endpoint_env_fixture(vsphere_endpoint):
+    return cli.endpoint_env(vsphere_endpoint)
 
 
 def all_vms(env) -> list[dict]:

@@ -15,11 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from tests.fixtures.lab import connect
+from tests.fixtures.lab import connect, find_vm
 from vcbproxy import errors
 from vcbproxy.lab.client import LabClient
 
@@ -31,24 +30,6 @@ def client(lab):
     c = LabClient(lab.info)
     yield c
     c.set_faults(drop_after_bytes=None, throttle_bps=None)
-
-
-@pytest.fixture
-def si(lab):
-    si = connect(lab)
-    yield si
-    Disconnect(si)
-
-
-def find_vm(si, name: str):
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        hits = [vm for vm in view.view if vm.name == name]
-    finally:
-        view.Destroy()
-    assert len(hits) == 1, f"{name}: {len(hits)} VMs"
-    return hits[0]
 
 
 def disk_keys(vm) -> list[int]:

@@ -11,13 +11,8 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from tests.fixtures.lab import connect
+from tests.fixtures.lab import connect, run_task
 from vcbproxy.lab.client import LabClient
-
-
-def _run(task):
-    WaitForTask(task)
-    return task.info.result
 
 
 def _find(si, path):
@@ -42,7 +37,7 @@ def test_destroy_removes_vm_and_files(fresh_lab):
     vm = _find(si, "files01")
     vm_dir = Path(fresh_lab.info["datastores"]["datastore2"]) / "files01"
     assert (vm_dir / "files01.vmx").is_file()
-    _run(vm.Destroy_Task())
+    run_task(vm.Destroy_Task())
     assert _find(si, "files01") is None
     assert not vm_dir.exists()
     with pytest.raises(vim.fault.InvalidPowerState):
@@ -58,8 +53,8 @@ def test_unregister_and_register_from_vmx(fresh_lab):
     vm.UnregisterVM()
     assert _find(si, "teamA/dup") is None
     folder = si.content.rootFolder.childEntity[0].vmFolder
-    new = _run(folder.RegisterVM_Task(path=vmx_path, name="dup-restored", asTemplate=False,
-                                      pool=None))
+    new = run_task(folder.RegisterVM_Task(path=vmx_path, name="dup-restored", asTemplate=False,
+                                          pool=None))
     assert new.name == "dup-restored" and new.runtime.powerState == "poweredOff"
     assert new.config.files.vmPathName == vmx_path
     disk = [d for d in new.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)][0]
@@ -72,8 +67,8 @@ def test_unregister_and_register_from_vmx(fresh_lab):
     with pytest.raises(vim.fault.NotFound):
         WaitForTask(folder.RegisterVM_Task(path="[datastore1] nope/nope.vmx", asTemplate=False,
                                            pool=None))
-    snap = _run(new.CreateSnapshot_Task("after-register", None, False, False))
-    _run(snap.RemoveSnapshot_Task(removeChildren=False))
+    snap = run_task(new.CreateSnapshot_Task("after-register", None, False, False))
+    run_task(snap.RemoveSnapshot_Task(removeChildren=False))
 
 
 def test_export_lease_lifecycle(lab, lab_si):
@@ -133,10 +128,10 @@ def test_file_manager_make_and_delete(lab, lab_si):
         fm.MakeDirectory("[datastore2] fm-test/sub", dc, False)
     (root / "fm-test" / "sub" / "x.vmdk").write_text("descriptor")
     (root / "fm-test" / "sub" / "x-flat.vmdk").write_text("extent")
-    _run(lab_si.content.virtualDiskManager.DeleteVirtualDisk_Task(
+    run_task(lab_si.content.virtualDiskManager.DeleteVirtualDisk_Task(
         "[datastore2] fm-test/sub/x.vmdk", dc))
     assert list((root / "fm-test" / "sub").iterdir()) == []
-    _run(fm.DeleteDatastoreFile_Task("[datastore2] fm-test", dc))
+    run_task(fm.DeleteDatastoreFile_Task("[datastore2] fm-test", dc))
     assert not (root / "fm-test").exists()
     with pytest.raises(vim.fault.FileNotFound):
         WaitForTask(fm.DeleteDatastoreFile_Task("[datastore2] fm-test", dc))

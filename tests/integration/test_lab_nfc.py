@@ -6,7 +6,6 @@ the result must hash to what the lab's oracle says the disk held at the lease's 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import ssl
@@ -16,11 +15,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from tests.fixtures.lab import connect
+from tests.e2e.oracle import raw_sha256
+from tests.fixtures.lab import connect, find_vm
 from vcbproxy.lab.client import LabClient
 
 VM = "web01"          # powered on: exported through a snapshot
@@ -33,22 +32,6 @@ def client(lab):
     c = LabClient(lab.info)
     yield c
     c.set_faults(drop_after_bytes=None, drop_count=1, throttle_bps=None, lease_timeout=300)
-
-
-@pytest.fixture
-def si(lab):
-    si = connect(lab)
-    yield si
-    Disconnect(si)
-
-
-def find_vm(si, name: str):
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(v for v in view.view if v.name == name)
-    finally:
-        view.Destroy()
 
 
 @pytest.fixture
@@ -95,17 +78,6 @@ def get(info: dict, path: str, cookie: str | None, port: str = "https",
         return resp.status, headers
     finally:
         conn.close()
-
-
-def raw_sha256(vmdk: Path, tmp_path: Path) -> str:
-    raw = tmp_path / (vmdk.name + ".raw")
-    subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", str(vmdk), str(raw)],
-                   check=True, capture_output=True)
-    h = hashlib.sha256()
-    with open(raw, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def key_of(path: str) -> int:

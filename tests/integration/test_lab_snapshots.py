@@ -12,6 +12,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from tests.fixtures.lab import run_task
 from vcbproxy.lab.client import LabClient
 
 
@@ -36,15 +37,10 @@ def _disks(config):
     return [d for d in config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
 
 
-def _run(task):
-    WaitForTask(task)
-    return task.info.result
-
-
 def test_snapshot_delta_chain_read_by_qemu(lab, lab_si, tmp_path):
     client = LabClient(lab.info)
     vm = _vm(lab_si, "web01")
-    snap = _run(vm.CreateSnapshot_Task("backup", "test", False, True))
+    snap = run_task(vm.CreateSnapshot_Task("backup", "test", False, True))
     try:
         current = _disks(vm.config)
         frozen = _disks(snap.config)
@@ -64,7 +60,7 @@ def test_snapshot_delta_chain_read_by_qemu(lab, lab_si, tmp_path):
             assert _qemu_sha(_host_path(lab, disk.backing.fileName), tmp_path) == want
             assert want != client.oracle(snapshot=snap._moId, key=disk.key)["sha256"]
     finally:
-        _run(snap.RemoveSnapshot_Task(removeChildren=False))
+        run_task(snap.RemoveSnapshot_Task(removeChildren=False))
     assert vm.snapshot is None
     after = _disks(vm.config)
     assert all(d.backing.parent is None for d in after)
@@ -76,25 +72,25 @@ def test_snapshot_delta_chain_read_by_qemu(lab, lab_si, tmp_path):
 
 def test_independent_disk_is_not_snapshotted(lab_si):
     vm = _vm(lab_si, "db01")
-    snap = _run(vm.CreateSnapshot_Task("s", None, False, False))
+    snap = run_task(vm.CreateSnapshot_Task("s", None, False, False))
     try:
         names = [d.backing.fileName for d in _disks(vm.config)]
         assert all(re.search(r"-\d{6}\.vmdk$", n) for n in names[:2])
         assert names[2] == "[datastore2] db01/db01_2.vmdk"
     finally:
-        _run(snap.RemoveSnapshot_Task(removeChildren=False))
+        run_task(snap.RemoveSnapshot_Task(removeChildren=False))
 
 
 def test_remove_children_and_remove_all(lab_si):
     vm = _vm(lab_si, "files01")
-    s1 = _run(vm.CreateSnapshot_Task("one", None, False, False))
-    _run(vm.CreateSnapshot_Task("two", None, False, False))
+    s1 = run_task(vm.CreateSnapshot_Task("one", None, False, False))
+    run_task(vm.CreateSnapshot_Task("two", None, False, False))
     assert len(_disks(vm.config)[0].backing.fileName.split("-")) == 2
-    _run(s1.RemoveSnapshot_Task(removeChildren=True))
+    run_task(s1.RemoveSnapshot_Task(removeChildren=True))
     assert vm.snapshot is None
-    _run(vm.CreateSnapshot_Task("a", None, False, False))
-    _run(vm.CreateSnapshot_Task("b", None, False, False))
-    _run(vm.RemoveAllSnapshots_Task())
+    run_task(vm.CreateSnapshot_Task("a", None, False, False))
+    run_task(vm.CreateSnapshot_Task("b", None, False, False))
+    run_task(vm.RemoveAllSnapshots_Task())
     assert vm.snapshot is None
     assert _disks(vm.config)[0].backing.fileName == "[datastore2] files01/files01.vmdk"
 
@@ -106,8 +102,8 @@ def test_quiesce_without_tools_faults(lab_si):
         WaitForTask(task)
     assert task.info.state == "error"
     assert vm.snapshot is None
-    snap = _run(vm.CreateSnapshot_Task("no-quiesce", None, False, False))   # works unquiesced
-    _run(snap.RemoveSnapshot_Task(removeChildren=False))
+    snap = run_task(vm.CreateSnapshot_Task("no-quiesce", None, False, False))   # works unquiesced
+    run_task(snap.RemoveSnapshot_Task(removeChildren=False))
 
 
 def test_fault_switches_fail_snapshot_operations(fresh_lab):
@@ -122,12 +118,12 @@ def test_fault_switches_fail_snapshot_operations(fresh_lab):
     client.set_faults(fail_quiesce=False, fail_next_snapshot_create=True)
     with pytest.raises(vim.fault.SnapshotFault):
         WaitForTask(vm.CreateSnapshot_Task("x", None, False, False))
-    snap = _run(vm.CreateSnapshot_Task("y", None, False, False))   # one-shot: works again
+    snap = run_task(vm.CreateSnapshot_Task("y", None, False, False))   # one-shot: works again
     client.set_faults(fail_next_snapshot_remove=True)
     with pytest.raises(vim.fault.SnapshotFault):
         WaitForTask(snap.RemoveSnapshot_Task(removeChildren=False))
     assert vm.snapshot is not None
-    _run(snap.RemoveSnapshot_Task(removeChildren=False))
+    run_task(snap.RemoveSnapshot_Task(removeChildren=False))
     assert vm.snapshot is None
 
 
@@ -151,13 +147,13 @@ def test_power_operations(fresh_lab):
     vm = _vm(connect(fresh_lab), "files01")
     with pytest.raises(vim.fault.InvalidPowerState):
         WaitForTask(vm.PowerOffVM_Task())
-    _run(vm.PowerOnVM_Task())
+    run_task(vm.PowerOnVM_Task())
     assert vm.runtime.powerState == "poweredOn" and vm.guest.ipAddress == "10.0.0.13"
 
 
 def test_memory_snapshot_has_a_memory_file(lab, lab_si):
     vm = _vm(lab_si, "my vm ünïcode %2f test")
-    snap = _run(vm.CreateSnapshot_Task("mem", None, True, False))
+    snap = run_task(vm.CreateSnapshot_Task("mem", None, True, False))
     try:
         layout = vm.layoutEx
         mine = [s for s in layout.snapshot if s.key == snap][0]
@@ -165,5 +161,5 @@ def test_memory_snapshot_has_a_memory_file(lab, lab_si):
         assert memory.type == "snapshotMemory" and memory.name.endswith(".vmem")
         assert _host_path(lab, memory.name).is_file()
     finally:
-        _run(snap.RemoveSnapshot_Task(removeChildren=False))
+        run_task(snap.RemoveSnapshot_Task(removeChildren=False))
     assert not _host_path(lab, memory.name).exists()

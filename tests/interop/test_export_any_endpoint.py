@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli import ROOT, run
+from tests.e2e.cli import endpoint_env, run
 from tests.e2e.oracle import metadata, qemu_check, qemu_compare, raw_sha256
 from vcbproxy.vmdk.descriptor import Extent, new_descriptor, render
 
@@ -48,13 +48,6 @@ class SourceVm:
     name: str
     raw_of: Callable[[dict, dict], Path]
     cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-
-def endpoint_env(ep) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
-    env.update(VCBPROXY_SERVER=ep.server, VCBPROXY_USER=ep.user, VCBPROXY_PASSWORD=ep.password,
-               VCBPROXY_THUMBPRINT=ep.thumbprint_sha256, PYTHONPATH=str(ROOT))
-    return env
 
 
 def vm_by_name(env: dict, name: str) -> dict:

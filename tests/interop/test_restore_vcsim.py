@@ -23,10 +23,9 @@ import subprocess
 
 import pytest
 
-from tests.e2e.cli import run
+from tests.e2e.cli import endpoint_env, run
 from tests.e2e.oracle import metadata
 from tests.interop.test_export_any_endpoint import (  # noqa: F401 - source_vm is a fixture
-    endpoint_env,
     sha256_file,
     source_vm,
 )
