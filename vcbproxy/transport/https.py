@@ -14,7 +14,6 @@ connections kept in a small pool.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import re
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
+from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
 from vcbproxy.transport.base import TransferStats, Transport
 from vcbproxy.transport.retry import Backoff, describe
 
@@ -52,7 +52,7 @@ class _ConnectionPool:
                  thumbprint: str | None):
         self._ssl_context = ssl_context
         self._timeout = timeout
-        self._thumbprint = _normalise_thumbprint(thumbprint)
+        self._thumbprint = normalise_thumbprint(thumbprint)
         self._idle: dict[tuple[str, str, int], deque[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -78,13 +78,13 @@ class _ConnectionPool:
         conn.connect()
         if self._thumbprint and isinstance(conn, http.client.HTTPSConnection):
             der = conn.sock.getpeercert(binary_form=True) or b""
-            algorithm = "sha1" if len(self._thumbprint) == 40 else "sha256"
-            actual = hashlib.new(algorithm, der).hexdigest()
+            actual = cert_digest(der, len(self._thumbprint))
             if actual != self._thumbprint:
                 conn.close()
+                algorithm = "sha1" if len(self._thumbprint) == 40 else "sha256"
                 raise errors.ConnectionFailure(
                     f"TLS certificate of {conn.host}:{conn.port} has {algorithm} thumbprint "
-                    f"{_pretty(actual)}, not the pinned {_pretty(self._thumbprint)}"
+                    f"{pretty_thumbprint(actual)}, not the pinned {pretty_thumbprint(self._thumbprint)}"
                 )
 
     def release(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
@@ -102,16 +102,6 @@ class _ConnectionPool:
             self._idle.clear()
         for conn in conns:
             conn.close()
-
-
-def _normalise_thumbprint(text: str | None) -> str | None:
-    if not text:
-        return None
-    return re.sub(r"[^0-9a-f]", "", text.lower()) or None
-
-
-def _pretty(hexdigest: str) -> str:
-    return ":".join(hexdigest[i:i + 2] for i in range(0, len(hexdigest), 2)).upper()
 
 
 class HttpFile:

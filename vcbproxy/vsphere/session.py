@@ -8,6 +8,9 @@ TLS policy (never a silent unverified fallback):
   certificate and its digest must equal the pin *before* any credentials are sent; only
   then is a context without chain verification used, and pyVmomi re-checks the pin on
   every new connection (``SoapStubAdapter(thumbprint=...)``).
+
+The thumbprint helpers live in ``vcbproxy.tls`` (no pyVmomi, shared with the transports)
+and are still importable from here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pyVmomi import SoapAdapter, vim
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath, ServerSpec
+from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
 from vcbproxy.vsphere.faults import translate
 
 log = logging.getLogger(__name__)
@@ -50,27 +54,6 @@ def parse_server(server: str) -> tuple[str, int, str]:
         raise errors.UsageError(f"server {server!r}: no host name")
     path = parts.path.rstrip("/") or "/sdk"
     return parts.hostname, port, path
-
-
-def normalise_thumbprint(text: str | None) -> str | None:
-    """Lowercase hex without colons; SHA-1 (40) or SHA-256 (64) digits, else a usage error."""
-    if not text:
-        return None
-    digits = text.replace(":", "").replace(" ", "").lower()
-    if len(digits) not in (40, 64) or any(c not in "0123456789abcdef" for c in digits):
-        raise errors.UsageError(
-            f"bad thumbprint {text!r}: give the SHA-1 or SHA-256 digest in hex, e.g. AB:CD:...")
-    return digits
-
-
-def pretty_thumbprint(digits: str) -> str:
-    """'abcd..' -> 'AB:CD:..', the form vSphere and `openssl x509 -fingerprint` print."""
-    digits = digits.upper()
-    return ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
-
-
-def cert_digest(der: bytes, length: int) -> str:
-    return (hashlib.sha1 if length == 40 else hashlib.sha256)(der).hexdigest()  # noqa: S324 - pin format
 
 
 def fetch_certificate(host: str, port: int, timeout: float) -> bytes:
