@@ -21,7 +21,7 @@ from pathlib import Path
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.transport.base import Transport
-from vcbproxy.vmdk.io import data_ranges
+from vcbproxy.vmdk.io import data_ranges, pread_full
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,7 @@ class SanFile:
             return b""
         started = time.monotonic()
         try:
-            data = os.pread(self.fd, length, offset)
-            if len(data) < length:          # rare (FUSE): keep reading until EOF
-                parts = [data]
-                got = len(data)
-                while got < length:
-                    more = os.pread(self.fd, length - got, offset + got)
-                    if not more:
-                        break
-                    parts.append(more)
-                    got += len(more)
-                data = b"".join(parts)
+            data = pread_full(self.fd, offset, length)     # short reads happen (FUSE)
         except OSError as exc:
             raise self._read_error(offset, exc) from exc
         self._stats.add(bytes_read=len(data), requests=1, seconds=time.monotonic() - started)
