@@ -21,6 +21,7 @@ from pyVmomi import vim
 from tests.fixtures.lab import connect, find_vm
 from vcbproxy import errors
 from vcbproxy.lab.client import LabClient
+from vcbproxy.lab.faults import SWITCHES
 
 VM = "web01"
 
@@ -29,7 +30,7 @@ VM = "web01"
 def client(lab):
     c = LabClient(lab.info)
     yield c
-    c.set_faults(drop_after_bytes=None, throttle_bps=None)
+    c.reset_faults()
 
 
 def disk_keys(vm) -> list[int]:
@@ -54,6 +55,14 @@ def test_faults_get_and_set(client):
         client.set_faults(no_such_switch=1)
     with pytest.raises(errors.UsageError, match="is not a int"):
         client.set_faults(throttle_bps="fast")
+
+
+def test_reset_faults_restores_every_default(client):
+    defaults = {name: default for name, (_, default) in SWITCHES.items()}
+    client.set_faults(drop_after_bytes=5, drop_count=3, throttle_bps=1000, lease_timeout=1,
+                      task_delay=0.5, cbt_max_areas=7)
+    assert client.reset_faults() == defaults
+    assert client.faults() == defaults
 
 
 def test_authentication(lab, client):

@@ -45,8 +45,7 @@ def folder(rel: str, ds: str = "datastore1", dc: str = "lab-dc") -> str:
 def client(lab):
     c = LabClient(lab.info)
     yield c
-    # Leave the shared lab as found.
-    c.set_faults(drop_after_bytes=None, drop_count=1, throttle_bps=None)
+    c.reset_faults()   # leave the shared lab as found
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ needs_qemu = pytest.mark.usefixtures("qemu_img")
 def client(lab):
     c = LabClient(lab.info)
     yield c
-    c.set_faults(drop_after_bytes=None, drop_count=1, throttle_bps=None, lease_timeout=300)
+    c.reset_faults()
 
 
 @pytest.fixture

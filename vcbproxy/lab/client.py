@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from vcbproxy import errors
+from vcbproxy.lab.faults import SWITCHES
 
 TIMEOUT = 120.0   # churn of a large disk takes a while
 
@@ -68,6 +69,11 @@ class LabClient:
     def set_faults(self, **switches) -> dict:
         """Set fault switches (``None`` turns one off); returns all switches."""
         return self._call("POST", "/lab/faults", switches)
+
+    def reset_faults(self) -> dict:
+        """Set every fault switch back to its default (all of ``vcbproxy.lab.faults.SWITCHES``,
+        so a switch added there is reset too); returns all switches."""
+        return self.set_faults(**{name: default for name, (_, default) in SWITCHES.items()})
 
     def oracle(self, *, key: int, snapshot: str | None = None, vm: str | None = None,
                raw: bool = False) -> dict:
