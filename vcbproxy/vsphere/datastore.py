@@ -13,17 +13,10 @@ from pyVmomi import vim
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.vsphere.faults import translated
+from vcbproxy.vsphere.register import find_datacenter
 from vcbproxy.vsphere.tasks import wait_for_task
 
 DEFAULT_TIMEOUT = 600.0
-
-
-def _datacenter(session):
-    with translated(f"looking up datacenter {session.datacenter}"):
-        dc = session.content.searchIndex.FindByInventoryPath(inventoryPath=session.datacenter)
-    if not isinstance(dc, vim.Datacenter):
-        raise errors.NotFoundError(f"no datacenter {session.datacenter}")
-    return dc
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -34,7 +27,7 @@ def _not_found(exc: BaseException) -> bool:
 def delete_file(session, path: DatastorePath, *, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Delete one file (or a folder and its content) on a datastore."""
     what = f"deleting {path}"
-    dc = _datacenter(session)
+    dc = find_datacenter(session)
     try:
         with translated(what, errors.StagingError):
             task = session.content.fileManager.DeleteDatastoreFile_Task(name=str(path), datacenter=dc)
@@ -49,7 +42,7 @@ def make_directory(session, path: DatastorePath, *, parents: bool = True) -> boo
     """Create a folder on a datastore; True if this call created it, False if it was there
     (so a caller knows whether the folder is its own to remove)."""
     what = f"creating folder {path}"
-    dc = _datacenter(session)
+    dc = find_datacenter(session)
     try:
         with translated(what, errors.StagingError):
             session.content.fileManager.MakeDirectory(name=str(path), datacenter=dc,

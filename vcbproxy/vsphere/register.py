@@ -33,9 +33,14 @@ def find_host(session, path: str):
     return _by_path(session, path, vim.HostSystem, "host")
 
 
+def find_datacenter(session):
+    """The session's datacenter (``session.datacenter``, the first one) as a managed object."""
+    return _by_path(session, session.datacenter, vim.Datacenter, "datacenter")
+
+
 def _defaults(session):
     """The first datacenter's VM folder and the first compute resource's root pool."""
-    dc = _by_path(session, session.datacenter, vim.Datacenter, "datacenter")
+    dc = find_datacenter(session)
     with translated("reading the datacenter"):
         folder = dc.vmFolder
         pool = None
