@@ -10,10 +10,10 @@ from collections import namedtuple
 import pytest
 
 from vcbproxy import errors
-from vcbproxy.jobs.diskread import read_areas
 from vcbproxy.repository.extents import ExtentWriter, apply_extents
 from vcbproxy.repository.store import Repository
 from vcbproxy.repository.verify import verify_repository
+from vcbproxy.vmdk.chain import read_areas
 
 Run = namedtuple("Run", "offset length source source_offset")
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vcbproxy import __version__, errors
-from vcbproxy.jobs.diskread import disk_chain, read_areas
+from vcbproxy.jobs.diskread import disk_chain
 from vcbproxy.jobs.export import VCB_SNAPSHOT, _copy_config_files, _handle_stale_snapshots
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
@@ -25,6 +25,7 @@ from vcbproxy.progress import Progress
 from vcbproxy.repository.extents import ExtentWriter
 from vcbproxy.repository.store import Repository, RunWriter
 from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.chain import read_areas
 
 log = logging.getLogger(__name__)
 

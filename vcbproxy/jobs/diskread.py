@@ -11,7 +11,6 @@ import posixpath
 from collections.abc import Iterator
 
 from vcbproxy.models import DatastorePath, DiskInfo
-from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.io import OpenFiles
 
 
@@ -41,34 +40,6 @@ def disk_chain(transport, disk: DiskInfo):
         yield chain, files
     finally:
         files.close()
-
-
-def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
-    """The content of ``areas`` (sorted, non-overlapping ``(start, length)``), in order.
-
-    Yields ``(offset, bytes)`` for data and ``(offset, n)`` for ``n`` bytes known to be zero
-    (a hole in every layer): those are never fetched from the host.
-    """
-    runs = iter(runs)
-    run = next(runs, None)
-    for start, length in areas:
-        pos, end = start, start + length
-        while pos < end:
-            while run is not None and run.offset + run.length <= pos:
-                run = next(runs, None)
-            if run is None or run.offset > pos:
-                raise VmdkError(f"the disk map does not cover offset {pos}")
-            stop = min(end, run.offset + run.length)
-            if run.source is None:
-                yield pos, stop - pos
-            else:
-                offset = pos
-                for chunk in stream_of(run.source, run.source_offset + (pos - run.offset), stop - pos):
-                    yield offset, chunk
-                    offset += len(chunk)
-                if offset != stop:
-                    raise VmdkError(f"short read from {run.source} at {pos}")
-            pos = stop
 
 
 def coalesce(areas, gap: int) -> list[tuple[int, int]]:

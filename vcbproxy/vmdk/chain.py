@@ -221,6 +221,34 @@ class DiskChain:
         return bytes(out)
 
 
+def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
+    """The content of ``areas`` (sorted, non-overlapping ``(start, length)``), in order.
+
+    Yields ``(offset, bytes)`` for data and ``(offset, n)`` for ``n`` bytes known to be zero
+    (a hole in every layer): those are never fetched from the host.
+    """
+    runs = iter(runs)
+    run = next(runs, None)
+    for start, length in areas:
+        pos, end = start, start + length
+        while pos < end:
+            while run is not None and run.offset + run.length <= pos:
+                run = next(runs, None)
+            if run is None or run.offset > pos:
+                raise VmdkError(f"the disk map does not cover offset {pos}")
+            stop = min(end, run.offset + run.length)
+            if run.source is None:
+                yield pos, stop - pos
+            else:
+                offset = pos
+                for chunk in stream_of(run.source, run.source_offset + (pos - run.offset), stop - pos):
+                    yield offset, chunk
+                    offset += len(chunk)
+                if offset != stop:
+                    raise VmdkError(f"{run.source} ends before the data it maps (at {offset})")
+            pos = stop
+
+
 def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
     ra = opener(name)
     head = ra.pread(0, 4)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from vcbproxy.vmdk import VmdkError
-from vcbproxy.vmdk.chain import DiskChain
+from vcbproxy.vmdk.chain import DiskChain, read_areas
 from vcbproxy.vmdk.sparse import FLAG_COMPRESSED, MAGIC
 from vcbproxy.vmdk.stream import iter_stream_optimized
 
@@ -38,16 +38,8 @@ def disk_pieces(descriptor_name: str, opener: Callable[[str], object]
 
 
 def _from_runs(chain: DiskChain, opener) -> Iterator[tuple[int, bytes | int]]:
-    for run in chain.runs():
-        if run.source is None:
-            yield run.offset, run.length
-            continue
-        pos = run.offset
-        for chunk in opener(run.source).stream(run.source_offset, run.length, CHUNK):
-            yield pos, chunk
-            pos += len(chunk)
-        if pos != run.offset + run.length:
-            raise VmdkError(f"{run.source}: file ends before the data it maps")
+    return read_areas(chain.runs(), lambda name, offset, length: opener(name).stream(
+        offset, length, CHUNK), [(0, chain.capacity)])
 
 
 def _fill_gaps(capacity: int, grains, name: str) -> Iterator[tuple[int, bytes | int]]:
