@@ -18,7 +18,13 @@ from pathlib import Path
 
 from vcbproxy import __version__, errors
 from vcbproxy.jobs.diskread import disk_chain
-from vcbproxy.jobs.export import VCB_SNAPSHOT, _copy_config_files, _handle_stale_snapshots
+from vcbproxy.jobs.export import (
+    VCB_SNAPSHOT,
+    _copy_config_files,
+    _handle_stale_snapshots,
+    _remove_snapshot_after_copy,
+    _remove_snapshot_on_failure,
+)
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
@@ -28,8 +34,6 @@ from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import read_areas
 
 log = logging.getLogger(__name__)
-
-ALL = "*"
 
 
 @dataclass
@@ -101,7 +105,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                     entries.append(_backup_disk(session, vm, snapshot, disk, previous.get(disk.key),
                                                 transport, writer, options, progress, result))
                 result.bytes_read = transport.stats.bytes_read - before
-            snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
+            _remove_snapshot_after_copy(session, snapshot, options, result)   # retried once
             removed, snapshot = snapshot, None
             result.snapshot_seconds = time.monotonic() - snap_started
             result.seconds = time.monotonic() - started
@@ -122,8 +126,6 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
             result.bytes_written += sum(f.stat().st_size for f in (info.path / "config").iterdir())
         finally:
             if snapshot is not None:
-                from vcbproxy.jobs.export import _remove_snapshot_on_failure
-
                 _remove_snapshot_on_failure(session, snapshot, options)
             if writer is not None:
                 writer.abort()
@@ -147,7 +149,7 @@ def _backup_disk(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo, prev
                  writer: RunWriter, options: BackupOptions, progress: Progress, result: BackupResult) -> dict:
     from vcbproxy.vsphere import cbt
 
-    since = ALL
+    since = cbt.ALL
     if prev and prev.get("uuid") == disk.uuid and prev.get("capacity") == disk.capacity and prev.get("change_id"):
         since = prev["change_id"]
     try:
@@ -159,12 +161,12 @@ def _backup_disk(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo, prev
         message = f"{vm.name} {disk.label}: change ID {since} rejected ({exc}); reading the whole disk"
         result.warnings.append(message)
         log.warning("%s", message)
-        since = ALL
-        areas = [(a.start, a.length) for a in cbt.query_changed_areas(session, vm, snapshot, disk.key, ALL,
+        since = cbt.ALL
+        areas = [(a.start, a.length) for a in cbt.query_changed_areas(session, vm, snapshot, disk.key, cbt.ALL,
                                                                         disk.capacity)]
     changed = sum(length for _, length in areas)
     result.changed_bytes += changed
-    kind = "full" if since == ALL else "incremental"
+    kind = "full" if since == cbt.ALL else "incremental"
     result.kinds[disk.device_id] = kind
     key = f"{vm.name}:{disk.device_id}"
     progress.start_item(key, changed, f"{vm.name} {disk.label} ({kind})")
