@@ -370,11 +370,13 @@ class SparseExtent:
             pos += n
         return bytes(out)
 
-    def write(self, offset: int, data: bytes, *, force: bool = False) -> None:
+    def write(self, offset: int, data: bytes, *, force: bool = False, flush: bool = True) -> None:
         """Write ``data`` at ``offset``; allocates grains as needed and flushes the tables.
 
         All-zero data for an unallocated grain is skipped (it already reads as zeros) unless
-        ``force``: in a delta disk an explicit zero must hide the parent's data.
+        ``force``: in a delta disk an explicit zero must hide the parent's data. ``flush=False``
+        leaves the changed grain tables to :meth:`flush`/:meth:`sync` (a writer filling a new
+        extent front to back flushes once at the end, not after every chunk).
         """
         if not self.writable:
             raise VmdkError("extent opened read-only")
@@ -390,12 +392,16 @@ class SparseExtent:
             where = self.grain_offset(g)
             if where:
                 self._io.pwrite(where + within, piece)
+            elif n == gb:                      # a whole grain: written as it is, no copy
+                if force or not is_zero(piece):
+                    self._append_grain(g, piece)
             elif force or not is_zero(piece):
                 grain = bytearray(gb)  # an unallocated (or zero) grain reads as zeros
                 grain[within:within + n] = piece
                 self._append_grain(g, grain)
             pos += n
-        self.flush()
+        if flush:
+            self.flush()
 
     def _append_grain(self, grain_index: int, grain: bytes | bytearray) -> None:
         where = self._end

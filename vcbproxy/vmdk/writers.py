@@ -181,7 +181,7 @@ class MonolithicSparseWriter(DiskWriter):
             self._register(name), self.capacity, descriptor=text)
 
     def _write(self, offset: int, data: bytes) -> None:
-        self._extent.write(offset, data)
+        self._extent.write(offset, data, flush=False)     # tables flushed once, by close()
 
     def _finish(self) -> None:
         self._extent.sync()
@@ -228,7 +228,7 @@ class SplitSparseWriter(DiskWriter):
                     pos += n
                     continue
                 self._switch(index)
-            self._extent.write(within, piece)
+            self._extent.write(within, piece, flush=False)
             pos += n
 
     def _finish(self) -> None:
