@@ -247,3 +247,19 @@ def test_disk_pieces_reports_a_truncated_extent(tmp_path):
     _, pieces = disk_pieces("t.vmdk", opener)
     with pytest.raises(VmdkError, match="ends before"):
         list(pieces)
+
+
+def test_disk_pieces_never_read_the_holes_of_a_flat_extent(tmp_path):
+    """verify and restore read a staged flat disk through disk_pieces: its holes come back as
+    zero runs (never read), its data as bytes."""
+    from vcbproxy.vmdk.content import disk_pieces
+    from vcbproxy.vmdk.io import OpenFiles
+
+    cap = 8 * MIB
+    w = open_writer("flat", tmp_path, "h", cap)
+    w.write(2 * MIB, b"d" * MIB)
+    w.close()
+    with OpenFiles(local_opener(tmp_path)) as files:
+        _, pieces = disk_pieces("h.vmdk", files.open)
+        data = [(off, len(p)) for off, p in pieces if not isinstance(p, int)]
+    assert sum(n for _, n in data) == MIB and data[0][0] == 2 * MIB

@@ -13,12 +13,12 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from vcbproxy.errors import StagingError
 from vcbproxy.vmdk import VmdkError
-from vcbproxy.vmdk.chain import Run
+from vcbproxy.vmdk.chain import Run, skip_holes
 
 ZERO_CHUNK = bytes(1 << 20)
 # A kernel copy (copy_file_range) moves this much between progress updates and Ctrl-C checks.
@@ -170,32 +170,6 @@ def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
     """A writer's raw flat extent (``flat_name``) is the disk's content as is: same hash."""
     flat_name = getattr(writer, "flat_name", None)
     return {flat_name: result.content_sha256} if flat_name and result.content_sha256 else {}
-
-
-def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -> Iterator[Run]:
-    """``runs`` with the holes of their source files turned into zero runs.
-
-    Only sources that know their holes (``holes_known``, ``data_ranges``: a SAN file, by
-    SEEK_DATA/SEEK_HOLE) are asked; holes read as zeros, so nothing is lost by never
-    reading them. A run reaching past the end of its file is left whole, so that reading
-    it still reports the short file.
-    """
-    for run in runs:
-        source = open_file(run.source) if open_file is not None and run.source is not None else None
-        if (source is None or not getattr(source, "holes_known", False)
-                or not hasattr(source, "data_ranges")
-                or run.source_offset + run.length > source.size):
-            yield run
-            continue
-        shift = run.offset - run.source_offset
-        pos, end = run.offset, run.offset + run.length
-        for start, length in source.data_ranges(run.source_offset, run.length):
-            if start + shift > pos:
-                yield Run(pos, start + shift - pos, None, 0)
-            yield Run(start + shift, length, run.source, start)
-            pos = start + shift + length
-        if pos < end:
-            yield Run(pos, end - pos, None, 0)
 
 
 def _kernel_copy(source, writer, run: Run, hasher,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from vcbproxy.vmdk import VmdkError
@@ -247,6 +247,32 @@ def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
                 if offset != stop:
                     raise VmdkError(f"{run.source} ends before the data it maps (at {offset})")
             pos = stop
+
+
+def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -> Iterator[Run]:
+    """``runs`` with the holes of their source files turned into zero runs.
+
+    Only sources that know their holes (``holes_known``, ``data_ranges``: a SAN file, by
+    SEEK_DATA/SEEK_HOLE) are asked; holes read as zeros, so nothing is lost by never
+    reading them. A run reaching past the end of its file is left whole, so that reading
+    it still reports the short file.
+    """
+    for run in runs:
+        source = open_file(run.source) if open_file is not None and run.source is not None else None
+        if (source is None or not getattr(source, "holes_known", False)
+                or not hasattr(source, "data_ranges")
+                or run.source_offset + run.length > source.size):
+            yield run
+            continue
+        shift = run.offset - run.source_offset
+        pos, end = run.offset, run.offset + run.length
+        for start, length in source.data_ranges(run.source_offset, run.length):
+            if start + shift > pos:
+                yield Run(pos, start + shift - pos, None, 0)
+            yield Run(start + shift, length, run.source, start)
+            pos = start + shift + length
+        if pos < end:
+            yield Run(pos, end - pos, None, 0)
 
 
 def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:

@@ -61,7 +61,10 @@ def data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 
 class LocalFile:
-    """A local file opened read-only; ``pread`` returns fewer bytes only at end of file."""
+    """A local file opened read-only; ``pread`` returns fewer bytes only at end of file.
+    It knows its holes (see ``vcbproxy.transport.base``), so readers can skip them."""
+
+    holes_known = True
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -79,6 +82,11 @@ class LocalFile:
                 return
             yield data
             offset += len(data)
+
+    def data_ranges(self, offset: int = 0, length: int | None = None
+                    ) -> Iterator[tuple[int, int]]:
+        end = self.size if length is None else min(self.size, offset + length)
+        return data_ranges(self._fd, offset, end)
 
     def close(self) -> None:
         if self._fd >= 0:
