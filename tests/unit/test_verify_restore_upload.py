@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import subprocess
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ class PutHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout     # None: keep-alive connections stay open
+        super().setup()
 
     def _path(self) -> Path:
         url = urllib.parse.urlsplit(self.path)
@@ -103,6 +108,7 @@ class PutServer(http.server.ThreadingHTTPServer):
         self.root = root
         self.drop_after: int | None = None
         self.head_unsupported = False
+        self.idle_timeout: float | None = None
         self.puts: list[str] = []
 
 
@@ -183,6 +189,21 @@ def test_content_changed_since_export_is_refused_before_the_descriptor(tmp_path,
         upload_disk(up, wrong, plan.disks[0].target, adapter="lsilogic", uuid=None, uploaded=uploaded)
     assert server.puts == ["x-flat.vmdk"]           # the descriptor never went out
     assert uploaded == [flat_name(plan.disks[0].target)]
+
+
+def test_a_keep_alive_connection_the_server_closed_while_idle_is_not_an_error(tmp_path, server):
+    """Between a restore's requests (hashing, registering) the host may close an idle
+    connection: a check is asked again on a new one, and a PUT never starts on an old one."""
+    server.idle_timeout = 0.2
+    (server.root / "ds" / "vm").mkdir(parents=True)
+    (server.root / "ds" / "vm" / "vm.vmx").write_text("x")
+    with FileUploader(LocalSession(server.server_address[1])) as up:
+        assert up.exists(DatastorePath("ds", "vm/vm.vmx"))
+        time.sleep(0.6)
+        assert up.exists(DatastorePath("ds", "vm/vm.vmx"))
+        time.sleep(0.6)
+        up.put(DatastorePath("ds", "vm/new.nvram"), 3, [b"abc"])
+    assert (server.root / "ds" / "vm" / "new.nvram").read_bytes() == b"abc"
 
 
 def test_exists_and_refused_cookie(tmp_path, server):

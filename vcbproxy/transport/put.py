@@ -52,8 +52,13 @@ class FileUploader:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return (parts.scheme, parts.hostname or "", port), target
 
-    def _connection(self, key) -> http.client.HTTPConnection:
-        conn, _reused = self.pool.acquire(*key)
+    def _connection(self, key, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to ``key`` and whether it was kept alive (the server may have closed
+        it while idle). ``fresh`` never reuses one: a PUT body cannot be sent twice."""
+        conn, reused = self.pool.acquire(*key)
+        if fresh and reused:
+            conn.close()
+            reused = False
         if conn.sock is None:
             try:
                 self.pool.connect(conn)
@@ -63,7 +68,7 @@ class FileUploader:
                     f"pin the certificate with --thumbprint or give --ca-file") from exc
             except OSError as exc:
                 raise errors.TransportError(f"cannot connect to {key[1]}:{key[2]}: {describe(exc)}") from exc
-        return conn
+        return conn, reused
 
     def _headers(self, extra: dict[str, str]) -> dict[str, str]:
         return {"Cookie": self.cookie, **extra} if self.cookie else dict(extra)
@@ -83,14 +88,20 @@ class FileUploader:
 
     def _probe(self, location: DatastorePath, method: str, headers: dict[str, str]) -> tuple[int, str]:
         key, target = self._target(location)
-        conn = self._connection(key)
-        try:
-            conn.request(method, target, headers=self._headers(headers))
-            resp = conn.getresponse()
-            resp.read(1 << 16)
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise errors.TransportError(f"checking {location}: {describe(exc)}") from exc
+        while True:
+            conn, reused = self._connection(key)
+            try:
+                conn.request(method, target, headers=self._headers(headers))
+                resp = conn.getresponse()
+                resp.read(1 << 16)
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                conn.close()
+                if not reused:          # a kept-alive connection the server closed: once more
+                    raise errors.TransportError(f"checking {location}: {describe(exc)}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise errors.TransportError(f"checking {location}: {describe(exc)}") from exc
         self._release(key, conn, resp)
         return resp.status, resp.reason
 
@@ -98,7 +109,7 @@ class FileUploader:
             advance: Callable[[int], None] = lambda n: None) -> None:
         """Upload exactly ``length`` bytes from ``chunks`` to ``location`` (created or overwritten)."""
         key, target = self._target(location)
-        conn = self._connection(key)
+        conn, _ = self._connection(key, fresh=True)
         sent = 0
         try:
             conn.putrequest("PUT", target, skip_accept_encoding=True)
