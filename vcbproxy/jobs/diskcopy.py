@@ -38,10 +38,9 @@ class DiskCopyResult:
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
     # {file name: sha256} of written files whose hash is known without reading them back
-    # (a raw flat extent holds the disk byte for byte); the manifest uses them.
+    # (a raw flat extent, truncated to the capacity, holds the disk byte for byte; a stored
+    # NFC stream was hashed as it arrived); the manifest uses them.
     file_sha256: dict[str, str] = field(default_factory=dict)
-    # hashes of files' bytes exactly as written (a stored NFC stream): no size check needed
-    exact_file_sha256: dict[str, str] = field(default_factory=dict)
 
 
 class _BackgroundHasher:

@@ -243,7 +243,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             if not succeeded:
                 # A failed export leaves nothing a backup product could mistake for a good one.
                 ExportDir.remove(export_dir.path)
-        write_manifest(export_dir.path, known=_hashed_while_copying(export_dir.path, disk_results),
+        write_manifest(export_dir.path, known=_hashed_while_copying(disk_results),
                        unlisted=_unhashed_disk_files(disk_results))
         export_dir.complete()
 
@@ -262,21 +262,11 @@ def _unhashed_disk_files(disk_results: dict[str, DiskCopyResult]) -> set[str]:
     return {name for res in disk_results.values() if not res.content_sha256 for name in res.files}
 
 
-def _hashed_while_copying(directory: Path, disk_results: dict[str, DiskCopyResult]) -> dict[str, str]:
-    """File hashes the disk copies already know, so the manifest re-reads only the other files.
-
-    A raw flat extent is trusted at exactly the disk's size only: then its bytes are the
-    content that was hashed while copying (holes read back as zeros). The small files
-    (.vmx, .nvram, logs, catalog, metadata) are hashed again: cheap, and some change after
-    being written (the run log).
-    """
-    known = {}
-    for res in disk_results.values():
-        known.update({name: digest for name, digest in res.exact_file_sha256.items() if name in res.files})
-        for name, digest in res.file_sha256.items():
-            if name in res.files and (directory / name).stat().st_size == res.capacity:
-                known[name] = digest
-    return known
+def _hashed_while_copying(disk_results: dict[str, DiskCopyResult]) -> dict[str, str]:
+    """File hashes the disk copies already know, so the manifest re-reads only the other files
+    (.vmx, .nvram, logs, catalog, metadata: cheap, and the run log changes after writing)."""
+    return {name: digest for res in disk_results.values()
+            for name, digest in res.file_sha256.items() if name in res.files}
 
 
 def _advance(options: ExportOptions, progress: Progress, key: str, n: int) -> None:
@@ -509,7 +499,7 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
         result.files = writer.close()
         if isinstance(writer, _StoredStream) and result.content_sha256:
             # the stored bytes were hashed as they arrived
-            result.exact_file_sha256[writer.name] = writer.sha256
+            result.file_sha256[writer.name] = writer.sha256
     except VmdkError as exc:
         writer.abort()
         raise errors.TransportError(f"{vm.name} {disk.label}: the NFC stream is not a valid "
