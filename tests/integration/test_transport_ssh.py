@@ -9,7 +9,7 @@ import pytest
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create
+from vcbproxy.transport import TransportOptions, create, sshstream
 from vcbproxy.transport import ssh as ssh_module
 
 MiB = 1 << 20
@@ -50,16 +50,24 @@ def digest(chunks) -> str:
     return h.hexdigest()
 
 
-def test_stream_is_byte_exact(sshd, files):
+def force_reader(t, reader: str) -> None:
+    """Start the fallback chain at ``reader``, as on a host without the better ones."""
+    t._readers = list(sshstream.READERS[sshstream.READERS.index(reader):])
+
+
+@pytest.mark.parametrize("reader", sshstream.READERS)
+def test_stream_is_byte_exact(sshd, files, reader):
     expected = files["disk-flat.vmdk"]
     with create("ssh", session=None, options=options(sshd)) as t:
+        force_reader(t, reader)
         f = t.open(file=DISK)
         assert f.size == len(expected)
         assert digest(f.stream(0, f.size)) == hashlib.sha256(expected).hexdigest()
         assert f.pread(MiB - 7, 5000) == expected[MiB - 7:MiB - 7 + 5000]
         assert f.pread(f.size - 5, 100) == expected[-5:]
+        assert f.pread(3 * MiB + 1, 2 * MiB) == expected[3 * MiB + 1:5 * MiB + 1]
         assert b"".join(f.stream(12345, 300_000, chunk=65536)) == expected[12345:312_345]
-        assert t._use_dd is True                # GNU dd with iflag=skip_bytes was used
+        assert t.reader == reader and t._reader_confirmed
         assert t.stats.bytes_read >= len(expected)
 
 
@@ -72,12 +80,56 @@ def test_small_and_empty_files(sshd, files):
         assert empty.size == 0 and list(empty.stream(0, 0)) == []
 
 
-def test_tail_head_path_for_busybox_hosts(sshd, files):
-    expected = files["disk-flat.vmdk"]
+@pytest.fixture(scope="module")
+def mostly_zeros(sshd):
+    """1 MiB data, 12 MiB zeros (written, not a hole), 1 MiB data, and an odd tail."""
+    data = os.urandom(MiB) + bytes(12 * MiB) + os.urandom(MiB) + bytes(1000) + b"end"
+    (sshd.volumes_root / DS / DIR / "zeros-flat.vmdk").write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("chunk", [MiB, 100_000])
+def test_python_reader_sends_zero_blocks_as_records(sshd, files, mostly_zeros, chunk):
     with create("ssh", session=None, options=options(sshd)) as t:
-        t._use_dd = False
+        f = t.open(file=DatastorePath(DS, f"{DIR}/zeros-flat.vmdk"))
+        chunks = list(f.stream(0, f.size, chunk=chunk))
+        assert b"".join(chunks) == mostly_zeros
+        assert max(map(len, chunks)) <= chunk
+        assert t.reader == "python"
+        # the 12 MiB of zeros crossed as records: a few bytes each, not the zeros
+        assert t.stats.bytes_on_wire < 2 * MiB + 70_000, t.stats
+        assert t.stats.bytes_read == len(mostly_zeros)
+
+
+def test_ssh_reader_dd_sends_every_byte(sshd, files, mostly_zeros):
+    with create("ssh", session=None, options=options(sshd, ssh_reader="dd")) as t:
+        f = t.open(file=DatastorePath(DS, f"{DIR}/zeros-flat.vmdk"))
+        assert b"".join(f.stream(0, f.size)) == mostly_zeros
+        assert t.reader == "dd"
+        assert t.stats.bytes_on_wire == len(mostly_zeros)
+
+
+def test_a_host_without_python_falls_back_to_dd_then_tail(sshd, files, monkeypatch):
+    expected = files["disk-flat.vmdk"]
+    monkeypatch.setattr(sshstream, "PYTHONS", ("no-such-python3",))    # the shell exits 127
+    with create("ssh", session=None, options=options(sshd)) as t:
         f = t.open(file=DISK)
-        assert f.pread(3 * MiB + 1, 2 * MiB) == expected[3 * MiB + 1:5 * MiB + 1]
+        assert f.pread(2 * MiB, 3 * MiB) == expected[2 * MiB:5 * MiB]
+        assert t.reader == "dd"
+    monkeypatch.setattr(sshstream, "DD_FLAGS", "no_such_flag")        # busybox-like dd
+    with create("ssh", session=None, options=options(sshd)) as t:
+        f = t.open(file=DISK)
+        assert digest(f.stream(7, f.size - 7)) == hashlib.sha256(expected[7:]).hexdigest()
+        assert t.reader == "tail"
+
+
+def test_a_file_the_host_cannot_read_is_reported_with_its_error(sshd, files):
+    (sshd.volumes_root / DS / DIR / "adir-flat.vmdk").mkdir(exist_ok=True)
+    with create("ssh", session=None, options=options(sshd)) as t:
+        f = t.open(file=DatastorePath(DS, f"{DIR}/adir-flat.vmdk"))
+        with pytest.raises(errors.TransportError, match="[Ii]s a directory"):
+            f.pread(0, 10)
+        assert t.reader == "python"          # a failed read is not a missing reader
 
 
 def test_parallel_channels_yield_in_order(sshd, files, monkeypatch):
@@ -179,21 +231,25 @@ def test_wrong_client_key_is_auth_error(sshd, files, tmp_path):
         t.open(file=DISK)
 
 
-def test_sizes_come_from_one_listing_and_small_reads_from_one_command(sshd, files):
-    """A remote command costs ~140 ms: opening a VM's files lists their directory once, and
-    the small reads of a VMDK's metadata are served from one read-ahead window."""
+@pytest.mark.parametrize("ssh_reader", ["auto", "dd"])
+def test_sizes_come_from_one_listing_and_small_reads_from_one_command(sshd, files, ssh_reader):
+    """A remote command costs ~140 ms: opening a VM's files lists their directory once (with
+    the host's Python, the listing also brings the small files' contents), and the small
+    reads of a VMDK's metadata are served from one read-ahead window."""
     expected = files["disk-flat.vmdk"]
-    with create("ssh", session=None, options=options(sshd)) as t:
+    with create("ssh", session=None, options=options(sshd, ssh_reader=ssh_reader)) as t:
         opened = {name: t.open(file=DatastorePath(DS, f"{DIR}/{name}")) for name in files}
         assert {name: f.size for name, f in opened.items()} == {n: len(d) for n, d in files.items()}
         assert t.stats.requests == 1
         disk = opened["disk-flat.vmdk"]
         for offset, length in [(0, 512), (512, 4096), (65536, 2048), (MiB - 100, 100), (7, 3)]:
             assert disk.pread(offset, length) == expected[offset:offset + length]
+        assert t.stats.requests == 2                 # the listing, the disk's window
         assert b"".join(opened["vm.vmx"].stream(0, opened["vm.vmx"].size)) == files["vm.vmx"]
-        assert t.stats.requests == 3                 # the listing, the disk's window, the .vmx
+        vmx_cost = 0 if ssh_reader == "auto" else 1  # dd: the listing is stat's, sizes only
+        assert t.stats.requests == 2 + vmx_cost
         assert disk.pread(MiB, 10) == expected[MiB:MiB + 10]     # past the window: fetched
-        assert t.stats.requests == 4
+        assert t.stats.requests == 3 + vmx_cost
         missing = DatastorePath(DS, f"{DIR}/not-there.vmdk")
         with pytest.raises(errors.NotFoundError):
             t.open(file=missing)

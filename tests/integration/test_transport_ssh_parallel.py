@@ -1,5 +1,5 @@
 """SSH transport with parallel channels against a real OpenSSH sshd: striped reads are exact on
-both remote read paths (GNU dd, busybox tail|head), survive connections killed mid-transfer,
+every remote reader (python records, GNU dd, busybox tail|head), survive connections killed mid-transfer,
 and a reader that stops early leaves the transport usable."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import pytest
 
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create
+from vcbproxy.transport import TransportOptions, create, sshstream
 from vcbproxy.transport import ssh as ssh_module
 
 MIB = 1 << 20
@@ -43,16 +43,16 @@ def small_segments(monkeypatch):
     monkeypatch.setattr(ssh_module, "PARALLEL_MIN", 4 * MIB)
 
 
-@pytest.mark.parametrize("use_dd", [True, False], ids=["gnu-dd", "tail-head"])
-def test_parallel_channels_read_exactly(sshd, blob, small_segments, use_dd):
+@pytest.mark.parametrize("reader", sshstream.READERS)
+def test_parallel_channels_read_exactly(sshd, blob, small_segments, reader):
     with create("ssh", session=None, options=options(sshd)) as t:
-        if not use_dd:
-            t._use_dd = False                   # the busybox path ESXi has
+        t._readers = list(sshstream.READERS[sshstream.READERS.index(reader):])
         f = t.open(file=DISK)
         digest = hashlib.sha256()
         for chunk in f.stream(777, f.size - 777, chunk=300000):
             digest.update(chunk)
         assert digest.hexdigest() == hashlib.sha256(blob[777:]).hexdigest()
+        assert t.reader == reader
 
 
 def test_connections_killed_mid_transfer_are_resumed(sshd, blob, small_segments):

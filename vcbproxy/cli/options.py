@@ -90,9 +90,14 @@ def transport_options(func):
     @click.option("--ssh-root", default="/vmfs/volumes", show_default=True, help="Datastore root on the host.")
     @click.option("--ssh-channels", type=click.IntRange(1, 16), default=1, show_default=True,
                   help="Parallel SSH channels per file.")
+    @click.option("--ssh-reader", type=click.Choice(["auto", "dd"]), default="auto",
+                  show_default=True,
+                  help="How the host prints file ranges. auto: a short script for the host's "
+                       "Python (ESXi 6.5+) that sends zero blocks as 5-byte records, else dd, "
+                       "else tail|head (busybox); dd: never run a script on the host.")
     @functools.wraps(func)
     def wrapper(*args, nbd_port, retries, san_map, ssh_host, ssh_port, ssh_user, ssh_key, ssh_known_hosts,
-                ssh_fingerprint, ssh_accept_new, ssh_root, ssh_channels, **kwargs):
+                ssh_fingerprint, ssh_accept_new, ssh_root, ssh_channels, ssh_reader, **kwargs):
         def build(spec: ServerSpec):
             import os
 
@@ -111,7 +116,7 @@ def transport_options(func):
                 ssh_port=ssh_port, ssh_user=ssh_user, ssh_key=ssh_key,
                 ssh_password=os.environ.get("VCBPROXY_SSH_PASSWORD"), ssh_known_hosts=ssh_known_hosts,
                 ssh_fingerprint=ssh_fingerprint, ssh_accept_new=ssh_accept_new, ssh_root=ssh_root,
-                ssh_channels=ssh_channels,
+                ssh_channels=ssh_channels, ssh_reader=ssh_reader,
             )
 
         return func(*args, transport=build, **kwargs)

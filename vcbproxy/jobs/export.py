@@ -572,6 +572,9 @@ def _write_metadata(export_dir, vm, snapshot, options, disks, disk_results, serv
         "snapshot_seconds": round(snapshot_seconds, 3),
         "warnings": warnings,
     }
+    if getattr(stats, "bytes_on_wire", 0):
+        # SSH's python reader: zero blocks cross the network as 5-byte records.
+        meta["transport"]["bytes_on_wire"] = stats.bytes_on_wire
     for disk in disks:
         entry = {
             "device": disk.device_id, "label": disk.label, "key": disk.key, "capacity": disk.capacity,

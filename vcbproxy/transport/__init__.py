@@ -44,6 +44,9 @@ class TransportOptions:
     # Connections per large range. 1 by default: with 256 KiB SSH packets one paramiko
     # channel keeps up with OpenSSH, and more connections contend for the GIL (see ssh.py).
     ssh_channels: int = 1
+    # How the host prints file ranges: "auto" tries a small script for the host's Python
+    # (zero blocks sent as records), then dd, then tail|head; "dd" never runs a script.
+    ssh_reader: str = "auto"
     # datastore name → url, from the session, so san_map may be keyed by URL
     datastore_urls: dict[str, str] = field(default_factory=dict)
 

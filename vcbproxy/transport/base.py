@@ -49,21 +49,26 @@ class TransferStats:
 
     bytes_read: int = 0
     requests: int = 0
+    # Bytes that crossed the network, where that differs from bytes_read and is counted
+    # (SSH's python reader sends zero blocks as 5-byte records); 0 elsewhere.
+    bytes_on_wire: int = 0
     retries: int = 0
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, *, bytes_read: int = 0, requests: int = 0, retries: int = 0,
-            seconds: float = 0.0) -> None:
+            seconds: float = 0.0, bytes_on_wire: int = 0) -> None:
         with self._lock:
             self.bytes_read += bytes_read
+            self.bytes_on_wire += bytes_on_wire
             self.requests += requests
             self.retries += retries
             self.seconds += seconds
 
     def as_dict(self) -> dict[str, float]:
         with self._lock:
-            return {"bytes_read": self.bytes_read, "requests": self.requests,
+            return {"bytes_read": self.bytes_read, "bytes_on_wire": self.bytes_on_wire,
+                    "requests": self.requests,
                     "retries": self.retries, "seconds": round(self.seconds, 6)}
 
 

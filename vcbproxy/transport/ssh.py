@@ -1,25 +1,29 @@
 """SSH mode: read datastore files through the ESXi host's shell, as Veeam FastSCP did.
 
-Files live under ``<ssh_root>/<datastore>/<path>`` on the host. A range is read by one
-``dd`` (``iflag=skip_bytes,count_bytes``) on an exec channel, or ``tail | head`` where
-``dd`` lacks those flags (busybox), so a dropped connection resumes at the last byte.
+Files live under ``<ssh_root>/<datastore>/<path>`` on the host. Each read is one remote
+command printing a range (see ``sshstream`` for the readers: a short script for the host's
+Python that sends zero blocks as 5-byte records, else ``dd``, else busybox ``tail | head``),
+so a dropped connection resumes at the last byte received.
 
-Paramiko reads one SSH packet per trip through its Python packet loop, so with the
-usual 32 KiB packets it reaches about a third of OpenSSH's ``ssh host cat file``. The
-receiver chooses the packet size (RFC 4254 5.1), so channels here ask for 256 KiB
-packets (OpenSSH's own limit) and a 16 MiB window: one channel then reads as fast as
-OpenSSH does (measured on the 2-core test machine: 217-230 MB/s against 170-195 MB/s,
-hashing included). ``ssh_channels > 1`` additionally cuts ranges of at least
+Every remote command costs ~140 ms to start (a shell, login accounting), as much as reading
+tens of MiB. So a directory is listed once, and with the host's Python the listing brings
+the small files (.vmx, .nvram, descriptors, logs) along; small reads of a VMDK's metadata
+are served from a 1 MiB read-ahead window.
+
+Paramiko reads one SSH packet per trip through its Python packet loop, so with the usual
+32 KiB packets it reaches about a third of OpenSSH's ``ssh host cat file``. The receiver
+chooses the packet size (RFC 4254 5.1), so channels here ask for 256 KiB packets (OpenSSH's
+own limit) and a 16 MiB window, and hand packets on without paramiko's copies
+(``sshstream.FastPipe``). ``ssh_channels > 1`` additionally cuts ranges of at least
 ``PARALLEL_MIN`` into segments yielded in order, striped over that many connections:
-segment k goes to stripe k % channels, and each stripe is ONE remote command that writes
-its segments back to back (a shell loop of ``dd``), because a command costs ~140 ms to
-start on the test sshd and a 1 GiB disk is hundreds of segments. Per stripe at most one
-segment waits for the consumer, one is being read and one window's worth is in flight
-(the window is the segment size, so the SSH flow control holds the command back), so a
-segment is ``BUFFER_BUDGET / (3 * channels + 1)`` (at most ``SEGMENT``): memory stays flat
-however many channels are asked for. The connections' packet threads share the GIL, so
-this only pays on hosts with slow per-connection links and spare cores; AES-GCM is
-preferred, which paramiko decrypts without a separate HMAC pass.
+segment k goes to stripe k % channels, and each stripe is ONE remote command that prints
+its segments back to back. Per stripe at most one segment waits for the consumer, one is
+being read and one window's worth is in flight (the window is the segment size, so the SSH
+flow control holds the command back), so a segment is ``BUFFER_BUDGET / (3 * channels + 1)``
+(at most ``SEGMENT``): memory stays flat however many channels are asked for. The
+connections' packet threads share the GIL, so this only pays on hosts with slow
+per-connection links and spare cores; AES-GCM is preferred, which paramiko decrypts
+without a separate HMAC pass.
 
 Host keys are checked against a known_hosts file; an unknown key is refused unless it
 is pinned by ``ssh_fingerprint`` (``SHA256:...`` as ssh-keygen prints it) or
@@ -51,6 +55,18 @@ from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.transport.base import Transport
 from vcbproxy.transport.retry import Backoff, describe
+from vcbproxy.transport.sshstream import (
+    READER_SHORT_FILE,
+    READERS,
+    FastPipe,
+    Incoming,
+    StreamEnded,
+    listing_command,
+    parse_listing,
+    raw_chunks,
+    reader_command,
+    record_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +78,17 @@ BUFFER_BUDGET = 64 << 20
 PARALLEL_MIN = 128 << 20          # smaller ranges go over one channel
 WINDOW = 16 << 20                 # SSH flow-control window: deep enough for a loopback/LAN pipe
 MAX_PACKET = 256 << 10            # what we accept per packet; 32 KiB costs 3-4x in paramiko
-# Every remote command costs ~140 ms to start (a shell, login accounting), as much as reading
-# tens of MiB. Small reads (descriptors, sparse headers and grain tables) therefore fetch
-# this much ahead and are served from it, and sizes come from one listing per directory.
+# Small reads (descriptors, sparse headers and grain tables) fetch this much ahead and are
+# served from it: a remote command costs as much as reading tens of MiB.
 READAHEAD = 1 << 20
+# The listing (with the host's Python) brings along every file up to this size, up to this
+# much in all: .vmx, .nvram, descriptors and most logs.
+LISTED_FILE_MAX = 256 << 10
+LISTED_BYTES_MAX = 8 << 20
 # Measured here (paramiko 5, cryptography's OpenSSL): GCM needs no separate HMAC pass.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512-etm@openssh.com",
         "hmac-sha2-512")
-
-
-class _Dropped(Exception):
-    """The connection or the remote command died mid-transfer: worth a resume."""
 
 
 class SshUnreachable(errors.ConnectionFailure):
@@ -227,6 +242,8 @@ class _Connection:
     def exec(self, command: str, window: int = WINDOW) -> paramiko.Channel:
         chan = self.t.open_session(window_size=window, max_packet_size=MAX_PACKET,
                                    timeout=self.owner.options.timeout)
+        # Before the command runs, so no data has arrived yet (see sshstream.FastPipe).
+        chan.in_buffer = FastPipe()
         chan.settimeout(self.owner.options.timeout)
         chan.exec_command(command)
         return chan
@@ -269,7 +286,10 @@ class SshFile:
         self.remote = remote
         self.size = transport.remote_size(location, remote)
         self._ahead_at = 0
-        self._ahead = b""          # bytes fetched ahead by the last small pread
+        # Bytes fetched ahead by the last small pread, or the whole file from the listing.
+        self._ahead = transport.listed_content(remote) or b""
+        if len(self._ahead) != self.size:
+            self._ahead = b""
 
     def __repr__(self) -> str:
         return f"SshFile({self.location} at {self.remote}, size={self.size})"
@@ -329,9 +349,14 @@ class SshTransport(Transport):
         self._lock = threading.Lock()
         self._closed = False
         self._executor: ThreadPoolExecutor | None = None
-        self._use_dd: bool | None = None     # decided by the first read: GNU dd or busybox
+        # Remote readers still worth trying, best first; the first read that works confirms
+        # readers[0] for the rest of the run (see sshstream).
+        self._readers = list(READERS if getattr(options, "ssh_reader", "auto") == "auto"
+                             else READERS[READERS.index(options.ssh_reader):])
+        self._reader_confirmed = False
         self._listed: set[str] = set()       # remote directories whose sizes were listed
         self._sizes: dict[str, int] = {}
+        self._contents: dict[str, bytes] = {}  # small files' contents, from the listing
 
     # -- connections ------------------------------------------------------------------
 
@@ -410,20 +435,29 @@ class SshTransport(Transport):
 
     def _list_sizes(self, directory: str) -> dict[str, int]:
         """{path: size} of the regular files of ``directory``, in one command; empty if the
-        listing fails (each file is then asked for on its own). A VM's files are opened
-        one after the other, a stat each would cost more than the copy of the small ones."""
-        command = f"cd {shlex.quote(directory)} && stat -L -c '%F|%s|%n' -- *"
+        listing fails (each file is then asked for on its own). A VM's files are opened one
+        after the other, and a command each would cost more than the copy of the small ones,
+        so with the host's Python the listing also brings their contents along."""
+        command = listing_command(directory, LISTED_FILE_MAX, LISTED_BYTES_MAX,
+                                  python="python" in self._readers)
         status, out, _ = self._run_with_retry(command, f"listing {directory}")
-        sizes = {}
-        for line in out.decode("utf-8", "surrogateescape").splitlines():
-            kind, _, rest = line.partition("|")
-            size, _, name = rest.partition("|")
-            if kind.startswith("regular") and size.isdigit() and name and "/" not in name:
-                sizes[f"{directory}/{name}"] = int(size)
+        try:
+            sizes, contents = parse_listing(out, directory)
+        except ValueError as exc:
+            log.info("%s: unusable listing of %s (%s); files asked one by one", self.host,
+                     directory, exc)
+            return {}
+        with self._lock:
+            self._contents.update(contents)
         if status != 0 and not sizes:
             log.debug("listing %s on %s failed (%d); sizes asked one by one", directory,
                       self.host, status)
         return sizes
+
+    def listed_content(self, remote: str) -> bytes | None:
+        """The content the directory listing brought for ``remote`` (handed out once)."""
+        with self._lock:
+            return self._contents.pop(remote, None)
 
     def _run_with_retry(self, command: str, what: str) -> tuple[int, bytes, bytes]:
         backoff = self._backoff()
@@ -447,38 +481,44 @@ class SshTransport(Transport):
 
     # -- reading ----------------------------------------------------------------------
 
-    def _range_command(self, remote: str, offset: int, length: int) -> str:
-        quoted = shlex.quote(remote)
-        if self._use_dd is not False:
-            return (f"dd if={quoted} bs=1M iflag=skip_bytes,count_bytes skip={offset} "
-                    f"count={length} status=none")
-        # busybox (ESXi) dd lacks iflag: tail counts from 1.
-        return f"tail -c +{offset + 1} -- {quoted} | head -c {length}"
+    @property
+    def reader(self) -> str:
+        """The remote reader in use (or being tried): python, dd or tail."""
+        return self._readers[0]
+
+    def _chunks(self, incoming: Incoming, length: int, chunk: int) -> Iterator[bytes]:
+        decode = record_chunks if self.reader == "python" else raw_chunks
+        return decode(incoming, length, chunk)
 
     def fetch(self, file: SshFile, pos: int, end: int, chunk: int) -> Iterator[bytes]:
         """Stream [pos, end) over one channel, resuming after drops."""
         backoff = self._backoff()
         while pos < end:
-            conn = chan = None
+            conn = chan = incoming = None
             got = 0
             started = time.monotonic()
             try:
                 conn = self._acquire()
-                chan = conn.exec(self._range_command(file.remote, pos, end - pos))
+                chan = conn.exec(reader_command(self.reader, file.remote, pos, end, end - pos,
+                                                end - pos))
                 self.stats.add(requests=1)
-                for data in self._read_channel(chan, end - pos, chunk):
-                    got += len(data)
-                    pos += len(data)
-                    yield data
+                incoming = Incoming(chan)
+                try:
+                    for data in self._chunks(incoming, end - pos, chunk):
+                        got += len(data)
+                        pos += len(data)
+                        yield data
+                except StreamEnded:
+                    self._command_failed(chan, file, pos)
+                    raise
                 self._finish_command(chan, file, pos)
                 chan.close()
                 chan = None
                 self._release(conn)
                 conn = None
-            except _UnsupportedDd:
-                self._use_dd = False
-                log.info("%s: dd lacks iflag=skip_bytes; reading with tail|head", self.host)
-            except (OSError, EOFError, paramiko.SSHException, _Dropped, SshUnreachable) as exc:
+            except _UnsupportedReader as exc:
+                self._next_reader(exc)
+            except (OSError, EOFError, paramiko.SSHException, StreamEnded, SshUnreachable) as exc:
                 if conn is not None:
                     self._discard(conn)
                     conn = None
@@ -486,7 +526,8 @@ class SshTransport(Transport):
                     backoff.progressed()
                 backoff.failed(f"reading {file.location} at offset {pos}", exc)
             finally:
-                self.stats.add(bytes_read=got, seconds=time.monotonic() - started)
+                self.stats.add(bytes_read=got, seconds=time.monotonic() - started,
+                               bytes_on_wire=incoming.received if incoming else 0)
                 if chan is not None:
                     chan.close()
                 if conn is not None:
@@ -494,40 +535,37 @@ class SshTransport(Transport):
                     # connection itself is fine.
                     self._release(conn)
 
-    def _read_channel(self, chan: paramiko.Channel, length: int, chunk: int) -> Iterator[bytes]:
-        remaining = length
-        parts: list[bytes] = []
-        size = 0
-        recv = chan.recv
-        while remaining:
-            data = recv(min(chunk - size, remaining, 1 << 20))
-            if not data:
-                break
-            parts.append(data)
-            size += len(data)
-            remaining -= len(data)
-            if size >= chunk:
-                yield parts[0] if len(parts) == 1 else b"".join(parts)
-                parts, size = [], 0
-        if parts:
-            yield b"".join(parts)
-        if remaining:
-            raise _Dropped(f"stream ended {remaining} bytes early")
+    def _next_reader(self, exc: _UnsupportedReader) -> None:
+        failed = self._readers.pop(0)
+        if not self._readers:
+            raise errors.TransportError(f"{self.host}: no way to read files over SSH ({exc})")
+        log.info("%s: the %s reader does not work there (%s); trying %s", self.host, failed,
+                 exc, self.reader)
+
+    def _command_failed(self, chan: paramiko.Channel, file: SshFile, pos: int) -> None:
+        """The stream ended early. Returns if that is a drop or a short file (the caller
+        retries); raises :class:`_UnsupportedReader` for a reader this host lacks, and
+        ``TransportError`` with the command's stderr for any other failure."""
+        status = chan.recv_exit_status()
+        if status in (-1, 0) or (self.reader == "python" and status == READER_SHORT_FILE):
+            return
+        err = _stderr(chan)
+        if not self._reader_confirmed and _reader_missing(self.reader, status, err):
+            raise _UnsupportedReader(err.splitlines()[-1] if err else f"exit status {status}")
+        raise errors.TransportError(
+            f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
+            f"({status}): {err}")
 
     def _finish_command(self, chan: paramiko.Channel, file: SshFile, pos: int) -> None:
         status = chan.recv_exit_status()
         if status == -1:
-            raise _Dropped("connection closed before the remote command's exit status")
+            raise StreamEnded("connection closed before the remote command's exit status")
         if status == 0:
-            if self._use_dd is None:
-                self._use_dd = True
+            self._reader_confirmed = True
             return
-        err = chan.recv_stderr(4096).decode(errors="replace").strip()
-        if self._use_dd is None and ("iflag" in err or "skip_bytes" in err or "invalid" in err):
-            raise _UnsupportedDd(err)
         raise errors.TransportError(
             f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
-            f"({status}): {err}")
+            f"({status}): {_stderr(chan)}")
 
     def fetch_parallel(self, file: SshFile, pos: int, end: int, chunk: int) -> Iterator[bytes]:
         """Segments striped over ``channels`` connections, yielded in order."""
@@ -535,8 +573,8 @@ class SshTransport(Transport):
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.channels, thread_name_prefix="vcbproxy-ssh")
             executor = self._executor
-        if self._use_dd is None:
-            # Decide dd vs tail|head once before fanning out.
+        if not self._reader_confirmed:
+            # Settle on a remote reader once before fanning out.
             yield from self.fetch(file, pos, pos + min(CHUNK, end - pos), chunk)
             pos = min(end, pos + CHUNK)
         segment = segment_size(self.channels)
@@ -572,17 +610,23 @@ class SshTransport(Transport):
         try:
             try:
                 conn = self._acquire()
-                chan = conn.exec(self._stripe_command(file.remote, segments, segment), window=segment)
+                first, end = segments[0][0], segments[-1][1]
+                stride = segments[1][0] - first if len(segments) > 1 else segment
+                chan = conn.exec(reader_command(self.reader, file.remote, first, end, segment,
+                                                stride), window=segment)
                 self.stats.add(requests=len(segments))
+                incoming = Incoming(chan)
                 for start, stop_at in segments:
                     started = time.monotonic()
-                    parts = list(self._read_channel(chan, stop_at - start, CHUNK))
-                    self.stats.add(bytes_read=stop_at - start, seconds=time.monotonic() - started)
+                    on_wire = incoming.received
+                    parts = list(self._chunks(incoming, stop_at - start, CHUNK))
+                    self.stats.add(bytes_read=stop_at - start, seconds=time.monotonic() - started,
+                                   bytes_on_wire=incoming.received - on_wire)
                     if not _hand_over(handoff, parts, stop):
                         return
                     done += 1
                 self._finish_command(chan, file, segments[-1][1])
-            except (OSError, EOFError, paramiko.SSHException, _Dropped, SshUnreachable) as exc:
+            except (OSError, EOFError, paramiko.SSHException, StreamEnded, SshUnreachable) as exc:
                 log.info("reading %s: a parallel channel broke (%s); re-reading %d segment(s) "
                          "one by one", file.location, describe(exc), len(segments) - done)
                 self.stats.add(retries=1)
@@ -599,24 +643,6 @@ class SshTransport(Transport):
                 chan.close()
             if conn is not None:
                 self._release(conn)
-
-    def _stripe_command(self, remote: str, segments: list[tuple[int, int]], segment: int) -> str:
-        """One shell loop printing ``segments`` (equally spaced) back to back.
-
-        The file's size was taken at open and a snapshot's disk does not change, so every
-        segment is exactly its length; a short one shows as a short stripe (a retry)."""
-        quoted = shlex.quote(remote)
-        first = segments[0][0]
-        end = segments[-1][1]
-        stride = segments[1][0] - first if len(segments) > 1 else segment
-        if self._use_dd is not False:
-            read = (f"dd if={quoted} bs=1M iflag=skip_bytes,count_bytes skip=$o count=$n "
-                    f"status=none")
-        else:
-            read = f"tail -c +$((o + 1)) -- {quoted} | head -c $n"
-        return (f"o={first}; while [ $o -lt {end} ]; do n=$(({end} - o)); "
-                f"if [ $n -gt {segment} ]; then n={segment}; fi; {read} || exit 1; "
-                f"o=$((o + {stride})); done")
 
 
 def _hand_over(handoff: queue.Queue, item, stop: threading.Event) -> bool:
@@ -650,5 +676,19 @@ def _drain(parts: list[bytes], chunk: int) -> Iterator[bytes]:
             yield part[i:i + chunk]
 
 
-class _UnsupportedDd(Exception):
-    pass
+class _UnsupportedReader(Exception):
+    """The remote reader being tried is missing or unusable on this host."""
+
+
+def _reader_missing(reader: str, status: int, err: str) -> bool:
+    """Whether a failed first command means the host lacks ``reader`` (so the next one is
+    tried) rather than that the file cannot be read (reported as it is)."""
+    if reader == "python":
+        return status == 127 or "SyntaxError" in err     # no Python, or one far too old
+    if reader == "dd":
+        return any(word in err for word in ("iflag", "skip_bytes", "invalid", "unrecognized"))
+    return False
+
+
+def _stderr(chan: paramiko.Channel) -> str:
+    return chan.recv_stderr(4096).decode(errors="replace").strip()
