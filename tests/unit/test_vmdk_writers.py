@@ -263,3 +263,35 @@ def test_disk_pieces_never_read_the_holes_of_a_flat_extent(tmp_path):
         _, pieces = disk_pieces("h.vmdk", files.open)
         data = [(off, len(p)) for off, p in pieces if not isinstance(p, int)]
     assert sum(n for _, n in data) == MIB and data[0][0] == 2 * MIB
+
+
+@pytest.mark.parametrize("fmt", ["flat", "monolithic", "2gbsparse"])
+def test_writeback_starts_while_writing_and_its_errors_fail_the_close(tmp_path, fmt, monkeypatch):
+    """The storage is told to write every WRITEBACK_EVERY bytes, from a worker thread; an
+    error it meets fails close() (Linux reports a write error to one sync call only)."""
+    from vcbproxy.vmdk import writers
+
+    monkeypatch.setattr(writers, "WRITEBACK_EVERY", 1 << 20)
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(writers.os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    cap = 8 << 20
+    data = bytes(range(256)) * (1 << 12)                   # 1 MiB, no zeros
+    w = open_writer(fmt, tmp_path, "d", cap)
+    for i in range(6):
+        w.write(i << 20, data)
+    files = w.close()
+    assert len(synced) >= 1
+    assert read_back(tmp_path, files)[:6 << 20] == data * 6
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(writers.os, "fdatasync", failing)
+    (tmp_path / "x").mkdir()
+    w = open_writer(fmt, tmp_path / "x", "d", cap)
+    for i in range(3):
+        w.write(i << 20, data)
+    with pytest.raises(OSError, match="Input/output error"):
+        w.close()
+    assert not list((tmp_path / "x").iterdir())            # nothing left behind

@@ -435,6 +435,10 @@ class SparseExtent:
             self._rgd = _from_le(self._io.pread(h.rgd_offset * SECTOR, h.num_gts * GTE_SIZE))
         return self._rgd
 
+    def fileno(self) -> int | None:
+        """The local file's descriptor (None for a remote extent)."""
+        return self._io.fd if isinstance(self._io, _FdBackend) else None
+
     def sync(self) -> None:
         """flush + fsync (local files only)."""
         self.flush()

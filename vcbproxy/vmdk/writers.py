@@ -12,7 +12,9 @@ Formats: ``2gbsparse`` (VCB's default: descriptor + twoGbMaxExtentSparse extents
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -30,6 +32,61 @@ PARTIAL = ".partial"
 # Exported disks hold a VM's data: readable by the backup group, not by everyone (as the
 # manifest, catalog and config files of an export).
 FILE_MODE = 0o640
+
+
+# Dirty bytes after which the disk is told to start writing (see EarlyWriteback).
+WRITEBACK_EVERY = 64 << 20
+
+
+class EarlyWriteback:
+    """``fdatasync`` of a file being written, in a worker thread every ``WRITEBACK_EVERY``
+    bytes, so the storage writes while the copy goes on and the fsync at close finds little
+    left to do (it was ~0.3 s after a 0.15 s copy of 418 MiB; cp never syncs).
+
+    The worker's errors are raised again by :meth:`stop`: on Linux a write error is reported
+    once per open file, so the final fsync alone might not see it.
+    """
+
+    def __init__(self, fd: int | None):
+        self.fd = fd                   # None: nothing to sync (not a local file)
+        self._dirty = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, length: int) -> None:
+        self._dirty += length
+        if self._dirty < WRITEBACK_EVERY or self.fd is None:
+            return
+        self._dirty = 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="writeback", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                self._error = exc
+                return
+
+    def stop(self) -> None:
+        """Wait for the worker (before the fd is closed); raise what it met."""
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _create(path):
@@ -144,6 +201,7 @@ class FlatWriter(DiskWriter):
         self.flat_name = self.basename + "-flat.vmdk"
         self._fd = os.open(self._register(self.flat_name),
                            os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self._writeback = EarlyWriteback(self._fd)
 
     @property
     def raw_fd(self) -> int | None:
@@ -156,17 +214,27 @@ class FlatWriter(DiskWriter):
         while view:
             n = os.pwrite(self._fd, view, offset)
             view, offset = view[n:], offset + n
+        self._writeback.wrote(len(data))
+
+    def copied(self, offset: int, length: int) -> None:
+        super().copied(offset, length)
+        self._writeback.wrote(length)
 
     def _finish(self) -> None:
         os.ftruncate(self._fd, self.capacity)
+        self._writeback.stop()
         os.fsync(self._fd)
         extent = Extent("RW", self.capacity // SECTOR, "FLAT", self.flat_name, 0)
         self._write_descriptor(self._descriptor_text("monolithicFlat", [extent]))
 
     def _close_handles(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                with contextlib.suppress(OSError):   # close() has raised it already
+                    self._writeback.stop()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
 
 class MonolithicSparseWriter(DiskWriter):
@@ -179,17 +247,24 @@ class MonolithicSparseWriter(DiskWriter):
         text = self._descriptor_text("monolithicSparse", [extent])
         self._extent: SparseExtent | None = SparseExtent.create(
             self._register(name), self.capacity, descriptor=text)
+        self._writeback = EarlyWriteback(self._extent.fileno())
 
     def _write(self, offset: int, data: bytes) -> None:
         self._extent.write(offset, data, flush=False)     # tables flushed once, by close()
+        self._writeback.wrote(len(data))
 
     def _finish(self) -> None:
+        self._writeback.stop()
         self._extent.sync()
 
     def _close_handles(self) -> None:
         if self._extent is not None:
-            self._extent.close()
-            self._extent = None
+            try:
+                with contextlib.suppress(OSError):   # close() has raised it already
+                    self._writeback.stop()
+            finally:
+                self._extent.close()
+                self._extent = None
 
 
 class SplitSparseWriter(DiskWriter):
@@ -207,6 +282,7 @@ class SplitSparseWriter(DiskWriter):
         self._extent_names = [f"{self.basename}-s{i + 1:03d}.vmdk" for i in range(count)]
         self._current = -1
         self._extent: SparseExtent | None = None
+        self._writeback: EarlyWriteback | None = None
 
     def _switch(self, index: int) -> None:
         """Close the current extent and create the following ones up to ``index``."""
@@ -215,6 +291,7 @@ class SplitSparseWriter(DiskWriter):
             self._current += 1
             name = self._extent_names[self._current]
             self._extent = SparseExtent.create(self._register(name), self._sizes[self._current])
+            self._writeback = EarlyWriteback(self._extent.fileno())
 
     def _write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
@@ -229,6 +306,7 @@ class SplitSparseWriter(DiskWriter):
                     continue
                 self._switch(index)
             self._extent.write(within, piece, flush=False)
+            self._writeback.wrote(n)
             pos += n
 
     def _finish(self) -> None:
@@ -243,9 +321,14 @@ class SplitSparseWriter(DiskWriter):
             extent, self._extent = self._extent, None
             try:
                 if sync:
+                    self._writeback.stop()
                     extent.sync()
             finally:
-                extent.close()
+                try:
+                    with contextlib.suppress(OSError):   # raised above when syncing
+                        self._writeback.stop()
+                finally:
+                    extent.close()
 
 
 class StreamWriter(DiskWriter):
