@@ -104,7 +104,8 @@ def mount_repeats(b) -> int:
 def mount_stats(m: dict) -> dict:
     """The measurements of a ``best_mount`` result that go into results.json."""
     return {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"],
-            "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"]}
+            "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"],
+            "bytes_on_wire": m["meta"]["transport"].get("bytes_on_wire")}
 
 
 def mount_entry(name: str, m: dict, raw_s: float, total: int, disk_raw_s: float | None = None

@@ -93,8 +93,9 @@ def transport_options(func):
     @click.option("--ssh-reader", type=click.Choice(["auto", "dd"]), default="auto",
                   show_default=True,
                   help="How the host prints file ranges. auto: a short script for the host's "
-                       "Python (ESXi 6.5+) that sends zero blocks as 5-byte records, else dd, "
-                       "else tail|head (busybox); dd: never run a script on the host.")
+                       "Python (current ESXi releases ship one) that sends zero blocks as "
+                       "5-byte records, else dd, else tail|head (busybox); dd: never run a "
+                       "script on the host.")
     @functools.wraps(func)
     def wrapper(*args, nbd_port, retries, san_map, ssh_host, ssh_port, ssh_user, ssh_key, ssh_known_hosts,
                 ssh_fingerprint, ssh_accept_new, ssh_root, ssh_channels, ssh_reader, **kwargs):

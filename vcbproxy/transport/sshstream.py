@@ -3,7 +3,7 @@
 Three remote readers print ranges of a datastore file, tried in this order until one works
 (``SshTransport`` remembers the first that did):
 
-* ``python``: a short script for the host's own Python (ESXi has shipped one since 6.5),
+* ``python``: a short script for the host's own Python (current ESXi releases ship one),
   run with ``python3 -c`` or ``python -c``. It reads the file on the host and prints
   records instead of raw bytes: a 64 KiB block of zeros is sent as a 5-byte record, so the
   unallocated part of a thin or sparse disk never crosses the network or gets decrypted
@@ -37,7 +37,7 @@ KIND_ZEROS, KIND_DATA = 0, 1
 
 READER_SHORT_FILE = 3      # the python reader's exit status when the file ends too early
 # Kept to what Python 2.7 also runs (no f-strings, no os.pread), as older ESXi builds ship
-# 2.7; the tests run it with the Python 3 of the test host. argv: path first end size stride.
+# 2.7 only; the tests run it with the Python 3 of the test host. argv: path first end size stride.
 READER_SCRIPT = """\
 import os, struct, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
