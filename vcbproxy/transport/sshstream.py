@@ -162,7 +162,11 @@ def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str,
 
 
 READERS = ("python", "dd", "tail")
-PYTHONS = ("python3", "python")             # interpreters the python reader looks for
+# Interpreters the python reader looks for, the system's own first: a name looked up in
+# PATH may be a user's shim (pyenv's costs ~0.1 s per start) or not the system's at all.
+# ESXi has /bin/python.
+PYTHONS = ("/bin/python3", "/usr/bin/python3", "/bin/python", "/usr/bin/python", "python3",
+           "python")
 DD_FLAGS = "skip_bytes,count_bytes"         # GNU dd; busybox's lacks them
 
 
