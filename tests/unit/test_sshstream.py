@@ -129,3 +129,15 @@ def test_fast_pipe_hands_packets_on_and_splits_only_when_asked():
         pipe.read(10, timeout=0.05)
     threading.Timer(0.05, pipe.close).start()
     assert pipe.read(10) == b""                  # closed while waiting: end of stream
+
+
+def test_the_python_reader_sends_a_file_of_holes_as_a_few_records(tmp_path):
+    path = tmp_path / "empty-flat.vmdk"
+    with open(path, "wb") as f:
+        f.truncate(3 << 30)                  # 3 GiB, all hole: more than one record can say
+    size = path.stat().st_size
+    pipe = _Pipe(sshstream.reader_command("python", str(path), 0, size, size, size))
+    incoming = Incoming(pipe)
+    total = sum(len(c) for c in sshstream.record_chunks(incoming, size, 64 << 20))
+    assert pipe.close() == 0
+    assert total == size and incoming.received < 100

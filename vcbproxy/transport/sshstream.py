@@ -39,15 +39,25 @@ READER_SHORT_FILE = 3      # the python reader's exit status when the file ends 
 # Kept to what Python 2.7 also runs (no f-strings, no os.pread), as older ESXi builds ship
 # 2.7 only; the tests run it with the Python 3 of the test host. argv: path first end size stride.
 READER_SCRIPT = """\
-import os, struct, sys
+import errno, os, struct, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 first, end, size, stride = [int(a) for a in sys.argv[2:6]]
 out = getattr(sys.stdout, "buffer", sys.stdout)
 B = @BLOCK@
 Z = b"\\0" * B
-o = first
-while o < end:
-    q, t = o, min(o + size, end)
+# Holes are skipped without reading them where the file system tells (SEEK_DATA).
+seek = getattr(os, "SEEK_DATA", None) is not None
+eof = os.fstat(fd).st_size
+
+
+def zeros(n):
+    while n:
+        k = min(n, 1 << 30)
+        out.write(struct.pack(">BI", 0, k))
+        n -= k
+
+
+def data(q, t):
     while q < t:
         os.lseek(fd, q, 0)
         d = os.read(fd, min(@READ@, t - q))
@@ -61,12 +71,39 @@ while o < end:
                 j += B
             j = min(j, n)
             if z:
-                out.write(struct.pack(">BI", 0, j - i))
+                zeros(j - i)
             else:
                 out.write(struct.pack(">BI", 1, j - i))
                 out.write(d[i:j])
             i = j
         q += n
+
+
+o = first
+while o < end:
+    q, t = o, min(o + size, end, eof)
+    while q < t and seek:
+        try:
+            at = min(os.lseek(fd, q, os.SEEK_DATA), t)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                seek = False
+                break
+            at = t
+        zeros(at - q)
+        if at == t:
+            q = t
+            break
+        try:
+            stop = min(os.lseek(fd, at, os.SEEK_HOLE), t)
+        except OSError:
+            stop = t
+        data(at, stop)
+        q = stop
+    data(q, t)
+    if t < min(o + size, end):
+        out.flush()
+        sys.exit(@SHORT@)
     o += stride
 out.flush()
 """.replace("@BLOCK@", str(BLOCK)).replace("@READ@", str(READ_SIZE)) \
