@@ -123,6 +123,34 @@ def test_a_host_without_python_falls_back_to_dd_then_tail(sshd, files, monkeypat
         assert t.reader == "tail"
 
 
+def test_a_python_that_cannot_run_the_script_falls_back_to_dd(sshd, files, monkeypatch):
+    expected = files["disk-flat.vmdk"]
+    monkeypatch.setattr(sshstream, "READER_SCRIPT", "import sys; sys.exit(1)")
+    with create("ssh", session=None, options=options(sshd)) as t:
+        assert t.open(file=DISK).pread(MiB, 1000) == expected[MiB:MiB + 1000]
+        assert t.reader == "dd"
+
+
+def test_a_listing_script_that_fails_leaves_stat_to_list(sshd, files, monkeypatch):
+    monkeypatch.setattr(sshstream, "LISTING_SCRIPT", "import sys; sys.exit(1)")
+    with create("ssh", session=None, options=options(sshd)) as t:
+        opened = {name: t.open(file=DatastorePath(DS, f"{DIR}/{name}")) for name in files}
+        assert {name: f.size for name, f in opened.items()} == {n: len(d) for n, d in files.items()}
+        assert t.stats.requests == 1                  # still one command for every size
+
+
+def test_a_garbled_stream_is_retried_then_reported_never_waited_on(sshd, files, monkeypatch):
+    """A reader printing nonsense without end: the proxy must not wait for its exit."""
+    monkeypatch.setattr(sshstream, "READER_SCRIPT", (
+        "import sys\nout = getattr(sys.stdout, 'buffer', sys.stdout)\n"
+        "while True:\n    out.write(b'\\x07' * 65536)\n"))
+    with create("ssh", session=None, options=options(sshd, retries=2, timeout=10)) as t:
+        f = t.open(file=DISK)
+        with pytest.raises(errors.TransportError, match="garbled"):
+            f.pread(0, 100)
+        assert t.stats.retries >= 2
+
+
 def test_a_file_the_host_cannot_read_is_reported_with_its_error(sshd, files):
     (sshd.volumes_root / DS / DIR / "adir-flat.vmdk").mkdir(exist_ok=True)
     with create("ssh", session=None, options=options(sshd)) as t:

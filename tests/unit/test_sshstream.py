@@ -68,6 +68,29 @@ def test_every_reader_prints_the_planned_ranges(disk, reader, plan):
         assert incoming.received < len(expected) - 4 * MiB
 
 
+@pytest.mark.parametrize("reader", sshstream.READERS)
+def test_shell_words_in_a_file_name_stay_part_of_the_name(tmp_path, reader):
+    """A name holding what the command's own shell loop uses ($o, $n, $((o + 1)))."""
+    data = os.urandom(3000)
+    path = tmp_path / "a$n$o $((o + 1)) 'q' $(x)-flat.vmdk"
+    path.write_bytes(data)
+    (tmp_path / "a1000-flat.vmdk").write_bytes(b"wrong file" * 300)
+    for plan in ((10, 2010, 2000, 2000), (0, 3000, 1000, 1500)):
+        first, end, size, stride = plan
+        expected = b"".join(data[o:min(o + size, end)] for o in range(first, end, stride))
+        pipe = _Pipe(sshstream.reader_command(reader, str(path), *plan))
+        decode = sshstream.record_chunks if reader == "python" else sshstream.raw_chunks
+        assert b"".join(decode(Incoming(pipe), len(expected), 4096)) == expected
+        assert pipe.close() == 0
+
+
+def test_the_python_reader_exits_4_naming_a_file_it_cannot_read(tmp_path):
+    proc = subprocess.run(["sh", "-c", sshstream.reader_command(
+        "python", str(tmp_path / "missing-flat.vmdk"), 0, 10, 10, 10)], capture_output=True)
+    assert proc.returncode == sshstream.READER_FILE_ERROR
+    assert b"missing-flat.vmdk: No such file" in proc.stderr and proc.stdout == b""
+
+
 def test_the_python_reader_exits_3_when_the_file_is_shorter_than_planned(disk):
     size = disk.stat().st_size
     pipe = _Pipe(sshstream.reader_command("python", str(disk), 0, size + MiB, size + MiB,
@@ -104,6 +127,16 @@ def test_listing_gives_sizes_and_with_python_small_contents(tmp_path, python):
                             if n != "big-flat.vmdk"}
     else:
         assert contents == {}
+
+
+def test_an_incomplete_listing_is_refused_whole(tmp_path):
+    (tmp_path / "vm.vmx").write_bytes(b"x" * 100)
+    command = sshstream.listing_command(str(tmp_path), 1000, 2500, python=True)
+    out = subprocess.run(["sh", "-c", command], capture_output=True, check=True).stdout
+    assert sshstream.parse_listing(out, str(tmp_path))[1]
+    for cut in (len(out) - 1, len(out) - len(sshstream.LISTING_END) - 50, 25):
+        with pytest.raises(ValueError):
+            sshstream.parse_listing(out[:cut], str(tmp_path))
 
 
 def test_listing_stops_sending_contents_past_its_budget(tmp_path):

@@ -56,6 +56,7 @@ from vcbproxy.models import DatastorePath
 from vcbproxy.transport.base import Transport
 from vcbproxy.transport.retry import Backoff, describe
 from vcbproxy.transport.sshstream import (
+    READER_FILE_ERROR,
     READER_SHORT_FILE,
     READERS,
     FastPipe,
@@ -486,8 +487,9 @@ class SshTransport(Transport):
         """The remote reader in use (or being tried): python, dd or tail."""
         return self._readers[0]
 
-    def _chunks(self, incoming: Incoming, length: int, chunk: int) -> Iterator[bytes]:
-        decode = record_chunks if self.reader == "python" else raw_chunks
+    @staticmethod
+    def _chunks(reader: str, incoming: Incoming, length: int, chunk: int) -> Iterator[bytes]:
+        decode = record_chunks if reader == "python" else raw_chunks
         return decode(incoming, length, chunk)
 
     def fetch(self, file: SshFile, pos: int, end: int, chunk: int) -> Iterator[bytes]:
@@ -499,17 +501,18 @@ class SshTransport(Transport):
             started = time.monotonic()
             try:
                 conn = self._acquire()
-                chan = conn.exec(reader_command(self.reader, file.remote, pos, end, end - pos,
+                reader = self.reader      # one reader per attempt, for command and decoder
+                chan = conn.exec(reader_command(reader, file.remote, pos, end, end - pos,
                                                 end - pos))
                 self.stats.add(requests=1)
                 incoming = Incoming(chan)
                 try:
-                    for data in self._chunks(incoming, end - pos, chunk):
+                    for data in self._chunks(reader, incoming, end - pos, chunk):
                         got += len(data)
                         pos += len(data)
                         yield data
                 except StreamEnded:
-                    self._command_failed(chan, file, pos)
+                    self._command_failed(chan, reader, file, pos)
                     raise
                 self._finish_command(chan, file, pos)
                 chan.close()
@@ -517,7 +520,7 @@ class SshTransport(Transport):
                 self._release(conn)
                 conn = None
             except _UnsupportedReader as exc:
-                self._next_reader(exc)
+                self._next_reader(reader, exc)
             except (OSError, EOFError, paramiko.SSHException, StreamEnded, SshUnreachable) as exc:
                 if conn is not None:
                     self._discard(conn)
@@ -535,22 +538,28 @@ class SshTransport(Transport):
                     # connection itself is fine.
                     self._release(conn)
 
-    def _next_reader(self, exc: _UnsupportedReader) -> None:
-        failed = self._readers.pop(0)
-        if not self._readers:
-            raise errors.TransportError(f"{self.host}: no way to read files over SSH ({exc})")
+    def _next_reader(self, failed: str, exc: _UnsupportedReader) -> None:
+        with self._lock:
+            if failed in self._readers[:-1]:      # the last one (tail) is never given up
+                self._readers.remove(failed)
         log.info("%s: the %s reader does not work there (%s); trying %s", self.host, failed,
                  exc, self.reader)
 
-    def _command_failed(self, chan: paramiko.Channel, file: SshFile, pos: int) -> None:
-        """The stream ended early. Returns if that is a drop or a short file (the caller
-        retries); raises :class:`_UnsupportedReader` for a reader this host lacks, and
-        ``TransportError`` with the command's stderr for any other failure."""
+    def _command_failed(self, chan: paramiko.Channel, reader: str, file: SshFile,
+                        pos: int) -> None:
+        """The stream ended early. Returns if that is a drop, a short file or a garbled
+        stream (the caller drops the connection and retries); raises
+        :class:`_UnsupportedReader` for a reader this host lacks, and ``TransportError`` with
+        the command's stderr for any other failure."""
+        # Only a command that closed its output can have an exit status worth waiting for:
+        # one stopped mid-stream (a garbled record) may be blocked on a full window forever.
+        if not chan.eof_received or not chan.status_event.wait(self.options.timeout):
+            return
         status = chan.recv_exit_status()
-        if status in (-1, 0) or (self.reader == "python" and status == READER_SHORT_FILE):
+        if status in (-1, 0) or (reader == "python" and status == READER_SHORT_FILE):
             return
         err = _stderr(chan)
-        if not self._reader_confirmed and _reader_missing(self.reader, status, err):
+        if not self._reader_confirmed and _reader_missing(reader, status, err, file.remote):
             raise _UnsupportedReader(err.splitlines()[-1] if err else f"exit status {status}")
         raise errors.TransportError(
             f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
@@ -612,14 +621,15 @@ class SshTransport(Transport):
                 conn = self._acquire()
                 first, end = segments[0][0], segments[-1][1]
                 stride = segments[1][0] - first if len(segments) > 1 else segment
-                chan = conn.exec(reader_command(self.reader, file.remote, first, end, segment,
+                reader = self.reader
+                chan = conn.exec(reader_command(reader, file.remote, first, end, segment,
                                                 stride), window=segment)
                 self.stats.add(requests=len(segments))
                 incoming = Incoming(chan)
                 for start, stop_at in segments:
                     started = time.monotonic()
                     on_wire = incoming.received
-                    parts = list(self._chunks(incoming, stop_at - start, CHUNK))
+                    parts = list(self._chunks(reader, incoming, stop_at - start, CHUNK))
                     self.stats.add(bytes_read=stop_at - start, seconds=time.monotonic() - started,
                                    bytes_on_wire=incoming.received - on_wire)
                     if not _hand_over(handoff, parts, stop):
@@ -680,11 +690,14 @@ class _UnsupportedReader(Exception):
     """The remote reader being tried is missing or unusable on this host."""
 
 
-def _reader_missing(reader: str, status: int, err: str) -> bool:
+def _reader_missing(reader: str, status: int, err: str, remote: str) -> bool:
     """Whether a failed first command means the host lacks ``reader`` (so the next one is
     tried) rather than that the file cannot be read (reported as it is)."""
+    err = err.replace(remote, "")           # a path may hold any of the words below
     if reader == "python":
-        return status == 127 or "SyntaxError" in err     # no Python, or one far too old
+        # The script reports the file's own errors with READER_FILE_ERROR; anything else
+        # (no Python: 127, exec refused: 126, an interpreter that cannot start) is the reader.
+        return status not in (READER_SHORT_FILE, READER_FILE_ERROR)
     if reader == "dd":
         return any(word in err for word in ("iflag", "skip_bytes", "invalid", "unrecognized"))
     return False

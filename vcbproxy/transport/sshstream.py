@@ -36,11 +36,16 @@ _HEADER = struct.Struct(">BI")        # kind (0 zeros, 1 data), length
 KIND_ZEROS, KIND_DATA = 0, 1
 
 READER_SHORT_FILE = 3      # the python reader's exit status when the file ends too early
+READER_FILE_ERROR = 4      # ... when the file cannot be opened or read (stderr says why)
 # Kept to what Python 2.7 also runs (no f-strings, no os.pread), as older ESXi builds ship
 # 2.7 only; the tests run it with the Python 3 of the test host. argv: path first end size stride.
 READER_SCRIPT = """\
 import errno, os, struct, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+except (IOError, OSError) as e:
+    sys.stderr.write("%s: %s\\n" % (sys.argv[1], e.strerror))
+    sys.exit(@FILE_ERROR@)
 first, end, size, stride = [int(a) for a in sys.argv[2:6]]
 out = getattr(sys.stdout, "buffer", sys.stdout)
 B = @BLOCK@
@@ -59,8 +64,12 @@ def zeros(n):
 
 def data(q, t):
     while q < t:
-        os.lseek(fd, q, 0)
-        d = os.read(fd, min(@READ@, t - q))
+        try:
+            os.lseek(fd, q, 0)
+            d = os.read(fd, min(@READ@, t - q))
+        except (IOError, OSError) as e:
+            sys.stderr.write("%s: %s\\n" % (sys.argv[1], e.strerror))
+            sys.exit(@FILE_ERROR@)
         if not d:
             sys.exit(@SHORT@)
         i, n = 0, len(d)
@@ -98,6 +107,8 @@ while o < end:
             stop = min(os.lseek(fd, at, os.SEEK_HOLE), t)
         except OSError:
             stop = t
+        if stop <= at:
+            stop = t
         data(at, stop)
         q = stop
     data(q, t)
@@ -107,13 +118,14 @@ while o < end:
     o += stride
 out.flush()
 """.replace("@BLOCK@", str(BLOCK)).replace("@READ@", str(READ_SIZE)) \
-    .replace("@SHORT@", str(READER_SHORT_FILE))
+    .replace("@SHORT@", str(READER_SHORT_FILE)).replace("@FILE_ERROR@", str(READER_FILE_ERROR))
 
 # A VM directory in one command: every regular file's size, and the content of the small
 # ones (.vmx, .nvram, descriptors, short logs), each a command of its own otherwise (~140 ms
 # each on the test sshd). argv: directory, largest file sent, most bytes sent in all.
 # A file whose size changed while it was read is listed without content (read normally).
 LISTING_MAGIC = b"vcbproxy-listing 1\n"
+LISTING_END = b"vcbproxy-listing end\n"
 LISTING_SCRIPT = """\
 import os, stat, sys
 d = sys.argv[1]
@@ -147,8 +159,10 @@ for name in sorted(os.listdir(d)):
     out.write(("%d %d %d\\n" % (len(name), st.st_size, sent)).encode("ascii"))
     out.write(name)
     out.write(data)
+out.write(b"@END@")
 out.flush()
-""".replace("@MAGIC@", LISTING_MAGIC.decode("ascii").replace("\n", "\\n"))
+""".replace("@MAGIC@", LISTING_MAGIC.decode("ascii").replace("\n", "\\n")) \
+    .replace("@END@", LISTING_END.decode("ascii").replace("\n", "\\n"))
 
 
 def listing_command(directory: str, small: int, budget: int, *, python: bool) -> str:
@@ -159,8 +173,10 @@ def listing_command(directory: str, small: int, budget: int, *, python: bool) ->
     if not python:
         return plain
     args = f"{shlex.quote(LISTING_SCRIPT)} {quoted} {small} {budget}"
+    # A Python that fails (it may print part of a listing first: parse_listing then refuses
+    # the whole answer) still leaves stat's listing to the parser.
     return (f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-            f"exec $p -c {args}; done; {plain}")
+            f"{{ $p -c {args} && exit 0; break; }}; done; {plain}")
 
 
 def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str, bytes]]:
@@ -182,16 +198,20 @@ def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str,
             if kind.startswith("regular") and "/" not in name:
                 sizes[previous] = int(size)
         return sizes, contents
-    at = len(LISTING_MAGIC)
-    while at < len(out):
-        newline = out.index(b"\n", at)
+    if not out.endswith(LISTING_END):
+        raise ValueError(f"listing of {directory} is incomplete")
+    at, stop = len(LISTING_MAGIC), len(out) - len(LISTING_END)
+    while at < stop:
+        newline = out.index(b"\n", at, stop)
         name_len, size, sent = (int(x) for x in out[at:newline].split())
+        if newline + 1 + name_len > stop:
+            raise ValueError(f"listing of {directory}: a name runs past the end")
         name = out[newline + 1:newline + 1 + name_len].decode("utf-8", "surrogateescape")
         at = newline + 1 + name_len
         path = f"{directory}/{name}"
         sizes[path] = size
         if sent >= 0:
-            if sent != size or at + sent > len(out):
+            if sent != size or at + sent > stop:
                 raise ValueError(f"listing of {directory}: {name!r} sent {sent} of {size} bytes")
             contents[path] = out[at:at + sent]
             at += sent
@@ -215,19 +235,20 @@ def reader_command(reader: str, remote: str, first: int, end: int, size: int, st
         args = f"{shlex.quote(READER_SCRIPT)} {quoted} {first} {end} {size} {stride}"
         return (f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
                 f"exec $p -c {args}; done; exit 127")
-    if reader == "dd":
-        read = f"dd if={quoted} bs=1M iflag={DD_FLAGS} skip=$o count=$n status=none"
-    elif reader == "tail":
-        read = f"tail -c +$((o + 1)) -- {quoted} | head -c $n"     # tail counts from 1
-    else:
+    if reader not in ("dd", "tail"):
         raise ValueError(f"unknown remote reader {reader!r}")
+
+    def read(offset: str, count: str) -> str:
+        if reader == "dd":
+            return f"dd if={quoted} bs=1M iflag={DD_FLAGS} skip={offset} count={count} status=none"
+        return f"tail -c +$(({offset} + 1)) -- {quoted} | head -c {count}"  # tail counts from 1
+
     if size >= end - first:
-        return read.replace("$o", str(first)).replace("$((o + 1))", str(first + 1)) \
-            .replace("$n", str(end - first))
+        return read(str(first), str(end - first))
     # A file's size was taken at open and a snapshot's disk does not change, so every range
     # is exactly its length; a short one shows as a short stream (a retry).
     return (f"o={first}; while [ $o -lt {end} ]; do n=$(({end} - o)); "
-            f"if [ $n -gt {size} ]; then n={size}; fi; {read} || exit 1; "
+            f"if [ $n -gt {size} ]; then n={size}; fi; {read('$o', '$n')} || exit 1; "
             f"o=$((o + {stride})); done")
 
 

@@ -56,6 +56,8 @@ class EarlyWriteback:
         self._thread: threading.Thread | None = None
 
     def wrote(self, length: int) -> None:
+        if self._error is not None:
+            self.stop()                  # the disk failed: stop copying onto it now
         self._dirty += length
         if self._dirty < WRITEBACK_EVERY or self.fd is None:
             return
