@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "bench_sections"))
 
-from _common import log, warm  # noqa: E402
+from _common import EMPTY_VM, log, warm  # noqa: E402
 
 from vcbproxy.lab.client import LabClient  # noqa: E402
 from vcbproxy.lab.process import start_lab  # noqa: E402
@@ -68,9 +68,13 @@ class Bench:
     def lab(self):
         """The running lab process (``.info`` is its JSON line)."""
         if self._lab is None:
-            log(f"starting lab (disk size {self.args.disk_size}) ...")
+            # The san section's mostly-empty case needs one large disk (see transports.py);
+            # only that section gets it, so the others keep measuring the same lab.
+            big = ({EMPTY_VM: self.args.san_empty_size} if "san" in self.args.sections else {})
+            log(f"starting lab (disk size {self.args.disk_size}"
+                + (f", {EMPTY_VM} {self.args.san_empty_size}" if big else "") + ") ...")
             self._lab = self.stack.enter_context(
-                start_lab(self.tmp / "lab", disk_size=self.args.disk_size))
+                start_lab(self.tmp / "lab", disk_size=self.args.disk_size, big_vms=big))
         return self._lab
 
     @property
@@ -88,6 +92,8 @@ class Bench:
         best = None
         for ds_name, ds_dir in self.info["datastores"].items():
             for f in Path(ds_dir).rglob("*-flat.vmdk"):
+                if f.parent.name == EMPTY_VM:
+                    continue
                 size = f.stat().st_size
                 if best is None or size > best[0]:
                     best = (size, ds_name, f.relative_to(ds_dir).as_posix(), f)
@@ -245,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated section names (default: all)")
     parser.add_argument("--disk-size", default="1G", help="size of the lab's disks (default 1G)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
+    parser.add_argument("--san-empty-size", default="8G",
+                        help="capacity of the mostly-empty disk of the san section (default 8G)")
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
     load_section_modules()
     args = parser.parse_args(argv)
@@ -252,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    args.sections = names
     bench = Bench(args)
     results: dict[str, dict] = {}
     try:

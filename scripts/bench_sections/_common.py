@@ -27,6 +27,9 @@ from vcbproxy.models import DatastorePath  # noqa: E402
 # files01: powered off, one disk on datastore2 -- one disk keeps the run short and the
 # baseline's file list obvious. Its lab directory is named after it.
 VM = "files01"
+# The san section's mostly-empty disk: a VM of its own with one large disk (bench.py adds it
+# to the lab only when that section runs).
+EMPTY_VM = "empty01"
 # What an export reads from the VM's directory (the lab's .labjournal is lab bookkeeping).
 VM_FILE_SUFFIXES = (".vmx", ".nvram", ".log", ".vmdk")
 
@@ -82,16 +85,18 @@ def mount(info: dict, out_dir: Path, *args: str, vm: str = VM) -> tuple[Run, dic
     return run, meta
 
 
-def best_mount(info: dict, out_dir: Path, repeat: int, *args: str) -> dict:
+def best_mount(info: dict, out_dir: Path, repeat: int, *args: str, vm: str = VM) -> dict:
     """Best-of-``repeat`` mount: wall and copy seconds, peak RSS, what the transport read."""
     runs = []
     for _ in range(repeat):
-        run, meta = mount(info, out_dir, *args)
+        run, meta = mount(info, out_dir, *args, vm=vm)
         runs.append({"wall": run.seconds, "copy": sum(d["seconds"] for d in meta["disks"]),
+                     "sync": sum(d.get("sync_seconds", 0) for d in meta["disks"]),
                      "max_rss": run.max_rss, "bytes_read": meta["transport"]["bytes_read"],
                      "meta": meta})
     best = min(runs, key=lambda r: r["wall"])
-    return {"wall": best["wall"], "copy": best["copy"], "walls": [r["wall"] for r in runs],
+    return {"wall": best["wall"], "copy": best["copy"], "sync": best["sync"],
+            "walls": [r["wall"] for r in runs],
             "max_rss": max(r["max_rss"] for r in runs), "bytes_read": best["bytes_read"],
             "meta": best["meta"]}
 
@@ -103,7 +108,7 @@ def mount_repeats(b) -> int:
 
 def mount_stats(m: dict) -> dict:
     """The measurements of a ``best_mount`` result that go into results.json."""
-    return {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"],
+    return {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"], "sync": m["sync"],
             "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"],
             "bytes_on_wire": m["meta"]["transport"].get("bytes_on_wire")}
 
@@ -141,11 +146,21 @@ def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:
 
 
 def warm(paths) -> None:
-    """Read files once so every contender starts from the page cache."""
+    """Read files once so every contender starts from the page cache (their data; holes
+    read as zeros without the disk, and an 8 GiB hole would fill the cache with zeros)."""
+    from vcbproxy.vmdk.io import data_ranges
+
     for path in paths:
-        with open(path, "rb") as f:
-            while f.read(8 << 20):
-                pass
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset, length in data_ranges(fd, 0, os.fstat(fd).st_size):
+                while length > 0:
+                    n = len(os.pread(fd, min(length, 8 << 20), offset))
+                    if n == 0:
+                        break
+                    offset, length = offset + n, length - n
+        finally:
+            os.close(fd)
 
 
 def mib(n: float) -> float:

@@ -36,6 +36,7 @@ class DiskCopyResult:
     content_sha256: str = ""     # of the whole virtual disk, zeros included
     allocation_map: bool = False  # only the areas the host reported allocated were read
     seconds: float = 0.0
+    sync_seconds: float = 0.0    # closing the staged files: the fsync the copy left to do
     files: list[str] = field(default_factory=list)
     # {file name: sha256} of written files whose hash is known without reading them back
     # (a raw flat extent, truncated to the capacity, holds the disk byte for byte; a stored

@@ -402,7 +402,9 @@ def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, 
             result = copy_runs(runs, stream_of, writer, capacity=chain.capacity,
                                advance=lambda n: _advance(options, progress, key, n),
                                checksum=options.checksum != "none")
+        closing = time.monotonic()
         result.files = writer.close()
+        result.sync_seconds = time.monotonic() - closing
         result.allocation_map = areas is not None
     except VmdkError as exc:
         if writer is not None:
@@ -496,7 +498,9 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
                              advance=lambda n: _advance(options, progress, key, n),
                              checksum=options.checksum != "none")
         source.close()
+        closing = time.monotonic()
         result.files = writer.close()
+        result.sync_seconds = time.monotonic() - closing
         if isinstance(writer, _StoredStream) and result.content_sha256:
             # the stored bytes were hashed as they arrived
             result.file_sha256[writer.name] = writer.sha256
@@ -587,7 +591,8 @@ def _write_metadata(export_dir, vm, snapshot, options, disks, disk_results, serv
         else:
             entry.update(files=res.files, content_sha256=res.content_sha256,
                          allocation_map=res.allocation_map, bytes_read=res.bytes_read,
-                         bytes_zero=res.bytes_zero, seconds=round(res.seconds, 3))
+                         bytes_zero=res.bytes_zero, seconds=round(res.seconds, 3),
+                         sync_seconds=round(res.sync_seconds, 3))
         meta["disks"].append(entry)
     write_atomic(export_dir.file(METADATA), (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
 
