@@ -178,7 +178,7 @@ def listing_command(directory: str, small: int, budget: int, *, python: bool) ->
     # A Python that fails (it may print part of a listing first: parse_listing then refuses
     # the whole answer) still leaves stat's listing to the parser.
     return (f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-            f"{{ $p -c {args} && exit 0; break; }}; done; {plain}")
+            f"{{ $p -E -S -c {args} && exit 0; break; }}; done; {plain}")
 
 
 def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str, bytes]]:
@@ -221,6 +221,8 @@ def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str,
 
 
 READERS = ("python", "dd", "tail")
+# Scripts run with -E -S: the host's PYTHON* variables and site-packages cannot change what
+# they import (they need the standard library only), in Python 2 and 3 alike.
 # Interpreters the python reader looks for, the system's own first: a name looked up in
 # PATH may be a user's shim (pyenv's costs ~0.1 s per start) or not the system's at all.
 # ESXi has /bin/python.
@@ -236,7 +238,7 @@ def reader_command(reader: str, remote: str, first: int, end: int, size: int, st
         # exit 127 when the host has no Python: the caller then falls back to dd.
         args = f"{shlex.quote(READER_SCRIPT)} {quoted} {first} {end} {size} {stride}"
         return (f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-                f"exec $p -c {args}; done; exit 127")
+                f"exec $p -E -S -c {args}; done; exit 127")
     if reader not in ("dd", "tail"):
         raise ValueError(f"unknown remote reader {reader!r}")
 
