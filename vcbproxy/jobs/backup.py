@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vcbproxy import __version__, errors
-from vcbproxy.jobs.diskread import disk_chain
-from vcbproxy.jobs.export import (
+from vcbproxy.jobs.backup_snapshot import (
     VCB_SNAPSHOT,
-    _copy_config_files,
-    _handle_stale_snapshots,
-    _remove_snapshot_after_copy,
-    _remove_snapshot_on_failure,
+    handle_stale_snapshots,
+    remove_snapshot_after_copy,
+    remove_snapshot_on_failure,
 )
+from vcbproxy.jobs.diskread import disk_chain
+from vcbproxy.jobs.export import copy_config_files
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
@@ -77,7 +77,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
     with repo.locked(f"backup of {vm.name}"), vm_lock(options.lock_dir, session, vm):
         last = repo.last_run(vm.uuid)
         previous = {d["key"]: d for d in last.load()["disks"]} if last else {}
-        _handle_stale_snapshots(session, vm, options)
+        handle_stale_snapshots(session, vm, options)
         live = [d for d in vm_files.live_disks(session, vm) if not d.independent]
         if live and not all(d.change_id for d in live):
             raise errors.UsageError(f"changed block tracking is off for {vm.name}; "
@@ -95,7 +95,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
             entries = []
             with transports.create(options.mode, session=session, options=options.transport_options) as transport:
                 before = transport.stats.bytes_read
-                _copy_config_files(transport, config_files, _ConfigSink(writer))
+                copy_config_files(transport, config_files, _ConfigSink(writer))
                 for disk in disks:
                     if disk.independent:
                         message = f"{vm.name}: {disk.label} is {disk.disk_mode} and cannot be snapshotted; skipped"
@@ -105,7 +105,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                     entries.append(_backup_disk(session, vm, snapshot, disk, previous.get(disk.key),
                                                 transport, writer, options, progress, result))
                 result.bytes_read = transport.stats.bytes_read - before
-            _remove_snapshot_after_copy(session, snapshot, options, result)   # retried once
+            remove_snapshot_after_copy(session, snapshot, options, result.warnings)   # retried once
             removed, snapshot = snapshot, None
             result.snapshot_seconds = time.monotonic() - snap_started
             result.seconds = time.monotonic() - started
@@ -126,7 +126,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
             result.bytes_written += sum(f.stat().st_size for f in (info.path / "config").iterdir())
         finally:
             if snapshot is not None:
-                _remove_snapshot_on_failure(session, snapshot, options)
+                remove_snapshot_on_failure(session, snapshot, options)
             if writer is not None:
                 writer.abort()
     log.info("backup of %s: run %d, %d bytes read, %d written, %.1f s", vm.name, result.run,

@@ -23,6 +23,12 @@ from pathlib import Path
 
 from vcbproxy import __version__, errors
 from vcbproxy.hooks import Hook, run_hook
+from vcbproxy.jobs.backup_snapshot import (
+    VCB_SNAPSHOT,
+    handle_stale_snapshots,
+    remove_snapshot_after_copy,
+    remove_snapshot_on_failure,
+)
 from vcbproxy.jobs.diskcopy import DiskCopyResult, copy_grains, copy_runs
 from vcbproxy.jobs.diskread import coalesce
 from vcbproxy.jobs.locks import vm_lock
@@ -39,7 +45,6 @@ from vcbproxy.staging.vmx import rewrite_vmx
 
 log = logging.getLogger(__name__)
 
-VCB_SNAPSHOT = "_VCB-BACKUP_"
 MULTI_VM_KINDS = {"any", "powerstate"}
 RUN_LOG = "vcbproxy.log"
 
@@ -181,7 +186,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             if options.pre_command:
                 run_hook(options.pre_command, phase="pre", context=context)
 
-            _handle_stale_snapshots(session, vm, options)
+            handle_stale_snapshots(session, vm, options)
             live_disks = vm_files.live_disks(session, vm)
             check_free_space(export_dir.path, sum(d.capacity for d in live_disks if not d.independent) + (64 << 20))
 
@@ -196,7 +201,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
 
             with transports.create(options.mode, session=session, options=options.transport_options) as transport, \
                     _nfc_lease(session, snapshot, transport) as lease_disks:
-                copied_files = _copy_config_files(transport, config_files, export_dir)
+                copied_files = copy_config_files(transport, config_files, export_dir)
                 disk_results = {}
                 disk_names: dict[str, str] = {}
                 lease_map = _match_lease_disks(disks, lease_disks) if lease_disks is not None else {}
@@ -224,7 +229,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
                 served_by = dict(getattr(transport, "served_by", {}) or {})
                 stats = getattr(transport, "stats", None)
 
-            _remove_snapshot_after_copy(session, snapshot, options, result)
+            remove_snapshot_after_copy(session, snapshot, options, result.warnings)
             removed, snapshot = snapshot, None
             snapshot_seconds = time.monotonic() - snap_started
 
@@ -238,7 +243,7 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             raise
         finally:
             if snapshot is not None:
-                _remove_snapshot_on_failure(session, snapshot, options)
+                remove_snapshot_on_failure(session, snapshot, options)
             run_log.close()
             if not succeeded:
                 # A failed export leaves nothing a backup product could mistake for a good one.
@@ -286,59 +291,13 @@ def _hook_context(vm: VmRef, directory: Path, status: str = "") -> dict[str, str
     return ctx
 
 
-def _handle_stale_snapshots(session, vm: VmRef, options: ExportOptions) -> None:
-    from vcbproxy.vsphere import snapshots
-
-    stale = snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT)
-    if not stale:
-        return
-    if options.preexisting_snapshot != "delete":
-        raise errors.SnapshotError(
-            f"{vm.name} already has a {VCB_SNAPSHOT} snapshot ({', '.join(s.moref for s in stale)}), "
-            f"left by an earlier run; remove it with --preexisting-snapshot delete or 'vcbproxy snapshot sweep'"
-        )
-    for snap in stale:
-        log.warning("removing pre-existing %s snapshot %s of %s", VCB_SNAPSHOT, snap.moref, vm.name)
-        snapshots.remove_snapshot(session, snap.moref, timeout=options.snapshot_timeout)
-
-
-def _remove_snapshot_after_copy(session, snapshot: SnapshotRef, options: ExportOptions,
-                                result: VmExportResult) -> None:
-    """Remove the backup snapshot once the data is safe; one retry, as a removal task can
-    fail transiently (a busy host, a consolidation already running)."""
-    from vcbproxy.vsphere import snapshots
-
-    try:
-        snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-    except errors.SnapshotError as exc:
-        message = f"removing snapshot {snapshot.moref} failed ({exc}); retried"
-        log.warning("%s", message)
-        time.sleep(1.0)
-        snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-        result.warnings.append(message)
-    log.info("snapshot %s removed", snapshot.moref)
-
-
-def _remove_snapshot_on_failure(session, snapshot: SnapshotRef, options: ExportOptions) -> None:
-    from vcbproxy.jobs.signals import shielded
-    from vcbproxy.vsphere import snapshots
-
-    # Shielded: a second Ctrl-C while the removal task runs must not leave the snapshot behind.
-    with shielded():
-        try:
-            snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-            log.info("snapshot %s removed after failure", snapshot.moref)
-        except errors.VcbProxyError as exc:
-            log.error("could not remove snapshot %s: %s; run 'vcbproxy snapshot sweep'", snapshot.moref, exc)
-
-
 def _disk_basename(disk: DiskInfo, vm: VmRef) -> str:
     # VCB's naming: <bus><n>-<unit>-<vm name>, so a restore can map files back to devices.
     dev = disk.device_id.replace(":", "-")
     return names.safe_component(f"{dev}-{vm.name}")
 
 
-def _copy_config_files(transport, files: list[DatastoreFile], export_dir: ExportDir) -> dict[str, str]:
+def copy_config_files(transport, files: list[DatastoreFile], export_dir: ExportDir) -> dict[str, str]:
     """Copy .vmx, .nvram and logs; returns {kind-or-name: staged name}. The .vmx is held for rewriting."""
     staged: dict[str, str] = {}
     taken: set[str] = set()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from vcbproxy import errors
-from vcbproxy.jobs.export import VCB_SNAPSHOT
+from vcbproxy.jobs.backup_snapshot import VCB_SNAPSHOT
 from vcbproxy.models import SnapshotRef, VmRef
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
-from vcbproxy.jobs.export import METADATA, VCB_SNAPSHOT, read_metadata
+from vcbproxy.jobs.backup_snapshot import VCB_SNAPSHOT
+from vcbproxy.jobs.export import METADATA, read_metadata
 from vcbproxy.staging.exportdir import ExportDir
 
 log = logging.getLogger(__name__)

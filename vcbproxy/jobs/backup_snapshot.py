@@ -1,0 +1,67 @@
+"""The backup snapshot's life around a copy, shared by the full export and the CBT backup.
+
+``options`` is the job's options: ``snapshot_timeout`` and ``preexisting_snapshot``
+(``fail`` or ``delete``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from vcbproxy import errors
+from vcbproxy.models import SnapshotRef, VmRef
+
+log = logging.getLogger(__name__)
+
+# VCB's name for the snapshot a backup takes; sweeps and unmount look for it.
+VCB_SNAPSHOT = "_VCB-BACKUP_"
+
+
+def handle_stale_snapshots(session, vm: VmRef, options) -> None:
+    """A _VCB-BACKUP_ snapshot left by an earlier run: fail, or remove it
+    (``options.preexisting_snapshot``)."""
+    from vcbproxy.vsphere import snapshots
+
+    stale = snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT)
+    if not stale:
+        return
+    if options.preexisting_snapshot != "delete":
+        raise errors.SnapshotError(
+            f"{vm.name} already has a {VCB_SNAPSHOT} snapshot ({', '.join(s.moref for s in stale)}), "
+            f"left by an earlier run; remove it with --preexisting-snapshot delete or 'vcbproxy snapshot sweep'"
+        )
+    for snap in stale:
+        log.warning("removing pre-existing %s snapshot %s of %s", VCB_SNAPSHOT, snap.moref, vm.name)
+        snapshots.remove_snapshot(session, snap.moref, timeout=options.snapshot_timeout)
+
+
+def remove_snapshot_after_copy(session, snapshot: SnapshotRef, options,
+                               warnings: list[str]) -> None:
+    """Remove the backup snapshot once the data is safe; one retry, as a removal task can
+    fail transiently (a busy host, a consolidation already running)."""
+    from vcbproxy.vsphere import snapshots
+
+    try:
+        snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
+    except errors.SnapshotError as exc:
+        message = f"removing snapshot {snapshot.moref} failed ({exc}); retried"
+        log.warning("%s", message)
+        time.sleep(1.0)
+        snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
+        warnings.append(message)
+    log.info("snapshot %s removed", snapshot.moref)
+
+
+def remove_snapshot_on_failure(session, snapshot: SnapshotRef, options) -> None:
+    """Best effort after a failed copy; a snapshot that stays is logged for the sweep."""
+    from vcbproxy.jobs.signals import shielded
+    from vcbproxy.vsphere import snapshots
+
+    # Shielded: a second Ctrl-C while the removal task runs must not leave the snapshot behind.
+    with shielded():
+        try:
+            snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
+            log.info("snapshot %s removed after failure", snapshot.moref)
+        except errors.VcbProxyError as exc:
+            log.error("could not remove snapshot %s: %s; run 'vcbproxy snapshot sweep'", snapshot.moref, exc)
