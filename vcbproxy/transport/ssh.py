@@ -486,9 +486,7 @@ class SshTransport(Transport):
         err = _stderr(chan)
         if not self._reader_confirmed and _reader_missing(reader, status, err, file.remote):
             raise _UnsupportedReader(err.splitlines()[-1] if err else f"exit status {status}")
-        raise errors.TransportError(
-            f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
-            f"({status}): {err}")
+        raise self._remote_failure(file, pos, status, err)
 
     def _finish_command(self, chan: paramiko.Channel, file: SshFile, pos: int) -> None:
         status = chan.recv_exit_status()
@@ -497,9 +495,12 @@ class SshTransport(Transport):
         if status == 0:
             self._reader_confirmed = True
             return
-        raise errors.TransportError(
+        raise self._remote_failure(file, pos, status, _stderr(chan))
+
+    def _remote_failure(self, file: SshFile, pos: int, status: int, err: str) -> Exception:
+        return errors.TransportError(
             f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
-            f"({status}): {_stderr(chan)}")
+            f"({status}): {err}")
 
     def fetch_parallel(self, file: SshFile, pos: int, end: int, chunk: int) -> Iterator[bytes]:
         """Segments striped over ``channels`` connections, yielded in order."""

@@ -300,65 +300,54 @@ class _Chunks:
     """Regroups pieces into chunks of at most ``chunk`` bytes (fewer, larger chunks: less
     work per chunk for the hash worker and the writer)."""
 
-    def __init__(self, chunk: int):
-        self.chunk = chunk
-        self.room = chunk
+    def __init__(self, incoming: Incoming, chunk: int):
+        self._incoming = incoming
+        self._chunk = chunk
+        self._room = chunk
         self._parts: list[bytes] = []
 
-    def add(self, piece: bytes) -> bytes | None:
-        """Add a piece of at most ``room`` bytes; a full chunk once there is one."""
-        self._parts.append(piece)
-        self.room -= len(piece)
-        return self.flush() if self.room <= 0 else None
+    def take(self, length: int) -> Iterator[bytes]:
+        """Read ``length`` bytes from the channel; yield each chunk that fills up."""
+        while length:
+            piece = self._incoming.take(min(length, self._room))
+            length -= len(piece)
+            self._parts.append(piece)
+            self._room -= len(piece)
+            if self._room <= 0:
+                yield from self.flush()
 
-    def flush(self) -> bytes | None:
-        parts, self._parts, self.room = self._parts, [], self.chunk
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    def flush(self) -> Iterator[bytes]:
+        """Yield what is held, if anything, as one chunk."""
+        parts, self._parts, self._room = self._parts, [], self._chunk
+        if parts:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def raw_chunks(incoming: Incoming, length: int, chunk: int) -> Iterator[bytes]:
     """``length`` bytes printed as they are (dd, tail), in chunks of at most ``chunk``."""
-    chunks = _Chunks(chunk)
-    while length:
-        piece = incoming.take(min(length, chunks.room))
-        length -= len(piece)
-        full = chunks.add(piece)
-        if full is not None:
-            yield full
-    rest = chunks.flush()
-    if rest is not None:
-        yield rest
+    chunks = _Chunks(incoming, chunk)
+    yield from chunks.take(length)
+    yield from chunks.flush()
 
 
 def record_chunks(incoming: Incoming, length: int, chunk: int) -> Iterator[bytes]:
     """``length`` bytes printed by the python reader, in chunks of at most ``chunk``: data
     records regrouped, zero records as slices of one shared zero buffer (no allocation)."""
-    chunks = _Chunks(chunk)
+    chunks = _Chunks(incoming, chunk)
     while length:
         kind, n = _HEADER.unpack(incoming.exact(_HEADER.size))
         if n == 0 or n > length or kind not in (KIND_ZEROS, KIND_DATA):
             raise StreamEnded(f"garbled record ({kind}, {n}) with {length} bytes to go")
         length -= n
         if kind == KIND_DATA:
-            while n:
-                piece = incoming.take(min(n, chunks.room))
-                n -= len(piece)
-                full = chunks.add(piece)
-                if full is not None:
-                    yield full
+            yield from chunks.take(n)
             continue
-        rest = chunks.flush()
-        if rest is not None:
-            yield rest
+        yield from chunks.flush()
         while n:
             step = min(n, chunk, READ_SIZE)
             yield ZEROS if step == READ_SIZE else ZEROS[:step]
             n -= step
-    rest = chunks.flush()
-    if rest is not None:
-        yield rest
+    yield from chunks.flush()
 
 
 class FastPipe:
