@@ -54,16 +54,21 @@ def parse_vmx(text: str) -> dict[str, str]:
     return entries
 
 
+def _lines(text: str):
+    """``(body, line ending, entry match or None, lower-cased key or "")`` of each line, so a
+    rewrite can keep every line it does not change byte for byte."""
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        match = _ENTRY.match(body) if not body.lstrip().startswith("#") else None
+        yield body, line[len(body):], match, match.group("key").lower() if match else ""
+
+
 def rewrite_vmx(text: str, disk_files: dict[str, str]) -> str:
     """Point ``<device>.fileName`` at the staged disk for each device in ``disk_files`` ("scsi0:0" → name)."""
     wanted = {dev.lower() + ".filename": name for dev, name in disk_files.items()}
     seen: set[str] = set()
     out = []
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        ending = line[len(body):]
-        match = _ENTRY.match(body) if not body.lstrip().startswith("#") else None
-        key = match.group("key").lower() if match else ""
+    for body, ending, match, key in _lines(text):
         if key in DROPPED_KEYS:
             continue
         if key in wanted:
@@ -82,11 +87,7 @@ def set_vmx_values(text: str, values: dict[str, str]) -> str:
     seen: set[str] = set()
     out = []
     newline = "\r\n" if "\r\n" in text else "\n"
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        ending = line[len(body):]
-        match = _ENTRY.match(body) if not body.lstrip().startswith("#") else None
-        key = match.group("key").lower() if match else ""
+    for body, ending, match, key in _lines(text):
         if key in wanted:
             if key in seen:
                 continue                                    # a duplicate would win on reload
