@@ -118,25 +118,18 @@ def _san_case(b, vm: str, files: list[Path], san_args: list[str]
             raise SystemExit(f"bench: cp failed: {run.err}")
         return run.seconds
 
-    def cp_and_hash() -> float:
-        # context, not the target's baseline: a peer that also hashes what it copied
+    def cp_then(tool: str) -> float:
+        # context: cp followed by `tool` on the copies (sha256sum: a peer that also hashes
+        # what it copied; sync: a durable copy, as the export makes; cp never syncs)
         seconds = cp()
-        run = run_measured(["sha256sum", *(str(target / p.name) for p in files)])
+        run = run_measured([tool, *(str(target / p.name) for p in files)])
         if run.code:
-            raise SystemExit(f"bench: sha256sum failed: {run.err}")
-        return seconds + run.seconds
-
-    def cp_and_sync() -> float:
-        # a durable copy, as the export makes: cp never syncs, its data is still in memory
-        seconds = cp()
-        run = run_measured(["sync", *(str(target / p.name) for p in files)])
-        if run.code:
-            raise SystemExit(f"bench: sync failed: {run.err}")
+            raise SystemExit(f"bench: {tool} failed: {run.err}")
         return seconds + run.seconds
 
     raw = best_of(b.args.repeat, cp)
-    synced = best_of(b.args.repeat, cp_and_sync)
-    hashed = best_of(1, cp_and_hash)
+    synced = best_of(b.args.repeat, lambda: cp_then("sync"))
+    hashed = best_of(1, lambda: cp_then("sha256sum"))
     shutil.rmtree(target, ignore_errors=True)
     total = sum(p.stat().st_size for p in files)
     mounts = {}
