@@ -90,6 +90,11 @@ class EarlyWriteback:
             error, self._error = self._error, None
             raise error
 
+    def abandon(self) -> None:
+        """Stop for an abort, or after close() has raised the worker's error already."""
+        with contextlib.suppress(OSError):
+            self.stop()
+
 
 def _create(path):
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb")
@@ -231,12 +236,9 @@ class FlatWriter(DiskWriter):
 
     def _close_handles(self) -> None:
         if self._fd >= 0:
-            try:
-                with contextlib.suppress(OSError):   # close() has raised it already
-                    self._writeback.stop()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
+            self._writeback.abandon()
+            os.close(self._fd)
+            self._fd = -1
 
 
 class MonolithicSparseWriter(DiskWriter):
@@ -261,12 +263,9 @@ class MonolithicSparseWriter(DiskWriter):
 
     def _close_handles(self) -> None:
         if self._extent is not None:
-            try:
-                with contextlib.suppress(OSError):   # close() has raised it already
-                    self._writeback.stop()
-            finally:
-                self._extent.close()
-                self._extent = None
+            self._writeback.abandon()
+            self._extent.close()
+            self._extent = None
 
 
 class SplitSparseWriter(DiskWriter):
@@ -326,11 +325,8 @@ class SplitSparseWriter(DiskWriter):
                     self._writeback.stop()
                     extent.sync()
             finally:
-                try:
-                    with contextlib.suppress(OSError):   # raised above when syncing
-                        self._writeback.stop()
-                finally:
-                    extent.close()
+                self._writeback.abandon()
+                extent.close()
 
 
 class StreamWriter(DiskWriter):
