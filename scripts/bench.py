@@ -43,13 +43,16 @@ SECTIONS: dict[str, Callable[[Bench], dict]] = {}
 
 def section(name: str):
     """Register a benchmark section under ``name`` (run in registration order)."""
+
     def register(fn):
         SECTIONS[name] = fn
         return fn
+
     return register
 
 
 # -- shared context ----------------------------------------------------------------------------
+
 
 class Bench:
     """What sections share: options, a temp dir, one lab (started lazily), cleanup."""
@@ -70,11 +73,15 @@ class Bench:
         if self._lab is None:
             # The san section's mostly-empty case needs one large disk (see transports.py);
             # only that section gets it, so the others keep measuring the same lab.
-            big = ({EMPTY_VM: self.args.san_empty_size} if "san" in self.args.sections else {})
-            log(f"starting lab (disk size {self.args.disk_size}"
-                + (f", {EMPTY_VM} {self.args.san_empty_size}" if big else "") + ") ...")
+            big = {EMPTY_VM: self.args.san_empty_size} if "san" in self.args.sections else {}
+            log(
+                f"starting lab (disk size {self.args.disk_size}"
+                + (f", {EMPTY_VM} {self.args.san_empty_size}" if big else "")
+                + ") ..."
+            )
             self._lab = self.stack.enter_context(
-                start_lab(self.tmp / "lab", disk_size=self.args.disk_size, big_vms=big))
+                start_lab(self.tmp / "lab", disk_size=self.args.disk_size, big_vms=big)
+            )
         return self._lab
 
     @property
@@ -110,8 +117,15 @@ def free_port() -> int:
 
 # -- measuring -------------------------------------------------------------------------------
 
-def curl_rate(url: str, expect_bytes: int, repeat: int, *, cookie: str | None = None,
-              cacert: str | None = None) -> dict:
+
+def curl_rate(
+    url: str,
+    expect_bytes: int,
+    repeat: int,
+    *,
+    cookie: str | None = None,
+    cacert: str | None = None,
+) -> dict:
     """Best-of-``repeat`` download rate of ``url`` with curl, body discarded."""
     cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
     if cookie:
@@ -137,16 +151,18 @@ def nginx(docroot: Path, workdir: Path):
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = workdir / "nginx.conf"
-    temps = " ".join(f"{k}_temp_path {workdir / k};" for k in
-                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temps = " ".join(
+        f"{k}_temp_path {workdir / k};"
+        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     # As root, nginx workers would switch to "nobody", who cannot read a private temp dir.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
     conf.write_text(f"""
 {user}
 worker_processes 1;
 daemon off;
-pid {workdir / 'nginx.pid'};
-error_log {workdir / 'error.log'} warn;
+pid {workdir / "nginx.pid"};
+error_log {workdir / "error.log"} warn;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
@@ -163,9 +179,11 @@ http {{
 }}
 """)
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([nginx_bin, "-c", str(conf), "-p", str(workdir), "-e",
-                             str(workdir / "error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [nginx_bin, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -186,6 +204,7 @@ http {{
 
 # -- sections --------------------------------------------------------------------------------
 
+
 @section("fileservice")
 def bench_fileservice(b: Bench) -> dict:
     """The lab's /folder download over plain HTTP (sendfile) and HTTPS vs nginx (sendfile)."""
@@ -197,16 +216,20 @@ def bench_fileservice(b: Bench) -> dict:
     http_base = info.get("http_url") or f"http://127.0.0.1:{info['http_port']}"
     folder = "/folder/" + quote(rel)
     log(f"fileservice: {rel} on {ds_name}, {size / 2**20:.0f} MiB, best of {repeat}")
-    warm([path])                # so neither server pays for the first read from disk
+    warm([path])  # so neither server pays for the first read from disk
     with nginx(Path(info["datastores"][ds_name]), b.tmp / "nginx") as base:
         raw = curl_rate(f"{base}/{quote(rel)}", size, repeat)
     lab_http = curl_rate(http_base.rstrip("/") + folder + query, size, repeat, cookie=cookie)
-    lab_https = curl_rate(https_base + folder + query, size, repeat, cookie=cookie,
-                          cacert=info["cert_file"])
+    lab_https = curl_rate(
+        https_base + folder + query, size, repeat, cookie=cookie, cacert=info["cert_file"]
+    )
     base_bps = raw["best_bps"]
     return {
-        "file": rel, "bytes": size,
-        "nginx": raw, "lab_http": lab_http, "lab_https": lab_https,
+        "file": rel,
+        "bytes": size,
+        "nginx": raw,
+        "lab_http": lab_http,
+        "lab_https": lab_https,
         "ratio_lab_http_nginx": lab_http["best_bps"] / base_bps,
         "ratio_lab_https_nginx": lab_https["best_bps"] / base_bps,
         "rows": [
@@ -218,6 +241,7 @@ def bench_fileservice(b: Bench) -> dict:
 
 
 # -- sections in other files ------------------------------------------------------------------
+
 
 def load_section_modules(directory: Path = ROOT / "scripts" / "bench_sections") -> None:
     """Import ``scripts/bench_sections/*.py`` except ``_*.py`` (helpers, such as ``_common``);
@@ -239,6 +263,7 @@ def load_section_modules(directory: Path = ROOT / "scripts" / "bench_sections") 
 
 # -- driver ----------------------------------------------------------------------------------
 
+
 def print_table(results: dict[str, dict]) -> None:
     print(f"{'section':<12} {'measurement':<34} {'MiB/s':>10} {'ratio':>7}")
     for name, result in results.items():
@@ -251,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated section names (default: all)")
     parser.add_argument("--disk-size", default="1G", help="size of the lab's disks (default 1G)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
-    parser.add_argument("--san-empty-size", default="8G",
-                        help="capacity of the mostly-empty disk of the san section (default 8G)")
+    parser.add_argument(
+        "--san-empty-size",
+        default="8G",
+        help="capacity of the mostly-empty disk of the san section (default 8G)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
     load_section_modules()
     args = parser.parse_args(argv)
@@ -274,9 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError):
             previous = json.loads(args.out.read_text())
     merged = previous.get("sections", {}) | {
-        name: {**r, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "host": os.uname().nodename, "cpus": os.cpu_count()}
-        for name, r in results.items()}
+        name: {
+            **r,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": os.uname().nodename,
+            "cpus": os.cpu_count(),
+        }
+        for name, r in results.items()
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"sections": merged}, indent=2, default=str) + "\n")
     log(f"results in {args.out}")

@@ -51,14 +51,42 @@ def main() -> int:
             VCBPROXY_PASSWORD_FILE=info["password_file"],
             VCBPROXY_THUMBPRINT=info["thumbprint_sha256"],
         )
-        print(json.dumps({k: info[k] for k in ("sdk_url", "http_url", "thumbprint_sha256")}, indent=2))
+        print(
+            json.dumps({k: info[k] for k in ("sdk_url", "http_url", "thumbprint_sha256")}, indent=2)
+        )
         run(env, "vms", "-s", "any")
         # The guest keeps writing while we export: the export must still be the snapshot's content.
-        churn = subprocess.Popen([sys.executable, "-m", "vcbproxy", "lab", "churn", "--root", str(work / "lab"),
-                                  "--vm", args.vm, "--percent", "5"], env=env)
+        churn = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vcbproxy",
+                "lab",
+                "churn",
+                "--root",
+                str(work / "lab"),
+                "--vm",
+                args.vm,
+                "--percent",
+                "5",
+            ],
+            env=env,
+        )
         started = time.monotonic()
-        run(env, "mount", "-a", f"name:{args.vm}", "-r", str(target), "-m", args.mode, "--format", args.format,
-            "--preexisting-mountpoint", "delete")
+        run(
+            env,
+            "mount",
+            "-a",
+            f"name:{args.vm}",
+            "-r",
+            str(target),
+            "-m",
+            args.mode,
+            "--format",
+            args.format,
+            "--preexisting-mountpoint",
+            "delete",
+        )
         elapsed = time.monotonic() - started
         churn.wait()
         print(f"\ndemo: export took {elapsed:.1f} s; {target}:")
@@ -68,13 +96,19 @@ def main() -> int:
         from vcbproxy.lab.client import LabClient
 
         truth = LabClient(info)
-        print("\ndemo: disks as exported (sha256 of the content at the snapshot), checked against the lab:")
+        print(
+            "\ndemo: disks as exported (sha256 of the content at the snapshot), checked against the lab:"
+        )
         for d in meta["disks"]:
             if d.get("skipped"):
                 print(f"  {d['device']:<8} {d['label']:<12} skipped")
                 continue
             expected = truth.oracle(snapshot=meta["snapshot"]["moref"], key=d["key"])["sha256"]
-            verdict = "equal to the lab's disk at the snapshot" if expected == d["content_sha256"] else "DIFFERENT"
+            verdict = (
+                "equal to the lab's disk at the snapshot"
+                if expected == d["content_sha256"]
+                else "DIFFERENT"
+            )
             print(f"  {d['device']:<8} {d['label']:<12} {d['content_sha256']}  {verdict}")
         if shutil.which("qemu-img"):
             first = next(d for d in meta["disks"] if not d.get("skipped"))

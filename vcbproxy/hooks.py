@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 PHASES = ("pre", "post")
 SECRET_MARKERS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "API_KEY", "APIKEY")
-KILL_GRACE = 3.0          # seconds between SIGTERM and SIGKILL on timeout
-OUTPUT_DRAIN = 2.0        # seconds to wait for output after the hook exited (a daemon may hold the pipe)
+KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on timeout
+OUTPUT_DRAIN = 2.0  # seconds to wait for output after the hook exited (a daemon may hold the pipe)
 
 
 @dataclass
@@ -50,7 +50,9 @@ def is_secret(name: str) -> bool:
     return any(marker in upper for marker in SECRET_MARKERS)
 
 
-def hook_environment(phase: str, context: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
+def hook_environment(
+    phase: str, context: dict[str, str], base: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment a hook sees: ``base`` (os.environ) without secrets, plus VCBPROXY_PHASE and the context."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not is_secret(k)}
     for key, value in context.items():
@@ -95,8 +97,13 @@ def run_hook(hook: Hook, *, phase: str, context: dict[str, str]) -> None:
     log.info("running %s", what)
     try:
         proc = subprocess.Popen(
-            hook.argv, env=hook_environment(phase, context), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+            hook.argv,
+            env=hook_environment(phase, context),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
         )
     except FileNotFoundError as exc:
         raise HookError(f"{what}: {hook.argv[0]} not found") from exc
@@ -105,8 +112,12 @@ def run_hook(hook: Hook, *, phase: str, context: dict[str, str]) -> None:
     except OSError as exc:
         raise HookError(f"{what} could not start: {exc.strerror or exc}") from exc
     pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, f"{phase}-command", logging.INFO), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, f"{phase}-command [stderr]", logging.INFO), daemon=True),
+        threading.Thread(
+            target=_pump, args=(proc.stdout, f"{phase}-command", logging.INFO), daemon=True
+        ),
+        threading.Thread(
+            target=_pump, args=(proc.stderr, f"{phase}-command [stderr]", logging.INFO), daemon=True
+        ),
     ]
     for t in pumps:
         t.start()
@@ -115,7 +126,9 @@ def run_hook(hook: Hook, *, phase: str, context: dict[str, str]) -> None:
         returncode = proc.wait(hook.timeout)
     except subprocess.TimeoutExpired:
         _terminate(proc)
-        raise HookError(f"{what} timed out after {hook.timeout:g} s; killed it and its children") from None
+        raise HookError(
+            f"{what} timed out after {hook.timeout:g} s; killed it and its children"
+        ) from None
     except BaseException:
         # Ctrl-C/SIGTERM turned into an exception: do not leave the hook running behind us.
         _terminate(proc)
@@ -124,7 +137,9 @@ def run_hook(hook: Hook, *, phase: str, context: dict[str, str]) -> None:
         drain_until = time.monotonic() + OUTPUT_DRAIN
         for t in pumps:
             t.join(max(0.0, drain_until - time.monotonic()))
-    log.info("%s finished with exit code %d in %.1f s", what, returncode, time.monotonic() - started)
+    log.info(
+        "%s finished with exit code %d in %.1f s", what, returncode, time.monotonic() - started
+    )
     if returncode < 0:
         raise HookError(f"{what} was killed by {signal.Signals(-returncode).name}")
     if returncode != 0:

@@ -13,26 +13,26 @@ from dataclasses import dataclass, field
 class ServerSpec:
     """Where and as whom to log in; built by the CLI, used by ``vsphere.session.Session.connect``."""
 
-    server: str                # "host", "host:port" or "https://host:port/sdk"
+    server: str  # "host", "host:port" or "https://host:port/sdk"
     user: str
     password: str = field(repr=False, default="")
-    thumbprint: str | None = None   # SHA-1 or SHA-256 pin, instead of CA verification
+    thumbprint: str | None = None  # SHA-1 or SHA-256 pin, instead of CA verification
     ca_file: str | None = None
     timeout: float = 60.0
 
 
 @dataclass(frozen=True)
 class VmRef:
-    moref: str                 # managed object id, e.g. "vm-42"
-    name: str                  # display name as the server has it (may hold '/', unicode)
-    uuid: str                  # BIOS uuid (config.uuid)
+    moref: str  # managed object id, e.g. "vm-42"
+    name: str  # display name as the server has it (may hold '/', unicode)
+    uuid: str  # BIOS uuid (config.uuid)
     instance_uuid: str = ""
-    ip_address: str = ""       # guest.ipAddress; empty without VMware Tools
-    power_state: str = ""      # "poweredOn" | "poweredOff" | "suspended"
-    host: str = ""             # host name running the VM
-    resource_pool: str = ""    # inventory path of the resource pool
-    folder: str = ""           # inventory path of the VM's folder
-    vmx_path: str = ""         # "[ds] dir/name.vmx"
+    ip_address: str = ""  # guest.ipAddress; empty without VMware Tools
+    power_state: str = ""  # "poweredOn" | "poweredOff" | "suspended"
+    host: str = ""  # host name running the VM
+    resource_pool: str = ""  # inventory path of the resource pool
+    folder: str = ""  # inventory path of the VM's folder
+    vmx_path: str = ""  # "[ds] dir/name.vmx"
     datacenter: str = ""
     tools_running: bool = False
 
@@ -42,7 +42,7 @@ class DatastorePath:
     """A file on a datastore: "[datastore] dir/file.vmdk"."""
 
     datastore: str
-    path: str                  # relative to the datastore root, '/' separated
+    path: str  # relative to the datastore root, '/' separated
 
     @classmethod
     def parse(cls, text: str) -> DatastorePath:
@@ -62,7 +62,7 @@ class DatastoreFile:
 
     location: DatastorePath
     size: int
-    kind: str                  # "config" | "nvram" | "log" | "diskDescriptor" | "diskExtent" | ...
+    kind: str  # "config" | "nvram" | "log" | "diskDescriptor" | "diskExtent" | ...
     datacenter: str = ""
 
 
@@ -78,12 +78,12 @@ class DiskLayer:
 class DiskInfo:
     """A virtual disk as it is at a snapshot (from the snapshot's config, not the live VM)."""
 
-    key: int                   # device key, used by QueryChangedDiskAreas
-    label: str                 # "Hard disk 1"
-    device_id: str             # "scsi0:0"
-    capacity: int              # bytes
+    key: int  # device key, used by QueryChangedDiskAreas
+    label: str  # "Hard disk 1"
+    device_id: str  # "scsi0:0"
+    capacity: int  # bytes
     chain: tuple[DiskLayer, ...]  # base first, the snapshot's own layer last
-    change_id: str = ""        # backing.changeId at the snapshot ("" when CBT is off)
+    change_id: str = ""  # backing.changeId at the snapshot ("" when CBT is off)
     disk_mode: str = "persistent"
     uuid: str = ""
 
@@ -111,6 +111,6 @@ class SnapshotRef:
     moref: str
     name: str
     description: str = ""
-    created: str = ""          # ISO 8601 create time
+    created: str = ""  # ISO 8601 create time
     vm_moref: str = ""
     children: tuple[SnapshotRef, ...] = field(default=())

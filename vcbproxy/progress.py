@@ -19,7 +19,7 @@ from vcbproxy.errors import UsageError
 log = logging.getLogger(__name__)
 
 MODES = ("bar", "json", "quiet")
-JSON_INTERVAL = 0.25      # ≤ 4 progress lines per second per item
+JSON_INTERVAL = 0.25  # ≤ 4 progress lines per second per item
 
 
 @dataclass
@@ -98,8 +98,11 @@ class Progress:
 
     @property
     def summary(self) -> dict:
-        return {"items": self._finished, "bytes": self._bytes_done,
-                "seconds": round(time.monotonic() - self._started, 3)}
+        return {
+            "items": self._finished,
+            "bytes": self._bytes_done,
+            "seconds": round(time.monotonic() - self._started, 3),
+        }
 
     # -- what each kind shows ---------------------------------------------------------------
 
@@ -153,13 +156,29 @@ class JsonProgress(Progress):
             return
         item.last_emit = now
         elapsed = now - item.started
-        self._emit({"event": "progress", "key": key, "done": item.done, "total": item.total,
-                    "percent": round(100.0 * item.done / item.total, 1) if item.total else 100.0,
-                    "rate": round(item.done / elapsed) if elapsed > 0 else 0})
+        self._emit(
+            {
+                "event": "progress",
+                "key": key,
+                "done": item.done,
+                "total": item.total,
+                "percent": round(100.0 * item.done / item.total, 1) if item.total else 100.0,
+                "rate": round(item.done / elapsed) if elapsed > 0 else 0,
+            }
+        )
 
     def _on_finish(self, key, item, info):
-        self._emit({"event": "disk_done", "key": key, "label": item.label, "done": item.done,
-                    "total": item.total, "seconds": round(time.monotonic() - item.started, 3), **_without_event(info)})
+        self._emit(
+            {
+                "event": "disk_done",
+                "key": key,
+                "label": item.label,
+                "done": item.done,
+                "total": item.total,
+                "seconds": round(time.monotonic() - item.started, 3),
+                **_without_event(info),
+            }
+        )
 
     def _on_event(self, name, fields):
         self._emit({"event": name, **_without_event(fields)})
@@ -183,8 +202,15 @@ class BarProgress(Progress):
     def _bar(self, **kwargs):
         from tqdm import tqdm
 
-        return tqdm(file=self.stream, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
-                    mininterval=0.2, **kwargs)
+        return tqdm(
+            file=self.stream,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            dynamic_ncols=True,
+            mininterval=0.2,
+            **kwargs,
+        )
 
     def _on_start(self, key, item):
         self._grand_total += item.total
@@ -211,7 +237,9 @@ class BarProgress(Progress):
             self._free_positions.sort()
         from vcbproxy.staging.space import human_size
 
-        self._write(f"{item.label}: {human_size(item.done)} in {time.monotonic() - item.started:.1f} s")
+        self._write(
+            f"{item.label}: {human_size(item.done)} in {time.monotonic() - item.started:.1f} s"
+        )
 
     def _on_event(self, name, fields):
         if name == "warning":

@@ -11,8 +11,10 @@ from vcbproxy import errors
 
 KINDS = ("any", "name", "ipaddr", "uuid", "moref", "powerstate")
 POWER_STATES = {"on": "poweredOn", "off": "poweredOff"}
-VALID = ("any | name:<display name> (exact) | ipaddr:<ip or DNS name> | uuid:<BIOS uuid> | "
-         "moref:<id> | powerstate:on|off")
+VALID = (
+    "any | name:<display name> (exact) | ipaddr:<ip or DNS name> | uuid:<BIOS uuid> | "
+    "moref:<id> | powerstate:on|off"
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Selector:
 def parse_selector(text: str) -> Selector:
     """``any``, ``name:X`` (exact, case-sensitive, may contain ':'), ``ipaddr:X``, ``uuid:X``,
     ``moref:X``, ``powerstate:on|off``; anything else is a usage error listing the kinds."""
-    text = (text or "").lstrip()   # not rstrip: a display name may end in a space
+    text = (text or "").lstrip()  # not rstrip: a display name may end in a space
     if text.rstrip() == "any":
         return Selector("any", "")
     kind, sep, value = text.partition(":")
@@ -42,7 +44,9 @@ def parse_selector(text: str) -> Selector:
     if kind == "powerstate":
         value = value.lower()
         if value not in POWER_STATES:
-            raise errors.UsageError(f"bad power state {value!r}: use powerstate:on or powerstate:off")
+            raise errors.UsageError(
+                f"bad power state {value!r}: use powerstate:on or powerstate:off"
+            )
     if kind == "uuid":
         value = normalise_uuid(value)
     return Selector(kind, value)

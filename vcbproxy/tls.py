@@ -19,14 +19,15 @@ def normalise_thumbprint(text: str | None) -> str | None:
     digits = text.replace(":", "").replace(" ", "").lower()
     if len(digits) not in (40, 64) or any(c not in "0123456789abcdef" for c in digits):
         raise errors.UsageError(
-            f"bad thumbprint {text!r}: give the SHA-1 or SHA-256 digest in hex, e.g. AB:CD:...")
+            f"bad thumbprint {text!r}: give the SHA-1 or SHA-256 digest in hex, e.g. AB:CD:..."
+        )
     return digits
 
 
 def pretty_thumbprint(digits: str) -> str:
     """'abcd..' -> 'AB:CD:..', the form vSphere and `openssl x509 -fingerprint` print."""
     digits = digits.upper()
-    return ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
 
 
 def cert_digest(der: bytes, length: int) -> str:

@@ -48,14 +48,20 @@ class Run(NamedTuple):
     err: str
 
 
-def run_measured(argv: list[str], *, env: dict | None = None, cwd: Path | None = None,
-                 stdout_path: str | os.PathLike = os.devnull) -> Run:
+def run_measured(
+    argv: list[str],
+    *,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    stdout_path: str | os.PathLike = os.devnull,
+) -> Run:
     """Run ``argv`` to completion; wall time and the child's own peak RSS (``wait4``)."""
     err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vcbbench-{os.getpid()}.err"
     with open(stdout_path, "wb") as out, open(err_path, "wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
     proc.returncode = code = os.waitstatus_to_exitcode(status)
@@ -63,7 +69,7 @@ def run_measured(argv: list[str], *, env: dict | None = None, cwd: Path | None =
     err_path.unlink()
     out_text = ""
     if str(stdout_path) != os.devnull and Path(stdout_path).stat().st_size <= 1 << 20:
-        out_text = Path(stdout_path).read_text(errors="replace")   # not a data sink
+        out_text = Path(stdout_path).read_text(errors="replace")  # not a data sink
     return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text)
 
 
@@ -74,12 +80,23 @@ def mount(info: dict, out_dir: Path, *args: str, vm: str = VM) -> tuple[Run, dic
     a 1 GiB export per measurement would otherwise fill the temp dir.
     """
     shutil.rmtree(out_dir, ignore_errors=True)
-    argv = [sys.executable, "-m", "vcbproxy", "mount", "-a", f"name:{vm}", "-r", str(out_dir),
-            "-q", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "vcbproxy",
+        "mount",
+        "-a",
+        f"name:{vm}",
+        "-r",
+        str(out_dir),
+        "-q",
+        *args,
+    ]
     run = run_measured(argv, env=cli_env(info), cwd=ROOT)
     if run.code != 0:
-        raise SystemExit(f"bench: vcbproxy mount {' '.join(args)} exited {run.code}:\n"
-                         f"{run.err[-3000:]}")
+        raise SystemExit(
+            f"bench: vcbproxy mount {' '.join(args)} exited {run.code}:\n{run.err[-3000:]}"
+        )
     meta = json.loads((out_dir / "vcbproxy.json").read_text())
     shutil.rmtree(out_dir, ignore_errors=True)
     return run, meta
@@ -90,15 +107,26 @@ def best_mount(info: dict, out_dir: Path, repeat: int, *args: str, vm: str = VM)
     runs = []
     for _ in range(repeat):
         run, meta = mount(info, out_dir, *args, vm=vm)
-        runs.append({"wall": run.seconds, "copy": sum(d["seconds"] for d in meta["disks"]),
-                     "sync": sum(d.get("sync_seconds", 0) for d in meta["disks"]),
-                     "max_rss": run.max_rss, "bytes_read": meta["transport"]["bytes_read"],
-                     "meta": meta})
+        runs.append(
+            {
+                "wall": run.seconds,
+                "copy": sum(d["seconds"] for d in meta["disks"]),
+                "sync": sum(d.get("sync_seconds", 0) for d in meta["disks"]),
+                "max_rss": run.max_rss,
+                "bytes_read": meta["transport"]["bytes_read"],
+                "meta": meta,
+            }
+        )
     best = min(runs, key=lambda r: r["wall"])
-    return {"wall": best["wall"], "copy": best["copy"], "sync": best["sync"],
-            "walls": [r["wall"] for r in runs],
-            "max_rss": max(r["max_rss"] for r in runs), "bytes_read": best["bytes_read"],
-            "meta": best["meta"]}
+    return {
+        "wall": best["wall"],
+        "copy": best["copy"],
+        "sync": best["sync"],
+        "walls": [r["wall"] for r in runs],
+        "max_rss": max(r["max_rss"] for r in runs),
+        "bytes_read": best["bytes_read"],
+        "meta": best["meta"],
+    }
 
 
 def mount_repeats(b) -> int:
@@ -108,21 +136,30 @@ def mount_repeats(b) -> int:
 
 def mount_stats(m: dict) -> dict:
     """The measurements of a ``best_mount`` result that go into results.json."""
-    return {"wall": m["wall"], "walls": m["walls"], "copy": m["copy"], "sync": m["sync"],
-            "max_rss_mib": mib(m["max_rss"]), "bytes_read": m["bytes_read"],
-            "bytes_on_wire": m["meta"]["transport"].get("bytes_on_wire")}
+    return {
+        "wall": m["wall"],
+        "walls": m["walls"],
+        "copy": m["copy"],
+        "sync": m["sync"],
+        "max_rss_mib": mib(m["max_rss"]),
+        "bytes_read": m["bytes_read"],
+        "bytes_on_wire": m["meta"]["transport"].get("bytes_on_wire"),
+    }
 
 
-def mount_entry(name: str, m: dict, raw_s: float, total: int, disk_raw_s: float | None = None
-                ) -> dict:
+def mount_entry(
+    name: str, m: dict, raw_s: float, total: int, disk_raw_s: float | None = None
+) -> dict:
     """``mount_stats`` plus the ratio against one raw peer's ``raw_s`` seconds (and the
     copy-only ratio against ``disk_raw_s``), logged."""
     entry = {**mount_stats(m), "ratio_wall": raw_s / m["wall"]}
     if disk_raw_s is not None:
         entry["ratio_copy"] = disk_raw_s / m["copy"]
-    log(f"{name}: {m['wall']:.2f} s wall (copy {m['copy']:.2f} s), raw {raw_s:.2f} s, "
+    log(
+        f"{name}: {m['wall']:.2f} s wall (copy {m['copy']:.2f} s), raw {raw_s:.2f} s, "
         f"ratio {entry['ratio_wall']:.2f}, peak RSS {entry['max_rss_mib']:.0f} MiB, "
-        f"{mib(total / m['wall']):.0f} MiB/s")
+        f"{mib(total / m['wall']):.0f} MiB/s"
+    )
     return entry
 
 
@@ -132,16 +169,23 @@ def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:
     The directory comes from ``vcbproxy vms`` (its vmx path), not from guessing names.
     Call it with no export running, so no snapshot delta disks are there.
     """
-    proc = subprocess.run([sys.executable, "-m", "vcbproxy", "vms", "-s", f"name:{vm}", "--json"],
-                          env=cli_env(info), cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vcbproxy", "vms", "-s", f"name:{vm}", "--json"],
+        env=cli_env(info),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise SystemExit(f"bench: vcbproxy vms -s name:{vm} failed: {proc.stderr.strip()}")
-    vmx = json.loads(proc.stdout)[0]["vmx_path"]          # "[datastore2] files01/files01.vmx"
+    vmx = json.loads(proc.stdout)[0]["vmx_path"]  # "[datastore2] files01/files01.vmx"
     where = DatastorePath.parse(vmx)
     ds = where.datastore
     directory = Path(info["datastores"][ds]) / Path(where.path).parent
-    files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.name.endswith(VM_FILE_SUFFIXES))
+    files = sorted(
+        p for p in directory.iterdir() if p.is_file() and p.name.endswith(VM_FILE_SUFFIXES)
+    )
     return ds, files
 
 

@@ -46,8 +46,16 @@ def register(section) -> None:
     section("memory")(bench_memory)
 
 
-def curl_files(info: dict, cookie: str, ds: str, files: list[Path], root: Path, *,
-               scheme: str, out_dir: Path | None) -> dict:
+def curl_files(
+    info: dict,
+    cookie: str,
+    ds: str,
+    files: list[Path],
+    root: Path,
+    *,
+    scheme: str,
+    out_dir: Path | None,
+) -> dict:
     """One curl process GETting every file with a whole-file Range, like the transport."""
     if scheme == "https":
         base, tls = f"https://127.0.0.1:{info['https_port']}", ["--cacert", info["cert_file"]]
@@ -60,18 +68,26 @@ def curl_files(info: dict, cookie: str, ds: str, files: list[Path], root: Path, 
         rel = path.relative_to(root).as_posix()
         target = str(out_dir / path.name) if out_dir else "/dev/null"
         argv += (["--next"] if i else []) + [
-            "-H", f"Cookie: {cookie}", *tls, "-o", target,
-            "-w", "%{http_code} %{size_download}\\n",
+            "-H",
+            f"Cookie: {cookie}",
+            *tls,
+            "-o",
+            target,
+            "-w",
+            "%{http_code} %{size_download}\\n",
             *(["-H", f"Range: bytes=0-{size - 1}"] if size else []),
-            f"{base}/folder/{quote(rel)}{query}"]
+            f"{base}/folder/{quote(rel)}{query}",
+        ]
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     got = [line.split() for line in proc.stdout.splitlines()]
     sizes = [p.stat().st_size for p in files]
     if proc.returncode or [int(n) for _, n in got] != sizes:
-        raise SystemExit(f"bench: curl of the raw files failed ({proc.returncode}): "
-                         f"{proc.stderr.strip()} {got} != {sizes}")
+        raise SystemExit(
+            f"bench: curl of the raw files failed ({proc.returncode}): "
+            f"{proc.stderr.strip()} {got} != {sizes}"
+        )
     return {"seconds": seconds, "bytes": sum(sizes)}
 
 
@@ -84,8 +100,11 @@ def best_curl(repeat: int, **kw) -> dict:
         runs.append(curl_files(**kw))
     if kw.get("out_dir"):
         shutil.rmtree(kw["out_dir"], ignore_errors=True)
-    return {"seconds": min(r["seconds"] for r in runs), "runs": [r["seconds"] for r in runs],
-            "bytes": runs[0]["bytes"]}
+    return {
+        "seconds": min(r["seconds"] for r in runs),
+        "runs": [r["seconds"] for r in runs],
+        "bytes": runs[0]["bytes"],
+    }
 
 
 def bench_mount(b) -> dict:
@@ -94,51 +113,78 @@ def bench_mount(b) -> dict:
     ds, files = vm_files(info)
     root = Path(info["datastores"][ds])
     total = sum(p.stat().st_size for p in files)
-    log(f"mount: {VM}, {len(files)} files, {mib(total):.0f} MiB; "
-        f"raw best of {repeat}, mount best of {mount_repeat}")
+    log(
+        f"mount: {VM}, {len(files)} files, {mib(total):.0f} MiB; "
+        f"raw best of {repeat}, mount best of {mount_repeat}"
+    )
     warm(files)
     raw = {}
     for scheme in ("https", "http"):
         for sink, out_dir in (("file", b.tmp / "raw-download"), ("null", None)):
-            raw[f"{scheme}_{sink}"] = best_curl(repeat, info=info, cookie=cookie, ds=ds,
-                                                files=files, root=root, scheme=scheme,
-                                                out_dir=out_dir)
-    result: dict = {"vm": VM, "files": [p.name for p in files], "bytes": total,
-                    "baseline": "one curl process, one Range: bytes=0-<size-1> GET per file, "
-                                "same cookie and connection reuse as the transport",
-                    "raw": raw, "mounts": {}}
-    rows = [(f"curl {s} -> file (baseline)", total / raw[f"{s}_file"]["seconds"], 1.0)
-            for s in ("https", "http")]
-    rows += [(f"curl {s} -> /dev/null", total / raw[f"{s}_null"]["seconds"],
-              raw[f"{s}_file"]["seconds"] / raw[f"{s}_null"]["seconds"]) for s in ("https", "http")]
+            raw[f"{scheme}_{sink}"] = best_curl(
+                repeat,
+                info=info,
+                cookie=cookie,
+                ds=ds,
+                files=files,
+                root=root,
+                scheme=scheme,
+                out_dir=out_dir,
+            )
+    result: dict = {
+        "vm": VM,
+        "files": [p.name for p in files],
+        "bytes": total,
+        "baseline": "one curl process, one Range: bytes=0-<size-1> GET per file, "
+        "same cookie and connection reuse as the transport",
+        "raw": raw,
+        "mounts": {},
+    }
+    rows = [
+        (f"curl {s} -> file (baseline)", total / raw[f"{s}_file"]["seconds"], 1.0)
+        for s in ("https", "http")
+    ]
+    rows += [
+        (
+            f"curl {s} -> /dev/null",
+            total / raw[f"{s}_null"]["seconds"],
+            raw[f"{s}_file"]["seconds"] / raw[f"{s}_null"]["seconds"],
+        )
+        for s in ("https", "http")
+    ]
     for mode, fmt in CASES:
         args = ["-m", mode, "--format", fmt]
         if mode == "nbd":
             args += ["--nbd-port", str(info["http_port"])]
         m = best_mount(info, b.tmp / "mount-out", mount_repeat, *args)
-        if abs(m["bytes_read"] - total) > 64 << 10:     # the .vmx differs at the snapshot
+        if abs(m["bytes_read"] - total) > 64 << 10:  # the .vmx differs at the snapshot
             log(f"mount: {mode} {fmt} read {m['bytes_read']} bytes, the baseline {total}")
         scheme = "https" if mode == "nbdssl" else "http"
         file_s, null_s = raw[f"{scheme}_file"]["seconds"], raw[f"{scheme}_null"]["seconds"]
         disk_bytes = sum(d["capacity"] for d in m["meta"]["disks"])
-        entry = {**mount_stats(m),
-                 "ratio_wall_vs_file": file_s / m["wall"],
-                 "ratio_wall_vs_null": null_s / m["wall"],
-                 # the disk's share of the baseline: curl time scaled by the disk's bytes
-                 "ratio_copy_vs_file": file_s * disk_bytes / total / m["copy"],
-                 "ratio_copy_vs_null": null_s * disk_bytes / total / m["copy"]}
+        entry = {
+            **mount_stats(m),
+            "ratio_wall_vs_file": file_s / m["wall"],
+            "ratio_wall_vs_null": null_s / m["wall"],
+            # the disk's share of the baseline: curl time scaled by the disk's bytes
+            "ratio_copy_vs_file": file_s * disk_bytes / total / m["copy"],
+            "ratio_copy_vs_null": null_s * disk_bytes / total / m["copy"],
+        }
         result["mounts"][f"{mode}_{fmt}"] = entry
-        rows.append((f"mount -m {mode} --format {fmt}", total / m["wall"],
-                     entry["ratio_wall_vs_file"]))
-        log(f"mount: {mode} {fmt}: {m['wall']:.2f} s wall, copy {m['copy']:.2f} s, "
+        rows.append(
+            (f"mount -m {mode} --format {fmt}", total / m["wall"], entry["ratio_wall_vs_file"])
+        )
+        log(
+            f"mount: {mode} {fmt}: {m['wall']:.2f} s wall, copy {m['copy']:.2f} s, "
             f"ratio {entry['ratio_wall_vs_file']:.2f} (vs /dev/null "
-            f"{entry['ratio_wall_vs_null']:.2f}), peak RSS {entry['max_rss_mib']:.0f} MiB")
+            f"{entry['ratio_wall_vs_null']:.2f}), peak RSS {entry['max_rss_mib']:.0f} MiB"
+        )
     result["rows"] = rows
     return result
 
 
 def bench_memory(b) -> dict:
-    big = parse_size(b.args.disk_size)     # as `vcbproxy lab serve --disk-size` reads it
+    big = parse_size(b.args.disk_size)  # as `vcbproxy lab serve --disk-size` reads it
     small = big // 16
     log(f"memory: peak RSS of mount, disk {mib(small):.0f} MiB vs {mib(big):.0f} MiB")
     out = b.tmp / "memory-out"
@@ -146,10 +192,19 @@ def bench_memory(b) -> dict:
         m_small = best_mount(lab_small.info, out, 1, "-m", "nbdssl")
     m_big = best_mount(b.info, out, 1, "-m", "nbdssl")
     s, g = mib(m_small["max_rss"]), mib(m_big["max_rss"])
-    return {"vm": VM, "format": "2gbsparse", "mode": "nbdssl",
-            "small_disk_bytes": small, "large_disk_bytes": big,
-            "small_max_rss_mib": s, "large_max_rss_mib": g, "ratio_large_small": g / s,
-            "target": "flat (ratio ~1), under 150 MiB",
-            # MiB/s column: peak RSS in MiB shown as if bytes/s; ratio: large / small
-            "rows": [(f"peak RSS MiB, {mib(small):.0f} MiB disk", m_small["max_rss"], 1.0),
-                     (f"peak RSS MiB, {mib(big):.0f} MiB disk", m_big["max_rss"], g / s)]}
+    return {
+        "vm": VM,
+        "format": "2gbsparse",
+        "mode": "nbdssl",
+        "small_disk_bytes": small,
+        "large_disk_bytes": big,
+        "small_max_rss_mib": s,
+        "large_max_rss_mib": g,
+        "ratio_large_small": g / s,
+        "target": "flat (ratio ~1), under 150 MiB",
+        # MiB/s column: peak RSS in MiB shown as if bytes/s; ratio: large / small
+        "rows": [
+            (f"peak RSS MiB, {mib(small):.0f} MiB disk", m_small["max_rss"], 1.0),
+            (f"peak RSS MiB, {mib(big):.0f} MiB disk", m_big["max_rss"], g / s),
+        ],
+    }

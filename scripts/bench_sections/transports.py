@@ -58,7 +58,7 @@ def best_of(repeat: int, fn) -> dict:
 
 # -- san --------------------------------------------------------------------------------------
 
-LOW_FILL_SHARE = 0.05    # the mostly-empty copy keeps the data of the extent's first 5 %
+LOW_FILL_SHARE = 0.05  # the mostly-empty copy keeps the data of the extent's first 5 %
 
 
 def bench_san(b) -> dict:
@@ -80,33 +80,53 @@ def bench_san(b) -> dict:
         case = f"{mib(total) / 1024:.0f} GiB, {allocated / total:.0%} alloc"
         args = [a for name, path in mapping.items() for a in ("--san-map", f"{name}={path}")]
         raw, synced, hashed, mounts = _san_case(b, vm, case_files, args)
-        result["cases"][case] = {"vm": vm, "bytes": total, "allocated": allocated, "cp": raw,
-                                 "cp_and_sync": synced, "cp_and_sha256sum": hashed,
-                                 "mounts": mounts}
-        log(f"san {case}: {mib(total):.0f} MiB, {mib(allocated):.0f} MiB allocated; "
-            f"cp --sparse=always {raw['seconds']:.2f} s")
+        result["cases"][case] = {
+            "vm": vm,
+            "bytes": total,
+            "allocated": allocated,
+            "cp": raw,
+            "cp_and_sync": synced,
+            "cp_and_sha256sum": hashed,
+            "mounts": mounts,
+        }
+        log(
+            f"san {case}: {mib(total):.0f} MiB, {mib(allocated):.0f} MiB allocated; "
+            f"cp --sparse=always {raw['seconds']:.2f} s"
+        )
         rows.append((f"{case}: cp --sparse=always (base)", total / raw["seconds"], 1.0))
-        rows.append((f"{case}: cp + sha256sum", total / hashed["seconds"],
-                     raw["seconds"] / hashed["seconds"]))
-        rows.append((f"{case}: cp + sync", total / synced["seconds"],
-                     raw["seconds"] / synced["seconds"]))
+        rows.append(
+            (
+                f"{case}: cp + sha256sum",
+                total / hashed["seconds"],
+                raw["seconds"] / hashed["seconds"],
+            )
+        )
+        rows.append(
+            (f"{case}: cp + sync", total / synced["seconds"], raw["seconds"] / synced["seconds"])
+        )
         for label, m in mounts.items():
             rows.append((f"{case}: mount -m san {label}", total / m["wall"], m["ratio_wall"]))
-            rows.append((f"{case}: mount -m san {label}, copy phase", total / m["copy"],
-                         m["ratio_copy"]))
-            rows.append((f"{case}: mount -m san {label}, copy + sync vs cp + sync",
-                         total / (m["copy"] + m["sync"]), m["ratio_copy_and_sync"]))
+            rows.append(
+                (f"{case}: mount -m san {label}, copy phase", total / m["copy"], m["ratio_copy"])
+            )
+            rows.append(
+                (
+                    f"{case}: mount -m san {label}, copy + sync vs cp + sync",
+                    total / (m["copy"] + m["sync"]),
+                    m["ratio_copy_and_sync"],
+                )
+            )
     result["low_fill"] = (
         f"the lab fills every disk ~40 % (vcbproxy.lab.content.base_extents, no serve option); "
         f"the mostly-empty case maps the datastore to a copy of {EMPTY_VM}'s directory whose "
         f"flat extent keeps only the data of its first {LOW_FILL_SHARE:.0%} (holes elsewhere): "
-        f"the lab still describes the disk, the bytes come from that copy")
+        f"the lab still describes the disk, the bytes come from that copy"
+    )
     result["rows"] = rows
     return result
 
 
-def _san_case(b, vm: str, files: list[Path], san_args: list[str]
-              ) -> tuple[dict, dict, dict, dict]:
+def _san_case(b, vm: str, files: list[Path], san_args: list[str]) -> tuple[dict, dict, dict, dict]:
     warm(files)
     target = b.tmp / "cp-out"
 
@@ -135,12 +155,27 @@ def _san_case(b, vm: str, files: list[Path], san_args: list[str]
     mounts = {}
     # flat copies in the kernel (copy_file_range) and the hash worker reads the bytes back;
     # 2gbsparse must pass every byte through the grain writer; --checksum none hashes nothing.
-    for label, extra in (("flat", ()), ("2gbsparse", ()), ("flat --checksum none", ("--checksum", "none"))):
+    for label, extra in (
+        ("flat", ()),
+        ("2gbsparse", ()),
+        ("flat --checksum none", ("--checksum", "none")),
+    ):
         fmt = label.split()[0]
-        m = best_mount(b.info, b.tmp / "san-out", mount_repeats(b), "-m", "san", *san_args,
-                       "--format", fmt, *extra, vm=vm)
-        mounts[label] = mount_entry(f"san {label}", m, raw["seconds"], total,
-                                    disk_raw_s=raw["seconds"])
+        m = best_mount(
+            b.info,
+            b.tmp / "san-out",
+            mount_repeats(b),
+            "-m",
+            "san",
+            *san_args,
+            "--format",
+            fmt,
+            *extra,
+            vm=vm,
+        )
+        mounts[label] = mount_entry(
+            f"san {label}", m, raw["seconds"], total, disk_raw_s=raw["seconds"]
+        )
         mounts[label]["ratio_wall_vs_cp_sha256sum"] = hashed["seconds"] / m["wall"]
         mounts[label]["ratio_wall_vs_cp_sync"] = synced["seconds"] / m["wall"]
         mounts[label]["ratio_copy_and_sync"] = synced["seconds"] / (m["copy"] + m["sync"])
@@ -156,8 +191,18 @@ def _low_fill_copy(files: list[Path], ds_root: Path, target_root: Path) -> list[
         if path.name.endswith("-flat.vmdk"):
             size = path.stat().st_size
             keep = int(size * LOW_FILL_SHARE) // (1 << 20) * (1 << 20)
-            subprocess.run(["dd", f"if={path}", f"of={dest}", "bs=1M", f"count={keep >> 20}",
-                            "conv=sparse", "status=none"], check=True)
+            subprocess.run(
+                [
+                    "dd",
+                    f"if={path}",
+                    f"of={dest}",
+                    "bs=1M",
+                    f"count={keep >> 20}",
+                    "conv=sparse",
+                    "status=none",
+                ],
+                check=True,
+            )
             os.truncate(dest, size)
         else:
             shutil.copyfile(path, dest)
@@ -166,6 +211,7 @@ def _low_fill_copy(files: list[Path], ds_root: Path, target_root: Path) -> list[
 
 
 # -- ssh --------------------------------------------------------------------------------------
+
 
 def bench_ssh(b) -> dict:
     from tests.fixtures.sshd import start_sshd, stop_sshd
@@ -179,9 +225,22 @@ def bench_ssh(b) -> dict:
     sshd.expose_all(info["datastores"])
     ds_root = Path(info["datastores"][ds])
     remote = [f"{sshd.root}/{ds}/{p.relative_to(ds_root).as_posix()}" for p in files]
-    ssh = ["ssh", "-i", sshd.client_key, "-p", str(sshd.port), "-o", "BatchMode=yes",
-           "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-           f"{sshd.user}@{sshd.host}", "cat", *(_quote(r) for r in remote)]
+    ssh = [
+        "ssh",
+        "-i",
+        sshd.client_key,
+        "-p",
+        str(sshd.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={sshd.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        f"{sshd.user}@{sshd.host}",
+        "cat",
+        *(_quote(r) for r in remote),
+    ]
     sink_file = b.tmp / "ssh-cat.out"
 
     def cat(sink) -> float:
@@ -195,21 +254,47 @@ def bench_ssh(b) -> dict:
     if sink_file.stat().st_size != total:
         raise SystemExit(f"bench: ssh cat gave {sink_file.stat().st_size} bytes, not {total}")
     sink_file.unlink()
-    log(f"ssh: {VM}, {mib(total):.0f} MiB; ssh cat -> /dev/null {raw_null['seconds']:.2f} s, "
-        f"-> file {raw_file['seconds']:.2f} s")
-    base = ["-m", "ssh", "--format", "flat", "--ssh-host", sshd.host, "--ssh-port", str(sshd.port),
-            "--ssh-user", sshd.user, "--ssh-key", sshd.client_key,
-            "--ssh-known-hosts", sshd.known_hosts, "--ssh-root", sshd.root]
-    result = {"vm": VM, "bytes": total, "baseline": "one `ssh host cat <every file>`",
-              "ssh_cat_null": raw_null, "ssh_cat_file": raw_file, "mounts": {}}
-    rows = [("ssh cat -> /dev/null (baseline)", total / raw_null["seconds"], 1.0),
-            ("ssh cat -> file", total / raw_file["seconds"],
-             raw_null["seconds"] / raw_file["seconds"])]
+    log(
+        f"ssh: {VM}, {mib(total):.0f} MiB; ssh cat -> /dev/null {raw_null['seconds']:.2f} s, "
+        f"-> file {raw_file['seconds']:.2f} s"
+    )
+    base = [
+        "-m",
+        "ssh",
+        "--format",
+        "flat",
+        "--ssh-host",
+        sshd.host,
+        "--ssh-port",
+        str(sshd.port),
+        "--ssh-user",
+        sshd.user,
+        "--ssh-key",
+        sshd.client_key,
+        "--ssh-known-hosts",
+        sshd.known_hosts,
+        "--ssh-root",
+        sshd.root,
+    ]
+    result = {
+        "vm": VM,
+        "bytes": total,
+        "baseline": "one `ssh host cat <every file>`",
+        "ssh_cat_null": raw_null,
+        "ssh_cat_file": raw_file,
+        "mounts": {},
+    }
+    rows = [
+        ("ssh cat -> /dev/null (baseline)", total / raw_null["seconds"], 1.0),
+        ("ssh cat -> file", total / raw_file["seconds"], raw_null["seconds"] / raw_file["seconds"]),
+    ]
     # The default reader is the host's Python (zero blocks as records); --ssh-reader dd
     # sends every byte, as ssh cat does.
-    for label, extra in (("--ssh-channels 1", ("--ssh-channels", "1")),
-                         ("--ssh-channels 4", ("--ssh-channels", "4")),
-                         ("--ssh-reader dd", ("--ssh-channels", "1", "--ssh-reader", "dd"))):
+    for label, extra in (
+        ("--ssh-channels 1", ("--ssh-channels", "1")),
+        ("--ssh-channels 4", ("--ssh-channels", "4")),
+        ("--ssh-reader dd", ("--ssh-channels", "1", "--ssh-reader", "dd")),
+    ):
         m = best_mount(b.info, b.tmp / "ssh-out", mount_repeats(b), *base, *extra)
         e = mount_entry(f"ssh {label}", m, raw_null["seconds"], total)
         e["ratio_wall_vs_file"] = raw_file["seconds"] / m["wall"]
@@ -220,8 +305,9 @@ def bench_ssh(b) -> dict:
     # measuring whole-disk reads.
     with cbt_enabled(info):
         for label, extra in (("CBT on", ()), ("CBT on, --checksum none", ("--checksum", "none"))):
-            m = best_mount(b.info, b.tmp / "ssh-out", mount_repeats(b), *base,
-                           "--ssh-channels", "1", *extra)
+            m = best_mount(
+                b.info, b.tmp / "ssh-out", mount_repeats(b), *base, "--ssh-channels", "1", *extra
+            )
             e = mount_entry(f"ssh 1 channel, {label}", m, raw_null["seconds"], total)
             e["ratio_wall_vs_file"] = raw_file["seconds"] / m["wall"]
             result["mounts"][label] = e
@@ -233,8 +319,11 @@ def bench_ssh(b) -> dict:
 @contextlib.contextmanager
 def cbt_enabled(info: dict):
     def cbt(action: str) -> None:
-        run = run_measured([sys.executable, "-m", "vcbproxy", "cbt", action, "-a", f"name:{VM}"],
-                           env=cli_env(info), cwd=ROOT)
+        run = run_measured(
+            [sys.executable, "-m", "vcbproxy", "cbt", action, "-a", f"name:{VM}"],
+            env=cli_env(info),
+            cwd=ROOT,
+        )
         if run.code:
             raise SystemExit(f"bench: vcbproxy cbt {action} exited {run.code}: {run.err[-2000:]}")
 
@@ -252,6 +341,7 @@ def _quote(path: str) -> str:
 
 # -- nfc --------------------------------------------------------------------------------------
 
+
 def lease_downloads(info: dict, repeat: int, tmp: Path) -> dict:
     """Snapshot the VM, open an ExportSnapshot lease, curl its disk URLs; clean up."""
     from vcbproxy.models import ServerSpec
@@ -261,22 +351,29 @@ def lease_downloads(info: dict, repeat: int, tmp: Path) -> dict:
     from vcbproxy.vsphere.session import Session
     from vcbproxy.vsphere.snapshots import create_snapshot, remove_snapshot
 
-    opts = ServerSpec(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
-                          password=Path(info["password_file"]).read_text().strip(),
-                          ca_file=info["cert_file"])
+    opts = ServerSpec(
+        server=f"127.0.0.1:{info['https_port']}",
+        user=info["user"],
+        password=Path(info["password_file"]).read_text().strip(),
+        ca_file=info["cert_file"],
+    )
     with Session.connect(opts) as session:
         vm = resolve_vm(session, parse_selector(f"name:{VM}"))
         snap = create_snapshot(session, vm, "vcbbench-nfc")
         try:
             with ExportLease.for_snapshot(session, snap) as lease:
                 host = f"127.0.0.1:{info['https_port']}"
-                urls = [u["url"].replace("://*/", f"://{host}/")
-                        for u in lease.device_urls if u["disk"]]
+                urls = [
+                    u["url"].replace("://*/", f"://{host}/") for u in lease.device_urls if u["disk"]
+                ]
                 out = {"urls": len(urls)}
                 for sink in ("null", "file"):
-                    out[sink] = best_of(repeat, lambda sink=sink: _curl_all(
-                        urls, session.cookie, info["cert_file"],
-                        None if sink == "null" else tmp))
+                    out[sink] = best_of(
+                        repeat,
+                        lambda sink=sink: _curl_all(
+                            urls, session.cookie, info["cert_file"], None if sink == "null" else tmp
+                        ),
+                    )
                     lease.progress(50)
                 lease.complete()
         finally:
@@ -288,8 +385,15 @@ def _curl_all(urls: list[str], cookie: str, cacert: str, out_dir: Path | None) -
     argv = ["curl", "-sS", "--fail"]
     for i, url in enumerate(urls):
         target = str(out_dir / f"{i}.vmdk") if out_dir else "/dev/null"
-        argv += (["--next"] if i else []) + ["-H", f"Cookie: {cookie}", "--cacert", cacert,
-                                             "-o", target, url]
+        argv += (["--next"] if i else []) + [
+            "-H",
+            f"Cookie: {cookie}",
+            "--cacert",
+            cacert,
+            "-o",
+            target,
+            url,
+        ]
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
@@ -309,18 +413,30 @@ def bench_nfc(b) -> dict:
     out_dir.mkdir(exist_ok=True)
     # ~10 s per download of a 1 GiB disk (the lab compresses on the fly): once each
     raw = lease_downloads(info, 1, out_dir)
-    log(f"nfc: lease download ({raw['urls']} disk URL(s)) -> /dev/null "
-        f"{raw['null']['seconds']:.2f} s, -> file {raw['file']['seconds']:.2f} s")
+    log(
+        f"nfc: lease download ({raw['urls']} disk URL(s)) -> /dev/null "
+        f"{raw['null']['seconds']:.2f} s, -> file {raw['file']['seconds']:.2f} s"
+    )
     m = best_mount(info, b.tmp / "nfc-out", 1, "-m", "nfc", "--format", "stream")
-    disk_bytes = sum(d["capacity"] for d in m["meta"]["disks"])   # capacity, not stream size
-    e = mount_entry("nfc stream", m, raw["file"]["seconds"], disk_bytes,
-                    disk_raw_s=raw["file"]["seconds"])
+    disk_bytes = sum(d["capacity"] for d in m["meta"]["disks"])  # capacity, not stream size
+    e = mount_entry(
+        "nfc stream", m, raw["file"]["seconds"], disk_bytes, disk_raw_s=raw["file"]["seconds"]
+    )
     e["ratio_wall_vs_null"] = raw["null"]["seconds"] / m["wall"]
-    return {"vm": VM, "disk_capacity": disk_bytes, "baseline": "curl of the lease's disk URLs",
-            "raw": raw, "mount": e,
-            # MiB/s of disk capacity exported per second (stream bytes are compressed)
-            "rows": [("curl lease URLs -> file (baseline)", disk_bytes / raw["file"]["seconds"],
-                      1.0),
-                     ("curl lease URLs -> /dev/null", disk_bytes / raw["null"]["seconds"],
-                      raw["file"]["seconds"] / raw["null"]["seconds"]),
-                     ("mount -m nfc --format stream", disk_bytes / m["wall"], e["ratio_wall"])]}
+    return {
+        "vm": VM,
+        "disk_capacity": disk_bytes,
+        "baseline": "curl of the lease's disk URLs",
+        "raw": raw,
+        "mount": e,
+        # MiB/s of disk capacity exported per second (stream bytes are compressed)
+        "rows": [
+            ("curl lease URLs -> file (baseline)", disk_bytes / raw["file"]["seconds"], 1.0),
+            (
+                "curl lease URLs -> /dev/null",
+                disk_bytes / raw["null"]["seconds"],
+                raw["file"]["seconds"] / raw["null"]["seconds"],
+            ),
+            ("mount -m nfc --format stream", disk_bytes / m["wall"], e["ratio_wall"]),
+        ],
+    }

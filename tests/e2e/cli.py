@@ -38,17 +38,34 @@ def cli_env(info: dict, **extra: str) -> dict:
 def endpoint_env(ep) -> dict:
     """Environment for any vSphere endpoint of tests.fixtures.endpoints (password inline)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
-    env.update(VCBPROXY_SERVER=ep.server, VCBPROXY_USER=ep.user, VCBPROXY_PASSWORD=ep.password,
-               VCBPROXY_THUMBPRINT=ep.thumbprint_sha256, PYTHONPATH=str(ROOT))
+    env.update(
+        VCBPROXY_SERVER=ep.server,
+        VCBPROXY_USER=ep.user,
+        VCBPROXY_PASSWORD=ep.password,
+        VCBPROXY_THUMBPRINT=ep.thumbprint_sha256,
+        PYTHONPATH=str(ROOT),
+    )
     return env
 
 
 def run(env: dict, *args: str, timeout: float = 300) -> Result:
-    proc = subprocess.run([sys.executable, "-m", "vcbproxy", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vcbproxy", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def start(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vcbproxy", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vcbproxy", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )

@@ -15,8 +15,9 @@ def metadata(directory: Path) -> dict:
 def raw_sha256(vmdk: Path, scratch: Path) -> str:
     """sha256 of the virtual disk as qemu-img reads it (an independent reader of our VMDKs)."""
     raw = scratch / (vmdk.name + ".raw")
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(vmdk), str(raw)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", str(vmdk), str(raw)], check=True, capture_output=True
+    )
     digest = hashlib.sha256()
     with open(raw, "rb") as f:
         for block in iter(lambda: f.read(4 << 20), b""):
@@ -32,8 +33,11 @@ def qemu_check(vmdk: Path) -> None:
 
 
 def qemu_compare(vmdk: Path, raw: str) -> None:
-    proc = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(vmdk), raw],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(vmdk), raw],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, f"qemu-img compare {vmdk} {raw}: {proc.stdout}{proc.stderr}"
 
 

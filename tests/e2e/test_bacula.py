@@ -12,8 +12,11 @@ from pathlib import Path
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_harness_backs_up_and_restores_a_plain_directory(bacula_factory, tmp_path):
@@ -22,8 +25,11 @@ def test_harness_backs_up_and_restores_a_plain_directory(bacula_factory, tmp_pat
     (data / "a.bin").write_bytes(bytes(range(256)) * 1000)
     (data / "sub" / "b.txt").write_text("hello bacula\n")
     marker = tmp_path / "hooks.log"
-    bac = bacula_factory(data, before=f"/bin/sh -c 'echo before >> {marker}'",
-                         after=f"/bin/sh -c 'echo after >> {marker}'")
+    bac = bacula_factory(
+        data,
+        before=f"/bin/sh -c 'echo before >> {marker}'",
+        after=f"/bin/sh -c 'echo after >> {marker}'",
+    )
 
     job = bac.backup()
     assert job.ok, job.output
@@ -45,7 +51,9 @@ def test_failing_before_command_fails_the_job(bacula_factory, tmp_path):
     assert job.status in "Eef", job.output
 
 
-def test_bacula_backs_up_a_lab_vm_through_pre_and_post_command(bacula_factory, env, lab, lab_client, tmp_path):
+def test_bacula_backs_up_a_lab_vm_through_pre_and_post_command(
+    bacula_factory, env, lab, lab_client, tmp_path
+):
     """The issue's acceptance test: Bacula's ClientRunBeforeJob/AfterJob drive the export."""
     from tests.e2e.cli import ROOT
     from tests.e2e.oracle import assert_export_matches_lab, vcb_snapshots
@@ -58,8 +66,12 @@ def test_bacula_backs_up_a_lab_vm_through_pre_and_post_command(bacula_factory, e
     daemon_env = {k: v for k, v in env.items() if not k.startswith("VCBPROXY_")}
     daemon_env["VCBPROXY_CONFIG"] = str(lab_config(tmp_path, lab, stage))
     export = stage / "web01-fullVM"
-    bac = bacula_factory(export, before=f"{ROOT}/scripts/pre-command web01 fullvm",
-                         after=f"{ROOT}/scripts/post-command web01", env=daemon_env)
+    bac = bacula_factory(
+        export,
+        before=f"{ROOT}/scripts/pre-command web01 fullvm",
+        after=f"{ROOT}/scripts/post-command web01",
+        env=daemon_env,
+    )
 
     job = bac.backup()
     assert job.ok, job.output
@@ -88,8 +100,12 @@ def test_bacula_job_fails_when_the_vm_is_not_found(bacula_factory, env, lab, lab
     stage.mkdir()
     daemon_env = {k: v for k, v in env.items() if not k.startswith("VCBPROXY_")}
     daemon_env["VCBPROXY_CONFIG"] = str(lab_config(tmp_path, lab, stage))
-    bac = bacula_factory(stage / "ghost-fullVM", before=f"{ROOT}/scripts/pre-command ghost",
-                         after=f"{ROOT}/scripts/post-command ghost", env=daemon_env)
+    bac = bacula_factory(
+        stage / "ghost-fullVM",
+        before=f"{ROOT}/scripts/pre-command ghost",
+        after=f"{ROOT}/scripts/post-command ghost",
+        env=daemon_env,
+    )
     job = bac.backup()
     assert not job.ok
     assert "no VM" in job.output or "exit 11" in job.output, job.output

@@ -51,7 +51,9 @@ def cbt_on(lab):
     return env
 
 
-def test_full_then_incrementals_restore_exactly_and_read_only_what_changed(cbt_on, env, lab_client, tmp_path):
+def test_full_then_incrementals_restore_exactly_and_read_only_what_changed(
+    cbt_on, env, lab_client, tmp_path
+):
     repo = tmp_path / "repo"
     res, first = backup(env, repo)
     assert res.code == 0, res
@@ -75,11 +77,16 @@ def test_full_then_incrementals_restore_exactly_and_read_only_what_changed(cbt_o
     assert not vcb_snapshots(lab_client, VM)
 
 
-@pytest.mark.parametrize("paging", [{"cbt_page_bytes": 1 << 20}, {"cbt_max_areas": 2}],
-                         ids=["1MiB-per-call", "2-areas-per-call"])
-def test_paged_changed_areas_are_followed_to_the_end_of_the_disk(cbt_on, env, lab_client, tmp_path, paging):
+@pytest.mark.parametrize(
+    "paging",
+    [{"cbt_page_bytes": 1 << 20}, {"cbt_max_areas": 2}],
+    ids=["1MiB-per-call", "2-areas-per-call"],
+)
+def test_paged_changed_areas_are_followed_to_the_end_of_the_disk(
+    cbt_on, env, lab_client, tmp_path, paging
+):
     repo = tmp_path / "repo"
-    lab_client.set_faults(**paging)                   # the full read pages too
+    lab_client.set_faults(**paging)  # the full read pages too
     assert backup(env, repo)[0].code == 0
     assert_restore_point_matches(env, lab_client, repo, 1, tmp_path)
     lab_client.churn(VM, 5, seed=7)
@@ -89,7 +96,9 @@ def test_paged_changed_areas_are_followed_to_the_end_of_the_disk(cbt_on, env, la
     assert_restore_point_matches(env, lab_client, repo, 2, tmp_path)
 
 
-def test_tracking_reset_falls_back_to_a_full_read_or_fails_when_asked(cbt_on, env, lab_client, tmp_path):
+def test_tracking_reset_falls_back_to_a_full_read_or_fails_when_asked(
+    cbt_on, env, lab_client, tmp_path
+):
     repo = tmp_path / "repo"
     assert backup(env, repo)[0].code == 0
     lab_client.churn(VM, 2, seed=11)
@@ -97,7 +106,7 @@ def test_tracking_reset_falls_back_to_a_full_read_or_fails_when_asked(cbt_on, en
     res, _ = backup(env, repo, "--no-fallback")
     assert res.code == 12, res
     assert "change ID" in res.err
-    assert len(list(repo.glob("*/runs/0*"))) == 1          # nothing half-written
+    assert len(list(repo.glob("*/runs/0*"))) == 1  # nothing half-written
     res, summary = backup(env, repo)
     assert res.code == 3, res
     assert set(summary["kinds"].values()) == {"full"}
@@ -113,7 +122,7 @@ def test_a_crash_mid_backup_leaves_the_next_run_correct(cbt_on, env, lab_client,
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(repo.glob("*/runs/*.partial/*.data.partial")):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)                       # no cleanup at all: a real crash
+    proc.send_signal(signal.SIGKILL)  # no cleanup at all: a real crash
     proc.communicate(timeout=60)
     lab_client.set_faults(throttle_bps=None)
     res, summary = backup(env, repo, "--preexisting-snapshot", "delete")
@@ -140,15 +149,28 @@ def test_compare_reports_full_against_cbt_per_run(cbt_on, env, lab, lab_client, 
     info = tmp_path / "lab.json"
     info.write_text(json.dumps(lab.info))
     work = tmp_path / "cmp"
-    res = run(env, "compare", "-a", f"name:{VM}", "--runs", "3", "--churn", "2", "--lab-info", str(info),
-              "--workdir", str(work))
+    res = run(
+        env,
+        "compare",
+        "-a",
+        f"name:{VM}",
+        "--runs",
+        "3",
+        "--churn",
+        "2",
+        "--lab-info",
+        str(info),
+        "--workdir",
+        str(work),
+    )
     assert res.code == 0, res
     report = json.loads((work / "compare.json").read_text())
-    assert (work / "compare.csv").read_text().count("\n") == 5     # header, 3 runs, total
+    assert (work / "compare.csv").read_text().count("\n") == 5  # header, 3 runs, total
     assert (work / "compare.png").read_bytes()[:4] == b"\x89PNG"
     # the full side is VCB's copy: every block, not CBT's allocation map (CBT is on here)
-    capacity = sum(lab_client.oracle(vm=VM, key=int(key))["size"]
-                   for key in lab_client.state(VM)["disks"])
+    capacity = sum(
+        lab_client.oracle(vm=VM, key=int(key))["size"] for key in lab_client.state(VM)["disks"]
+    )
     assert all(row["full_read"] >= capacity for row in report["runs"]), (capacity, report["runs"])
     for row in report["runs"][1:]:
         assert row["churn_bytes"] > 0

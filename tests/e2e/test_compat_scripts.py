@@ -19,18 +19,30 @@ CONN_VARS = ("VCBPROXY_SERVER", "VCBPROXY_USER", "VCBPROXY_PASSWORD", "VCBPROXY_
 def lab_config(tmp: Path, lab, backuproot: Path, **extra: str) -> Path:
     """An integration config for the lab in VCB's own KEY="value" syntax."""
     info = lab.info
-    keys = {"BACKUPROOT": str(backuproot), "HOST": "127.0.0.1", "PORT": str(info["https_port"]),
-            "USERNAME": info["user"], "PASSWORD_FILE": info["password_file"],
-            "THUMBPRINT": info["thumbprint_sha256"], "VM_LOOKUP_METHOD": "name",
-            "TRANSPORT_MODE": "nbdssl", **extra}
+    keys = {
+        "BACKUPROOT": str(backuproot),
+        "HOST": "127.0.0.1",
+        "PORT": str(info["https_port"]),
+        "USERNAME": info["user"],
+        "PASSWORD_FILE": info["password_file"],
+        "THUMBPRINT": info["thumbprint_sha256"],
+        "VM_LOOKUP_METHOD": "name",
+        "TRANSPORT_MODE": "nbdssl",
+        **extra,
+    }
     path = tmp / "config.ini"
     path.write_text("".join(f'{k}="{v}"\n' for k, v in keys.items()))
     return path
 
 
 def script(env: dict, name: str, *args: str, timeout: float = 300) -> Result:
-    proc = subprocess.run([str(ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -83,15 +95,29 @@ def test_vcbvmname_prints_vcb_blocks_from_vcb_flags(flags_env, vcb_flags, lab):
 
 
 def test_wrong_credentials_exit_10_without_echoing_the_password(flags_env, lab):
-    res = script(flags_env, "vcbVmName", "-h", f"127.0.0.1:{lab.info['https_port']}", "-u", lab.info["user"],
-                 "-p", "not-the-password-42", "-s", "any")
+    res = script(
+        flags_env,
+        "vcbVmName",
+        "-h",
+        f"127.0.0.1:{lab.info['https_port']}",
+        "-u",
+        lab.info["user"],
+        "-p",
+        "not-the-password-42",
+        "-s",
+        "any",
+    )
     assert res.code == 10, res
     assert "not-the-password-42" not in res.out + res.err
 
 
-def test_vm_not_found_exits_11_for_every_entry_point(flags_env, vcb_flags, env, lab, tmp_path, stage):
+def test_vm_not_found_exits_11_for_every_entry_point(
+    flags_env, vcb_flags, env, lab, tmp_path, stage
+):
     assert script(flags_env, "vcbVmName", *vcb_flags, "-s", "name:no-such-vm").code == 11
-    res = script(flags_env, "vcbMounter", *vcb_flags, "-a", "name:no-such-vm", "-r", str(tmp_path / "x"))
+    res = script(
+        flags_env, "vcbMounter", *vcb_flags, "-a", "name:no-such-vm", "-r", str(tmp_path / "x")
+    )
     assert res.code == 11, res
     res = script(config_env(env, tmp_path, lab, stage), "pre-command", "no-such-vm")
     assert res.code == 11, res
@@ -100,8 +126,23 @@ def test_vm_not_found_exits_11_for_every_entry_point(flags_env, vcb_flags, env, 
 
 def test_vcbmounter_mounts_monolithic_and_unmounts(flags_env, vcb_flags, lab, lab_client, tmp_path):
     target = tmp_path / "web01-fullVM"
-    res = script(flags_env, "vcbMounter", *vcb_flags, "-a", "name:web01", "-r", str(target), "-t", "fullvm",
-                 "-m", "nbdssl", "-M", "1", "-L", "0")
+    res = script(
+        flags_env,
+        "vcbMounter",
+        *vcb_flags,
+        "-a",
+        "name:web01",
+        "-r",
+        str(target),
+        "-t",
+        "fullvm",
+        "-m",
+        "nbdssl",
+        "-M",
+        "1",
+        "-L",
+        "0",
+    )
     assert res.code == 0, res
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     assert meta["format_written"] == "monolithic"
@@ -114,11 +155,35 @@ def test_vcbmounter_mounts_monolithic_and_unmounts(flags_env, vcb_flags, lab, la
 
 
 def test_vcbmounter_refuses_file_level_and_hotadd_before_connecting(flags_env, tmp_path):
-    res = script(flags_env, "vcbMounter", "-h", "127.0.0.1:1", "-u", "x", "-a", "any", "-r", str(tmp_path / "d"),
-                 "-t", "file")
+    res = script(
+        flags_env,
+        "vcbMounter",
+        "-h",
+        "127.0.0.1:1",
+        "-u",
+        "x",
+        "-a",
+        "any",
+        "-r",
+        str(tmp_path / "d"),
+        "-t",
+        "file",
+    )
     assert res.code == 19 and "-t file" in res.err
-    res = script(flags_env, "vcbMounter", "-h", "127.0.0.1:1", "-u", "x", "-a", "any", "-r", str(tmp_path / "d"),
-                 "-m", "hotadd")
+    res = script(
+        flags_env,
+        "vcbMounter",
+        "-h",
+        "127.0.0.1:1",
+        "-u",
+        "x",
+        "-a",
+        "any",
+        "-r",
+        str(tmp_path / "d"),
+        "-m",
+        "hotadd",
+    )
     assert res.code == 19 and "hotadd" in res.err
     assert not (tmp_path / "d").exists()
 
@@ -170,8 +235,9 @@ def test_stale_mount_point_fails_or_is_replaced_per_config(env, lab, lab_client,
     assert not target.exists()
 
 
-def test_stale_snapshot_fails_or_is_removed_per_config(env, flags_env, vcb_flags, lab, lab_client, tmp_path,
-                                                       stage):
+def test_stale_snapshot_fails_or_is_removed_per_config(
+    env, flags_env, vcb_flags, lab, lab_client, tmp_path, stage
+):
     moref = moref_of(flags_env, vcb_flags, "files01")
     made = script(flags_env, "vcbSnapshot", *vcb_flags, "-c", moref, "_VCB-BACKUP_")
     assert made.code == 0, made
@@ -179,8 +245,14 @@ def test_stale_snapshot_fails_or_is_removed_per_config(env, flags_env, vcb_flags
         res = script(config_env(env, tmp_path, lab, stage), "pre-command", "files01")
         assert res.code == 12, res
         assert len(vcb_snapshots(lab_client, "files01")) == 1
-        cenv = config_env(env, tmp_path, lab, stage, PREEXISTING_VCB_SNAPSHOT="delete",
-                          PREEXISTING_MOUNTPOINT="delete")
+        cenv = config_env(
+            env,
+            tmp_path,
+            lab,
+            stage,
+            PREEXISTING_VCB_SNAPSHOT="delete",
+            PREEXISTING_MOUNTPOINT="delete",
+        )
         res = script(cenv, "pre-command", "files01")
         assert res.code == 0, res
         assert not vcb_snapshots(lab_client, "files01")
@@ -189,8 +261,9 @@ def test_stale_snapshot_fails_or_is_removed_per_config(env, flags_env, vcb_flags
         remove_named(flags_env, vcb_flags, moref, "_VCB-BACKUP_")
 
 
-def test_vcbcleanup_lists_then_removes_stale_snapshots_and_mounts(env, flags_env, vcb_flags, lab, lab_client,
-                                                                  tmp_path, stage):
+def test_vcbcleanup_lists_then_removes_stale_snapshots_and_mounts(
+    env, flags_env, vcb_flags, lab, lab_client, tmp_path, stage
+):
     cenv = config_env(env, tmp_path, lab, stage)
     assert script(cenv, "pre-command", "files01").code == 0
     moref = moref_of(flags_env, vcb_flags, "web01")

@@ -45,14 +45,20 @@ class Churn:
 def lab_disks_hold_every_write(lab, lab_client, vm: str, scratch: Path) -> None:
     """The VM's on-disk chain (what the host would run on) equals the journal of all writes."""
     for key, disk in lab_client.state(vm)["disks"].items():
-        top = [p for ds in lab.info["datastores"].values() for p in Path(ds).glob(f"{vm}/{disk['layers'][-1]}")]
+        top = [
+            p
+            for ds in lab.info["datastores"].values()
+            for p in Path(ds).glob(f"{vm}/{disk['layers'][-1]}")
+        ]
         assert len(top) == 1, (key, top)
         truth = lab_client.oracle(vm=vm, key=int(key))
         assert raw_sha256(top[0], scratch) == truth["sha256"], key
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_export_while_the_guest_writes_equals_the_disk_at_the_snapshot(env, lab, lab_client, tmp_path, fmt):
+def test_export_while_the_guest_writes_equals_the_disk_at_the_snapshot(
+    env, lab, lab_client, tmp_path, fmt
+):
     target = tmp_path / "web01-fullVM"
     lab_client.set_faults(throttle_bps=24 << 20)  # long enough for churn to land mid-copy
     with Churn(lab_client, "web01") as churn:
@@ -64,8 +70,15 @@ def test_export_while_the_guest_writes_equals_the_disk_at_the_snapshot(env, lab,
     assert not vcb_snapshots(lab_client, "web01")
     lab_disks_hold_every_write(lab, lab_client, "web01", tmp_path)
     names = {p.name for p in target.iterdir()}
-    assert {"web01.vmx", "web01.nvram", "vmware.log", "catalog", "MANIFEST.sha256", "vcbproxy.json",
-            "vcbproxy.log"} <= names
+    assert {
+        "web01.vmx",
+        "web01.nvram",
+        "vmware.log",
+        "catalog",
+        "MANIFEST.sha256",
+        "vcbproxy.json",
+        "vcbproxy.log",
+    } <= names
     assert not [n for n in names if n.endswith(".partial")]
     vmx = (target / "web01.vmx").read_text()
     for disk in meta["disks"]:
@@ -76,8 +89,19 @@ def test_export_while_the_guest_writes_equals_the_disk_at_the_snapshot(env, lab,
 
 def test_nbd_plain_http_mode_exports_the_same_bytes(env, lab, lab_client, tmp_path):
     target = tmp_path / "out"
-    res = run(env, "mount", "-a", "name:web01", "-r", str(target), "-m", "nbd",
-              "--nbd-port", str(lab.info["http_port"]), "-q")
+    res = run(
+        env,
+        "mount",
+        "-a",
+        "name:web01",
+        "-r",
+        str(target),
+        "-m",
+        "nbd",
+        "--nbd-port",
+        str(lab.info["http_port"]),
+        "-q",
+    )
     assert res.code == 0, res
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     assert meta["transport"]["mode"] == "nbd"
@@ -99,7 +123,9 @@ def test_independent_disk_is_skipped_with_a_warning_or_refused(env, lab_client, 
     assert res.code == 3, res
     meta = metadata(tmp_path / "db")
     assert any(d.get("skipped") for d in meta["disks"]) and meta["warnings"]
-    res = run(env, "mount", "-a", "name:db01", "-r", str(tmp_path / "db2"), "--fail-on-independent", "-q")
+    res = run(
+        env, "mount", "-a", "name:db01", "-r", str(tmp_path / "db2"), "--fail-on-independent", "-q"
+    )
     assert res.code == 12, res
     assert "independent" in res.err
     assert not (tmp_path / "db2").exists()
@@ -161,8 +187,14 @@ def assert_clean_failure(res, code: int, needle: str, lab_client, vm: str, targe
 def test_wrong_password_is_an_auth_error(env, lab_client, tmp_path):
     bad = tmp_path / "pw"
     bad.write_text("not-the-password\n")
-    res = run({**env, "VCBPROXY_PASSWORD_FILE": str(bad)}, "mount", "-a", "name:web01", "-r",
-              str(tmp_path / "o"))
+    res = run(
+        {**env, "VCBPROXY_PASSWORD_FILE": str(bad)},
+        "mount",
+        "-a",
+        "name:web01",
+        "-r",
+        str(tmp_path / "o"),
+    )
     assert_clean_failure(res, 10, "login", lab_client, "web01", tmp_path / "o")
 
 
@@ -175,8 +207,14 @@ def test_unknown_and_ambiguous_vms(env, lab_client, tmp_path):
 
 
 def test_tls_thumbprint_mismatch_is_refused(env, lab_client, tmp_path):
-    res = run({**env, "VCBPROXY_THUMBPRINT": "00" * 32}, "mount", "-a", "name:web01", "-r",
-              str(tmp_path / "o"))
+    res = run(
+        {**env, "VCBPROXY_THUMBPRINT": "00" * 32},
+        "mount",
+        "-a",
+        "name:web01",
+        "-r",
+        str(tmp_path / "o"),
+    )
     assert_clean_failure(res, 18, "thumbprint", lab_client, "web01", tmp_path / "o")
 
 
@@ -204,14 +242,16 @@ def test_snapshot_removal_failure_is_retried_with_a_warning(env, lab_client, tmp
 def test_transfer_dropped_mid_disk_resumes_with_range(env, lab_client, tmp_path):
     lab_client.set_faults(drop_after_bytes=3 << 20, drop_count=3)
     # every block: with CBT on (other tests switch it on), allocated areas are < 3 MiB each
-    res = run(env, "mount", "-a", "name:web01", "-r", str(tmp_path / "o"), "-q", "--read-all-blocks")
+    res = run(
+        env, "mount", "-a", "name:web01", "-r", str(tmp_path / "o"), "-q", "--read-all-blocks"
+    )
     assert res.code == 0, res
     meta = assert_export_matches_lab(tmp_path / "o", lab_client, tmp_path)
     assert meta["transport"]["retries"] >= 1
 
 
 def test_transfer_that_keeps_dropping_fails_cleanly(env, lab_client, tmp_path):
-    lab_client.set_faults(drop_after_bytes=0, drop_count=0)   # no attempt makes progress
+    lab_client.set_faults(drop_after_bytes=0, drop_count=0)  # no attempt makes progress
     res = run(env, "mount", "-a", "name:web01", "-r", str(tmp_path / "o"), "--retries", "1")
     assert_clean_failure(res, 13, "", lab_client, "web01", tmp_path / "o")
 
@@ -224,11 +264,14 @@ def test_staging_full_is_refused_before_any_byte_is_copied(env, lab_client, tmp_
     import subprocess
     import sys
 
-    cmd = (f"mount -t tmpfs -o size=8m tmpfs {shlex.quote(str(small))} && "
-           f"exec {shlex.quote(sys.executable)} -m vcbproxy mount -a name:web01 -r "
-           f"{shlex.quote(str(small / 'o'))}")
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], env=env, capture_output=True, text=True,
-                          timeout=300)
+    cmd = (
+        f"mount -t tmpfs -o size=8m tmpfs {shlex.quote(str(small))} && "
+        f"exec {shlex.quote(sys.executable)} -m vcbproxy mount -a name:web01 -r "
+        f"{shlex.quote(str(small / 'o'))}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 14, proc.stderr
     assert "space" in proc.stderr
     assert not vcb_snapshots(lab_client, "web01")
@@ -239,8 +282,18 @@ def test_preexisting_mountpoint_fail_and_delete(env, lab_client, tmp_path):
     assert run(env, "mount", "-a", "name:files01", "-r", str(target), "-q").code == 0
     res = run(env, "mount", "-a", "name:files01", "-r", str(target))
     assert res.code == 14, res
-    assert (target / "vcbproxy.json").exists()      # the earlier export is untouched
-    res = run(env, "mount", "-a", "name:files01", "-r", str(target), "--preexisting-mountpoint", "delete", "-q")
+    assert (target / "vcbproxy.json").exists()  # the earlier export is untouched
+    res = run(
+        env,
+        "mount",
+        "-a",
+        "name:files01",
+        "-r",
+        str(target),
+        "--preexisting-mountpoint",
+        "delete",
+        "-q",
+    )
     assert res.code == 0, res
     assert_export_matches_lab(target, lab_client, tmp_path)
 
@@ -251,9 +304,18 @@ def test_preexisting_vcb_snapshot_fail_and_delete(env, lab_client, tmp_path):
     res = run(env, "mount", "-a", "name:files01", "-r", str(tmp_path / "o"))
     assert res.code == 12, res
     assert "_VCB-BACKUP_" in res.err
-    assert len(vcb_snapshots(lab_client, "files01")) == 1   # not ours to remove under "fail"
-    res = run(env, "mount", "-a", "name:files01", "-r", str(tmp_path / "o"),
-              "--preexisting-snapshot", "delete", "-q")
+    assert len(vcb_snapshots(lab_client, "files01")) == 1  # not ours to remove under "fail"
+    res = run(
+        env,
+        "mount",
+        "-a",
+        "name:files01",
+        "-r",
+        str(tmp_path / "o"),
+        "--preexisting-snapshot",
+        "delete",
+        "-q",
+    )
     assert res.code == 0, res
     assert not vcb_snapshots(lab_client, "files01")
 
@@ -270,8 +332,19 @@ def test_pre_command_failure_aborts_before_the_snapshot(env, lab_client, tmp_pat
 def test_hooks_see_context_but_no_secrets_and_post_failure_is_a_warning(env, lab_client, tmp_path):
     dump = tmp_path / "hook-env"
     hook = f"sh -c 'env > {dump}'"
-    res = run({**env, "VCBPROXY_PASSWORD": "s3cret-pw"}, "mount", "-a", "name:files01", "-r",
-              str(tmp_path / "o"), "--pre-command", hook, "--post-command", "false", "-q")
+    res = run(
+        {**env, "VCBPROXY_PASSWORD": "s3cret-pw"},
+        "mount",
+        "-a",
+        "name:files01",
+        "-r",
+        str(tmp_path / "o"),
+        "--pre-command",
+        hook,
+        "--post-command",
+        "false",
+        "-q",
+    )
     assert res.code == 3, res
     seen = dump.read_text()
     assert "VCBPROXY_VM_NAME=files01" in seen
@@ -300,8 +373,11 @@ def test_sigterm_mid_copy_removes_snapshot_and_partial_files(env, lab_client, tm
 def test_json_progress_is_one_object_per_line(env, tmp_path):
     res = run(env, "mount", "-a", "name:files01", "-r", str(tmp_path / "o"), "--json")
     assert res.code == 0, res
-    events = [json.loads(line) for line in res.out.splitlines() + res.err.splitlines()
-              if line.startswith("{")]
+    events = [
+        json.loads(line)
+        for line in res.out.splitlines() + res.err.splitlines()
+        if line.startswith("{")
+    ]
     assert events and any(e.get("event") == "vm_done" for e in events)
 
 
@@ -309,7 +385,9 @@ def test_sigterm_during_parallel_exports_stops_every_job_and_cleans_up(env, lab_
     # --jobs 2 over every powered-on VM, slowed down: SIGTERM must stop the running exports at
     # their next chunk, start none of the queued ones, and leave no snapshot anywhere.
     lab_client.set_faults(throttle_bps=2 << 20)
-    proc = start(env, "mount", "-a", "powerstate:on", "-r", str(tmp_path / "all"), "--jobs", "2", "-q")
+    proc = start(
+        env, "mount", "-a", "powerstate:on", "-r", str(tmp_path / "all"), "--jobs", "2", "-q"
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(tmp_path.glob("all/*/*.partial")):
         time.sleep(0.1)

@@ -48,7 +48,9 @@ def test_ipaddr_and_powerstate_selectors(endpoint_env):
     vms = all_vms(endpoint_env)
     on = run(endpoint_env, "vms", "-s", "powerstate:on", "--json")
     assert on.code == 0, on
-    assert {v["moref"] for v in json.loads(on.out)} == {v["moref"] for v in vms if v["power_state"] == "poweredOn"}
+    assert {v["moref"] for v in json.loads(on.out)} == {
+        v["moref"] for v in vms if v["power_state"] == "poweredOn"
+    }
     with_ip = [v for v in vms if v["ipaddr"]]
     assert with_ip, "no VM reports an IP address (VMware Tools)"
     res = run(endpoint_env, "vms", "-s", f"ipaddr:{with_ip[0]['ipaddr']}", "--json")
@@ -82,8 +84,14 @@ def test_snapshot_create_list_delete_and_sweep(endpoint_env):
     ssid = run(endpoint_env, "snapshot", "create", "-a", sel).out.strip().removeprefix("SsId:")
     res = run(endpoint_env, "snapshot", "sweep", "--older-than", "1h")
     assert res.code == 0, res
-    assert ssid in [s["ssid"] for s in json.loads(run(endpoint_env, "snapshot", "list", "-a", sel, "--json").out)]
+    assert ssid in [
+        s["ssid"]
+        for s in json.loads(run(endpoint_env, "snapshot", "list", "-a", sel, "--json").out)
+    ]
     res = run(endpoint_env, "snapshot", "sweep", "--older-than", "0")
     assert res.code == 0, res
     assert f"SsId:{ssid}" in res.out and "removed" in res.out
-    assert ssid not in [s["ssid"] for s in json.loads(run(endpoint_env, "snapshot", "list", "-a", sel, "--json").out)]
+    assert ssid not in [
+        s["ssid"]
+        for s in json.loads(run(endpoint_env, "snapshot", "list", "-a", sel, "--json").out)
+    ]

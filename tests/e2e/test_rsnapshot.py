@@ -25,17 +25,32 @@ def _tools():
     need("rsnapshot", "rsync")
 
 
-def rsnapshot(tmp: Path, source: Path, *, pre: str | None = None, post: str | None = None,
-              env: dict | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+def rsnapshot(
+    tmp: Path,
+    source: Path,
+    *,
+    pre: str | None = None,
+    post: str | None = None,
+    env: dict | None = None,
+) -> tuple[subprocess.CompletedProcess, Path]:
     """Write an rsnapshot.conf (tab-separated, as rsnapshot insists), run 'daily' once, and
     return the result and where the copy of ``source`` lands."""
     root = tmp / "snapshots"
-    lines = [("config_version", "1.2"), ("snapshot_root", f"{root}/"), ("no_create_root", "0"),
-             ("cmd_cp", "/bin/cp"), ("cmd_rm", "/bin/rm"), ("cmd_rsync", shutil.which("rsync")),
-             ("retain", "daily\t3"),
-             # Without --relative (rsnapshot's default) the copy is not nested under the source's path.
-             ("rsync_long_args", "--delete --numeric-ids --delete-excluded"), ("lockfile", str(tmp / "rsnapshot.pid")),
-             ("logfile", str(tmp / "rsnapshot.log")), ("verbose", "3"), ("loglevel", "3")]
+    lines = [
+        ("config_version", "1.2"),
+        ("snapshot_root", f"{root}/"),
+        ("no_create_root", "0"),
+        ("cmd_cp", "/bin/cp"),
+        ("cmd_rm", "/bin/rm"),
+        ("cmd_rsync", shutil.which("rsync")),
+        ("retain", "daily\t3"),
+        # Without --relative (rsnapshot's default) the copy is not nested under the source's path.
+        ("rsync_long_args", "--delete --numeric-ids --delete-excluded"),
+        ("lockfile", str(tmp / "rsnapshot.pid")),
+        ("logfile", str(tmp / "rsnapshot.log")),
+        ("verbose", "3"),
+        ("loglevel", "3"),
+    ]
     if pre:
         lines.append(("cmd_preexec", pre))
     if post:
@@ -43,8 +58,9 @@ def rsnapshot(tmp: Path, source: Path, *, pre: str | None = None, post: str | No
     lines.append(("backup", f"{source}/\tlocalhost/"))
     conf = tmp / "rsnapshot.conf"
     conf.write_text("".join(f"{k}\t{v}\n" for k, v in lines))
-    proc = subprocess.run([RSNAPSHOT, "-c", str(conf), "daily"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run(
+        [RSNAPSHOT, "-c", str(conf), "daily"], capture_output=True, text=True, env=env, timeout=300
+    )
     return proc, root / "daily.0" / "localhost"
 
 
@@ -54,8 +70,12 @@ def test_harness_copies_a_plain_directory_with_pre_and_post(tmp_path):
     (data / "a.bin").write_bytes(bytes(range(256)) * 100)
     (data / "sub" / "b").write_text("b\n")
     marker = tmp_path / "hooks"
-    proc, copy = rsnapshot(tmp_path, data, pre=f"/bin/sh -c 'echo pre >> {marker}'",
-                           post=f"/bin/sh -c 'echo post >> {marker}'")
+    proc, copy = rsnapshot(
+        tmp_path,
+        data,
+        pre=f"/bin/sh -c 'echo pre >> {marker}'",
+        post=f"/bin/sh -c 'echo post >> {marker}'",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert marker.read_text() == "pre\npost\n"
     assert tree_hashes(copy) == tree_hashes(data)
@@ -77,8 +97,13 @@ def test_rsnapshot_backs_up_a_lab_vm_through_pre_and_post_command(env, lab, lab_
     run_env = {**env, "VCBPROXY_CONFIG": str(config)}
     # rsnapshot checks that a backup source exists when it reads its config, before
     # cmd_preexec runs: so the source is BACKUPROOT, which the pre-command fills.
-    proc, kept = rsnapshot(tmp_path, stage, pre=f"{ROOT}/scripts/pre-command web01 fullvm",
-                           post=f"{ROOT}/scripts/post-command web01", env=run_env)
+    proc, kept = rsnapshot(
+        tmp_path,
+        stage,
+        pre=f"{ROOT}/scripts/pre-command web01 fullvm",
+        post=f"{ROOT}/scripts/post-command web01",
+        env=run_env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     copy = kept / "web01-fullVM"
     # What rsnapshot kept verifies on its own (manifest, VMDKs) and equals the lab at the snapshot.

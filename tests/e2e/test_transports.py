@@ -27,7 +27,7 @@ from tests.e2e.oracle import (
 from tests.e2e.test_export import Churn, assert_clean_failure
 
 MODES = ["nbdssl", "nbd", "san", "ssh", "nfc", "san:nbdssl"]
-VM = "web01"            # two disks: one on datastore1, one on datastore2
+VM = "web01"  # two disks: one on datastore1, one on datastore2
 
 
 @pytest.fixture
@@ -38,8 +38,18 @@ def lab_sshd(sshd, lab):
 
 
 def ssh_args(sshd, *, known_hosts: bool = True) -> list[str]:
-    args = ["--ssh-host", sshd.host, "--ssh-port", str(sshd.port), "--ssh-user", sshd.user,
-            "--ssh-key", sshd.client_key, "--ssh-root", sshd.root]
+    args = [
+        "--ssh-host",
+        sshd.host,
+        "--ssh-port",
+        str(sshd.port),
+        "--ssh-user",
+        sshd.user,
+        "--ssh-key",
+        sshd.client_key,
+        "--ssh-root",
+        sshd.root,
+    ]
     if known_hosts:
         args += ["--ssh-known-hosts", sshd.known_hosts]
     return args
@@ -82,7 +92,8 @@ def assert_clean(lab_client, target: Path) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_exports_the_disk_at_the_snapshot_while_the_guest_writes(
-        env, lab, lab_client, request, tmp_path, mode):
+    env, lab, lab_client, request, tmp_path, mode
+):
     target = tmp_path / "web01-fullVM"
     args = mode_args(mode, lab, request)
     lab_client.set_faults(throttle_bps=24 << 20)  # lets churn land mid-copy in network modes
@@ -106,22 +117,34 @@ def _bytes_in_nonzero_blocks(raw: Path, block: int = 64 << 10) -> int:
     total = 0
     with raw.open("rb") as f:
         for piece in iter(lambda: f.read(block), b""):
-            if piece != zero[:len(piece)]:
+            if piece != zero[: len(piece)]:
                 total += len(piece)
     return total
 
 
 @pytest.mark.parametrize("mode", ["nbdssl", "ssh", "san"])
-def test_with_cbt_on_only_the_allocated_areas_are_read(env, lab, lab_client, tmp_path, request, mode):
+def test_with_cbt_on_only_the_allocated_areas_are_read(
+    env, lab, lab_client, tmp_path, request, mode
+):
     """With changed block tracking on at the snapshot, the host's allocation map (change ID
     "*") decides what is read: the ~40 % of each disk that holds data, not the whole disk,
     over every transport; the export is still the disk byte for byte."""
-    vm = "files01"      # no other test writes to it: its disk stays about 40 % allocated
+    vm = "files01"  # no other test writes to it: its disk stays about 40 % allocated
     assert run(env, "cbt", "enable", "-a", f"name:{vm}").code == 0
-    lab_client.churn(vm, 1, seed=41)            # written while tracking, on top of the base
+    lab_client.churn(vm, 1, seed=41)  # written while tracking, on top of the base
     target = tmp_path / f"{mode}-fullVM"
-    res = run(env, "mount", "-a", f"name:{vm}", "-r", str(target), "--format", "flat", "-q",
-              *mode_args(mode, lab, request))
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{vm}",
+        "-r",
+        str(target),
+        "--format",
+        "flat",
+        "-q",
+        *mode_args(mode, lab, request),
+    )
     assert res.code == 0, res
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     for disk in meta["disks"]:
@@ -137,8 +160,19 @@ def test_with_cbt_on_only_the_allocated_areas_are_read(env, lab, lab_client, tmp
         assert holding_data < 0.8 * disk["capacity"], (disk, holding_data)
     if mode == "nbdssl":
         everything = tmp_path / "all-blocks-fullVM"
-        res = run(env, "mount", "-a", f"name:{vm}", "-r", str(everything), "--format", "flat",
-                  "-q", "--read-all-blocks", *mode_args(mode, lab, request))
+        res = run(
+            env,
+            "mount",
+            "-a",
+            f"name:{vm}",
+            "-r",
+            str(everything),
+            "--format",
+            "flat",
+            "-q",
+            "--read-all-blocks",
+            *mode_args(mode, lab, request),
+        )
         assert res.code == 0, res
         for disk in assert_export_matches_lab(everything, lab_client, tmp_path)["disks"]:
             assert disk["allocation_map"] is False, disk
@@ -147,10 +181,25 @@ def test_with_cbt_on_only_the_allocated_areas_are_read(env, lab, lab_client, tmp
 
 @pytest.mark.parametrize("fmt", ["flat", "2gbsparse"])
 def test_san_checksum_none_copies_exactly_and_leaves_the_disks_out_of_the_manifest(
-        env, lab, lab_client, tmp_path, fmt):
+    env, lab, lab_client, tmp_path, fmt
+):
     target = tmp_path / "web01-fullVM"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san", *san_args(lab),
-              "--format", fmt, "--checksum", "none", "-q")
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "san",
+        *san_args(lab),
+        "--format",
+        fmt,
+        "--checksum",
+        "none",
+        "-q",
+    )
     assert res.code == 0, res
     meta = metadata(target)
     assert meta["checksum"] == "none"
@@ -169,7 +218,7 @@ def test_san_checksum_none_copies_exactly_and_leaves_the_disks_out_of_the_manife
     assert "--checksum none" in res.err, res
     vmx = next(target.glob("*.vmx"))
     vmx.write_text(vmx.read_text() + "# tampered\n")
-    res = run(env, "verify", str(target))        # what is listed is still checked
+    res = run(env, "verify", str(target))  # what is listed is still checked
     assert res.code == 16 and f"changed: {vmx.name}" in res.out, res
 
 
@@ -177,15 +226,17 @@ def test_san_checksum_none_copies_exactly_and_leaves_the_disks_out_of_the_manife
 def test_nfc_lease_stored_as_stream_or_converted_while_streaming(env, lab_client, tmp_path, fmt):
     target = tmp_path / "nfc"
     with Churn(lab_client, VM):
-        res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format", fmt,
-                  "-q")
+        res = run(
+            env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format", fmt, "-q"
+        )
     assert res.code == 0, res
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     assert meta["format_written"] == fmt and meta["transport"]["mode"] == "nfc"
     if fmt == "stream":
         for disk in meta["disks"]:
-            assert 'createType="streamOptimized"' in (target / disk["files"][0]).read_bytes()[:4096] \
-                .decode("latin-1"), disk
+            assert 'createType="streamOptimized"' in (target / disk["files"][0]).read_bytes()[
+                :4096
+            ].decode("latin-1"), disk
     assert_clean(lab_client, target)
 
 
@@ -194,14 +245,24 @@ def test_nfc_lease_stored_as_stream_or_converted_while_streaming(env, lab_client
 
 def test_san_with_an_unmapped_datastore_names_it_and_exits_13(env, lab, lab_client, tmp_path):
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san",
-              *san_args(lab, only=("datastore1",)))
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "san",
+        *san_args(lab, only=("datastore1",)),
+    )
     assert_clean_failure(res, 13, "datastore2", lab_client, VM, target)
     assert "not mapped" in res.err and "--san-map datastore2=" in res.err, res
 
 
 def test_san_disk_shorter_than_its_descriptor_is_a_transport_error_not_a_crash(
-        env, lab, lab_client, tmp_path):
+    env, lab, lab_client, tmp_path
+):
     """A flat extent cut short on the storage: exit 13 naming the disk, snapshot removed,
     nothing staged (it used to escape as a bare ValueError: exit 1, "a bug")."""
     import shutil
@@ -212,22 +273,43 @@ def test_san_disk_shorter_than_its_descriptor_is_a_transport_error_not_a_crash(
     flat = next((copy / "files01").glob("*-flat.vmdk"))
     os.truncate(flat, flat.stat().st_size // 2)
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", "name:files01", "-r", str(target), "-m", "san",
-              "--san-map", f"datastore2={copy}", "--read-all-blocks")
+    res = run(
+        env,
+        "mount",
+        "-a",
+        "name:files01",
+        "-r",
+        str(target),
+        "-m",
+        "san",
+        "--san-map",
+        f"datastore2={copy}",
+        "--read-all-blocks",
+    )
     assert_clean_failure(res, 13, "cannot read the disk", lab_client, "files01", target)
 
 
 def test_san_chain_falls_back_to_nbdssl_for_the_unmapped_datastore(env, lab, lab_client, tmp_path):
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san:nbdssl",
-              *san_args(lab, only=("datastore1",)), "-q")
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "san:nbdssl",
+        *san_args(lab, only=("datastore1",)),
+        "-q",
+    )
     assert res.code == 0, res
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     served = meta["transport"]["served_by"]
     modes_by_datastore: dict[str, set[str]] = {}
     for sources in disk_sources(meta).values():
         for source in sources:
-            datastore = source[1:source.index("]")]
+            datastore = source[1 : source.index("]")]
             modes_by_datastore.setdefault(datastore, set()).add(served[source])
     assert modes_by_datastore == {"datastore1": {"san"}, "datastore2": {"nbdssl"}}, served
     assert_clean(lab_client, target)
@@ -236,30 +318,67 @@ def test_san_chain_falls_back_to_nbdssl_for_the_unmapped_datastore(env, lab, lab
 # -- 3. SSH: host keys and a dropped connection ----------------------------------------------
 
 
-def test_ssh_unknown_host_key_is_refused_naming_its_fingerprint(env, lab_sshd, lab_client, tmp_path):
+def test_ssh_unknown_host_key_is_refused_naming_its_fingerprint(
+    env, lab_sshd, lab_client, tmp_path
+):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh",
-              *ssh_args(lab_sshd, known_hosts=False), "--ssh-known-hosts", str(empty))
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "ssh",
+        *ssh_args(lab_sshd, known_hosts=False),
+        "--ssh-known-hosts",
+        str(empty),
+    )
     assert_clean_failure(res, 18, lab_sshd.host_key_fingerprint, lab_client, VM, target)
     assert "--ssh-fingerprint" in res.err
-    assert empty.read_text() == ""          # nothing recorded without --ssh-accept-new
+    assert empty.read_text() == ""  # nothing recorded without --ssh-accept-new
 
 
 def test_ssh_fingerprint_pin_replaces_known_hosts(env, lab_sshd, lab_client, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh",
-              *ssh_args(lab_sshd, known_hosts=False), "--ssh-known-hosts", str(empty),
-              "--ssh-fingerprint", lab_sshd.host_key_fingerprint, "-q")
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "ssh",
+        *ssh_args(lab_sshd, known_hosts=False),
+        "--ssh-known-hosts",
+        str(empty),
+        "--ssh-fingerprint",
+        lab_sshd.host_key_fingerprint,
+        "-q",
+    )
     assert res.code == 0, res
     assert_export_matches_lab(target, lab_client, tmp_path)
     # a wrong pin is refused even though the key is in known_hosts
     wrong = "SHA256:" + "A" * 43
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(tmp_path / "o2"), "-m", "ssh",
-              *ssh_args(lab_sshd), "--ssh-fingerprint", wrong)
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(tmp_path / "o2"),
+        "-m",
+        "ssh",
+        *ssh_args(lab_sshd),
+        "--ssh-fingerprint",
+        wrong,
+    )
     assert_clean_failure(res, 18, "pinned", lab_client, VM, tmp_path / "o2")
 
 
@@ -297,7 +416,7 @@ class SlowLink:
         except OSError:
             pass
         finally:
-            for sock in (src, dst):       # one side gone: the link is gone
+            for sock in (src, dst):  # one side gone: the link is gone
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
@@ -307,25 +426,39 @@ class SlowLink:
         self.listener.close()
 
 
-def test_ssh_connection_dropped_mid_disk_resumes_and_stays_exact(env, lab_sshd, lab_client, tmp_path):
+def test_ssh_connection_dropped_mid_disk_resumes_and_stays_exact(
+    env, lab_sshd, lab_client, tmp_path
+):
     link = SlowLink((lab_sshd.host, lab_sshd.port), rate=8 << 20)
-    known = tmp_path / "known_hosts"     # the host key, recorded for the relay's port
+    known = tmp_path / "known_hosts"  # the host key, recorded for the relay's port
     host_key = Path(lab_sshd.known_hosts).read_text().split()[1:3]
     known.write_text(f"[127.0.0.1]:{link.port} {' '.join(host_key)}\n")
     target = tmp_path / "o"
     args = ssh_args(lab_sshd, known_hosts=False)
     args[args.index("--ssh-port") + 1] = str(link.port)
-    proc = start(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "ssh", *args,
-                 "--ssh-known-hosts", str(known), "-q")
+    proc = start(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "ssh",
+        *args,
+        "--ssh-known-hosts",
+        str(known),
+        "-q",
+    )
     killed = []
 
     def drop_once_a_disk_is_copying():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             if list(target.glob("*.vmdk.partial")) if target.exists() else []:
-                time.sleep(0.2)                      # well into the disk (~1 s at 8 MiB/s)
+                time.sleep(0.2)  # well into the disk (~1 s at 8 MiB/s)
                 killed.append(lab_sshd.kill_connections())
-                killed.append(bool(list(target.glob("*.vmdk.partial"))))   # still mid-disk
+                killed.append(bool(list(target.glob("*.vmdk.partial"))))  # still mid-disk
                 return
             time.sleep(0.01)
 
@@ -373,13 +506,14 @@ def test_nfc_lease_completed_on_success(env, lab_client, tmp_path):
     res = run(env, "mount", "-a", f"name:{VM}", "-r", str(tmp_path / "o"), "-m", "nfc", "-q")
     assert res.code == 0, res
     assert new_lease_states(lab_client, before) == ["done"]
-    assert [lease["progress"] for key, lease in leases(lab_client).items() if key not in before] \
-        == [100]
+    assert [
+        lease["progress"] for key, lease in leases(lab_client).items() if key not in before
+    ] == [100]
 
 
 def test_nfc_lease_outlives_its_timeout_through_progress_calls(env, lab_client, tmp_path):
     """A disk that streams for longer than the lease timeout: only progress calls keep it."""
-    timeout = 3.0                        # > the transport's 2 s between progress calls
+    timeout = 3.0  # > the transport's 2 s between progress calls
     saved = lab_client.faults().get("lease_timeout", 300)
     before = leases(lab_client)
     lab_client.set_faults(lease_timeout=timeout, throttle_bps=1 << 20)
@@ -422,9 +556,12 @@ def lease_streams(lab, out_dir: Path) -> dict[int, Path]:
     from vcbproxy.vsphere.snapshots import create_snapshot, remove_snapshot
 
     info = lab.info
-    opts = ServerSpec(server=f"127.0.0.1:{info['https_port']}", user=info["user"],
-                          password=Path(info["password_file"]).read_text().strip(),
-                          ca_file=info["cert_file"])
+    opts = ServerSpec(
+        server=f"127.0.0.1:{info['https_port']}",
+        user=info["user"],
+        password=Path(info["password_file"]).read_text().strip(),
+        ca_file=info["cert_file"],
+    )
     files = {}
     with Session.connect(opts) as session:
         vm = resolve_vm(session, parse_selector(f"name:{VM}"))
@@ -432,11 +569,14 @@ def lease_streams(lab, out_dir: Path) -> dict[int, Path]:
         try:
             with ExportLease.for_snapshot(session, snap) as lease:
                 for entry in (e for e in lease.device_urls if e["disk"]):
-                    path = urlsplit(entry["url"]).path          # /nfc/<lease>/<key>.vmdk
+                    path = urlsplit(entry["url"]).path  # /nfc/<lease>/<key>.vmdk
                     key = int(path.rsplit("/", 1)[1].split(".")[0])
                     conn = http.client.HTTPSConnection(
-                        "127.0.0.1", int(info["https_port"]), timeout=60,
-                        context=ssl.create_default_context(cafile=info["cert_file"]))
+                        "127.0.0.1",
+                        int(info["https_port"]),
+                        timeout=60,
+                        context=ssl.create_default_context(cafile=info["cert_file"]),
+                    )
                     try:
                         conn.request("GET", path, headers={"Cookie": session.cookie})
                         resp = conn.getresponse()
@@ -453,7 +593,7 @@ def lease_streams(lab, out_dir: Path) -> dict[int, Path]:
     return files
 
 
-HEAD = 64 << 10      # header + embedded descriptor: the lab's grains start after this
+HEAD = 64 << 10  # header + embedded descriptor: the lab's grains start after this
 
 
 def without_ids(vmdk: bytes) -> bytes:
@@ -469,10 +609,11 @@ def without_ids(vmdk: bytes) -> bytes:
 
 def test_nfc_format_stream_stores_the_hosts_bytes_as_they_came(env, lab, lab_client, tmp_path):
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format",
-              "stream", "-q")
+    res = run(
+        env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format", "stream", "-q"
+    )
     assert res.code == 0, res
-    meta = assert_export_matches_lab(target, lab_client, tmp_path)   # hash + qemu-img compare
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)  # hash + qemu-img compare
     # No guest writes since: a second lease serves the same content, so the same stream,
     # byte for byte apart from the IDs the lab draws afresh. A re-encoded file (our own
     # descriptor, grain layout or compression) differs everywhere.
@@ -483,7 +624,7 @@ def test_nfc_format_stream_stores_the_hosts_bytes_as_they_came(env, lab, lab_cli
     assert sorted(served) == sorted(d["key"] for d in disks)
     vmx = (target / next(p.name for p in target.glob("*.vmx"))).read_text()
     for disk in disks:
-        assert disk["files"] == [f"{disk['files'][0]}"]            # one file, no extents
+        assert disk["files"] == [f"{disk['files'][0]}"]  # one file, no extents
         stored = (target / disk["files"][0]).read_bytes()
         host = served[disk["key"]].read_bytes()
         assert len(stored) == len(host), disk["device"]
@@ -497,9 +638,21 @@ def test_nfc_format_stream_dropped_mid_disk_leaves_no_file(env, lab_client, tmp_
     before = leases(lab_client)
     lab_client.set_faults(drop_after_bytes=256 << 10, drop_count=0)
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "nfc", "--format",
-              "stream", "--retries", "1")
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(target),
+        "-m",
+        "nfc",
+        "--format",
+        "stream",
+        "--retries",
+        "1",
+    )
     assert_clean_failure(res, 13, "NFC", lab_client, VM, target)
-    assert "broke after" in res.err, res          # cut inside the stream, not before it
+    assert "broke after" in res.err, res  # cut inside the stream, not before it
     assert not target.exists() or not list(target.rglob("*")), list(target.rglob("*"))
     assert new_lease_states(lab_client, before) == ["error"]

@@ -82,7 +82,9 @@ def test_damage_is_named(env, exports, tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["2gbsparse", "monolithic", "flat"])
-def test_flipped_byte_with_manifest_rewritten_is_caught_by_the_content_hash(env, exports, tmp_path, fmt):
+def test_flipped_byte_with_manifest_rewritten_is_caught_by_the_content_hash(
+    env, exports, tmp_path, fmt
+):
     src = exports[fmt]
     disk = metadata(src)["disks"][0]
     forged = _copy(src, tmp_path / "forged")
@@ -95,4 +97,6 @@ def test_flipped_byte_with_manifest_rewritten_is_caught_by_the_content_hash(env,
     write_manifest(forged)
     res = run(env, "verify", str(forged))
     assert res.code == 16, res
-    assert any(line.startswith(f"changed: {disk['files'][0]}") for line in res.out.splitlines()), res
+    assert any(line.startswith(f"changed: {disk['files'][0]}") for line in res.out.splitlines()), (
+        res
+    )

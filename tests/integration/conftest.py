@@ -11,6 +11,9 @@ from vcbproxy.vsphere.session import Session
 @pytest.fixture
 def session(vsphere_endpoint):
     ep = vsphere_endpoint
-    with Session.connect(ServerSpec(server=ep.server, user=ep.user, password=ep.password,
-                                        ca_file=ep.cert_file, timeout=20)) as s:
+    with Session.connect(
+        ServerSpec(
+            server=ep.server, user=ep.user, password=ep.password, ca_file=ep.cert_file, timeout=20
+        )
+    ) as s:
         yield s

@@ -40,12 +40,12 @@ def cbt_vm(fresh_lab):
 def test_changed_areas_between_snapshots_with_paging(cbt_vm):
     lab, vm = cbt_vm
     client = LabClient(lab.info)
-    client.set_faults(cbt_page_bytes=1 << 20)   # 1 MiB a call: a 4 MiB disk takes 4 pages
+    client.set_faults(cbt_page_bytes=1 << 20)  # 1 MiB a call: a 4 MiB disk takes 4 pages
     s1 = run_task(vm.CreateSnapshot_Task("s1", None, False, False))
     cid1 = _disk(s1.config).backing.changeId
     assert cid1 and "/" in cid1
     full, pages = _all_areas(vm, s1, 2000, "*")
-    assert pages == 4 and full   # "*": every allocated area
+    assert pages == 4 and full  # "*": every allocated area
     run_task(s1.RemoveSnapshot_Task(removeChildren=False))
     written = client.churn("web01", 10, seed=3)["disks"]["2000"]
     s2 = run_task(vm.CreateSnapshot_Task("s2", None, False, False))

@@ -59,8 +59,14 @@ def test_faults_get_and_set(client):
 
 def test_reset_faults_restores_every_default(client):
     defaults = {name: default for name, (_, default) in SWITCHES.items()}
-    client.set_faults(drop_after_bytes=5, drop_count=3, throttle_bps=1000, lease_timeout=1,
-                      task_delay=0.5, cbt_max_areas=7)
+    client.set_faults(
+        drop_after_bytes=5,
+        drop_count=3,
+        throttle_bps=1000,
+        lease_timeout=1,
+        task_delay=0.5,
+        cbt_max_areas=7,
+    )
     assert client.reset_faults() == defaults
     assert client.faults() == defaults
 
@@ -84,8 +90,11 @@ def test_authentication(lab, client):
 def test_control_api_on_the_https_port(lab):
     info = lab.info
     conn = http.client.HTTPSConnection(
-        "127.0.0.1", info["https_port"], timeout=10,
-        context=ssl.create_default_context(cafile=info["cert_file"]))
+        "127.0.0.1",
+        info["https_port"],
+        timeout=10,
+        context=ssl.create_default_context(cafile=info["cert_file"]),
+    )
     token = Path(info["password_file"]).read_text().strip()
     conn.request("GET", "/lab/faults", headers={"Authorization": f"Bearer {token}"})
     assert conn.getresponse().status == 200
@@ -145,8 +154,17 @@ def test_churn_changes_current_content_not_the_snapshot(fresh_lab, tmp_path):
             frozen = next(d for d in backing if d.key == key).backing.fileName
             ds, rel = frozen[1:].split("] ", 1)
             out = tmp_path / "frozen.raw"
-            subprocess.run(["qemu-img", "convert", "-O", "raw",
-                            str(Path(lab.info["datastores"][ds]) / rel), str(out)], check=True)
+            subprocess.run(
+                [
+                    "qemu-img",
+                    "convert",
+                    "-O",
+                    "raw",
+                    str(Path(lab.info["datastores"][ds]) / rel),
+                    str(out),
+                ],
+                check=True,
+            )
             assert sha256_file(out) == at_snapshot["sha256"]
     finally:
         WaitForTask(snap.RemoveSnapshot_Task(removeChildren=False))
@@ -158,9 +176,12 @@ def test_state_lists_snapshots_and_disks(client, si):
     assert state["moref"] == vm._moId and state["name"] == VM
     assert sorted(int(k) for k in state["disks"]) == sorted(disk_keys(vm))
     for key, disk in state["disks"].items():
-        layers = {d.key: d.backing.fileName for d in vm.config.hardware.device
-                  if isinstance(d, vim.vm.device.VirtualDisk)}
-        assert layers[int(key)].endswith("/" + disk["layers"][-1])     # the running top
+        layers = {
+            d.key: d.backing.fileName
+            for d in vm.config.hardware.device
+            if isinstance(d, vim.vm.device.VirtualDisk)
+        }
+        assert layers[int(key)].endswith("/" + disk["layers"][-1])  # the running top
         assert set(disk["layers"]) <= set(disk["files"])
         assert disk["cbt"]["enabled"] in (True, False)
     assert client.state(vm._moId)["name"] == VM

@@ -20,14 +20,19 @@ from vcbproxy.lab.client import LabClient
 PORTS = ["http", "https"]
 
 
-def request(info: dict, port: str, method: str, path: str, headers: dict | None = None,
-            body: bytes | None = None) -> tuple[int, dict, bytes]:
+def request(
+    info: dict,
+    port: str,
+    method: str,
+    path: str,
+    headers: dict | None = None,
+    body: bytes | None = None,
+) -> tuple[int, dict, bytes]:
     if port == "http":
         conn = http.client.HTTPConnection("127.0.0.1", info["http_port"], timeout=30)
     else:
         ctx = ssl.create_default_context(cafile=info["cert_file"])
-        conn = http.client.HTTPSConnection("127.0.0.1", info["https_port"], context=ctx,
-                                           timeout=30)
+        conn = http.client.HTTPSConnection("127.0.0.1", info["https_port"], context=ctx, timeout=30)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -45,7 +50,7 @@ def folder(rel: str, ds: str = "datastore1", dc: str = "lab-dc") -> str:
 def client(lab):
     c = LabClient(lab.info)
     yield c
-    c.reset_faults()   # leave the shared lab as found
+    c.reset_faults()  # leave the shared lab as found
 
 
 @pytest.fixture
@@ -78,21 +83,34 @@ def test_range_requests(lab, cookie, disk_file, port):
     rel, host_path = disk_file
     data = host_path.read_bytes()
     size = len(data)
-    status, headers, body = request(lab.info, port, "GET", folder(rel),
-                                    {"Cookie": cookie, "Range": "bytes=65530-200000"})
+    status, headers, body = request(
+        lab.info, port, "GET", folder(rel), {"Cookie": cookie, "Range": "bytes=65530-200000"}
+    )
     assert status == 206
     assert headers["content-range"] == f"bytes 65530-200000/{size}"
     assert body == data[65530:200001]
     # Open-ended and suffix ranges, and a range running past the end.
-    assert request(lab.info, port, "GET", folder(rel),
-                   {"Cookie": cookie, "Range": f"bytes={size - 10}-"})[2] == data[-10:]
-    assert request(lab.info, port, "GET", folder(rel),
-                   {"Cookie": cookie, "Range": "bytes=-7"})[2] == data[-7:]
-    status, headers, body = request(lab.info, port, "GET", folder(rel),
-                                    {"Cookie": cookie, "Range": f"bytes={size - 5}-{size + 99}"})
+    assert (
+        request(
+            lab.info, port, "GET", folder(rel), {"Cookie": cookie, "Range": f"bytes={size - 10}-"}
+        )[2]
+        == data[-10:]
+    )
+    assert (
+        request(lab.info, port, "GET", folder(rel), {"Cookie": cookie, "Range": "bytes=-7"})[2]
+        == data[-7:]
+    )
+    status, headers, body = request(
+        lab.info,
+        port,
+        "GET",
+        folder(rel),
+        {"Cookie": cookie, "Range": f"bytes={size - 5}-{size + 99}"},
+    )
     assert (status, body) == (206, data[-5:])
-    status, headers, _ = request(lab.info, port, "GET", folder(rel),
-                                 {"Cookie": cookie, "Range": f"bytes={size}-"})
+    status, headers, _ = request(
+        lab.info, port, "GET", folder(rel), {"Cookie": cookie, "Range": f"bytes={size}-"}
+    )
     assert status == 416 and headers["content-range"] == f"bytes */{size}"
 
 
@@ -109,12 +127,21 @@ def test_head(lab, cookie, disk_file, port):
 def test_authentication(lab, client, disk_file, port):
     rel, _ = disk_file
     assert request(lab.info, port, "GET", folder(rel))[0] == 401
-    assert request(lab.info, port, "GET", folder(rel),
-                   {"Cookie": 'vmware_soap_session="nope"'})[0] == 401
+    assert (
+        request(lab.info, port, "GET", folder(rel), {"Cookie": 'vmware_soap_session="nope"'})[0]
+        == 401
+    )
     # The control API's bearer token is not a file-service credential.
-    assert request(lab.info, port, "GET", folder(rel),
-                   {"Authorization": "Bearer " + Path(lab.info["password_file"]).read_text().strip()}
-                   )[0] == 401
+    assert (
+        request(
+            lab.info,
+            port,
+            "GET",
+            folder(rel),
+            {"Authorization": "Bearer " + Path(lab.info["password_file"]).read_text().strip()},
+        )[0]
+        == 401
+    )
 
 
 def test_expired_session_is_refused(fresh_lab):
@@ -154,8 +181,7 @@ def test_symlink_out_of_the_datastore_is_forbidden(lab, cookie, tmp_path):
     link = Path(lab.info["datastores"]["datastore1"]) / "escape-link"
     link.symlink_to(secret)
     try:
-        assert request(lab.info, "http", "GET", folder("escape-link"),
-                       {"Cookie": cookie})[0] == 403
+        assert request(lab.info, "http", "GET", folder("escape-link"), {"Cookie": cookie})[0] == 403
     finally:
         link.unlink()
 
@@ -164,7 +190,7 @@ def test_symlink_out_of_the_datastore_is_forbidden(lab, cookie, tmp_path):
 def test_put_creates_and_overwrites(lab, cookie, port):
     ds_dir = Path(lab.info["datastores"]["datastore2"])
     rel = f"uploads-{port}/sub dir/disk ü.bin"
-    payload = bytes(range(256)) * 9000          # > 2 MiB: several reads on the server
+    payload = bytes(range(256)) * 9000  # > 2 MiB: several reads on the server
     h = {"Cookie": cookie}
     status, _, _ = request(lab.info, port, "PUT", folder(rel, ds="datastore2"), h, payload)
     assert status == 201
@@ -181,11 +207,15 @@ def test_put_creates_and_overwrites(lab, cookie, port):
 def test_put_with_a_short_body_leaves_nothing(lab, cookie):
     ds_dir = Path(lab.info["datastores"]["datastore2"])
     with socket.create_connection(("127.0.0.1", lab.info["http_port"])) as s:
-        s.sendall((f"PUT {folder('short/upload.bin', ds='datastore2')} HTTP/1.1\r\n"
-                   f"Host: x\r\nCookie: {cookie}\r\nContent-Length: 1000\r\n\r\n").encode()
-                  + b"only a part")
+        s.sendall(
+            (
+                f"PUT {folder('short/upload.bin', ds='datastore2')} HTTP/1.1\r\n"
+                f"Host: x\r\nCookie: {cookie}\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            + b"only a part"
+        )
         s.shutdown(socket.SHUT_WR)
-        answer = s.recv(1000)    # the server answers after cleaning up
+        answer = s.recv(1000)  # the server answers after cleaning up
     assert answer.startswith(b"HTTP/1.1 400")
     assert not (ds_dir / "short" / "upload.bin").exists()
     assert not list((ds_dir / "short").glob("*.labupload"))
@@ -208,13 +238,23 @@ def test_throttle_caps_the_rate(lab, client, cookie, disk_file):
     rel, _ = disk_file
     client.set_faults(throttle_bps=4 << 20)
     start = time.monotonic()
-    status, _, body = request(lab.info, "http", "GET", folder(rel),
-                              {"Cookie": cookie, "Range": f"bytes=0-{(2 << 20) - 1}"})
+    status, _, body = request(
+        lab.info,
+        "http",
+        "GET",
+        folder(rel),
+        {"Cookie": cookie, "Range": f"bytes=0-{(2 << 20) - 1}"},
+    )
     elapsed = time.monotonic() - start
     assert status == 206 and len(body) == 2 << 20
     assert elapsed >= 0.4, f"2 MiB at 4 MiB/s took only {elapsed:.2f} s"
     client.set_faults(throttle_bps=None)
     start = time.monotonic()
-    request(lab.info, "http", "GET", folder(rel),
-            {"Cookie": cookie, "Range": f"bytes=0-{(2 << 20) - 1}"})
+    request(
+        lab.info,
+        "http",
+        "GET",
+        folder(rel),
+        {"Cookie": cookie, "Range": f"bytes=0-{(2 << 20) - 1}"},
+    )
     assert time.monotonic() - start < 0.4

@@ -9,15 +9,29 @@ PC = vmodl.query.PropertyCollector
 
 
 def _vm_view(si, types=(vim.VirtualMachine,), container=None):
-    return si.content.viewManager.CreateContainerView(container or si.content.rootFolder,
-                                                      list(types), True)
+    return si.content.viewManager.CreateContainerView(
+        container or si.content.rootFolder, list(types), True
+    )
 
 
 def _retrieve(si, view, paths, max_objects=None):
     spec = PC.FilterSpec(
-        objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[PC.TraversalSpec(
-            name="traverseEntities", path="view", skip=False, type=vim.view.ContainerView)])],
-        propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=list(paths))])
+        objectSet=[
+            PC.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[
+                    PC.TraversalSpec(
+                        name="traverseEntities",
+                        path="view",
+                        skip=False,
+                        type=vim.view.ContainerView,
+                    )
+                ],
+            )
+        ],
+        propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=list(paths))],
+    )
     pc = si.content.propertyCollector
     result = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions(maxObjects=max_objects))
     pages = [result]
@@ -39,15 +53,20 @@ def _by_name(pages):
 def test_default_vms_and_escaped_names(lab_si):
     view = _vm_view(lab_si)
     names = sorted(vm.name for vm in view.view)
-    assert names == sorted(["web01", "db01", "files01", "notools", "my vm ünïcode %2f test",
-                            "dup", "dup", "chain01"])
+    assert names == sorted(
+        ["web01", "db01", "files01", "notools", "my vm ünïcode %2f test", "dup", "dup", "chain01"]
+    )
     view.DestroyView()
 
 
 def test_paging_with_max_objects(lab_si):
     view = _vm_view(lab_si)
-    pages = _retrieve(lab_si, view, ["name", "summary.config.name", "guest.ipAddress",
-                                     "runtime.powerState"], max_objects=3)
+    pages = _retrieve(
+        lab_si,
+        view,
+        ["name", "summary.config.name", "guest.ipAddress", "runtime.powerState"],
+        max_objects=3,
+    )
     assert [len(p.objects) for p in pages] == [3, 3, 2]
     assert all(p.token for p in pages[:-1]) and pages[-1].token is None
     vms = _by_name(pages)
@@ -72,8 +91,10 @@ def test_view_type_filter_and_folders(lab_si):
     view = _vm_view(lab_si, types=[vim.Folder])
     assert {"teamA", "teamB", "vm"} <= {f.name for f in view.view}
     dc = lab_si.content.rootFolder.childEntity[0]
-    assert {h.name for h in dc.hostFolder.childEntity[0].host} == {"esx01.lab.local",
-                                                                    "esx02.lab.local"}
+    assert {h.name for h in dc.hostFolder.childEntity[0].host} == {
+        "esx01.lab.local",
+        "esx02.lab.local",
+    }
     assert {d.name for d in dc.datastore} == {"datastore1", "datastore2"}
     team_a = [f for f in view.view if f.name == "teamA"][0]
     assert [vm.name for vm in _vm_view(lab_si, container=team_a).view] == ["dup"]
@@ -106,9 +127,11 @@ def test_user_snapshot_chain(lab_si):
     while backing:
         chain.append(backing.fileName)
         backing = backing.parent
-    assert chain == ["[datastore1] chain01/chain01-000002.vmdk",
-                     "[datastore1] chain01/chain01-000001.vmdk",
-                     "[datastore1] chain01/chain01.vmdk"]
+    assert chain == [
+        "[datastore1] chain01/chain01-000002.vmdk",
+        "[datastore1] chain01/chain01-000001.vmdk",
+        "[datastore1] chain01/chain01.vmdk",
+    ]
     first = tree[0].snapshot.config.hardware.device
     first_disk = [d for d in first if isinstance(d, vim.vm.device.VirtualDisk)][0]
     assert first_disk.backing.fileName == "[datastore1] chain01/chain01.vmdk"
@@ -123,11 +146,16 @@ def test_search_index(lab_si):
     assert si.FindByUuid(uuid=web.config.instanceUuid, vmSearch=True) is None
     assert si.FindByIp(ip="10.0.0.11", vmSearch=True) == web
     assert si.FindByIp(ip="10.0.0.99", vmSearch=True) is None
-    assert si.FindByDatastorePath(datacenter=lab_si.content.rootFolder.childEntity[0],
-                                  path="[datastore1] web01/web01.vmx") == web
+    assert (
+        si.FindByDatastorePath(
+            datacenter=lab_si.content.rootFolder.childEntity[0], path="[datastore1] web01/web01.vmx"
+        )
+        == web
+    )
     uni = si.FindByInventoryPath("lab-dc/vm/my vm ünïcode %2f test")
     assert uni is not None and uni.config.files.vmPathName.startswith(
-        "[datastore1] my vm ünïcode %2f test/")
+        "[datastore1] my vm ünïcode %2f test/"
+    )
     a = si.FindByInventoryPath("lab-dc/vm/teamA/dup")
     b = si.FindByInventoryPath("lab-dc/vm/teamB/dup")
     assert a != b and a.config.files.vmPathName != b.config.files.vmPathName
@@ -136,13 +164,13 @@ def test_search_index(lab_si):
 def test_wait_for_updates_reports_changes(lab_si):
     pc = lab_si.content.propertyCollector
     vm = lab_si.content.searchIndex.FindByInventoryPath("lab-dc/vm/files01")
-    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vm)],
-                         propSet=[PC.PropertySpec(type=vim.VirtualMachine,
-                                                  pathSet=["runtime.powerState"])])
+    spec = PC.FilterSpec(
+        objectSet=[PC.ObjectSpec(obj=vm)],
+        propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=["runtime.powerState"])],
+    )
     flt = pc.CreateFilter(spec, True)
     try:
-        first = pc.WaitForUpdatesEx("", vmodl.query.PropertyCollector.WaitOptions(
-            maxWaitSeconds=5))
+        first = pc.WaitForUpdatesEx("", vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=5))
         change = first.filterSet[0].objectSet[0].changeSet[0]
         assert (change.name, change.val) == ("runtime.powerState", "poweredOff")
         none = pc.WaitForUpdatesEx(first.version, PC.WaitOptions(maxWaitSeconds=0))

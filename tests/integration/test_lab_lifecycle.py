@@ -22,8 +22,7 @@ def _find(si, path):
 def _get(lab, si, url: str) -> tuple[int, bytes]:
     path = url.split("/", 3)[3]
     ctx = ssl.create_default_context(cafile=lab.info["cert_file"])
-    conn = http.client.HTTPSConnection("127.0.0.1", lab.info["https_port"], context=ctx,
-                                       timeout=30)
+    conn = http.client.HTTPSConnection("127.0.0.1", lab.info["https_port"], context=ctx, timeout=30)
     try:
         conn.request("GET", "/" + path, headers={"Cookie": si._stub.cookie})
         resp = conn.getresponse()
@@ -48,25 +47,32 @@ def test_unregister_and_register_from_vmx(fresh_lab):
     si = connect(fresh_lab)
     vm = _find(si, "teamA/dup")
     vmx_path = vm.config.files.vmPathName
-    disk_before = [d for d in vm.config.hardware.device
-                   if isinstance(d, vim.vm.device.VirtualDisk)][0]
+    disk_before = [
+        d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+    ][0]
     vm.UnregisterVM()
     assert _find(si, "teamA/dup") is None
     folder = si.content.rootFolder.childEntity[0].vmFolder
-    new = run_task(folder.RegisterVM_Task(path=vmx_path, name="dup-restored", asTemplate=False,
-                                          pool=None))
+    new = run_task(
+        folder.RegisterVM_Task(path=vmx_path, name="dup-restored", asTemplate=False, pool=None)
+    )
     assert new.name == "dup-restored" and new.runtime.powerState == "poweredOff"
     assert new.config.files.vmPathName == vmx_path
     disk = [d for d in new.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)][0]
     assert disk.backing.fileName == disk_before.backing.fileName
     assert disk.capacityInBytes == disk_before.capacityInBytes
-    assert {f.type for f in new.layoutEx.file} >= {"config", "nvram", "diskDescriptor",
-                                                   "diskExtent"}
+    assert {f.type for f in new.layoutEx.file} >= {
+        "config",
+        "nvram",
+        "diskDescriptor",
+        "diskExtent",
+    }
     with pytest.raises(vim.fault.AlreadyExists):
         WaitForTask(folder.RegisterVM_Task(path=vmx_path, asTemplate=False, pool=None))
     with pytest.raises(vim.fault.NotFound):
-        WaitForTask(folder.RegisterVM_Task(path="[datastore1] nope/nope.vmx", asTemplate=False,
-                                           pool=None))
+        WaitForTask(
+            folder.RegisterVM_Task(path="[datastore1] nope/nope.vmx", asTemplate=False, pool=None)
+        )
     snap = run_task(new.CreateSnapshot_Task("after-register", None, False, False))
     run_task(snap.RemoveSnapshot_Task(removeChildren=False))
 
@@ -81,7 +87,7 @@ def test_export_lease_lifecycle(lab, lab_si):
     assert [u.url.split("/nfc/")[0] for u in urls] == ["https://*"]
     assert urls[0].url.endswith("/2000.vmdk") and urls[0].disk
     status, body = _get(lab, lab_si, urls[0].url)
-    assert status == 200 and body[:4] == b"KDMV"   # a streamOptimized VMDK
+    assert status == 200 and body[:4] == b"KDMV"  # a streamOptimized VMDK
     lease.HttpNfcLeaseProgress(50)
     assert lease.transferProgress == 50
     lease.HttpNfcLeaseComplete()
@@ -128,8 +134,11 @@ def test_file_manager_make_and_delete(lab, lab_si):
         fm.MakeDirectory("[datastore2] fm-test/sub", dc, False)
     (root / "fm-test" / "sub" / "x.vmdk").write_text("descriptor")
     (root / "fm-test" / "sub" / "x-flat.vmdk").write_text("extent")
-    run_task(lab_si.content.virtualDiskManager.DeleteVirtualDisk_Task(
-        "[datastore2] fm-test/sub/x.vmdk", dc))
+    run_task(
+        lab_si.content.virtualDiskManager.DeleteVirtualDisk_Task(
+            "[datastore2] fm-test/sub/x.vmdk", dc
+        )
+    )
     assert list((root / "fm-test" / "sub").iterdir()) == []
     run_task(fm.DeleteDatastoreFile_Task("[datastore2] fm-test", dc))
     assert not (root / "fm-test").exists()

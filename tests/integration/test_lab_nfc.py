@@ -22,8 +22,8 @@ from tests.e2e.oracle import raw_sha256
 from tests.fixtures.lab import connect, find_vm
 from vcbproxy.lab.client import LabClient
 
-VM = "web01"          # powered on: exported through a snapshot
-VM_OFF = "files01"    # powered off: ExportVm
+VM = "web01"  # powered on: exported through a snapshot
+VM_OFF = "files01"  # powered off: ExportVm
 needs_qemu = pytest.mark.usefixtures("qemu_img")
 
 
@@ -57,14 +57,18 @@ def disk_urls(lease) -> dict[str, str]:
     return {urlsplit(d.url).path: d.url for d in lease.info.deviceUrl if d.disk}
 
 
-def get(info: dict, path: str, cookie: str | None, port: str = "https",
-        out: Path | None = None) -> tuple[int, dict]:
+def get(
+    info: dict, path: str, cookie: str | None, port: str = "https", out: Path | None = None
+) -> tuple[int, dict]:
     if port == "http":
         conn = http.client.HTTPConnection("127.0.0.1", info["http_port"], timeout=60)
     else:
         conn = http.client.HTTPSConnection(
-            "127.0.0.1", info["https_port"], timeout=60,
-            context=ssl.create_default_context(cafile=info["cert_file"]))
+            "127.0.0.1",
+            info["https_port"],
+            timeout=60,
+            context=ssl.create_default_context(cafile=info["cert_file"]),
+        )
     try:
         conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
         resp = conn.getresponse()
@@ -100,8 +104,14 @@ def test_export_vm_streams_every_disk_as_stream_optimized(lab, client, si, vm, t
             assert status == 200
             assert headers["content-type"] == "application/x-vnd.vmware-streamVmdk"
             assert headers.get("transfer-encoding") == "chunked"
-            info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(out)],
-                                             capture_output=True, text=True, check=True).stdout)
+            info = json.loads(
+                subprocess.run(
+                    ["qemu-img", "info", "--output=json", str(out)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
             assert info["format"] == "vmdk"
             assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
             assert raw_sha256(out, tmp_path) == expected[key_of(path)]["sha256"]
@@ -126,7 +136,7 @@ def test_export_snapshot_streams_the_frozen_content(fresh_lab, tmp_path):
         path = next(iter(disk_urls(lease)))
         key = key_of(path)
         frozen = client.oracle(snapshot=snap._moId, key=key)
-        client.churn(VM, 3, seed=11)            # the guest keeps writing during the export
+        client.churn(VM, 3, seed=11)  # the guest keeps writing during the export
         assert client.oracle(vm=VM, key=key)["sha256"] != frozen["sha256"]
         out = tmp_path / "snap.vmdk"
         assert get(lab.info, path, cookie_of(si), out=out)[0] == 200

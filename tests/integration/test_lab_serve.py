@@ -23,9 +23,20 @@ def test_serve_prints_info_and_starts_fast(tmp_path):
         elapsed = time.monotonic() - t0
         info = lab.info
         assert elapsed < 2.0, f"lab took {elapsed:.2f}s to start"
-        for field in ("sdk_url", "https_port", "http_url", "http_port", "user", "password_file",
-                      "thumbprint_sha1", "thumbprint_sha256", "cert_file", "datacenter",
-                      "datastores", "root"):
+        for field in (
+            "sdk_url",
+            "https_port",
+            "http_url",
+            "http_port",
+            "user",
+            "password_file",
+            "thumbprint_sha1",
+            "thumbprint_sha256",
+            "cert_file",
+            "datacenter",
+            "datastores",
+            "root",
+        ):
             assert field in info, field
         assert info["sdk_url"] == f"https://127.0.0.1:{info['https_port']}/sdk"
         assert set(info["datastores"]) == {"datastore1", "datastore2"}
@@ -54,9 +65,22 @@ def test_serve_exits_zero_on_signal(tmp_path, sig):
 
 
 def test_serve_rejects_unknown_fault_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "vcbproxy", "lab", "serve", "--root",
-                           str(tmp_path), "--fault", "no_such_switch=1"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vcbproxy",
+            "lab",
+            "serve",
+            "--root",
+            str(tmp_path),
+            "--fault",
+            "no_such_switch=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "no_such_switch" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -69,14 +93,46 @@ def test_lab_info_file_is_written(tmp_path):
 
 def test_churn_command_writes_into_a_running_lab(tmp_path):
     with start_lab(tmp_path / "lab", disk_size="2M") as lab:
-        proc = subprocess.run([sys.executable, "-m", "vcbproxy", "lab", "churn", "--root",
-                               str(tmp_path / "lab"), "--vm", "web01", "--percent", "10",
-                               "--seed", "5"], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vcbproxy",
+                "lab",
+                "churn",
+                "--root",
+                str(tmp_path / "lab"),
+                "--vm",
+                "web01",
+                "--percent",
+                "10",
+                "--seed",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
         assert result["bytes"] > 0 and set(result["disks"]) == {"2000", "2001"}
         assert lab.info["root"] == str(tmp_path / "lab")
-    missing = subprocess.run([sys.executable, "-m", "vcbproxy", "lab", "churn", "--root",
-                              str(tmp_path / "none"), "--vm", "web01", "--percent", "1"],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vcbproxy",
+            "lab",
+            "churn",
+            "--root",
+            str(tmp_path / "none"),
+            "--vm",
+            "web01",
+            "--percent",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode != 0 and "Traceback" not in missing.stderr

@@ -55,7 +55,7 @@ def test_snapshot_delta_chain_read_by_qemu(lab, lab_si, tmp_path):
         for disk in frozen:
             want = client.oracle(snapshot=snap._moId, key=disk.key)["sha256"]
             assert _qemu_sha(_host_path(lab, disk.backing.fileName), tmp_path) == want
-        for disk in current:   # qemu-img follows the delta's parent hint down the chain
+        for disk in current:  # qemu-img follows the delta's parent hint down the chain
             want = client.oracle(vm="web01", key=disk.key)["sha256"]
             assert _qemu_sha(_host_path(lab, disk.backing.fileName), tmp_path) == want
             assert want != client.oracle(snapshot=snap._moId, key=disk.key)["sha256"]
@@ -65,7 +65,7 @@ def test_snapshot_delta_chain_read_by_qemu(lab, lab_si, tmp_path):
     after = _disks(vm.config)
     assert all(d.backing.parent is None for d in after)
     assert not _host_path(lab, current[0].backing.fileName).exists()
-    for disk in after:   # the merge kept the guest's writes
+    for disk in after:  # the merge kept the guest's writes
         want = client.oracle(vm="web01", key=disk.key)["sha256"]
         assert _qemu_sha(_host_path(lab, disk.backing.fileName), tmp_path) == want
 
@@ -102,7 +102,7 @@ def test_quiesce_without_tools_faults(lab_si):
         WaitForTask(task)
     assert task.info.state == "error"
     assert vm.snapshot is None
-    snap = run_task(vm.CreateSnapshot_Task("no-quiesce", None, False, False))   # works unquiesced
+    snap = run_task(vm.CreateSnapshot_Task("no-quiesce", None, False, False))  # works unquiesced
     run_task(snap.RemoveSnapshot_Task(removeChildren=False))
 
 
@@ -118,7 +118,7 @@ def test_fault_switches_fail_snapshot_operations(fresh_lab):
     client.set_faults(fail_quiesce=False, fail_next_snapshot_create=True)
     with pytest.raises(vim.fault.SnapshotFault):
         WaitForTask(vm.CreateSnapshot_Task("x", None, False, False))
-    snap = run_task(vm.CreateSnapshot_Task("y", None, False, False))   # one-shot: works again
+    snap = run_task(vm.CreateSnapshot_Task("y", None, False, False))  # one-shot: works again
     client.set_faults(fail_next_snapshot_remove=True)
     with pytest.raises(vim.fault.SnapshotFault):
         WaitForTask(snap.RemoveSnapshot_Task(removeChildren=False))

@@ -40,11 +40,11 @@ COOKIE = 'vmware_soap_session="52e2c1a4-test"'
 
 @dataclass
 class Faults:
-    drop_after_bytes: int | None = None   # close the socket after this many body bytes ...
-    drop_times: int = 0                   # ... for this many responses
-    errors_5xx: int = 0                   # answer 503 this many times
-    head_unsupported: bool = False        # 405 on HEAD (vcsim-like)
-    ignore_range: bool = False            # always 200 with the whole file
+    drop_after_bytes: int | None = None  # close the socket after this many body bytes ...
+    drop_times: int = 0  # ... for this many responses
+    errors_5xx: int = 0  # answer 503 this many times
+    head_unsupported: bool = False  # 405 on HEAD (vcsim-like)
+    ignore_range: bool = False  # always 200 with the whole file
     requests: list[str] = field(default_factory=list)
     connections: int = 0
 
@@ -67,7 +67,7 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         if not url.path.startswith("/folder/") or "dsName" not in query:
             return None
-        rel = urllib.parse.unquote(url.path[len("/folder/"):])
+        rel = urllib.parse.unquote(url.path[len("/folder/") :])
         path = (self.server.root / query["dsName"][0] / rel).resolve()
         if not str(path).startswith(str(self.server.root.resolve())) or not path.is_file():
             return None
@@ -165,21 +165,30 @@ def make_certificate(tmp: Path) -> tuple[Path, Path, bytes]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp / "server.pem", tmp / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -194,10 +203,14 @@ class LocalSession:
     datacenter: str = "ha-datacenter"
     thumbprint: str | None = None
 
-    def file_url(self, ds_path: DatastorePath, scheme: str = "https", port: int | None = None) -> str:
+    def file_url(
+        self, ds_path: DatastorePath, scheme: str = "https", port: int | None = None
+    ) -> str:
         query = urllib.parse.urlencode({"dcPath": self.datacenter, "dsName": ds_path.datastore})
-        return (f"{scheme}://{self.host}:{port or self.port}/folder/"
-                f"{urllib.parse.quote(ds_path.path)}?{query}")
+        return (
+            f"{scheme}://{self.host}:{port or self.port}/folder/"
+            f"{urllib.parse.quote(ds_path.path)}?{query}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +301,8 @@ def test_pread_and_subranges(session, datastores):
     with create("nbdssl", session=session, options=FAST) as t:
         f = t.open(file=DISK)
         assert f.pread(0, 512) == expected[:512]
-        assert f.pread(777_777, 3 << 20) == expected[777_777:777_777 + (3 << 20)]
-        assert f.pread(f.size - 10, 100) == expected[-10:]      # short only at EOF
+        assert f.pread(777_777, 3 << 20) == expected[777_777 : 777_777 + (3 << 20)]
+        assert f.pread(f.size - 10, 100) == expected[-10:]  # short only at EOF
         assert f.pread(f.size, 100) == b""
         assert b"".join(f.stream(1000, 70_000, chunk=4096)) == expected[1000:71_000]
 
@@ -313,7 +326,7 @@ def test_streams_live_at_once_do_not_share_a_socket(session, datastores):
             out_a += x
             out_b += y
         assert out_a == expected[: 3 << 20]
-        assert out_b == expected[2 << 20: 5 << 20]
+        assert out_b == expected[2 << 20 : 5 << 20]
 
 
 def test_parallel_threads(session, datastores):
@@ -324,7 +337,7 @@ def test_parallel_threads(session, datastores):
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda r: b"".join(f.stream(*r)), ranges))
         for (off, n), got in zip(ranges, results, strict=True):
-            assert got == expected[off:off + n]
+            assert got == expected[off : off + n]
 
 
 def test_small_and_empty_files(session, datastores):
@@ -355,9 +368,11 @@ def test_dropped_connection_resumes_from_last_byte(session, https_server, datast
         assert t.stats.retries == 2
     gets = [r for r in https_server.faults.requests if r.startswith("GET")]
     # each resume asks for the rest of the range, from the byte after the last one received
-    assert gets[-3:] == [f"GET bytes=100-{len(expected) - 1}",
-                         f"GET bytes=1500100-{len(expected) - 1}",
-                         f"GET bytes=3000100-{len(expected) - 1}"]
+    assert gets[-3:] == [
+        f"GET bytes=100-{len(expected) - 1}",
+        f"GET bytes=1500100-{len(expected) - 1}",
+        f"GET bytes=3000100-{len(expected) - 1}",
+    ]
 
 
 def test_drop_every_time_gives_up_naming_file_and_offset(session, https_server):
@@ -377,8 +392,8 @@ def test_progress_resets_the_retry_budget(session, https_server, datastores):
     expected = datastores[1]["vm 1/disk-flat.vmdk"]
     with create("nbdssl", session=session, options=FAST) as t:
         f = t.open(file=DISK)
-        https_server.faults.drop_after_bytes = 1 << 20   # every attempt moves 1 MiB forward
-        https_server.faults.drop_times = 5              # more drops than retries=3
+        https_server.faults.drop_after_bytes = 1 << 20  # every attempt moves 1 MiB forward
+        https_server.faults.drop_times = 5  # more drops than retries=3
         assert b"".join(f.stream(0, f.size)) == expected
 
 
@@ -399,14 +414,18 @@ def test_server_ignoring_range_still_gives_right_bytes(session, https_server, da
 
 def test_expired_session_is_auth_error(session):
     session.cookie = 'vmware_soap_session="expired"'
-    with create("nbdssl", session=session, options=FAST) as t, \
-            pytest.raises(errors.AuthError, match="HTTP 401.*expired"):
+    with (
+        create("nbdssl", session=session, options=FAST) as t,
+        pytest.raises(errors.AuthError, match="HTTP 401.*expired"),
+    ):
         t.open(file=DISK)
 
 
 def test_missing_file_is_not_found_with_datastore_path(session):
-    with create("nbdssl", session=session, options=FAST) as t, \
-            pytest.raises(errors.NotFoundError, match=r"\[datastore1\] vm 1/nope.vmdk not found"):
+    with (
+        create("nbdssl", session=session, options=FAST) as t,
+        pytest.raises(errors.NotFoundError, match=r"\[datastore1\] vm 1/nope.vmdk not found"),
+    ):
         t.open(file=DatastorePath("datastore1", "vm 1/nope.vmdk"))
 
 
@@ -415,7 +434,8 @@ def test_opener_resolves_names_in_the_disk_directory(session, datastores):
         opener = t.opener(directory=DatastorePath("datastore1", "vm 1"))
         assert opener("vm 1.vmx").pread(0, 100) == datastores[1]["vm 1/vm 1.vmx"]
         assert opener("/vmfs/volumes/datastore1/vm 1/vm 1.vmx").size == len(
-            datastores[1]["vm 1/vm 1.vmx"])
+            datastores[1]["vm 1/vm 1.vmx"]
+        )
         with pytest.raises(errors.TransportError, match="leaves datastore"):
             opener("../../etc/passwd")
         with pytest.raises(errors.TransportError, match="absolute path"):
@@ -423,9 +443,11 @@ def test_opener_resolves_names_in_the_disk_directory(session, datastores):
 
 
 def test_untrusted_certificate_is_refused(session):
-    session.ssl_context = ssl.create_default_context()      # system store: not our CA
-    with create("nbdssl", session=session, options=FAST) as t, \
-            pytest.raises(errors.ConnectionFailure, match="TLS verification of 127.0.0.1"):
+    session.ssl_context = ssl.create_default_context()  # system store: not our CA
+    with (
+        create("nbdssl", session=session, options=FAST) as t,
+        pytest.raises(errors.ConnectionFailure, match="TLS verification of 127.0.0.1"),
+    ):
         t.open(file=DISK)
 
 
@@ -449,13 +471,15 @@ def test_pinned_thumbprint_accepts_the_right_certificate(session, pki, datastore
 def test_pinned_thumbprint_refuses_another_certificate(session):
     session.ssl_context = _unverified_context()
     session.thumbprint = "00" * 20
-    with create("nbdssl", session=session, options=FAST) as t, \
-            pytest.raises(errors.ConnectionFailure, match="not the pinned 00:00"):
+    with (
+        create("nbdssl", session=session, options=FAST) as t,
+        pytest.raises(errors.ConnectionFailure, match="not the pinned 00:00"),
+    ):
         t.open(file=DISK)
 
 
 def test_nbd_plain_http(http_server, datastores):
-    plain = LocalSession("127.0.0.1", 1, COOKIE, None)     # SOAP port unused by nbd
+    plain = LocalSession("127.0.0.1", 1, COOKIE, None)  # SOAP port unused by nbd
     options = TransportOptions(nbd_port=http_server.server_address[1], retries=2, backoff=0.01)
     with create("nbd", session=plain, options=options) as t:
         f = t.open(file=DISK)
@@ -464,13 +488,17 @@ def test_nbd_plain_http(http_server, datastores):
 
 
 def test_nbd_without_plain_service_is_refused_clearly(session):
-    with socket.socket() as s:                 # a port that nothing listens on
+    with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     options = TransportOptions(nbd_port=port, retries=2, backoff=0.01)
-    with create("nbd", session=session, options=options) as t, pytest.raises(
+    with (
+        create("nbd", session=session, options=options) as t,
+        pytest.raises(
             errors.TransportError,
-            match=f"offers no plain-HTTP file service on port {port}; use -m nbdssl"):
+            match=f"offers no plain-HTTP file service on port {port}; use -m nbdssl",
+        ),
+    ):
         t.open(file=DISK)
 
 
@@ -487,9 +515,11 @@ def test_closed_transport_refuses_use(session):
 
 def test_fallback_san_then_nbdssl_records_who_served(session, datastores):
     root, files = datastores
-    options = TransportOptions(retries=1, backoff=0.01, san_map={"datastore2": str(root / "datastore2")})
+    options = TransportOptions(
+        retries=1, backoff=0.01, san_map={"datastore2": str(root / "datastore2")}
+    )
     with create("san:nbdssl", session=session, options=options) as t:
-        f = t.open(file=DISK)                      # datastore1 is not mapped: nbdssl serves it
+        f = t.open(file=DISK)  # datastore1 is not mapped: nbdssl serves it
         assert b"".join(f.stream(0, f.size)) == files["vm 1/disk-flat.vmdk"]
         (root / "datastore2" / "x.bin").write_bytes(b"san bytes")
         assert t.open(file=DatastorePath("datastore2", "x.bin")).pread(0, 100) == b"san bytes"
@@ -539,28 +569,48 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
     root, _ = datastores
     raw = bytearray(16 << 20)
     for offset in (0, 5 << 20, (16 << 20) - 65536):
-        raw[offset:offset + 65536] = os.urandom(65536)
+        raw[offset : offset + 65536] = os.urandom(65536)
     (tmp_path / "disk.raw").write_bytes(raw)
     target = root / "datastore1" / "vm 1" / "export-disk.vmdk"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
-                    str(tmp_path / "disk.raw"), str(target)], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            str(tmp_path / "disk.raw"),
+            str(target),
+        ],
+        check=True,
+    )
     url = session.file_url(DatastorePath("datastore1", "vm 1/export-disk.vmdk"))
-    url = url.replace("127.0.0.1", "*", 1)               # leases say "*" for the host
+    url = url.replace("127.0.0.1", "*", 1)  # leases say "*" for the host
     # the shape ExportLease builds: "disk" is a flag, the device key names the disk
-    entry = {"key": "/vm-1/VirtualLsiLogicController0:0", "url": url, "disk": True,
-             "target_id": "disk-0.vmdk", "size": 0}
+    entry = {
+        "key": "/vm-1/VirtualLsiLogicController0:0",
+        "url": url,
+        "disk": True,
+        "target_id": "disk-0.vmdk",
+        "size": 0,
+    }
     host_lease = RecordingLease()
     monkeypatch.setattr(nfc, "PROGRESS_EVERY", 0.0)
     with create("nfc", session=session, options=FAST) as t:
         # leaving the lease's ``with`` normally completes it: nothing else has to
-        with ExportLease(session, host_lease, SnapshotRef(moref="snapshot-1", name="export")) as lease:
+        with ExportLease(
+            session, host_lease, SnapshotRef(moref="snapshot-1", name="export")
+        ) as lease:
             lease.device_urls = [entry]
             t.attach(lease)
             disk = t.open_disk(entry)
             assert disk.capacity == len(raw)
             rebuilt = bytearray(disk.capacity)
             for offset, data in disk.grains():
-                rebuilt[offset:offset + len(data)] = data
+                rebuilt[offset : offset + len(data)] = data
         assert lease.done
         # config files are not in the lease: they come over the file service
         vmx = t.open(file=DatastorePath("datastore1", "vm 1/vm 1.vmx"))
@@ -572,16 +622,36 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
     assert t.stats.bytes_read == target.stat().st_size + len(datastores[1]["vm 1/vm 1.vmx"])
 
 
-def test_nfc_disk_closed_before_its_first_grain_closes_its_connection(session, datastores, tmp_path):
+def test_nfc_disk_closed_before_its_first_grain_closes_its_connection(
+    session, datastores, tmp_path
+):
     import subprocess
 
     root, _ = datastores
     (tmp_path / "disk.raw").write_bytes(os.urandom(1 << 20))
     target = root / "datastore1" / "vm 1" / "export-small.vmdk"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
-                    str(tmp_path / "disk.raw"), str(target)], check=True)
-    entry = {"key": "/vm-1/VirtualLsiLogicController0:0", "disk": True, "target_id": "", "size": 0,
-             "url": session.file_url(DatastorePath("datastore1", "vm 1/export-small.vmdk"))}
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            str(tmp_path / "disk.raw"),
+            str(target),
+        ],
+        check=True,
+    )
+    entry = {
+        "key": "/vm-1/VirtualLsiLogicController0:0",
+        "disk": True,
+        "target_id": "",
+        "size": 0,
+        "url": session.file_url(DatastorePath("datastore1", "vm 1/export-small.vmdk")),
+    }
     with create("nfc", session=session, options=FAST) as t:
         disk = t.open_disk(entry)
         assert disk.capacity == 1 << 20 and disk._conn.sock is not None

@@ -28,7 +28,7 @@ def volume(tmp_path):
             data = os.urandom(length)
             f.seek(offset)
             f.write(data)
-            expected[offset:offset + length] = data
+            expected[offset : offset + length] = data
         f.truncate(SIZE)
     (root / "vm" / "vm.vmx").write_text('displayName = "vm"\n')
     (tmp_path / "secret").write_text("outside")
@@ -37,7 +37,9 @@ def volume(tmp_path):
 
 
 def san(root, **kw):
-    return create("san", session=None, options=TransportOptions(san_map={"datastore1": str(root)}, **kw))
+    return create(
+        "san", session=None, options=TransportOptions(san_map={"datastore1": str(root)}, **kw)
+    )
 
 
 DISK = DatastorePath("datastore1", "vm/disk-flat.vmdk")
@@ -49,9 +51,9 @@ def test_reads_are_exact(volume):
         f = t.open(file=DISK)
         assert f.size == SIZE
         assert b"".join(f.stream(0, f.size)) == expected
-        assert f.pread(3 * MiB - 5, 100) == expected[3 * MiB - 5:3 * MiB + 95]
+        assert f.pread(3 * MiB - 5, 100) == expected[3 * MiB - 5 : 3 * MiB + 95]
         assert f.pread(SIZE - 3, 10) == expected[-3:]
-        assert b"".join(f.stream(100, 5 * MiB, chunk=333_333)) == expected[100:100 + 5 * MiB]
+        assert b"".join(f.stream(100, 5 * MiB, chunk=333_333)) == expected[100 : 100 + 5 * MiB]
         f.close()
     assert t.stats.bytes_read >= SIZE
 
@@ -85,8 +87,8 @@ def test_copy_to_fd_is_byte_exact_and_keeps_holes(volume, tmp_path):
         finally:
             os.close(fd)
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(expected).digest()
-    assert out.stat().st_blocks * 512 < SIZE // 2          # the holes stayed holes
-    assert shifted.read_bytes()[4096:] == expected[3 * MiB:4 * MiB]
+    assert out.stat().st_blocks * 512 < SIZE // 2  # the holes stayed holes
+    assert shifted.read_bytes()[4096:] == expected[3 * MiB : 4 * MiB]
 
 
 def test_copy_to_fd_across_filesystems(volume):
@@ -96,8 +98,8 @@ def test_copy_to_fd_across_filesystems(volume):
     try:
         with san(root) as t, t.open(file=DISK) as f:
             assert f.copy_to_fd(fd, 2 * MiB, 3 * MiB, 0) == 3 * MiB
-            assert f.copy_to_fd(fd, SIZE - 10, 100, 3 * MiB) == 10       # short only at EOF
-        assert os.pread(fd, 4 * MiB, 0) == expected[2 * MiB:5 * MiB] + expected[-10:]
+            assert f.copy_to_fd(fd, SIZE - 10, 100, 3 * MiB) == 10  # short only at EOF
+        assert os.pread(fd, 4 * MiB, 0) == expected[2 * MiB : 5 * MiB] + expected[-10:]
     finally:
         os.close(fd)
 
@@ -106,8 +108,11 @@ def test_copy_to_fd_error_is_clear(volume):
     root, _ = volume
     r, w = os.pipe()
     try:
-        with san(root) as t, t.open(file=DISK) as f, \
-                pytest.raises(errors.TransportError, match=r"disk-flat.vmdk .* at offset 0"):
+        with (
+            san(root) as t,
+            t.open(file=DISK) as f,
+            pytest.raises(errors.TransportError, match=r"disk-flat.vmdk .* at offset 0"),
+        ):
             f.copy_to_fd(w, 0, 100, 0)
     finally:
         os.close(r)
@@ -122,16 +127,22 @@ def test_files_open_read_only(volume):
 
 def test_unmapped_datastore_is_refused_with_the_fix(volume):
     root, _ = volume
-    with san(root) as t, pytest.raises(
+    with (
+        san(root) as t,
+        pytest.raises(
             errors.TransportError,
-            match=r"datastore 'datastore2' is not mapped for SAN mode; give --san-map datastore2=/path"):
+            match=r"datastore 'datastore2' is not mapped for SAN mode; give --san-map datastore2=/path",
+        ),
+    ):
         t.open(file=DatastorePath("datastore2", "vm/disk.vmdk"))
 
 
 def test_mapping_by_datastore_url(volume):
     root, expected = volume
     url = "ds:///vmfs/volumes/5f1a2b3c-aaaa/"
-    options = TransportOptions(san_map={url.rstrip("/"): str(root)}, datastore_urls={"datastore1": url})
+    options = TransportOptions(
+        san_map={url.rstrip("/"): str(root)}, datastore_urls={"datastore1": url}
+    )
     with create("san", session=None, options=options) as t:
         assert t.open(file=DISK).pread(0, 100) == expected[:100]
         assert t.can_serve(DISK)
@@ -175,8 +186,9 @@ def _flat_disk_copy(root, tmp_path, fmt, checksum=True):
         files = LayerFiles(t.opener(directory=DatastorePath("datastore1", "vm")))
         writer = open_writer(fmt, out, "disk", SIZE, uuid=None)
         try:
-            result = copy_runs([Run(0, SIZE, "disk-flat.vmdk", 0)], files, writer, capacity=SIZE,
-                               checksum=checksum)
+            result = copy_runs(
+                [Run(0, SIZE, "disk-flat.vmdk", 0)], files, writer, capacity=SIZE, checksum=checksum
+            )
         finally:
             files.close()
         result.files = writer.close()
@@ -191,7 +203,7 @@ def test_export_copy_reads_only_data_and_copies_in_the_kernel(volume, tmp_path, 
     kernel_copied = []
     real_copy = os.copy_file_range
 
-    def counting_copy(src, dst, count, offset_src=None, offset_dst=None):   # the real call, counted
+    def counting_copy(src, dst, count, offset_src=None, offset_dst=None):  # the real call, counted
         done = real_copy(src, dst, count, offset_src, offset_dst)
         kernel_copied.append(done)
         return done
@@ -209,7 +221,7 @@ def test_export_copy_reads_only_data_and_copies_in_the_kernel(volume, tmp_path, 
     stats, result, out = _flat_disk_copy(root, tmp_path, "2gbsparse")
     assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
     assert stats.bytes_read == data_bytes
-    assert kernel_copied == []                     # grains must pass through the writer
+    assert kernel_copied == []  # grains must pass through the writer
 
 
 def test_without_checksum_the_copy_is_exact_and_nothing_claims_a_hash(volume, tmp_path):

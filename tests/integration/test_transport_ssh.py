@@ -14,8 +14,8 @@ from vcbproxy.transport import ssh as ssh_module
 
 MiB = 1 << 20
 DS = "transport-ssh-ds"
-DIR = "vm 'one' $(x)"                     # quoting must survive a hostile-looking name
-BIG = 48 * MiB                            # more than the 16 MiB window: a kill hits mid-stream
+DIR = "vm 'one' $(x)"  # quoting must survive a hostile-looking name
+BIG = 48 * MiB  # more than the 16 MiB window: a kill hits mid-stream
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,17 @@ def files(sshd):
 
 
 def options(sshd, **kw) -> TransportOptions:
-    base = dict(ssh_host=sshd.host, ssh_port=sshd.port, ssh_user=sshd.user,
-                ssh_key=sshd.client_key, ssh_known_hosts=sshd.known_hosts,
-                ssh_root=str(sshd.volumes_root), retries=4, backoff=0.05, timeout=20)
+    base = dict(
+        ssh_host=sshd.host,
+        ssh_port=sshd.port,
+        ssh_user=sshd.user,
+        ssh_key=sshd.client_key,
+        ssh_known_hosts=sshd.known_hosts,
+        ssh_root=str(sshd.volumes_root),
+        retries=4,
+        backoff=0.05,
+        timeout=20,
+    )
     base.update(kw)
     return TransportOptions(**base)
 
@@ -52,7 +60,7 @@ def digest(chunks) -> str:
 
 def force_reader(t, reader: str) -> None:
     """Start the fallback chain at ``reader``, as on a host without the better ones."""
-    t._readers = list(sshstream.READERS[sshstream.READERS.index(reader):])
+    t._readers = list(sshstream.READERS[sshstream.READERS.index(reader) :])
 
 
 @pytest.mark.parametrize("reader", sshstream.READERS)
@@ -63,9 +71,9 @@ def test_stream_is_byte_exact(sshd, files, reader):
         f = t.open(file=DISK)
         assert f.size == len(expected)
         assert digest(f.stream(0, f.size)) == hashlib.sha256(expected).hexdigest()
-        assert f.pread(MiB - 7, 5000) == expected[MiB - 7:MiB - 7 + 5000]
+        assert f.pread(MiB - 7, 5000) == expected[MiB - 7 : MiB - 7 + 5000]
         assert f.pread(f.size - 5, 100) == expected[-5:]
-        assert f.pread(3 * MiB + 1, 2 * MiB) == expected[3 * MiB + 1:5 * MiB + 1]
+        assert f.pread(3 * MiB + 1, 2 * MiB) == expected[3 * MiB + 1 : 5 * MiB + 1]
         assert b"".join(f.stream(12345, 300_000, chunk=65536)) == expected[12345:312_345]
         assert t.reader == reader and t._reader_confirmed
         assert t.stats.bytes_read >= len(expected)
@@ -111,12 +119,12 @@ def test_ssh_reader_dd_sends_every_byte(sshd, files, mostly_zeros):
 
 def test_a_host_without_python_falls_back_to_dd_then_tail(sshd, files, monkeypatch):
     expected = files["disk-flat.vmdk"]
-    monkeypatch.setattr(sshstream, "PYTHONS", ("no-such-python3",))    # the shell exits 127
+    monkeypatch.setattr(sshstream, "PYTHONS", ("no-such-python3",))  # the shell exits 127
     with create("ssh", session=None, options=options(sshd)) as t:
         f = t.open(file=DISK)
-        assert f.pread(2 * MiB, 3 * MiB) == expected[2 * MiB:5 * MiB]
+        assert f.pread(2 * MiB, 3 * MiB) == expected[2 * MiB : 5 * MiB]
         assert t.reader == "dd"
-    monkeypatch.setattr(sshstream, "DD_FLAGS", "no_such_flag")        # busybox-like dd
+    monkeypatch.setattr(sshstream, "DD_FLAGS", "no_such_flag")  # busybox-like dd
     with create("ssh", session=None, options=options(sshd)) as t:
         f = t.open(file=DISK)
         assert digest(f.stream(7, f.size - 7)) == hashlib.sha256(expected[7:]).hexdigest()
@@ -127,7 +135,7 @@ def test_a_python_that_cannot_run_the_script_falls_back_to_dd(sshd, files, monke
     expected = files["disk-flat.vmdk"]
     monkeypatch.setattr(sshstream, "READER_SCRIPT", "import sys; sys.exit(1)")
     with create("ssh", session=None, options=options(sshd)) as t:
-        assert t.open(file=DISK).pread(MiB, 1000) == expected[MiB:MiB + 1000]
+        assert t.open(file=DISK).pread(MiB, 1000) == expected[MiB : MiB + 1000]
         assert t.reader == "dd"
 
 
@@ -136,14 +144,19 @@ def test_a_listing_script_that_fails_leaves_stat_to_list(sshd, files, monkeypatc
     with create("ssh", session=None, options=options(sshd)) as t:
         opened = {name: t.open(file=DatastorePath(DS, f"{DIR}/{name}")) for name in files}
         assert {name: f.size for name, f in opened.items()} == {n: len(d) for n, d in files.items()}
-        assert t.stats.requests == 1                  # still one command for every size
+        assert t.stats.requests == 1  # still one command for every size
 
 
 def test_a_garbled_stream_is_retried_then_reported_never_waited_on(sshd, files, monkeypatch):
     """A reader printing nonsense without end: the proxy must not wait for its exit."""
-    monkeypatch.setattr(sshstream, "READER_SCRIPT", (
-        "import sys\nout = getattr(sys.stdout, 'buffer', sys.stdout)\n"
-        "while True:\n    out.write(b'\\x07' * 65536)\n"))
+    monkeypatch.setattr(
+        sshstream,
+        "READER_SCRIPT",
+        (
+            "import sys\nout = getattr(sys.stdout, 'buffer', sys.stdout)\n"
+            "while True:\n    out.write(b'\\x07' * 65536)\n"
+        ),
+    )
     with create("ssh", session=None, options=options(sshd, retries=2, timeout=10)) as t:
         f = t.open(file=DISK)
         with pytest.raises(errors.TransportError, match="garbled"):
@@ -157,7 +170,7 @@ def test_a_file_the_host_cannot_read_is_reported_with_its_error(sshd, files):
         f = t.open(file=DatastorePath(DS, f"{DIR}/adir-flat.vmdk"))
         with pytest.raises(errors.TransportError, match="[Ii]s a directory"):
             f.pread(0, 10)
-        assert t.reader == "python"          # a failed read is not a missing reader
+        assert t.reader == "python"  # a failed read is not a missing reader
 
 
 def test_parallel_channels_yield_in_order(sshd, files, monkeypatch):
@@ -167,9 +180,11 @@ def test_parallel_channels_yield_in_order(sshd, files, monkeypatch):
     with create("ssh", session=None, options=options(sshd, ssh_channels=3)) as t:
         f = t.open(file=DISK)
         start = 777
-        assert digest(f.stream(start, 30 * MiB)) == hashlib.sha256(
-            expected[start:start + 30 * MiB]).hexdigest()
-        assert t.stats.requests >= 8                 # several segments, several commands
+        assert (
+            digest(f.stream(start, 30 * MiB))
+            == hashlib.sha256(expected[start : start + 30 * MiB]).hexdigest()
+        )
+        assert t.stats.requests >= 8  # several segments, several commands
 
 
 def test_connection_killed_mid_stream_resumes(sshd, files):
@@ -186,8 +201,10 @@ def test_connection_killed_mid_stream_resumes(sshd, files):
 
 
 def test_missing_file_is_not_found(sshd, files):
-    with create("ssh", session=None, options=options(sshd)) as t, \
-            pytest.raises(errors.NotFoundError, match="nope.vmdk not found"):
+    with (
+        create("ssh", session=None, options=options(sshd)) as t,
+        pytest.raises(errors.NotFoundError, match="nope.vmdk not found"),
+    ):
         t.open(file=DatastorePath(DS, f"{DIR}/nope.vmdk"))
 
 
@@ -202,8 +219,10 @@ def test_paths_cannot_leave_the_datastore(sshd, files):
 def test_unknown_host_key_is_refused_with_its_fingerprint(sshd, files, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    with create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(empty))) as t, \
-            pytest.raises(errors.ConnectionFailure) as info:
+    with (
+        create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(empty))) as t,
+        pytest.raises(errors.ConnectionFailure) as info,
+    ):
         t.open(file=DISK)
     assert sshd.host_key_fingerprint in str(info.value)
     assert "unknown" in str(info.value) and "--ssh-fingerprint" in str(info.value)
@@ -212,8 +231,9 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(sshd, files, tmp_path)
 
 def test_accept_new_records_the_key(sshd, files, tmp_path):
     known = tmp_path / "sub" / "known_hosts"
-    with create("ssh", session=None,
-                options=options(sshd, ssh_known_hosts=str(known), ssh_accept_new=True)) as t:
+    with create(
+        "ssh", session=None, options=options(sshd, ssh_known_hosts=str(known), ssh_accept_new=True)
+    ) as t:
         assert t.open(file=DISK).size == len(files["disk-flat.vmdk"])
     assert f"[{sshd.host}]:{sshd.port} " in known.read_text()
     # recorded: later runs need no flag
@@ -227,10 +247,11 @@ def test_pinned_fingerprint(sshd, files, tmp_path):
     pinned = options(sshd, ssh_known_hosts=str(empty), ssh_fingerprint=sshd.host_key_fingerprint)
     with create("ssh", session=None, options=pinned) as t:
         assert t.open(file=DISK).pread(0, 4) == files["disk-flat.vmdk"][:4]
-    wrong = options(sshd, ssh_known_hosts=str(empty),
-                    ssh_fingerprint="SHA256:" + "A" * 43)
-    with create("ssh", session=None, options=wrong) as t, \
-            pytest.raises(errors.ConnectionFailure, match="not the pinned SHA256:AAAA"):
+    wrong = options(sshd, ssh_known_hosts=str(empty), ssh_fingerprint="SHA256:" + "A" * 43)
+    with (
+        create("ssh", session=None, options=wrong) as t,
+        pytest.raises(errors.ConnectionFailure, match="not the pinned SHA256:AAAA"),
+    ):
         t.open(file=DISK)
     assert empty.read_text() == ""
 
@@ -242,9 +263,14 @@ def test_changed_host_key_is_refused(sshd, files, tmp_path):
     fake = paramiko.ECDSAKey.generate()
     known = tmp_path / "known_hosts"
     known.write_text(f"[{sshd.host}]:{sshd.port} {fake.get_name()} {fake.get_base64()}\n")
-    with create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(known),
-                                                     ssh_accept_new=True)) as t, \
-            pytest.raises(errors.ConnectionFailure, match="refusing"):
+    with (
+        create(
+            "ssh",
+            session=None,
+            options=options(sshd, ssh_known_hosts=str(known), ssh_accept_new=True),
+        ) as t,
+        pytest.raises(errors.ConnectionFailure, match="refusing"),
+    ):
         t.open(file=DISK)
 
 
@@ -254,8 +280,10 @@ def test_wrong_client_key_is_auth_error(sshd, files, tmp_path):
     key = paramiko.ECDSAKey.generate()
     path = tmp_path / "id_ecdsa"
     key.write_private_key_file(str(path))
-    with create("ssh", session=None, options=options(sshd, ssh_key=str(path))) as t, \
-            pytest.raises(errors.AuthError, match="SSH login as .* refused"):
+    with (
+        create("ssh", session=None, options=options(sshd, ssh_key=str(path))) as t,
+        pytest.raises(errors.AuthError, match="SSH login as .* refused"),
+    ):
         t.open(file=DISK)
 
 
@@ -271,12 +299,12 @@ def test_sizes_come_from_one_listing_and_small_reads_from_one_command(sshd, file
         assert t.stats.requests == 1
         disk = opened["disk-flat.vmdk"]
         for offset, length in [(0, 512), (512, 4096), (65536, 2048), (MiB - 100, 100), (7, 3)]:
-            assert disk.pread(offset, length) == expected[offset:offset + length]
-        assert t.stats.requests == 2                 # the listing, the disk's window
+            assert disk.pread(offset, length) == expected[offset : offset + length]
+        assert t.stats.requests == 2  # the listing, the disk's window
         assert b"".join(opened["vm.vmx"].stream(0, opened["vm.vmx"].size)) == files["vm.vmx"]
         vmx_cost = 0 if ssh_reader == "auto" else 1  # dd: the listing is stat's, sizes only
         assert t.stats.requests == 2 + vmx_cost
-        assert disk.pread(MiB, 10) == expected[MiB:MiB + 10]     # past the window: fetched
+        assert disk.pread(MiB, 10) == expected[MiB : MiB + 10]  # past the window: fetched
         assert t.stats.requests == 3 + vmx_cost
         missing = DatastorePath(DS, f"{DIR}/not-there.vmdk")
         with pytest.raises(errors.NotFoundError):

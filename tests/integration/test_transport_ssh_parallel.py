@@ -15,14 +15,23 @@ from vcbproxy.transport import ssh as ssh_module
 
 MIB = 1 << 20
 DATASTORE = "parallel-ds"
-DIRECTORY = "vm 'x' $(y)"            # quoting: a name a shell would misread
+DIRECTORY = "vm 'x' $(y)"  # quoting: a name a shell would misread
 DISK = DatastorePath(DATASTORE, f"{DIRECTORY}/disk-flat.vmdk")
 
 
 def options(sshd, **extra) -> TransportOptions:
-    base = dict(ssh_host=sshd.host, ssh_port=sshd.port, ssh_user=sshd.user, ssh_key=sshd.client_key,
-                ssh_known_hosts=sshd.known_hosts, ssh_root=str(sshd.volumes_root), retries=4,
-                backoff=0.05, timeout=20, ssh_channels=3)
+    base = dict(
+        ssh_host=sshd.host,
+        ssh_port=sshd.port,
+        ssh_user=sshd.user,
+        ssh_key=sshd.client_key,
+        ssh_known_hosts=sshd.known_hosts,
+        ssh_root=str(sshd.volumes_root),
+        retries=4,
+        backoff=0.05,
+        timeout=20,
+        ssh_channels=3,
+    )
     base.update(extra)
     return TransportOptions(**base)
 
@@ -31,7 +40,7 @@ def options(sshd, **extra) -> TransportOptions:
 def blob(sshd):
     root = sshd.volumes_root / DATASTORE / DIRECTORY
     root.mkdir(parents=True, exist_ok=True)
-    data = os.urandom(40 * MIB + 4321)          # not a whole number of segments
+    data = os.urandom(40 * MIB + 4321)  # not a whole number of segments
     (root / "disk-flat.vmdk").write_bytes(data)
     return data
 
@@ -46,7 +55,7 @@ def small_segments(monkeypatch):
 @pytest.mark.parametrize("reader", sshstream.READERS)
 def test_parallel_channels_read_exactly(sshd, blob, small_segments, reader):
     with create("ssh", session=None, options=options(sshd)) as t:
-        t._readers = list(sshstream.READERS[sshstream.READERS.index(reader):])
+        t._readers = list(sshstream.READERS[sshstream.READERS.index(reader) :])
         f = t.open(file=DISK)
         digest = hashlib.sha256()
         for chunk in f.stream(777, f.size - 777, chunk=300000):
@@ -74,4 +83,4 @@ def test_a_reader_that_stops_early_leaves_the_transport_usable(sshd, blob, small
         next(stream)
         next(stream)
         stream.close()
-        assert b"".join(f.stream(5 * MIB, 10 * MIB)) == blob[5 * MIB:15 * MIB]
+        assert b"".join(f.stream(5 * MIB, 10 * MIB)) == blob[5 * MIB : 15 * MIB]

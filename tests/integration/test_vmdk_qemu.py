@@ -76,15 +76,23 @@ def test_qemu_reads_what_we_write(tmp_path, fmt):
     qemu("convert", "-O", "raw", str(top), str(tmp_path / "back.raw"))
     assert (tmp_path / "back.raw").read_bytes() == raw.read_bytes()
     info = qemu("info", str(top))
-    expected_type = {"2gbsparse": "twoGbMaxExtentSparse", "monolithic": "monolithicSparse",
-                     "flat": "monolithicFlat", "stream": "streamOptimized"}[fmt]
+    expected_type = {
+        "2gbsparse": "twoGbMaxExtentSparse",
+        "monolithic": "monolithicSparse",
+        "flat": "monolithicFlat",
+        "stream": "streamOptimized",
+    }[fmt]
     assert f"create type: {expected_type}" in info
 
 
 def test_split_sparse_beyond_2gib(tmp_path):
     cap = 5 * GIB + 3 * MIB
-    marks = [(0, b"start"), (2047 * MIB - 3, b"across"), (4 * GIB + 17, b"middle"),
-             (cap - 6, b"finish")]
+    marks = [
+        (0, b"start"),
+        (2047 * MIB - 3, b"across"),
+        (4 * GIB + 17, b"middle"),
+        (cap - 6, b"finish"),
+    ]
     w = open_writer("2gbsparse", tmp_path, "big", cap)
     for off, data in marks:
         w.write(off, data)
@@ -99,8 +107,13 @@ def test_split_sparse_beyond_2gib(tmp_path):
 
 def qemu_read(image, offset, length):
     """Read a byte range through qemu's own block layer (``qemu-io read -v`` hex dump)."""
-    out = subprocess.run(["qemu-io", "-f", "vmdk", "-r", "-c", f"read -v {offset} {length}",
-                          str(image)], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["qemu-io", "-f", "vmdk", "-r", "-c", f"read -v {offset} {length}", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     data = bytearray()
     for line in out.stdout.splitlines():
         head, sep, rest = line.partition(":  ")
@@ -109,17 +122,29 @@ def qemu_read(image, offset, length):
     return bytes(data)
 
 
-@pytest.mark.parametrize("subformat, files", [
-    ("monolithicSparse", ["q.vmdk"]),
-    ("twoGbMaxExtentSparse", ["q.vmdk", "q-s001.vmdk"]),
-    ("monolithicFlat", ["q.vmdk", "q-flat.vmdk"]),
-])
+@pytest.mark.parametrize(
+    "subformat, files",
+    [
+        ("monolithicSparse", ["q.vmdk"]),
+        ("twoGbMaxExtentSparse", ["q.vmdk", "q-s001.vmdk"]),
+        ("monolithicFlat", ["q.vmdk", "q-flat.vmdk"]),
+    ],
+)
 def test_we_read_what_qemu_writes(tmp_path, subformat, files):
     cap = 5 * MIB
     raw = tmp_path / "src.raw"
     random_image(raw, cap, seed=len(subformat))
-    qemu("convert", "-f", "raw", "-O", "vmdk", "-o", f"subformat={subformat}", str(raw),
-         str(tmp_path / "q.vmdk"))
+    qemu(
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        f"subformat={subformat}",
+        str(raw),
+        str(tmp_path / "q.vmdk"),
+    )
     assert sorted(f for f in os.listdir(tmp_path) if f.startswith("q")) == sorted(files)
     assert read_chain(tmp_path, "q.vmdk") == raw.read_bytes()
 
@@ -128,13 +153,22 @@ def test_we_read_qemu_stream_optimized(tmp_path):
     cap = 7 * MIB
     raw = tmp_path / "src.raw"
     random_image(raw, cap, seed=42)
-    qemu("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", str(raw),
-         str(tmp_path / "s.vmdk"))
+    qemu(
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        str(raw),
+        str(tmp_path / "s.vmdk"),
+    )
     with open(tmp_path / "s.vmdk", "rb") as f:
         capacity, grains = iter_stream_optimized(f)
         image = bytearray(capacity)
         for off, data in grains:
-            image[off:off + len(data)] = data
+            image[off : off + len(data)] = data
     assert capacity == cap and bytes(image) == raw.read_bytes()
 
 
@@ -146,10 +180,14 @@ def test_qemu_snapshot_chain(tmp_path):
     w.write(0, base)
     w.close()
     qemu("create", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", str(tmp_path / "delta.vmdk"))
-    subprocess.run(["qemu-io", "-c", f"write -P 0x5a {MIB + 512} 1000",
-                    str(tmp_path / "delta.vmdk")], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["qemu-io", "-c", f"write -P 0x5a {MIB + 512} 1000", str(tmp_path / "delta.vmdk")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     expected = bytearray(base)
-    expected[MIB + 512:MIB + 1512] = b"\x5a" * 1000
+    expected[MIB + 512 : MIB + 1512] = b"\x5a" * 1000
     handles = []
 
     def opener(n):
@@ -174,17 +212,21 @@ def test_delta_we_write_is_read_by_qemu_over_its_parent(tmp_path):
     w = open_writer("flat", tmp_path, "p", cap)
     w.write(0, base)
     w.close()
-    d = new_descriptor("monolithicSparse", [Extent("RW", cap // 512, "SPARSE", "c.vmdk")],
-                       capacity=cap, parent_hint="p.vmdk",
-                       parent_cid=_cid(tmp_path / "p.vmdk"))
+    d = new_descriptor(
+        "monolithicSparse",
+        [Extent("RW", cap // 512, "SPARSE", "c.vmdk")],
+        capacity=cap,
+        parent_hint="p.vmdk",
+        parent_cid=_cid(tmp_path / "p.vmdk"),
+    )
     with SparseExtent.create(tmp_path / "c.vmdk", cap, descriptor=render(d)) as ext:
         ext.write(GRAIN, bytes(GRAIN), force=True)
         ext.write(3 * GRAIN, b"\x11" * GRAIN)
     qemu("check", str(tmp_path / "c.vmdk"))
     qemu("convert", "-O", "raw", str(tmp_path / "c.vmdk"), str(tmp_path / "c.raw"))
     expected = bytearray(base)
-    expected[GRAIN:2 * GRAIN] = bytes(GRAIN)
-    expected[3 * GRAIN:4 * GRAIN] = b"\x11" * GRAIN
+    expected[GRAIN : 2 * GRAIN] = bytes(GRAIN)
+    expected[3 * GRAIN : 4 * GRAIN] = b"\x11" * GRAIN
     assert (tmp_path / "c.raw").read_bytes() == bytes(expected)
     assert read_chain(tmp_path, "c.vmdk") == bytes(expected)
 

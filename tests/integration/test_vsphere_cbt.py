@@ -24,7 +24,8 @@ def snapshot_of_vm(session):
     """A VM with tracking on and a fresh snapshot; tracking and snapshot restored afterwards."""
     vm = next(v for v in find_vms(session, Selector("any")) if v.power_state == "poweredOn")
     was = object_props(session, vm_object(session, vm), ["config.changeTrackingEnabled"]).get(
-        "config.changeTrackingEnabled", False)
+        "config.changeTrackingEnabled", False
+    )
     cbt.set_tracking(session, vm, True)
     snap = snapshots.create_snapshot(session, vm, "_vcbproxy-cbt-test_", timeout=60)
     try:
@@ -49,10 +50,13 @@ def test_changed_areas_cover_the_disk_or_are_unsupported(session, snapshot_of_vm
     areas = list(cbt.query_changed_areas(session, vm, snap, disk.key, "*", disk.capacity))
     assert areas, "a disk with data has allocated areas"
     for before, after in zip(areas, areas[1:], strict=False):
-        assert before.end <= after.start                       # sorted, not overlapping
+        assert before.end <= after.start  # sorted, not overlapping
     assert all(a.length > 0 and a.end <= disk.capacity for a in areas)
     # Since the snapshot's own change ID nothing changed at the snapshot.
-    assert list(cbt.query_changed_areas(session, vm, snap, disk.key, disk.change_id, disk.capacity)) == []
+    assert (
+        list(cbt.query_changed_areas(session, vm, snap, disk.key, disk.change_id, disk.capacity))
+        == []
+    )
     with pytest.raises(errors.ChangeIdRejected):
         list(cbt.query_changed_areas(session, vm, snap, disk.key, "52 00 bogus/1", disk.capacity))
 

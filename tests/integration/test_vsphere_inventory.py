@@ -28,7 +28,9 @@ def test_any_lists_every_vm_with_identity_and_placement(session, vms, vsphere_en
     assert len({v.moref for v in vms}) == len(vms)
     for vm in vms:
         assert vm.name and vm.moref
-        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", vm.uuid.lower())
+        assert re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", vm.uuid.lower()
+        )
         assert vm.power_state in ("poweredOn", "poweredOff", "suspended")
         assert vm.datacenter == vsphere_endpoint.datacenter
         assert vm.folder.startswith(f"/{vm.datacenter}/")
@@ -61,7 +63,8 @@ def test_powerstate_partitions_the_inventory(session, vms):
     assert all(v.power_state == "poweredOn" for v in on)
     assert all(v.power_state == "poweredOff" for v in off)
     assert {v.moref for v in on} | {v.moref for v in off} == {
-        v.moref for v in vms if v.power_state != "suspended"}
+        v.moref for v in vms if v.power_state != "suspended"
+    }
 
 
 def test_several_matches_are_ambiguous_and_listed(session, vms):
@@ -79,7 +82,7 @@ def test_ipaddr_matches_exactly_and_resolves_names(session, vms):
     for vm in [v for v in vms if v.ip_address]:
         assert vm in find_vms(session, parse_selector(f"ipaddr:{vm.ip_address}"))
     with pytest.raises(errors.NotFoundError):
-        resolve_vm(session, parse_selector("ipaddr:192.0.2.254"))      # TEST-NET-1: never assigned
+        resolve_vm(session, parse_selector("ipaddr:192.0.2.254"))  # TEST-NET-1: never assigned
     with pytest.raises(errors.NotFoundError, match="does not resolve"):
         find_vms(session, parse_selector("ipaddr:no-such-host.invalid"))
 

@@ -27,11 +27,15 @@ def test_same_name_in_two_folders_is_ambiguous(session, vsphere_endpoint):
         rel = f"vcbproxy-dupe/{existing.name}{suffix}" if suffix else "vcbproxy-dupe/vmware.log"
         ep.write_file(datastore, rel, data.encode())
     dc_folder = register.find_folder(session, f"/{existing.datacenter}/vm")
-    folder = dc_folder.CreateFolder("vcbproxy-dupe")   # server-side setup, not under test
+    folder = dc_folder.CreateFolder("vcbproxy-dupe")  # server-side setup, not under test
     try:
-        dupe = register.register_vm(session, DatastorePath(datastore, f"vcbproxy-dupe/{existing.name}.vmx"),
-                                    name=existing.name, folder=f"/{existing.datacenter}/vm/vcbproxy-dupe",
-                                    pool=existing.resource_pool)
+        dupe = register.register_vm(
+            session,
+            DatastorePath(datastore, f"vcbproxy-dupe/{existing.name}.vmx"),
+            name=existing.name,
+            folder=f"/{existing.datacenter}/vm/vcbproxy-dupe",
+            pool=existing.resource_pool,
+        )
         try:
             assert dupe.name == existing.name and dupe.moref != existing.moref
             assert dupe.folder == f"/{existing.datacenter}/vm/vcbproxy-dupe"
@@ -40,7 +44,9 @@ def test_same_name_in_two_folders_is_ambiguous(session, vsphere_endpoint):
             message = str(info.value)
             assert existing.moref in message and dupe.moref in message
             assert existing.folder in message and dupe.folder in message
-            assert resolve_vm(session, parse_selector(f"moref:{dupe.moref}")) == get_vm(session, dupe.moref)
+            assert resolve_vm(session, parse_selector(f"moref:{dupe.moref}")) == get_vm(
+                session, dupe.moref
+            )
 
             if dupe.power_state != "poweredOn":
                 register.power_on(session, dupe.moref)
@@ -48,8 +54,12 @@ def test_same_name_in_two_folders_is_ambiguous(session, vsphere_endpoint):
             # A task that fails comes back as a vcbproxy error carrying the fault's name.
             with pytest.raises(errors.VcbProxyError, match="InvalidPowerState"):
                 register.power_on(session, dupe.moref)
-            wait_for_task(session, vim.VirtualMachine(dupe.moref, session.stub).PowerOffVM_Task(),
-                          timeout=60, what="powering off")
+            wait_for_task(
+                session,
+                vim.VirtualMachine(dupe.moref, session.stub).PowerOffVM_Task(),
+                timeout=60,
+                what="powering off",
+            )
         finally:
             register.destroy_vm(session, dupe.moref)
         assert get_vm(session, dupe.moref) is None
@@ -64,4 +74,4 @@ def test_lookups_of_missing_paths_are_not_found(session):
         with pytest.raises(errors.NotFoundError):
             lookup(session, f"/{dc}/no-such-thing/anywhere")
     with pytest.raises(errors.NotFoundError):
-        register.find_pool(session, f"/{dc}/vm")   # exists, but is a folder, not a pool
+        register.find_pool(session, f"/{dc}/vm")  # exists, but is a folder, not a pool

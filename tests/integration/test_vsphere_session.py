@@ -17,8 +17,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def options(ep, **overrides) -> ServerSpec:
-    values = dict(server=ep.server, user=ep.user, password=ep.password, thumbprint=None,
-                  ca_file=ep.cert_file, timeout=20.0)
+    values = dict(
+        server=ep.server,
+        user=ep.user,
+        password=ep.password,
+        thumbprint=None,
+        ca_file=ep.cert_file,
+        timeout=20.0,
+    )
     values.update(overrides)
     return ServerSpec(**values)
 
@@ -36,7 +42,10 @@ def test_connect_with_ca_file_exposes_what_transports_use(vsphere_endpoint):
         assert session.port == int(ep.server.rsplit(":", 1)[1])
         assert session.thumbprint is None
         assert session.ssl_context.verify_mode == ssl.CERT_REQUIRED
-        assert session.thumbprint_sha256.replace(":", "") == ep.thumbprint_sha256.replace(":", "").upper()
+        assert (
+            session.thumbprint_sha256.replace(":", "")
+            == ep.thumbprint_sha256.replace(":", "").upper()
+        )
         assert session.datacenter == ep.datacenter
         assert session.cookie.startswith("vmware_soap_session=")
         assert session.content.about.apiType in ("VirtualCenter", "HostAgent")
@@ -79,7 +88,7 @@ def test_wrong_password_is_auth_error(vsphere_endpoint):
 def test_unreachable_server_is_connection_error():
     import socket
 
-    with socket.socket() as sock:      # a port that was free a moment ago and nobody listens on
+    with socket.socket() as sock:  # a port that was free a moment ago and nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(errors.ConnectionFailure, match="cannot reach"):
@@ -116,6 +125,6 @@ def test_expired_session_is_auth_error(vsphere_endpoint):
     from vcbproxy.vsphere.inventory import find_vms
 
     with Session.connect(options(vsphere_endpoint)) as session:
-        session.content.sessionManager.Logout()      # the server ends it behind our back
+        session.content.sessionManager.Logout()  # the server ends it behind our back
         with pytest.raises(errors.AuthError, match="session expired"):
             find_vms(session, Selector("any"))

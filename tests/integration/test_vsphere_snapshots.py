@@ -44,13 +44,15 @@ def test_create_list_find_remove(session, vm):
 
     listed = snapshots.list_snapshots(session, vm)
     morefs = [s.moref for s in listed]
-    assert morefs.index(first.moref) < morefs.index(second.moref)          # oldest first
+    assert morefs.index(first.moref) < morefs.index(second.moref)  # oldest first
     parent = next(s for s in listed if s.moref == first.moref)
-    assert second.moref in {c.moref for c in parent.children}               # the tree is kept
+    assert second.moref in {c.moref for c in parent.children}  # the tree is kept
     assert [s.moref for s in snapshots.find_snapshots_named(session, vm, NAME)] == [first.moref]
 
     swept = snapshots.find_all_vcb_snapshots(session, name=NAME)
-    assert [(v.moref, s.moref) for v, s in swept if v.moref == vm.moref] == [(vm.moref, first.moref)]
+    assert [(v.moref, s.moref) for v, s in swept if v.moref == vm.moref] == [
+        (vm.moref, first.moref)
+    ]
 
     # Removing the parent keeps the child (removeChildren=False), as vcbMounter -U did.
     snapshots.remove_snapshot(session, first.moref, timeout=60)
@@ -84,7 +86,9 @@ def test_files_at_snapshot(session, vm, vsphere_endpoint):
     for disk, before in zip(disks, live_before, strict=True):
         assert re.fullmatch(r"(scsi|ide|sata|nvme)\d+:\d+", disk.device_id)
         assert disk.capacity == before.capacity > 0
-        assert disk.chain and all(layer.descriptor.location.path.endswith(".vmdk") for layer in disk.chain)
+        assert disk.chain and all(
+            layer.descriptor.location.path.endswith(".vmdk") for layer in disk.chain
+        )
         assert all(layer.descriptor.kind == "diskDescriptor" for layer in disk.chain)
         # What the snapshot froze is what the VM was writing to just before it.
         assert str(disk.top.descriptor.location) == str(before.top.descriptor.location)
@@ -97,5 +101,6 @@ def test_files_at_snapshot(session, vm, vsphere_endpoint):
             assert len(after.chain) == len(disk.chain) + 1
             assert str(after.top.descriptor.location) != str(disk.top.descriptor.location)
             assert [str(layer.descriptor.location) for layer in after.chain[:-1]] == [
-                str(layer.descriptor.location) for layer in disk.chain]
+                str(layer.descriptor.location) for layer in disk.chain
+            ]
     snapshots.remove_snapshot(session, snap.moref, timeout=60)

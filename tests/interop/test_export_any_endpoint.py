@@ -35,8 +35,8 @@ from vcbproxy.vmdk.descriptor import Extent, new_descriptor, render
 
 KiB, MiB = 1 << 10, 1 << 20
 FORMATS = ["2gbsparse", "flat"]
-VCSIM_VM = "DC0_C0_RP0_VM1"          # vcsim's other tests pick VM0s and H0_VM1 by name
-VCSIM_DISK_BYTES = 4099 * KiB        # vcsim sets capacityInKB: a KiB multiple, not a grain one
+VCSIM_VM = "DC0_C0_RP0_VM1"  # vcsim's other tests pick VM0s and H0_VM1 by name
+VCSIM_DISK_BYTES = 4099 * KiB  # vcsim sets capacityInKB: a KiB multiple, not a grain one
 
 
 @dataclass
@@ -67,6 +67,7 @@ def sha256_file(path: Path) -> str:
 
 # --- setup per peer ------------------------------------------------------------------------
 
+
 def _lab_source(ep, env) -> SourceVm:
     from vcbproxy.lab.client import LabClient
 
@@ -88,16 +89,26 @@ def set_disk_capacity_kb(ep, vm_name: str, kb: int) -> int:
     from pyVmomi import vim
 
     host, port = ep.server.rsplit(":", 1)
-    si = SmartConnect(host=host, port=int(port), user=ep.user, pwd=ep.password,
-                      sslContext=ssl.create_default_context(cafile=ep.cert_file))
+    si = SmartConnect(
+        host=host,
+        port=int(port),
+        user=ep.user,
+        pwd=ep.password,
+        sslContext=ssl.create_default_context(cafile=ep.cert_file),
+    )
     try:
         content = si.RetrieveContent()
         vm = content.searchIndex.FindByInventoryPath(f"{ep.datacenter}/vm/{vm_name}")
         [disk] = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
         before = disk.capacityInKB
         disk.capacityInKB = kb
-        WaitForTask(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[
-            vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)])))
+        WaitForTask(
+            vm.ReconfigVM_Task(
+                spec=vim.vm.ConfigSpec(
+                    deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)]
+                )
+            )
+        )
         return before
     finally:
         Disconnect(si)
@@ -106,23 +117,26 @@ def set_disk_capacity_kb(ep, vm_name: str, kb: int) -> int:
 def write_vm_files(ep, datastore: str, name: str, capacity: int) -> Path:
     """A descriptor + sparse flat extent + .vmx + .nvram in ``[datastore] name/`` (vcsim's
     file names); returns the flat extent, which is the raw disk itself."""
-    descriptor = new_descriptor("vmfs", [Extent("RW", capacity // 512, "VMFS", "disk1-flat.vmdk")],
-                                capacity=capacity)
+    descriptor = new_descriptor(
+        "vmfs", [Extent("RW", capacity // 512, "VMFS", "disk1-flat.vmdk")], capacity=capacity
+    )
     ep.write_file(datastore, f"{name}/disk1.vmdk", render(descriptor).encode())
     flat = ep.write_file(datastore, f"{name}/disk1-flat.vmdk", b"")
     with open(flat, "r+b") as f:
-        f.truncate(capacity)                           # holes: never written
-        f.write(os.urandom(MiB + 100))                 # data ending mid-sector
+        f.truncate(capacity)  # holes: never written
+        f.write(os.urandom(MiB + 100))  # data ending mid-sector
         f.seek(MiB + 64 * KiB)
-        f.write(bytes(64 * KiB))                       # written zeros: data, not a hole
+        f.write(bytes(64 * KiB))  # written zeros: data, not a hole
         f.seek(2 * MiB + 4 * KiB)
         f.write(os.urandom(MiB))
         f.seek(capacity - 1536)
-        f.write(os.urandom(1536))                      # the tail past the last full grain
-    vmx = (f'.encoding = "UTF-8"\nconfig.version = "8"\nvirtualHW.version = "13"\n'
-           f'displayName = "{name}"\nguestOS = "otherGuest64"\nscsi0.present = "TRUE"\n'
-           f'scsi0.virtualDev = "lsilogic"\nscsi0:0.present = "TRUE"\n'
-           f'scsi0:0.fileName = "disk1.vmdk"\n')
+        f.write(os.urandom(1536))  # the tail past the last full grain
+    vmx = (
+        f'.encoding = "UTF-8"\nconfig.version = "8"\nvirtualHW.version = "13"\n'
+        f'displayName = "{name}"\nguestOS = "otherGuest64"\nscsi0.present = "TRUE"\n'
+        f'scsi0.virtualDev = "lsilogic"\nscsi0:0.present = "TRUE"\n'
+        f'scsi0:0.fileName = "disk1.vmdk"\n'
+    )
     ep.write_file(datastore, f"{name}/{name}.vmx", vmx.encode())
     ep.write_file(datastore, f"{name}/{name}.nvram", os.urandom(8684))
     return flat
@@ -131,8 +145,10 @@ def write_vm_files(ep, datastore: str, name: str, capacity: int) -> Path:
 def _vcsim_source(ep, env) -> SourceVm:
     datastore = sorted(ep.datastores)[0]
     vm = vm_by_name(env, VCSIM_VM)
-    rels = [f"{VCSIM_VM}/{f}" for f in ("disk1.vmdk", "disk1-flat.vmdk", f"{VCSIM_VM}.vmx",
-                                        f"{VCSIM_VM}.nvram")]
+    rels = [
+        f"{VCSIM_VM}/{f}"
+        for f in ("disk1.vmdk", "disk1-flat.vmdk", f"{VCSIM_VM}.vmx", f"{VCSIM_VM}.nvram")
+    ]
     saved = {rel: ep.read_file(datastore, rel) for rel in rels}
     flat = ep.path(datastore, f"{VCSIM_VM}/disk1-flat.vmdk")
     source = SourceVm(vm["moref"], vm["name"], raw_of=lambda meta, disk: flat)
@@ -177,13 +193,25 @@ def assert_export_equals_source(directory: Path, source: SourceVm, scratch: Path
 
 # --- the body ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_mount_exports_every_disk_byte_for_byte_then_unmount_twice(vsphere_endpoint, source_vm,
-                                                                   tmp_path, fmt):
+def test_mount_exports_every_disk_byte_for_byte_then_unmount_twice(
+    vsphere_endpoint, source_vm, tmp_path, fmt
+):
     env = endpoint_env(vsphere_endpoint)
     target = tmp_path / f"{source_vm.name}-fullVM"
-    res = run(env, "mount", "-a", f"moref:{source_vm.moref}", "-r", str(target), "--format", fmt,
-              "-q", timeout=120)
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"moref:{source_vm.moref}",
+        "-r",
+        str(target),
+        "--format",
+        fmt,
+        "-q",
+        timeout=120,
+    )
     assert res.code == 0, res
     assert "Traceback" not in res.err
 
@@ -195,7 +223,7 @@ def test_mount_exports_every_disk_byte_for_byte_then_unmount_twice(vsphere_endpo
     assert not [n for n in names if n.endswith(".partial")]
     vmx = (target / f"{source_vm.name}.vmx").read_text()
     for disk in meta["disks"]:
-        assert f'"{disk["files"][0]}"' in vmx          # the staged .vmx names the exported disks
+        assert f'"{disk["files"][0]}"' in vmx  # the staged .vmx names the exported disks
 
     # The export's snapshot is gone (vcsim: its removal task's info.entity is the snapshot,
     # which vcbproxy's task wait has to cope with).

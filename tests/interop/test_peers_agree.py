@@ -47,7 +47,9 @@ def disk(vsphere_endpoint):
 def test_endpoint_write_file_lands_in_the_datastore_dir(vsphere_endpoint, disk):
     ep = vsphere_endpoint
     assert ep.read_file(disk.datastore, disk.rel) == disk.data
-    assert ep.path(disk.datastore, disk.rel).parent.parent == ep.datastores[disk.datastore].resolve()
+    assert (
+        ep.path(disk.datastore, disk.rel).parent.parent == ep.datastores[disk.datastore].resolve()
+    )
     with pytest.raises(ValueError, match="leaves the datastore"):
         ep.write_file(disk.datastore, "../escape.bin", b"x")
 
@@ -66,27 +68,33 @@ class FileServiceSession:
 
     def file_url(self, ds_path: DatastorePath, scheme: str = "https", port: int | None = None):
         query = urllib.parse.urlencode({"dcPath": self.datacenter, "dsName": ds_path.datastore})
-        return (f"{scheme}://{self.host}:{port or self.port}/folder/"
-                f"{urllib.parse.quote(ds_path.path)}?{query}")
+        return (
+            f"{scheme}://{self.host}:{port or self.port}/folder/"
+            f"{urllib.parse.quote(ds_path.path)}?{query}"
+        )
 
 
 def test_nbdssl_reads_what_the_endpoint_stores(vsphere_endpoint, disk):
     ep = vsphere_endpoint
     host, port = ep.server.rsplit(":", 1)
     context = ssl.create_default_context(cafile=ep.cert_file)
-    si = SmartConnect(host=host, port=int(port), user=ep.user, pwd=ep.password,
-                      sslContext=context)
+    si = SmartConnect(host=host, port=int(port), user=ep.user, pwd=ep.password, sslContext=context)
     try:
         cookie = si._stub.cookie.split(";", 1)[0]
-        session = FileServiceSession(host=host, port=int(port), cookie=cookie,
-                                     ssl_context=context, datacenter=ep.datacenter,
-                                     thumbprint=ep.thumbprint_sha256)
+        session = FileServiceSession(
+            host=host,
+            port=int(port),
+            cookie=cookie,
+            ssl_context=context,
+            datacenter=ep.datacenter,
+            thumbprint=ep.thumbprint_sha256,
+        )
         options = TransportOptions(retries=2, backoff=0.05, timeout=20)
         with create("nbdssl", session=session, options=options) as t:
             f = t.open(file=DatastorePath(disk.datastore, disk.rel))
             assert f.size == len(disk.data)
             assert sha(f.stream(0, f.size)) == hashlib.sha256(disk.data).hexdigest()
-            assert f.pread(2 * MiB + 1, 4096) == disk.data[2 * MiB + 1:2 * MiB + 4097]
+            assert f.pread(2 * MiB + 1, 4096) == disk.data[2 * MiB + 1 : 2 * MiB + 4097]
     finally:
         Disconnect(si)
 
@@ -94,11 +102,19 @@ def test_nbdssl_reads_what_the_endpoint_stores(vsphere_endpoint, disk):
 def test_ssh_over_openssh_reads_what_the_endpoint_stores(vsphere_endpoint, disk, sshd):
     ep = vsphere_endpoint
     sshd.expose(disk.datastore, ep.datastores[disk.datastore])
-    options = TransportOptions(ssh_host=sshd.host, ssh_port=sshd.port, ssh_user=sshd.user,
-                               ssh_key=sshd.client_key, ssh_known_hosts=sshd.known_hosts,
-                               ssh_root=sshd.root, retries=2, backoff=0.05, timeout=20)
+    options = TransportOptions(
+        ssh_host=sshd.host,
+        ssh_port=sshd.port,
+        ssh_user=sshd.user,
+        ssh_key=sshd.client_key,
+        ssh_known_hosts=sshd.known_hosts,
+        ssh_root=sshd.root,
+        retries=2,
+        backoff=0.05,
+        timeout=20,
+    )
     with create("ssh", session=None, options=options) as t:
         f = t.open(file=DatastorePath(disk.datastore, disk.rel))
         assert f.size == len(disk.data)
         assert sha(f.stream(0, f.size)) == hashlib.sha256(disk.data).hexdigest()
-        assert f.pread(MiB - 3, 10) == disk.data[MiB - 3:MiB + 7]
+        assert f.pread(MiB - 3, 10) == disk.data[MiB - 3 : MiB + 7]

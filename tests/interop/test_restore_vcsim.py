@@ -41,7 +41,9 @@ def vm_morefs(env: dict, name: str) -> list[str]:
     if res.code == 11:
         return []
     assert res.code == 0, res
-    return [line.split(":", 1)[1].strip() for line in res.out.splitlines() if line.startswith("moref:")]
+    return [
+        line.split(":", 1)[1].strip() for line in res.out.splitlines() if line.startswith("moref:")
+    ]
 
 
 def destroy_named(ep, name: str) -> None:
@@ -52,8 +54,11 @@ def destroy_named(ep, name: str) -> None:
     from vcbproxy.vsphere.inventory import find_vms
     from vcbproxy.vsphere.register import destroy_vm
 
-    with connect(ServerSpec(server=ep.server, user=ep.user, password=ep.password,
-                            thumbprint=ep.thumbprint_sha256)) as session:
+    with connect(
+        ServerSpec(
+            server=ep.server, user=ep.user, password=ep.password, thumbprint=ep.thumbprint_sha256
+        )
+    ) as session:
         for vm in find_vms(session, Selector("name", name)):
             destroy_vm(session, vm.moref)
 
@@ -62,7 +67,7 @@ def destroy_named(ep, name: str) -> None:
 def restored(vsphere_endpoint):
     """Names the test restores, each destroyed and its datastore folder removed afterwards
     (behind the server's back: a failed restore may leave files nobody registered)."""
-    made: list[tuple[str, str]] = []                  # (datastore, name)
+    made: list[tuple[str, str]] = []  # (datastore, name)
     yield made
     for datastore, name in made:
         with contextlib.suppress(Exception):
@@ -76,8 +81,12 @@ def other_datastore(ep, source_datastore: str) -> str:
     return others[0] if others else source_datastore
 
 
-def test_restore_registers_the_vm_and_uploads_every_disk(vsphere_endpoint, source_vm,  # noqa: F811
-                                                         restored, tmp_path):
+def test_restore_registers_the_vm_and_uploads_every_disk(
+    vsphere_endpoint,
+    source_vm,  # noqa: F811
+    restored,
+    tmp_path,
+):
     ep = vsphere_endpoint
     env = endpoint_env(ep)
     export = tmp_path / "export"
@@ -90,8 +99,18 @@ def test_restore_registers_the_vm_and_uploads_every_disk(vsphere_endpoint, sourc
     name = f"{source_vm.name}-restored"
     datastore = other_datastore(ep, DatastorePath.parse(meta["vm"]["vmx_path"]).datastore)
     restored.append((datastore, name))
-    res = run(env, "restore", "-s", str(export), "--name", name, "--datastore", datastore, "-q",
-              timeout=120)
+    res = run(
+        env,
+        "restore",
+        "-s",
+        str(export),
+        "--name",
+        name,
+        "--datastore",
+        datastore,
+        "-q",
+        timeout=120,
+    )
     assert "Traceback" not in res.err
     assert res.code == 0, res
     assert len(vm_morefs(env, name)) == 1
@@ -107,7 +126,19 @@ def test_restore_registers_the_vm_and_uploads_every_disk(vsphere_endpoint, sourc
         flat = folder / parsed.extents[0].filename
         assert flat.stat().st_size == disk["capacity"], disk["device"]
         assert sha256_file(flat) == disk["content_sha256"], disk["device"]
-        proc = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "vmdk", str(descriptor),
-                               str(export / disk["files"][0])], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                "qemu-img",
+                "compare",
+                "-f",
+                "vmdk",
+                "-F",
+                "vmdk",
+                str(descriptor),
+                str(export / disk["files"][0]),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not [p.name for p in folder.iterdir() if p.name.endswith((".partial", ".labupload"))]

@@ -30,8 +30,13 @@ SNAPSHOT = "_VCB-BACKUP_"
 
 def connect(vcsim, **kw):
     ctx = ssl.create_default_context(cafile=vcsim["cert_file"])
-    args = dict(host=vcsim["host"], port=vcsim["port"], user=vcsim["user"],
-                pwd=vcsim["password"], sslContext=ctx)
+    args = dict(
+        host=vcsim["host"],
+        port=vcsim["port"],
+        user=vcsim["user"],
+        pwd=vcsim["password"],
+        sslContext=ctx,
+    )
     args.update(kw)
     return SmartConnect(**args)
 
@@ -56,7 +61,8 @@ def properties(si, obj, *paths: str) -> dict:
     """Read properties with RetrieveContents: unset ones are absent (see the Fetch test)."""
     spec = vim.PropertyFilterSpec(
         objectSet=[vim.ObjectSpec(obj=obj)],
-        propSet=[vim.PropertySpec(type=type(obj), pathSet=list(paths))])
+        propSet=[vim.PropertySpec(type=type(obj), pathSet=list(paths))],
+    )
     found = {}
     for content in si.content.propertyCollector.RetrieveContents([spec]):
         found.update({p.name: p.val for p in content.propSet})
@@ -85,13 +91,13 @@ def test_tls_certificate_matches_the_printed_thumbprint(vcsim):
     pem = ssl.get_server_certificate((vcsim["host"], vcsim["port"]))
     der = ssl.PEM_cert_to_DER_cert(pem)
     digest = hashlib.sha256(der).hexdigest().upper()
-    assert ":".join(digest[i:i + 2] for i in range(0, 64, 2)) == vcsim["thumbprint_sha256"]
+    assert ":".join(digest[i : i + 2] for i in range(0, 64, 2)) == vcsim["thumbprint_sha256"]
     assert ssl.PEM_cert_to_DER_cert(Path(vcsim["cert_file"]).read_text()) == der
 
 
 def test_login_verifies_tls_and_reports_a_vcenter(si):
     about = si.content.about
-    assert about.apiType == "VirtualCenter"          # the VPX model, not a standalone ESX
+    assert about.apiType == "VirtualCenter"  # the VPX model, not a standalone ESX
     assert about.apiVersion.startswith("6.")
     assert si.content.sessionManager.currentSession.userName
 
@@ -103,8 +109,13 @@ def test_wrong_password_is_invalid_login(vcsim):
 
 def test_unverified_tls_is_refused_without_the_cert(vcsim):
     with pytest.raises(ssl.SSLCertVerificationError):
-        SmartConnect(host=vcsim["host"], port=vcsim["port"], user=vcsim["user"],
-                     pwd=vcsim["password"], sslContext=ssl.create_default_context())
+        SmartConnect(
+            host=vcsim["host"],
+            port=vcsim["port"],
+            user=vcsim["user"],
+            pwd=vcsim["password"],
+            sslContext=ssl.create_default_context(),
+        )
 
 
 # --- inventory and files ------------------------------------------------------------
@@ -126,8 +137,12 @@ def test_vpx_inventory_and_vm_files(si, vcsim):
         assert disk.capacityInKB > 0 and disk.capacityInBytes is None
         # The files exist in the datastore directory, but vcsim writes no content into them:
         # the descriptor and extent are empty, so tests write the bytes they compare.
-        for rel in (f"{name}/{name}.vmx", f"{name}/{name}.nvram", f"{name}/disk1.vmdk",
-                    f"{name}/disk1-flat.vmdk"):
+        for rel in (
+            f"{name}/{name}.vmx",
+            f"{name}/{name}.nvram",
+            f"{name}/disk1.vmdk",
+            f"{name}/disk1-flat.vmdk",
+        ):
             assert (ds_dir / rel).is_file(), rel
         assert (ds_dir / name / f"{name}.vmx").stat().st_size == 0
 
@@ -138,8 +153,10 @@ def test_guest_ips_set_through_extra_config_are_reported(si, vcsim):
     assert sorted(vcsim["vm_ips"]) == sorted(vcsim["vms"])
     for name, vm in all_vms(si).items():
         got = properties(si, vm, "guest.ipAddress", "summary.guest.ipAddress")
-        assert got == {"guest.ipAddress": vcsim["vm_ips"][name],
-                       "summary.guest.ipAddress": vcsim["vm_ips"][name]}
+        assert got == {
+            "guest.ipAddress": vcsim["vm_ips"][name],
+            "summary.guest.ipAddress": vcsim["vm_ips"][name],
+        }
 
 
 def test_layout_ex_lists_extra_entries_without_the_vm_directory(si):
@@ -157,9 +174,8 @@ def test_layout_ex_lists_extra_entries_without_the_vm_directory(si):
 
 def test_snapshot_create_has_no_delta_disk_and_no_cbt(si):
     vm = all_vms(si)["DC0_H0_VM0"]
-    task = vm.CreateSnapshot_Task(name=SNAPSHOT, description="interop", memory=False,
-                                  quiesce=False)
-    assert WaitForTask(task) == "success"           # create: WaitForTask works
+    task = vm.CreateSnapshot_Task(name=SNAPSHOT, description="interop", memory=False, quiesce=False)
+    assert WaitForTask(task) == "success"  # create: WaitForTask works
     snap = task.info.result
     try:
         assert isinstance(snap, vim.vm.Snapshot)
@@ -172,8 +188,9 @@ def test_snapshot_create_has_no_delta_disk_and_no_cbt(si):
         assert after.backing.parent is None
         # No changed block tracking at all.
         with pytest.raises(vmodl.fault.MethodNotFound):
-            vm.QueryChangedDiskAreas(snapshot=snap, deviceKey=after.key, startOffset=0,
-                                     changeId="*")
+            vm.QueryChangedDiskAreas(
+                snapshot=snap, deviceKey=after.key, startOffset=0, changeId="*"
+            )
     finally:
         remove = snap.RemoveSnapshot_Task(removeChildren=False)
         assert wait_state(si, remove) == "success"
@@ -191,8 +208,10 @@ def test_snapshot_remove_task_entity_breaks_wait_for_task(si):
     with pytest.raises(TypeError, match='"entity" expected type vim.ManagedEntity'):
         WaitForTask(remove)
     assert wait_state(si, remove) == "success"
-    assert properties(si, remove, "info.descriptionId")["info.descriptionId"] == \
-        "VirtualMachineSnapshot.removeSnapshot"
+    assert (
+        properties(si, remove, "info.descriptionId")["info.descriptionId"]
+        == "VirtualMachineSnapshot.removeSnapshot"
+    )
     assert "snapshot" not in properties(si, vm, "snapshot")
 
 
@@ -225,14 +244,18 @@ def test_reading_an_unset_property_through_fetch_drops_the_connection(vcsim):
 def file_request(vcsim, method: str, ds_path: str, *, headers=None, body=None, cookie=None):
     query = urllib.parse.urlencode({"dcPath": vcsim["datacenter"], "dsName": "LocalDS_0"})
     conn = http.client.HTTPSConnection(
-        vcsim["host"], vcsim["port"], timeout=10,
-        context=ssl.create_default_context(cafile=vcsim["cert_file"]))
+        vcsim["host"],
+        vcsim["port"],
+        timeout=10,
+        context=ssl.create_default_context(cafile=vcsim["cert_file"]),
+    )
     try:
         hdrs = dict(headers or {})
         if cookie:
             hdrs["Cookie"] = cookie
-        conn.request(method, f"/folder/{urllib.parse.quote(ds_path)}?{query}", body=body,
-                     headers=hdrs)
+        conn.request(
+            method, f"/folder/{urllib.parse.quote(ds_path)}?{query}", body=body, headers=hdrs
+        )
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -242,17 +265,19 @@ def file_request(vcsim, method: str, ds_path: str, *, headers=None, body=None, c
 def test_file_service_get_range_and_head(si, vcsim):
     endpoint = vcsim_endpoint(vcsim)
     data = os.urandom(4096)
-    path = "interop-basics/disk1-flat.vmdk"        # not a VM's own file: the vcsim is shared
+    path = "interop-basics/disk1-flat.vmdk"  # not a VM's own file: the vcsim is shared
     endpoint.write_file("LocalDS_0", path, data)
     cookie = si._stub.cookie
 
-    status, headers, body = file_request(vcsim, "GET", path, cookie=cookie,
-                                         headers={"Range": "bytes=100-1123"})
+    status, headers, body = file_request(
+        vcsim, "GET", path, cookie=cookie, headers={"Range": "bytes=100-1123"}
+    )
     assert status == 206 and body == data[100:1124]
     assert headers["content-range"] == "bytes 100-1123/4096"
 
-    status, headers, body = file_request(vcsim, "GET", path, cookie=cookie,
-                                         headers={"Range": "bytes=4000-"})
+    status, headers, body = file_request(
+        vcsim, "GET", path, cookie=cookie, headers={"Range": "bytes=4000-"}
+    )
     assert status == 206 and body == data[4000:]
 
     status, headers, body = file_request(vcsim, "HEAD", path, cookie=cookie)
@@ -273,8 +298,13 @@ def test_file_service_get_range_and_head(si, vcsim):
 
 def test_file_service_put_writes_into_the_datastore(si, vcsim):
     data = os.urandom(3000)
-    status, _, _ = file_request(vcsim, "PUT", "interop-put/uploaded.bin", body=data,
-                                cookie=si._stub.cookie,
-                                headers={"Content-Type": "application/octet-stream"})
+    status, _, _ = file_request(
+        vcsim,
+        "PUT",
+        "interop-put/uploaded.bin",
+        body=data,
+        cookie=si._stub.cookie,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert status in (200, 201)
     assert (vcsim["datastores"]["LocalDS_0"] / "interop-put" / "uploaded.bin").read_bytes() == data

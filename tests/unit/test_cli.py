@@ -31,8 +31,13 @@ def test_every_command_has_help(path):
 
 
 def vcbproxy(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "vcbproxy", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vcbproxy", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_missing_server_is_a_usage_error_without_traceback(tmp_path):
@@ -41,12 +46,18 @@ def test_missing_server_is_a_usage_error_without_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "VCBPROXY_PASSWORD_FILE": str(pw)}
     proc = vcbproxy("vms", "-s", "any", env=env)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == ["vcbproxy: error: no server given: use --server or set VCBPROXY_SERVER"]
+    assert proc.stderr.strip().splitlines() == [
+        "vcbproxy: error: no server given: use --server or set VCBPROXY_SERVER"
+    ]
 
 
 def test_bad_selector_and_file_mount_and_hotadd_are_refused_before_connecting(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "VCBPROXY_SERVER": "127.0.0.1:9", "VCBPROXY_USER": "u",
-           "VCBPROXY_PASSWORD": "p"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "VCBPROXY_SERVER": "127.0.0.1:9",
+        "VCBPROXY_USER": "u",
+        "VCBPROXY_PASSWORD": "p",
+    }
     proc = vcbproxy("mount", "-a", "colour:blue", "-r", str(tmp_path / "o"), env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     proc = vcbproxy("mount", "-a", "any", "-t", "file", "-r", str(tmp_path / "o"), env=env)
@@ -67,11 +78,16 @@ def test_version_and_exit_code_table_in_help():
         assert code in proc.stdout
 
 
-@pytest.mark.parametrize("server, host", [
-    ("esx1.example.com", "esx1.example.com"), ("esx1:8443", "esx1"),
-    ("https://vc.example.com:443/sdk", "vc.example.com"), ("[fe80::1]:443", "fe80::1"),
-    ("[2001:db8::5]", "2001:db8::5"),
-])
+@pytest.mark.parametrize(
+    "server, host",
+    [
+        ("esx1.example.com", "esx1.example.com"),
+        ("esx1:8443", "esx1"),
+        ("https://vc.example.com:443/sdk", "vc.example.com"),
+        ("[fe80::1]:443", "fe80::1"),
+        ("[2001:db8::5]", "2001:db8::5"),
+    ],
+)
 def test_ssh_host_defaults_to_the_servers_host_ipv6_included(server, host):
     from vcbproxy.cli.options import _server_host
 

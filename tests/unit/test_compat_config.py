@@ -13,10 +13,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.ini"
 
 
 def test_vcb_style_lines_without_a_section():
-    cfg = config.parse('BACKUPROOT="/mnt/stage"\nHOST="vc.example"\nPORT="8443"\nUSERNAME=\'bk\'\n'
-                       '# comment\n; other comment\n\nVM_LOOKUP_METHOD="ipaddr"\nTRANSPORT_MODE="san:nbdssl"\n'
-                       'PREEXISTING_MOUNTPOINT="delete"\nPREEXISTING_VCB_SNAPSHOT="DELETE"\n'
-                       'SNAPSHOT_QUIESCE="no"\nRETRIES=3\nEXPORT_FORMAT="flat"\nTHUMBPRINT="AB:CD"\n')
+    cfg = config.parse(
+        'BACKUPROOT="/mnt/stage"\nHOST="vc.example"\nPORT="8443"\nUSERNAME=\'bk\'\n'
+        '# comment\n; other comment\n\nVM_LOOKUP_METHOD="ipaddr"\nTRANSPORT_MODE="san:nbdssl"\n'
+        'PREEXISTING_MOUNTPOINT="delete"\nPREEXISTING_VCB_SNAPSHOT="DELETE"\n'
+        'SNAPSHOT_QUIESCE="no"\nRETRIES=3\nEXPORT_FORMAT="flat"\nTHUMBPRINT="AB:CD"\n'
+    )
     assert cfg.backuproot == Path("/mnt/stage")
     assert cfg.server == "vc.example:8443"
     assert cfg.username == "bk"
@@ -41,17 +43,20 @@ def test_empty_values_mean_defaults():
     assert cfg.vm_lookup_method == "name" and cfg.preexisting_mountpoint == "fail"
 
 
-@pytest.mark.parametrize("line, needle", [
-    ('VM_LOOKUP_METHOD="dns"', "name, ipaddr, uuid, moref"),
-    ('PREEXISTING_MOUNTPOINT="keep"', "delete, fail"),
-    ('TRANSPORT_MODE="hotadd"', "hotadd"),
-    ('TRANSPORT_MODE="san:carrier-pigeon"', "TRANSPORT_MODE"),
-    ('PORT="99999"', "1..65535"),
-    ('RETRIES="many"', "RETRIES"),
-    ('SNAPSHOT_QUIESCE="maybe"', "true or false"),
-    ('EXPORT_FORMAT="vhd"', "2gbsparse"),
-    ("just words", 'KEY="value"'),
-])
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('VM_LOOKUP_METHOD="dns"', "name, ipaddr, uuid, moref"),
+        ('PREEXISTING_MOUNTPOINT="keep"', "delete, fail"),
+        ('TRANSPORT_MODE="hotadd"', "hotadd"),
+        ('TRANSPORT_MODE="san:carrier-pigeon"', "TRANSPORT_MODE"),
+        ('PORT="99999"', "1..65535"),
+        ('RETRIES="many"', "RETRIES"),
+        ('SNAPSHOT_QUIESCE="maybe"', "true or false"),
+        ('EXPORT_FORMAT="vhd"', "2gbsparse"),
+        ("just words", 'KEY="value"'),
+    ],
+)
 def test_bad_values_are_usage_errors_naming_file_and_line(line, needle):
     with pytest.raises(errors.UsageError) as info:
         config.parse(f"# first\n{line}\n", Path("/etc/x.ini"))

@@ -26,8 +26,26 @@ def opt(argv: list[str], name: str) -> str:
 
 
 def test_mounter_full_command_line():
-    plan = mounter("-h", "vc:8443", "-u", "bk", "-p", "s3cret", "-a", "ipaddr:10.0.0.5", "-r", "/stage/x",
-                   "-t", "fullvm", "-m", "nbd", "-M", "1", "-L", "4")
+    plan = mounter(
+        "-h",
+        "vc:8443",
+        "-u",
+        "bk",
+        "-p",
+        "s3cret",
+        "-a",
+        "ipaddr:10.0.0.5",
+        "-r",
+        "/stage/x",
+        "-t",
+        "fullvm",
+        "-m",
+        "nbd",
+        "-M",
+        "1",
+        "-L",
+        "4",
+    )
     (argv,) = plan.runs
     assert argv[:2] == ["-v", "mount"]
     assert opt(argv, "-a") == "ipaddr:10.0.0.5" and opt(argv, "-r") == "/stage/x"
@@ -39,18 +57,32 @@ def test_mounter_full_command_line():
     assert "s3cret" not in repr(plan)
 
 
-@pytest.mark.parametrize("flags, fmt", [
-    ((), "2gbsparse"), (("-M", "0"), "2gbsparse"), (("-M", "1"), "monolithic"),
-    (("-F", "1"), "flat"), (("-M", "1", "-F", "1"), "flat"), (("-F", "0"), "2gbsparse"),
-])
+@pytest.mark.parametrize(
+    "flags, fmt",
+    [
+        ((), "2gbsparse"),
+        (("-M", "0"), "2gbsparse"),
+        (("-M", "1"), "monolithic"),
+        (("-F", "1"), "flat"),
+        (("-M", "1", "-F", "1"), "flat"),
+        (("-F", "0"), "2gbsparse"),
+    ],
+)
 def test_monolithic_and_flat_flags(flags, fmt):
     (argv,) = mounter("-a", "any", "-r", "/d", *flags).runs
     assert opt(argv, "--format") == fmt
 
 
-@pytest.mark.parametrize("level, head, quiet", [
-    ("0", "mount", True), ("1", "mount", True), ("3", "mount", False), ("4", "-v", False), ("6", "-vv", False),
-])
+@pytest.mark.parametrize(
+    "level, head, quiet",
+    [
+        ("0", "mount", True),
+        ("1", "mount", True),
+        ("3", "mount", False),
+        ("4", "-v", False),
+        ("6", "-vv", False),
+    ],
+)
 def test_log_levels(level, head, quiet):
     (argv,) = mounter("-a", "any", "-r", "/d", "-L", level).runs
     assert argv[0] == head
@@ -62,19 +94,22 @@ def test_unmount():
     assert argv == ["unmount", "-r", "/stage/x", "--server", "vc"]
 
 
-@pytest.mark.parametrize("args, cls, needle", [
-    (("-a", "any", "-r", "/d", "-t", "file"), errors.UnsupportedError, "-t file"),
-    (("-a", "any", "-r", "/d", "-m", "hotadd"), errors.UnsupportedError, "hotadd"),
-    (("-a", "any", "-r", "/d", "-m", "san:hotadd"), errors.UnsupportedError, "hotadd"),
-    (("-a", "any", "-r", "/d", "-t", "disk"), errors.UsageError, "fullvm or file"),
-    (("-a", "any", "-r", "/d", "-M", "2"), errors.UsageError, "0 or 1"),
-    (("-a", "any", "-r", "/d", "-L", "7"), errors.UsageError, "0..6"),
-    (("-a", "any"), errors.UsageError, "-r"),
-    (("-r", "/d"), errors.UsageError, "-a"),
-    (("-a", "any", "-r", "/d", "-Z"), errors.UsageError, "option -Z not recognized"),
-    (("-a", "any", "-r", "/d", "extra"), errors.UsageError, "unexpected argument"),
-    (("-U", "/d", "-a", "any"), errors.UsageError, "-U"),
-])
+@pytest.mark.parametrize(
+    "args, cls, needle",
+    [
+        (("-a", "any", "-r", "/d", "-t", "file"), errors.UnsupportedError, "-t file"),
+        (("-a", "any", "-r", "/d", "-m", "hotadd"), errors.UnsupportedError, "hotadd"),
+        (("-a", "any", "-r", "/d", "-m", "san:hotadd"), errors.UnsupportedError, "hotadd"),
+        (("-a", "any", "-r", "/d", "-t", "disk"), errors.UsageError, "fullvm or file"),
+        (("-a", "any", "-r", "/d", "-M", "2"), errors.UsageError, "0 or 1"),
+        (("-a", "any", "-r", "/d", "-L", "7"), errors.UsageError, "0..6"),
+        (("-a", "any"), errors.UsageError, "-r"),
+        (("-r", "/d"), errors.UsageError, "-a"),
+        (("-a", "any", "-r", "/d", "-Z"), errors.UsageError, "option -Z not recognized"),
+        (("-a", "any", "-r", "/d", "extra"), errors.UsageError, "unexpected argument"),
+        (("-U", "/d", "-a", "any"), errors.UsageError, "-U"),
+    ],
+)
 def test_mounter_refusals(args, cls, needle):
     with pytest.raises(cls) as info:
         mounter(*args)
@@ -83,9 +118,11 @@ def test_mounter_refusals(args, cls, needle):
 
 
 def test_config_supplies_defaults_flags_win():
-    cfg = parse('HOST="cfg-host"\nUSERNAME="cfg-user"\nPASSWORD_FILE="/pw"\nTRANSPORT_MODE="nbd"\n'
-                'EXPORT_FORMAT="flat"\nPREEXISTING_MOUNTPOINT="delete"\nPREEXISTING_VCB_SNAPSHOT="delete"\n'
-                'SNAPSHOT_QUIESCE="yes"\nRETRIES="2"\n')
+    cfg = parse(
+        'HOST="cfg-host"\nUSERNAME="cfg-user"\nPASSWORD_FILE="/pw"\nTRANSPORT_MODE="nbd"\n'
+        'EXPORT_FORMAT="flat"\nPREEXISTING_MOUNTPOINT="delete"\nPREEXISTING_VCB_SNAPSHOT="delete"\n'
+        'SNAPSHOT_QUIESCE="yes"\nRETRIES="2"\n'
+    )
     plan = mounter("-a", "name:x", "-r", "/d", cfg=cfg)
     (argv,) = plan.runs
     assert opt(argv, "-m") == "nbd" and opt(argv, "--format") == "flat"
@@ -101,27 +138,54 @@ def test_config_supplies_defaults_flags_win():
 
 
 def test_vmname():
-    plan = vcb.translate_vmname(["-h", "vc", "-u", "u", "-p", "pw", "-s", "name:web 01"], VcbConfig(), {})
+    plan = vcb.translate_vmname(
+        ["-h", "vc", "-u", "u", "-p", "pw", "-s", "name:web 01"], VcbConfig(), {}
+    )
     assert plan.runs == [["vms", "-s", "name:web 01", "--server", "vc", "--user", "u"]]
     with pytest.raises(errors.UsageError, match="-s SELECTOR"):
         vcb.translate_vmname(["-h", "vc"], VcbConfig(), {})
 
 
-@pytest.mark.parametrize("args, expect, find", [
-    (["-c", "vm-42", "nightly"], ["snapshot", "create", "-a", "moref:vm-42", "-n", "nightly"], None),
-    (["-c", "moref:vm-42", "nightly"], ["snapshot", "create", "-a", "moref:vm-42", "-n", "nightly"], None),
-    (["-d", "vm-42", "SsId:snapshot-7"], ["snapshot", "delete", "-a", "moref:vm-42", "snapshot-7"], None),
-    (["-d", "vm-42", "snapshot-7"], ["snapshot", "delete", "-a", "moref:vm-42", "snapshot-7"], None),
-    (["-f", "vm-42", "_VCB-BACKUP_"], ["snapshot", "list", "-a", "moref:vm-42", "--json"], "_VCB-BACKUP_"),
-    (["-l", "vm-42"], ["snapshot", "list", "-a", "moref:vm-42"], None),
-])
+@pytest.mark.parametrize(
+    "args, expect, find",
+    [
+        (
+            ["-c", "vm-42", "nightly"],
+            ["snapshot", "create", "-a", "moref:vm-42", "-n", "nightly"],
+            None,
+        ),
+        (
+            ["-c", "moref:vm-42", "nightly"],
+            ["snapshot", "create", "-a", "moref:vm-42", "-n", "nightly"],
+            None,
+        ),
+        (
+            ["-d", "vm-42", "SsId:snapshot-7"],
+            ["snapshot", "delete", "-a", "moref:vm-42", "snapshot-7"],
+            None,
+        ),
+        (
+            ["-d", "vm-42", "snapshot-7"],
+            ["snapshot", "delete", "-a", "moref:vm-42", "snapshot-7"],
+            None,
+        ),
+        (
+            ["-f", "vm-42", "_VCB-BACKUP_"],
+            ["snapshot", "list", "-a", "moref:vm-42", "--json"],
+            "_VCB-BACKUP_",
+        ),
+        (["-l", "vm-42"], ["snapshot", "list", "-a", "moref:vm-42"], None),
+    ],
+)
 def test_snapshot(args, expect, find):
     plan = vcb.translate_snapshot(["-h", "vc", *args], VcbConfig(), {})
     assert plan.runs == [expect + ["--server", "vc"]]
     assert plan.find_name == find
 
 
-@pytest.mark.parametrize("args", [["-c", "vm-1"], ["-c", "vm-1", "a", "-d", "vm-1", "b"], [], ["-l", "vm-1", "x"]])
+@pytest.mark.parametrize(
+    "args", [["-c", "vm-1"], ["-c", "vm-1", "a", "-d", "vm-1", "b"], [], ["-l", "vm-1", "x"]]
+)
 def test_snapshot_usage_errors(args):
     with pytest.raises(errors.UsageError):
         vcb.translate_snapshot(args, VcbConfig(), {})
@@ -135,15 +199,21 @@ def test_cleanup_lists_without_y_and_removes_with_y(tmp_path):
     cfg = VcbConfig(backuproot=root)
     dry = vcb.translate_cleanup([], cfg, {})
     assert dry.dry_run
-    assert dry.runs == [["snapshot", "sweep", "--older-than", "0", "--dry-run"],
-                        ["#would-unmount", str(root / "a-fullVM")]]
+    assert dry.runs == [
+        ["snapshot", "sweep", "--older-than", "0", "--dry-run"],
+        ["#would-unmount", str(root / "a-fullVM")],
+    ]
     real = vcb.translate_cleanup(["-y", "-h", "vc"], cfg, {})
-    assert real.runs == [["unmount", "-r", str(root / "a-fullVM"), "--server", "vc"],
-                         ["snapshot", "sweep", "--older-than", "0", "--server", "vc"]]
+    assert real.runs == [
+        ["unmount", "-r", str(root / "a-fullVM"), "--server", "vc"],
+        ["snapshot", "sweep", "--older-than", "0", "--server", "vc"],
+    ]
 
 
 def test_pre_and_post_command_argvs(tmp_path):
-    cfg = parse(f'BACKUPROOT="{tmp_path}"\nVM_LOOKUP_METHOD="uuid"\nTRANSPORT_MODE="nbd"\nRETRIES=1\n')
+    cfg = parse(
+        f'BACKUPROOT="{tmp_path}"\nVM_LOOKUP_METHOD="uuid"\nTRANSPORT_MODE="nbd"\nRETRIES=1\n'
+    )
     mount, verify = pre_argvs(cfg, "4231-aa")
     target = str(tmp_path / "4231-aa-fullVM")
     assert mount[:5] == ["mount", "-a", "uuid:4231-aa", "-r", target]
@@ -157,12 +227,19 @@ def test_pre_and_post_command_argvs(tmp_path):
 
 def script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
-    return subprocess.run([str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=60)
+    return subprocess.run(
+        [str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=60,
+    )
 
 
 def test_scripts_exit_with_vcbproxy_codes_and_never_echo_the_password(tmp_path):
-    res = script("vcbMounter", "-p", "hunter2", "-a", "any", "-r", str(tmp_path / "d"), "-t", "file")
+    res = script(
+        "vcbMounter", "-p", "hunter2", "-a", "any", "-r", str(tmp_path / "d"), "-t", "file"
+    )
     assert res.returncode == errors.UNSUPPORTED, res.stderr
     assert "-t file" in res.stderr and "hunter2" not in res.stdout + res.stderr
     res = script("vcbMounter", "-a", "any", "-r", str(tmp_path / "d"), "-L", "9")
@@ -180,11 +257,15 @@ def test_wrapper_moves_p_out_of_the_python_argv(tmp_path):
     probe = tmp_path / "venv" / "bin"
     probe.mkdir(parents=True)
     # A stand-in interpreter that records the argv and environment the wrapper execs it with.
-    (probe / "python").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/argv\n"
-                                  f"printf '%s' \"$VCBPROXY_PASSWORD\" > {tmp_path}/pw\n")
+    (probe / "python").write_text(
+        f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/argv\n"
+        f"printf '%s' \"$VCBPROXY_PASSWORD\" > {tmp_path}/pw\n"
+    )
     (probe / "python").chmod(0o755)
-    for args, pw, selector in ((["-h", "vc", "-p", "hunter2", "-a", "name:-p", "-r", "/d"], "hunter2", "name:-p"),
-                               (["-phunter3", "-a", "any", "-r", "/d"], "hunter3", "any")):
+    for args, pw, selector in (
+        (["-h", "vc", "-p", "hunter2", "-a", "name:-p", "-r", "/d"], "hunter2", "name:-p"),
+        (["-phunter3", "-a", "any", "-r", "/d"], "hunter3", "any"),
+    ):
         res = script("vcbMounter", *args, env={"VCBPROXY_VENV": str(tmp_path / "venv")})
         assert res.returncode == 0, res.stderr
         argv = (tmp_path / "argv").read_text().split("\n")
@@ -194,8 +275,12 @@ def test_wrapper_moves_p_out_of_the_python_argv(tmp_path):
 
 
 def test_compat_main_lists_tools_for_an_unknown_one():
-    res = subprocess.run([sys.executable, "-m", "vcbproxy.compat", "vcbRestoreX"], capture_output=True,
-                         text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "vcbproxy.compat", "vcbRestoreX"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == errors.USAGE and "vcbMounter" in res.stderr
 
 
@@ -203,10 +288,20 @@ def restorer(*args: str, cfg: VcbConfig | None = None, env: dict | None = None) 
     return vcb.translate_restore(list(args), cfg or VcbConfig(), env or {})
 
 
-@pytest.mark.parametrize("flags, policy", [((), "keep"), (("-b", "keep"), "keep"), (("-b", "abort"), "keep"),
-                                           (("-b", "overwrite"), "overwrite"), (("-b", "OVERWRITE"), "overwrite")])
+@pytest.mark.parametrize(
+    "flags, policy",
+    [
+        ((), "keep"),
+        (("-b", "keep"), "keep"),
+        (("-b", "abort"), "keep"),
+        (("-b", "overwrite"), "overwrite"),
+        (("-b", "OVERWRITE"), "overwrite"),
+    ],
+)
 def test_restore_command_line(flags, policy):
-    plan = restorer("-h", "vc:8443", "-u", "bk", "-p", "s3cret", "-s", "/stage/web01-fullVM", *flags)
+    plan = restorer(
+        "-h", "vc:8443", "-u", "bk", "-p", "s3cret", "-s", "/stage/web01-fullVM", *flags
+    )
     (argv,) = plan.runs
     assert argv[0] == "restore"
     assert opt(argv, "-s") == "/stage/web01-fullVM" and opt(argv, "-b") == policy
@@ -225,14 +320,17 @@ def test_restore_log_level_and_config_credentials(tmp_path):
     assert "from-file" not in repr(plan.runs)
 
 
-@pytest.mark.parametrize("args, cls, needle", [
-    ((), errors.UsageError, "-s DIR"),
-    (("-s", "/d", "-b", "prompt"), errors.UnsupportedError, "prompt"),
-    (("-s", "/d", "-b", "replace"), errors.UsageError, "keep, abort or overwrite"),
-    (("-s", "/d", "extra"), errors.UsageError, "extra"),
-    (("-s", "/d", "-L", "7"), errors.UsageError, "0..6"),
-    (("-s", "/d", "-x"), errors.UsageError, "-x"),
-])
+@pytest.mark.parametrize(
+    "args, cls, needle",
+    [
+        ((), errors.UsageError, "-s DIR"),
+        (("-s", "/d", "-b", "prompt"), errors.UnsupportedError, "prompt"),
+        (("-s", "/d", "-b", "replace"), errors.UsageError, "keep, abort or overwrite"),
+        (("-s", "/d", "extra"), errors.UsageError, "extra"),
+        (("-s", "/d", "-L", "7"), errors.UsageError, "0..6"),
+        (("-s", "/d", "-x"), errors.UsageError, "-x"),
+    ],
+)
 def test_restore_refusals(args, cls, needle):
     with pytest.raises(cls) as info:
         restorer(*args)

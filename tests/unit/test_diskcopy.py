@@ -20,7 +20,7 @@ class MemoryWriter:
 
     def write(self, offset, data):
         self.writes.append((offset, len(data)))
-        self.data[offset:offset + len(data)] = data
+        self.data[offset : offset + len(data)] = data
 
 
 def sources():
@@ -29,9 +29,10 @@ def sources():
 
 def stream_of(files):
     def stream(name, offset, length):
-        blob = files[name][offset:offset + length]
+        blob = files[name][offset : offset + length]
         for i in range(0, len(blob), 1000):
-            yield blob[i:i + 1000]
+            yield blob[i : i + 1000]
+
     return stream
 
 
@@ -50,7 +51,12 @@ def test_copy_runs_writes_data_skips_zeros_and_hashes_everything():
 def test_copy_runs_rejects_gaps_short_reads_and_short_maps():
     files = sources()
     with pytest.raises(ValueError, match="gap"):
-        copy_runs([Run(0, 10, "a", 0), Run(20, 10, "a", 0)], stream_of(files), MemoryWriter(30), capacity=30)
+        copy_runs(
+            [Run(0, 10, "a", 0), Run(20, 10, "a", 0)],
+            stream_of(files),
+            MemoryWriter(30),
+            capacity=30,
+        )
     with pytest.raises(ValueError, match="short read"):
         copy_runs([Run(0, 9000, "b", 0)], stream_of(files), MemoryWriter(9000), capacity=9000)
     with pytest.raises(ValueError, match="covers"):
@@ -81,15 +87,19 @@ def test_hash_is_exact_with_large_chunks_and_long_zero_runs():
     files = {"a": blob}
 
     def stream(name, offset, length):
-        data = files[name][offset:offset + length]
+        data = files[name][offset : offset + length]
         for i in range(0, len(data), 256 << 10):
-            yield data[i:i + (256 << 10)]
+            yield data[i : i + (256 << 10)]
 
-    runs = [Run(0, 1 << 20, "a", 0), Run(1 << 20, 5 << 20, None, 0), Run(6 << 20, 2 << 20, "a", 1 << 20)]
+    runs = [
+        Run(0, 1 << 20, "a", 0),
+        Run(1 << 20, 5 << 20, None, 0),
+        Run(6 << 20, 2 << 20, "a", 1 << 20),
+    ]
     capacity = 8 << 20
     writer = MemoryWriter(capacity)
     result = copy_runs(runs, stream, writer, capacity=capacity)
-    expected = blob[:1 << 20] + bytes(5 << 20) + blob[1 << 20:3 << 20]
+    expected = blob[: 1 << 20] + bytes(5 << 20) + blob[1 << 20 : 3 << 20]
     assert bytes(writer.data) == expected
     assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
     assert result.file_sha256 == {}
@@ -101,7 +111,7 @@ def test_a_reused_buffer_is_hashed_as_it_was_when_yielded():
         buf = bytearray(4096)
         for i in range(0, length, 4096):
             buf[:] = bytes([i // 4096 + 1]) * 4096
-            yield buf   # the same object every time, overwritten after the consumer took it
+            yield buf  # the same object every time, overwritten after the consumer took it
 
     writer = MemoryWriter(16384)
     result = copy_runs([Run(0, 16384, "a", 0)], stream, writer, capacity=16384)
@@ -130,17 +140,20 @@ class _NullWriter:
 
 
 class FlatLikeWriter(MemoryWriter):
-    flat_name = "disk-flat.vmdk"   # what FlatWriter exposes: its extent is the raw disk
+    flat_name = "disk-flat.vmdk"  # what FlatWriter exposes: its extent is the raw disk
 
 
 def test_a_raw_flat_extent_reports_its_file_hash():
     files = sources()
     writer = FlatLikeWriter(8192)
-    result = copy_runs([Run(0, 4096, "a", 0), Run(4096, 4096, None, 0)], stream_of(files), writer,
-                       capacity=8192)
+    result = copy_runs(
+        [Run(0, 4096, "a", 0), Run(4096, 4096, None, 0)], stream_of(files), writer, capacity=8192
+    )
     assert result.file_sha256 == {"disk-flat.vmdk": result.content_sha256}
     grains = copy_grains([(0, b"z" * 512)], FlatLikeWriter(1024), capacity=1024)
-    assert grains.file_sha256 == {"disk-flat.vmdk": hashlib.sha256(b"z" * 512 + bytes(512)).hexdigest()}
+    assert grains.file_sha256 == {
+        "disk-flat.vmdk": hashlib.sha256(b"z" * 512 + bytes(512)).hexdigest()
+    }
 
 
 def test_only_areas_zeroes_everything_outside_the_allocation_map():
@@ -150,7 +163,11 @@ def test_only_areas_zeroes_everything_outside_the_allocation_map():
     runs = [Run(0, 100, "a", 1000), Run(100, 50, None, 0), Run(150, 100, "b", 0)]
     out = list(only_areas(runs, [(10, 20), (90, 70), (240, 5)]))
     assert [(r.offset, r.length, r.source, r.source_offset) for r in out if r.source] == [
-        (10, 20, "a", 1010), (90, 10, "a", 1090), (150, 10, "b", 0), (240, 5, "b", 90)]
+        (10, 20, "a", 1010),
+        (90, 10, "a", 1090),
+        (150, 10, "b", 0),
+        (240, 5, "b", 90),
+    ]
     # the runs still tile the disk, with zeros where nothing is allocated
     position = 0
     for r in out:

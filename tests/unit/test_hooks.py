@@ -14,8 +14,13 @@ import pytest
 from vcbproxy import errors
 from vcbproxy.hooks import Hook, hook_environment, parse_hook, run_hook
 
-CONTEXT = {"VCBPROXY_VM_NAME": "web01 Süd", "VCBPROXY_VM_MOREF": "vm-42", "VCBPROXY_VM_UUID": "564d-1",
-           "VCBPROXY_EXPORT_DIR": "/staging/web01-fullVM", "snapshot": "snapshot-7"}
+CONTEXT = {
+    "VCBPROXY_VM_NAME": "web01 Süd",
+    "VCBPROXY_VM_MOREF": "vm-42",
+    "VCBPROXY_VM_UUID": "564d-1",
+    "VCBPROXY_EXPORT_DIR": "/staging/web01-fullVM",
+    "snapshot": "snapshot-7",
+}
 
 
 def _script(tmp_path, name, body):
@@ -36,7 +41,12 @@ def _alive(pid: int) -> bool:
 
 
 def test_parse_hook():
-    assert parse_hook("/usr/bin/backup --job 'web 01' -v") == ["/usr/bin/backup", "--job", "web 01", "-v"]
+    assert parse_hook("/usr/bin/backup --job 'web 01' -v") == [
+        "/usr/bin/backup",
+        "--job",
+        "web 01",
+        "-v",
+    ]
     with pytest.raises(errors.UsageError, match="cannot parse"):
         parse_hook("backup 'unclosed")
     with pytest.raises(errors.UsageError, match="empty"):
@@ -44,15 +54,25 @@ def test_parse_hook():
 
 
 def test_environment_has_context_and_no_secrets(tmp_path, monkeypatch, caplog):
-    for key in ["VCBPROXY_PASSWORD", "MY_DB_PASSWORD", "aws_secret_access_key", "GITHUB_TOKEN", "PGPASSWD",
-                "VCBPROXY_SSH_PASSWORD"]:
+    for key in [
+        "VCBPROXY_PASSWORD",
+        "MY_DB_PASSWORD",
+        "aws_secret_access_key",
+        "GITHUB_TOKEN",
+        "PGPASSWD",
+        "VCBPROXY_SSH_PASSWORD",
+    ]:
         monkeypatch.setenv(key, "hunter2")
     monkeypatch.setenv("HARMLESS", "kept")
     out = tmp_path / "env.txt"
-    hook = Hook([_script(tmp_path, "pre.sh", f'env > "{out}"\necho "backing up $VCBPROXY_VM_NAME"\n')])
+    hook = Hook(
+        [_script(tmp_path, "pre.sh", f'env > "{out}"\necho "backing up $VCBPROXY_VM_NAME"\n')]
+    )
     with caplog.at_level(logging.INFO, logger="vcbproxy.hooks"):
         run_hook(hook, phase="pre", context=CONTEXT)
-    env = dict(line.split("=", 1) for line in out.read_text(encoding="utf-8").splitlines() if "=" in line)
+    env = dict(
+        line.split("=", 1) for line in out.read_text(encoding="utf-8").splitlines() if "=" in line
+    )
     assert "hunter2" not in out.read_text(encoding="utf-8")
     assert env["HARMLESS"] == "kept"
     assert env["VCBPROXY_PHASE"] == "pre"
@@ -65,20 +85,28 @@ def test_environment_has_context_and_no_secrets(tmp_path, monkeypatch, caplog):
 
 
 def test_hook_environment_drops_secret_context():
-    env = hook_environment("post", {"VCBPROXY_TOKEN": "t", "status": "ok"}, base={"PATH": "/bin", "X_SECRET": "s"})
+    env = hook_environment(
+        "post", {"VCBPROXY_TOKEN": "t", "status": "ok"}, base={"PATH": "/bin", "X_SECRET": "s"}
+    )
     assert env == {"PATH": "/bin", "VCBPROXY_STATUS": "ok", "VCBPROXY_PHASE": "post"}
 
 
 def test_runs_without_a_shell(tmp_path):
     marker = tmp_path / "pwned"
-    run_hook(Hook([sys.executable, "-c", "import sys; sys.exit(0)", f"; touch {marker}"]), phase="post",
-             context={})
+    run_hook(
+        Hook([sys.executable, "-c", "import sys; sys.exit(0)", f"; touch {marker}"]),
+        phase="post",
+        context={},
+    )
     assert not marker.exists()
 
 
 def test_nonzero_exit_is_a_hook_error(tmp_path, caplog):
     script = _script(tmp_path, "fail.sh", 'echo "tape drive offline" >&2\nexit 2\n')
-    with caplog.at_level(logging.INFO, logger="vcbproxy.hooks"), pytest.raises(errors.HookError) as info:
+    with (
+        caplog.at_level(logging.INFO, logger="vcbproxy.hooks"),
+        pytest.raises(errors.HookError) as info,
+    ):
         run_hook(Hook([script, "arg"]), phase="pre", context={})
     assert str(info.value) == f"pre-command [{script!r}, 'arg'] exited 2"
     assert info.value.exit_code == errors.HOOK
@@ -103,11 +131,15 @@ def test_missing_and_non_executable_commands(tmp_path):
 def test_timeout_kills_the_hook_and_its_children(tmp_path):
     pids = tmp_path / "pids"
     # The child ignores SIGTERM, so only the SIGKILL after the grace period stops it.
-    script = _script(tmp_path, "slow.sh", f"""
+    script = _script(
+        tmp_path,
+        "slow.sh",
+        f"""
 (trap '' TERM; sleep 300) &
 echo $$ $! > "{pids}"
 sleep 300
-""")
+""",
+    )
     started = time.monotonic()
     with pytest.raises(errors.HookError, match=r"timed out after 1 s; killed it and its children"):
         run_hook(Hook([script], timeout=1), phase="pre", context={})

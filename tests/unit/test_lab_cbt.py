@@ -138,21 +138,23 @@ def test_tracking_survives_a_reload_and_a_torn_last_line(tmp_path):
     t.enable()
     t.record(0, 10)
     c0 = t.advance()
-    t.record(3 * BLOCK - 1, 2)          # straddles blocks 2 and 3
+    t.record(3 * BLOCK - 1, 2)  # straddles blocks 2 and 3
     c1 = t.advance()
     t.record(7 * BLOCK, BLOCK)
     with open(path, "a") as f:
-        f.write("R 12")                  # a crash mid-append
+        f.write("R 12")  # a crash mid-append
     again = ChangeTracker(path)
     assert again.change_id == t.change_id
     assert again.changed(c0, c1, 0, None, CAP) == ([(2 * BLOCK, 2 * BLOCK)], CAP)
     assert again.changed(c1, again.change_id, 0, None, CAP)[0] == [(7 * BLOCK, BLOCK)]
     assert again.mark_of(c0) == 0 and again.mark_of(c1) == 1
     assert again.mark_of(again.change_id) is None
-    again.record(9 * BLOCK, 1)           # the torn piece was cut off, so appends stay readable
+    again.record(9 * BLOCK, 1)  # the torn piece was cut off, so appends stay readable
     third = ChangeTracker(path)
-    assert third.changed(c1, third.change_id, 0, None, CAP)[0] == [(7 * BLOCK, BLOCK),
-                                                                    (9 * BLOCK, BLOCK)]
+    assert third.changed(c1, third.change_id, 0, None, CAP)[0] == [
+        (7 * BLOCK, BLOCK),
+        (9 * BLOCK, BLOCK),
+    ]
 
 
 def test_a_file_that_is_not_a_ctk_log_is_refused(tmp_path):

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.usefixtures("qemu_img")
 
 
 def qemu_raw(image: Path, out: Path) -> bytes:
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", str(image), str(out)], check=True, capture_output=True
+    )
     return out.read_bytes()
 
 
@@ -44,10 +45,11 @@ def assert_chain_matches(disk: LabDisk, tmp: Path, mark=None, layer: str | None 
     assert got == want
     assert hashlib.sha256(want).hexdigest() == disk.sha256(mark)
     chain = DiskChain.open(layer or disk.top, local_opener(disk.directory))  # our own reader
-    assert chain.layer_names == disk.layers[:disk.layers.index(layer or disk.top) + 1]
+    assert chain.layer_names == disk.layers[: disk.layers.index(layer or disk.top) + 1]
     assert chain.read(0, disk.capacity) == want
-    check = subprocess.run(["qemu-img", "check", str(disk.directory / disk.top)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        ["qemu-img", "check", str(disk.directory / disk.top)], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -59,6 +61,7 @@ def ds(tmp_path) -> Path:
 
 
 # -- content ------------------------------------------------------------------------------
+
 
 def test_base_extents_are_aligned_sorted_and_near_the_fill():
     ext = content.base_extents(64 * MIB, seed=5, fill=0.4)
@@ -74,12 +77,13 @@ def test_base_extents_are_aligned_sorted_and_near_the_fill():
 
 def test_fill_bytes_regenerates_any_range_independently():
     whole = content.fill_bytes(9, 0, 3 * MIB)
-    assert content.fill_bytes(9, MIB - 10, 20) == whole[MIB - 10:MIB + 10]
-    assert content.fill_bytes(9, 2 * MIB + 7, 100) == whole[2 * MIB + 7:2 * MIB + 107]
+    assert content.fill_bytes(9, MIB - 10, 20) == whole[MIB - 10 : MIB + 10]
+    assert content.fill_bytes(9, 2 * MIB + 7, 100) == whole[2 * MIB + 7 : 2 * MIB + 107]
     assert content.fill_bytes(10, 0, 100) != whole[:100]
 
 
 # -- base disk ----------------------------------------------------------------------------
+
 
 def test_create_writes_a_vmfs_descriptor_and_a_sparse_flat_extent(ds, tmp_path):
     disk = LabDisk.create(ds, "web01", CAP, seed=3, uuid="6000c298-1111-2222-3333-444455556666")
@@ -90,8 +94,10 @@ def test_create_writes_a_vmfs_descriptor_and_a_sparse_flat_extent(ds, tmp_path):
     assert flat.stat().st_size == CAP
     assert flat.stat().st_blocks * 512 < CAP * 0.8  # holes where the disk holds zeros
     assert disk.layers == ["web01.vmdk"] and disk.top == "web01.vmdk"
-    assert disk.file_kinds() == [("web01.vmdk", "diskDescriptor"),
-                                 ("web01-flat.vmdk", "diskExtent")]
+    assert disk.file_kinds() == [
+        ("web01.vmdk", "diskDescriptor"),
+        ("web01-flat.vmdk", "diskExtent"),
+    ]
     assert disk.uuid == "6000c298-1111-2222-3333-444455556666"
     assert disk.allocated() == content.base_extents(CAP, 3)
     assert_chain_matches(disk, tmp_path)
@@ -99,20 +105,21 @@ def test_create_writes_a_vmfs_descriptor_and_a_sparse_flat_extent(ds, tmp_path):
 
 # -- snapshots and merges -----------------------------------------------------------------
 
+
 def build_chain(ds: Path) -> tuple[LabDisk, list[int]]:
     """base + writes, delta 1 + writes, delta 2 + writes; marks at each snapshot and now."""
     disk = LabDisk.create(ds, "vm", CAP, seed=11)
     marks = [disk.mark()]
-    disk.guest_write(100, b"A" * 1000)              # unaligned, into the flat base
+    disk.guest_write(100, b"A" * 1000)  # unaligned, into the flat base
     disk.churn(10, seed=1)
     marks.append(disk.mark())
     disk.add_delta()
     disk.guest_write(5 * BLOCK + 77, b"B" * 3 * BLOCK)  # spans grains, partial at both ends
-    disk.guest_write(0, bytes(BLOCK))                  # explicit zeros must hide base data
+    disk.guest_write(0, bytes(BLOCK))  # explicit zeros must hide base data
     disk.churn(10, seed=2)
     marks.append(disk.mark())
     disk.add_delta()
-    disk.guest_write(CAP - 10, b"C" * 10)              # last bytes of the disk
+    disk.guest_write(CAP - 10, b"C" * 10)  # last bytes of the disk
     disk.churn(10, seed=3)
     marks.append(disk.mark())
     return disk, marks
@@ -121,8 +128,12 @@ def build_chain(ds: Path) -> tuple[LabDisk, list[int]]:
 def test_every_layer_of_the_chain_reads_as_the_oracle_at_its_snapshot(ds, tmp_path):
     disk, marks = build_chain(ds)
     assert disk.layers == ["vm.vmdk", "vm-000001.vmdk", "vm-000002.vmdk"]
-    info = subprocess.run(["qemu-img", "info", "--backing-chain", str(ds / disk.top)],
-                          capture_output=True, text=True, check=True).stdout
+    info = subprocess.run(
+        ["qemu-img", "info", "--backing-chain", str(ds / disk.top)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "backing file: vm-000001.vmdk" in info and "backing file: vm.vmdk" in info
     for layer, mark in zip(disk.layers, marks[1:], strict=True):
         assert_chain_matches(disk, tmp_path, mark, layer=layer)
@@ -174,6 +185,7 @@ def test_delta_names_are_not_reused_after_a_merge(ds):
 
 # -- guest writes -------------------------------------------------------------------------
 
+
 def test_churn_writes_about_the_asked_share_and_is_journaled(ds):
     disk = LabDisk.create(ds, "vm", CAP, seed=1)
     m0 = disk.mark()
@@ -216,6 +228,7 @@ def test_reads_while_a_churn_thread_writes_stay_consistent(ds, tmp_path):
 
 # -- persistence --------------------------------------------------------------------------
 
+
 def test_state_reloads_the_disk_with_its_journal_and_tracking(ds, tmp_path):
     disk, marks = build_chain(ds)
     disk.cbt.enable()
@@ -225,6 +238,7 @@ def test_state_reloads_the_disk_with_its_journal_and_tracking(ds, tmp_path):
     cid = disk.change_id
     disk.close()
     import json
+
     again = LabDisk.load(ds, state["layers"][-1], json.loads(json.dumps(state)))
     assert again.layers == disk.layers and again.capacity == CAP and again.uuid == disk.uuid
     assert [again.sha256(m) for m in marks] + [again.sha256()] == sums
@@ -237,11 +251,13 @@ def test_state_reloads_the_disk_with_its_journal_and_tracking(ds, tmp_path):
 def test_an_uploaded_disk_is_adopted_with_whatever_its_files_hold(ds, tmp_path):
     raw = tmp_path / "src.raw"
     data = bytearray(CAP)
-    data[BLOCK:BLOCK + 5000] = b"u" * 5000
-    data[CAP - 512:] = b"z" * 512
+    data[BLOCK : BLOCK + 5000] = b"u" * 5000
+    data[CAP - 512 :] = b"z" * 512
     raw.write_bytes(data)
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw),
-                    str(ds / "up.vmdk")], check=True)  # a monolithicSparse base
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(ds / "up.vmdk")],
+        check=True,
+    )  # a monolithicSparse base
     disk = LabDisk.load(ds, "up.vmdk", None)
     assert disk.capacity == CAP and disk.layers == ["up.vmdk"]
     assert disk.read(0, CAP) == bytes(data)
@@ -278,7 +294,7 @@ def test_a_disk_that_cannot_be_adopted_leaves_no_file_open(ds, monkeypatch):
     before = sorted(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError, match="no space"):
         LabDisk.load(ds, "bad.vmdk", None)
-    assert sorted(os.listdir("/proc/self/fd")) == before   # the journal was closed again
+    assert sorted(os.listdir("/proc/self/fd")) == before  # the journal was closed again
 
 
 def test_snapshot_is_one_step_even_while_the_guest_writes(ds, tmp_path):

@@ -39,14 +39,30 @@ def test_json_lines_shape():
     p.close()
     p.close()
     events = _lines(out)
-    assert [e["event"] for e in events] == ["disk_start", "progress", "progress", "disk_done", "file_done",
-                                            "warning", "done"]
+    assert [e["event"] for e in events] == [
+        "disk_start",
+        "progress",
+        "progress",
+        "disk_done",
+        "file_done",
+        "warning",
+        "done",
+    ]
     start, first, last, done_disk, file_done, warning, done = events
-    assert start == {"event": "disk_start", "key": "web01:scsi0:0", "label": "web01 Hard disk 1", "total": 4096,
-                     "time": start["time"]}
+    assert start == {
+        "event": "disk_start",
+        "key": "web01:scsi0:0",
+        "label": "web01 Hard disk 1",
+        "total": 4096,
+        "time": start["time"],
+    }
     assert first["done"] == 1024 and first["percent"] == 25.0 and first["total"] == 4096
-    assert last["done"] == 4096 and last["percent"] == 100.0   # the last one always gets out
-    assert done_disk["sha256"] == "ab" * 32 and done_disk["bytes_read"] == 4096 and done_disk["done"] == 4096
+    assert last["done"] == 4096 and last["percent"] == 100.0  # the last one always gets out
+    assert (
+        done_disk["sha256"] == "ab" * 32
+        and done_disk["bytes_read"] == 4096
+        and done_disk["done"] == 4096
+    )
     assert file_done["name"] == "web01.vmx"
     assert warning["message"].startswith("scsi0:1")
     assert done["items"] == 1 and done["bytes"] == 4096 and "seconds" in done
@@ -62,7 +78,9 @@ def test_json_progress_is_rate_limited_per_item():
     while time.monotonic() - started < 0.6:
         p.advance("a", 1)
         p.advance("b", 1)
-    per_item = {k: sum(1 for e in _lines(out) if e["event"] == "progress" and e["key"] == k) for k in "ab"}
+    per_item = {
+        k: sum(1 for e in _lines(out) if e["event"] == "progress" and e["key"] == k) for k in "ab"
+    }
     # 0.6 s at ≤ 4 lines/s: the first line plus at most 3 more (one of slack for timer granularity).
     assert all(1 <= n <= 4 for n in per_item.values()), per_item
 
@@ -84,7 +102,7 @@ def test_threads_share_one_progress():
     for t in threads:
         t.join()
     p.close()
-    events = _lines(out)        # every line parses: no interleaving
+    events = _lines(out)  # every line parses: no interleaving
     done = {e["key"]: e["done"] for e in events if e["event"] == "disk_done"}
     assert done == {k: 4000 * 256 for k in keys}
     assert events[-1]["event"] == "done" and events[-1]["bytes"] == 4 * 4000 * 256
@@ -124,16 +142,19 @@ def test_default_on_a_real_terminal_is_bars():
     master, slave = pty.openpty()
     # A fresh pty is 0x0; tqdm draws nothing in zero columns.
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    code = ("from vcbproxy.progress import Progress\n"
-            "p = Progress.create(None)\n"
-            "p.start_item('d', 1 << 20, 'web01 disk')\n"
-            "p.advance('d', 1 << 20)\n"
-            "p.finish_item('d')\n"
-            "p.close()\n"
-            "print(p.mode)\n")
+    code = (
+        "from vcbproxy.progress import Progress\n"
+        "p = Progress.create(None)\n"
+        "p.start_item('d', 1 << 20, 'web01 disk')\n"
+        "p.advance('d', 1 << 20)\n"
+        "p.finish_item('d')\n"
+        "p.close()\n"
+        "print(p.mode)\n"
+    )
     try:
-        proc = subprocess.run([sys.executable, "-c", code], stderr=slave, stdout=subprocess.PIPE, cwd=REPO,
-                              timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], stderr=slave, stdout=subprocess.PIPE, cwd=REPO, timeout=60
+        )
         os.close(slave)
         slave = -1
         chunks = []

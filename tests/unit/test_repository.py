@@ -28,7 +28,9 @@ def commit_run(repo, uuid, writes, kind="full", capacity=1 << 20):
             out.data(offset, data)
     entry = {"key": 2000, "device": "scsi0:0", "capacity": capacity, "kind": kind, **out.commit()}
     (writer.path / "config").mkdir()
-    return writer.commit({"run": writer.number, "vm": {"name": "web01", "uuid": uuid}, "disks": [entry]})
+    return writer.commit(
+        {"run": writer.number, "vm": {"name": "web01", "uuid": uuid}, "disks": [entry]}
+    )
 
 
 def test_runs_are_numbered_and_only_committed_runs_exist(tmp_path):
@@ -37,7 +39,7 @@ def test_runs_are_numbered_and_only_committed_runs_exist(tmp_path):
     pending = repo.new_run("u1")
     assert first.number == 1 and pending.number == 2
     assert [r.number for r in repo.runs("u1")] == [1]
-    with repo.locked("test"):               # a crashed run is discarded under the lock
+    with repo.locked("test"):  # a crashed run is discarded under the lock
         pass
     assert not pending.path.exists()
     assert repo.resolve_vm(None) == "u1" and repo.resolve_vm("web01") == "u1"
@@ -101,7 +103,7 @@ def test_read_areas_splits_across_layers_and_never_reads_holes():
 
     def stream_of(name, offset, length):
         reads.append((name, offset, length))
-        yield files[name][offset:offset + length]
+        yield files[name][offset : offset + length]
 
     runs = [Run(0, 1024, "base", 0), Run(1024, 1024, None, 0), Run(2048, 2048, "top", 100)]
     got = list(read_areas(runs, stream_of, [(512, 1024), (3000, 100)]))

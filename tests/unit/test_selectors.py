@@ -20,25 +20,32 @@ from vcbproxy.vsphere.session import (
 )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("any", Selector("any", "")),
-    ("name:web 01", Selector("name", "web 01")),
-    ("name:a:b", Selector("name", "a:b")),                  # only the first colon splits
-    ("name: padded ", Selector("name", " padded ")),        # display names are exact
-    ("ipaddr:10.0.0.5", Selector("ipaddr", "10.0.0.5")),
-    ("ipaddr: host.example ", Selector("ipaddr", "host.example")),
-    ("uuid:4231AB12-0000-1111-2222-333344445555", Selector("uuid", "4231ab12000011112222333344445555")),
-    ("moref:vm-42", Selector("moref", "vm-42")),
-    ("powerstate:ON", Selector("powerstate", "on")),
-    ("powerstate:off", Selector("powerstate", "off")),
-    ("NAME:Case", Selector("name", "Case")),                # the kind is case-insensitive, the value not
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("any", Selector("any", "")),
+        ("name:web 01", Selector("name", "web 01")),
+        ("name:a:b", Selector("name", "a:b")),  # only the first colon splits
+        ("name: padded ", Selector("name", " padded ")),  # display names are exact
+        ("ipaddr:10.0.0.5", Selector("ipaddr", "10.0.0.5")),
+        ("ipaddr: host.example ", Selector("ipaddr", "host.example")),
+        (
+            "uuid:4231AB12-0000-1111-2222-333344445555",
+            Selector("uuid", "4231ab12000011112222333344445555"),
+        ),
+        ("moref:vm-42", Selector("moref", "vm-42")),
+        ("powerstate:ON", Selector("powerstate", "on")),
+        ("powerstate:off", Selector("powerstate", "off")),
+        ("NAME:Case", Selector("name", "Case")),  # the kind is case-insensitive, the value not
+    ],
+)
 def test_parse_valid(text, expected):
     assert parse_selector(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "web01", "color:red", "name:", "moref:  ", "powerstate:standby",
-                                  "any:thing", ":x"])
+@pytest.mark.parametrize(
+    "text", ["", "web01", "color:red", "name:", "moref:  ", "powerstate:standby", "any:thing", ":x"]
+)
 def test_parse_invalid_is_usage_error_listing_kinds(text):
     with pytest.raises(errors.UsageError) as info:
         parse_selector(text)
@@ -53,27 +60,40 @@ def test_selector_str_round_trips():
         assert str(parse_selector(text)) == text
 
 
-@pytest.mark.parametrize("escaped, plain", [
-    ("a%2fb", "a/b"), ("a%2Fb", "a/b"), ("100%25", "100%"), ("x%5cy", "x\\y"),
-    ("%252f", "%2f"),            # one level only: an escaped '%' followed by '2f' stays literal
-    ("plain", "plain"), ("50%", "50%"), ("ünï", "ünï"),
-])
+@pytest.mark.parametrize(
+    "escaped, plain",
+    [
+        ("a%2fb", "a/b"),
+        ("a%2Fb", "a/b"),
+        ("100%25", "100%"),
+        ("x%5cy", "x\\y"),
+        ("%252f", "%2f"),  # one level only: an escaped '%' followed by '2f' stays literal
+        ("plain", "plain"),
+        ("50%", "50%"),
+        ("ünï", "ünï"),
+    ],
+)
 def test_unescape_name(escaped, plain):
     assert unescape_name(escaped) == plain
 
 
-@pytest.mark.parametrize("server, expected", [
-    ("vc.example", ("vc.example", 443, "/sdk")),
-    ("vc.example:8443", ("vc.example", 8443, "/sdk")),
-    ("https://vc.example:9443/sdk", ("vc.example", 9443, "/sdk")),
-    ("https://vc.example/sdk/", ("vc.example", 443, "/sdk")),
-    ("[::1]:4443", ("::1", 4443, "/sdk")),
-])
+@pytest.mark.parametrize(
+    "server, expected",
+    [
+        ("vc.example", ("vc.example", 443, "/sdk")),
+        ("vc.example:8443", ("vc.example", 8443, "/sdk")),
+        ("https://vc.example:9443/sdk", ("vc.example", 9443, "/sdk")),
+        ("https://vc.example/sdk/", ("vc.example", 443, "/sdk")),
+        ("[::1]:4443", ("::1", 4443, "/sdk")),
+    ],
+)
 def test_parse_server(server, expected):
     assert parse_server(server) == expected
 
 
-@pytest.mark.parametrize("server", ["", "http://vc.example/sdk", "vc.example:notaport", "https://:443"])
+@pytest.mark.parametrize(
+    "server", ["", "http://vc.example/sdk", "vc.example:notaport", "https://:443"]
+)
 def test_parse_server_rejects(server):
     with pytest.raises(errors.UsageError):
         parse_server(server)
@@ -95,12 +115,18 @@ def test_thumbprint_normalisation_and_digest():
 
 
 def test_file_url_quotes_path_and_names_datacenter_and_datastore():
-    url = build_file_url("vc.example", 443, DatastorePath.parse("[data store 1] vm #1/disk%1.vmdk"),
-                         scheme="https", datacenter="DC 1/x")
+    url = build_file_url(
+        "vc.example",
+        443,
+        DatastorePath.parse("[data store 1] vm #1/disk%1.vmdk"),
+        scheme="https",
+        datacenter="DC 1/x",
+    )
     parts = urllib.parse.urlsplit(url)
     assert parts.scheme == "https" and parts.netloc == "vc.example:443"
     assert parts.path == "/folder/vm%20%231/disk%251.vmdk"
     assert urllib.parse.unquote(parts.path) == "/folder/vm #1/disk%1.vmdk"
     assert urllib.parse.parse_qs(parts.query) == {"dcPath": ["DC 1/x"], "dsName": ["data store 1"]}
-    assert build_file_url("::1", 80, DatastorePath("ds", "a"), scheme="http", datacenter="d").startswith(
-        "http://[::1]:80/folder/a?")
+    assert build_file_url(
+        "::1", 80, DatastorePath("ds", "a"), scheme="http", datacenter="d"
+    ).startswith("http://[::1]:80/folder/a?")

@@ -44,18 +44,21 @@ def disk(tmp_path_factory):
 
 
 @pytest.mark.parametrize("reader", sshstream.READERS)
-@pytest.mark.parametrize("plan", [
-    (0, None, None, None),                   # the whole file, one range
-    (4321, 6 * MiB, None, None),             # one range, odd start
-    (100, None, 700_000, 2_100_000),         # a stripe: every third 700 KB segment
-])
+@pytest.mark.parametrize(
+    "plan",
+    [
+        (0, None, None, None),  # the whole file, one range
+        (4321, 6 * MiB, None, None),  # one range, odd start
+        (100, None, 700_000, 2_100_000),  # a stripe: every third 700 KB segment
+    ],
+)
 def test_every_reader_prints_the_planned_ranges(disk, reader, plan):
     data = disk.read_bytes()
     first, end, size, stride = plan
     end = len(data) if end is None else end
     size = size or end - first
     stride = stride or size
-    expected = b"".join(data[o:min(o + size, end)] for o in range(first, end, stride))
+    expected = b"".join(data[o : min(o + size, end)] for o in range(first, end, stride))
     pipe = _Pipe(sshstream.reader_command(reader, str(disk), first, end, size, stride))
     decode = sshstream.record_chunks if reader == "python" else sshstream.raw_chunks
     incoming = Incoming(pipe)
@@ -77,7 +80,7 @@ def test_shell_words_in_a_file_name_stay_part_of_the_name(tmp_path, reader):
     (tmp_path / "a1000-flat.vmdk").write_bytes(b"wrong file" * 300)
     for plan in ((10, 2010, 2000, 2000), (0, 3000, 1000, 1500)):
         first, end, size, stride = plan
-        expected = b"".join(data[o:min(o + size, end)] for o in range(first, end, stride))
+        expected = b"".join(data[o : min(o + size, end)] for o in range(first, end, stride))
         pipe = _Pipe(sshstream.reader_command(reader, str(path), *plan))
         decode = sshstream.record_chunks if reader == "python" else sshstream.raw_chunks
         assert b"".join(decode(Incoming(pipe), len(expected), 4096)) == expected
@@ -85,16 +88,23 @@ def test_shell_words_in_a_file_name_stay_part_of_the_name(tmp_path, reader):
 
 
 def test_the_python_reader_exits_4_naming_a_file_it_cannot_read(tmp_path):
-    proc = subprocess.run(["sh", "-c", sshstream.reader_command(
-        "python", str(tmp_path / "missing-flat.vmdk"), 0, 10, 10, 10)], capture_output=True)
+    proc = subprocess.run(
+        [
+            "sh",
+            "-c",
+            sshstream.reader_command("python", str(tmp_path / "missing-flat.vmdk"), 0, 10, 10, 10),
+        ],
+        capture_output=True,
+    )
     assert proc.returncode == sshstream.READER_FILE_ERROR
     assert b"missing-flat.vmdk: No such file" in proc.stderr and proc.stdout == b""
 
 
 def test_the_python_reader_exits_3_when_the_file_is_shorter_than_planned(disk):
     size = disk.stat().st_size
-    pipe = _Pipe(sshstream.reader_command("python", str(disk), 0, size + MiB, size + MiB,
-                                          size + MiB))
+    pipe = _Pipe(
+        sshstream.reader_command("python", str(disk), 0, size + MiB, size + MiB, size + MiB)
+    )
     with pytest.raises(StreamEnded):
         list(sshstream.record_chunks(Incoming(pipe), size + MiB, MiB))
     assert pipe.close() == sshstream.READER_SHORT_FILE
@@ -109,8 +119,13 @@ def test_a_garbled_record_is_a_stream_error_not_a_crash():
 
 @pytest.mark.parametrize("python", [True, False])
 def test_listing_gives_sizes_and_with_python_small_contents(tmp_path, python):
-    names = {"vm.vmx": b"displayName = \"x\"\n", "a b\nc.log": b"line\n", "empty.log": b"",
-             "big-flat.vmdk": os.urandom(300_000), "caf\xe9.nvram": b"\x00\x01"}
+    names = {
+        "vm.vmx": b'displayName = "x"\n',
+        "a b\nc.log": b"line\n",
+        "empty.log": b"",
+        "big-flat.vmdk": os.urandom(300_000),
+        "caf\xe9.nvram": b"\x00\x01",
+    }
     for name, content in names.items():
         (tmp_path / name).write_bytes(content)
     (tmp_path / "subdir").mkdir()
@@ -123,8 +138,7 @@ def test_listing_gives_sizes_and_with_python_small_contents(tmp_path, python):
         wanted.pop(f"{tmp_path}/a b\nc.log")
     assert sizes == wanted
     if python:
-        assert contents == {f"{tmp_path}/{n}": c for n, c in names.items()
-                            if n != "big-flat.vmdk"}
+        assert contents == {f"{tmp_path}/{n}": c for n, c in names.items() if n != "big-flat.vmdk"}
     else:
         assert contents == {}
 
@@ -155,19 +169,19 @@ def test_fast_pipe_hands_packets_on_and_splits_only_when_asked():
     pipe.feed(first)
     pipe.feed(second)
     assert len(pipe) == 20 and pipe.read_ready()
-    assert pipe.read(100) is first              # the packet itself, no copy
+    assert pipe.read(100) is first  # the packet itself, no copy
     assert pipe.read(4) == b"bbbb" and len(pipe) == 6
     assert pipe.read(100) == b"bbbbbb" and not pipe.read_ready()
     with pytest.raises(PipeTimeout):
         pipe.read(10, timeout=0.05)
     threading.Timer(0.05, pipe.close).start()
-    assert pipe.read(10) == b""                  # closed while waiting: end of stream
+    assert pipe.read(10) == b""  # closed while waiting: end of stream
 
 
 def test_the_python_reader_sends_a_file_of_holes_as_a_few_records(tmp_path):
     path = tmp_path / "empty-flat.vmdk"
     with open(path, "wb") as f:
-        f.truncate(3 << 30)                  # 3 GiB, all hole: more than one record can say
+        f.truncate(3 << 30)  # 3 GiB, all hole: more than one record can say
     size = path.stat().st_size
     pipe = _Pipe(sshstream.reader_command("python", str(path), 0, size, size, size))
     incoming = Incoming(pipe)

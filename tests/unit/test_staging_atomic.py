@@ -15,17 +15,17 @@ import pytest
 from vcbproxy import errors
 from vcbproxy.staging.atomic import AtomicFile, fsync_dir, write_atomic
 
-REPO = Path(__file__).resolve().parents[2]   # so the child imports this checkout's vcbproxy
+REPO = Path(__file__).resolve().parents[2]  # so the child imports this checkout's vcbproxy
 
 
 def test_commit_renames_and_returns_sha256(tmp_path):
     target = tmp_path / "web01.vmx"
     with AtomicFile(target) as out:
-        out.write(b"config.version = \"8\"\n")
+        out.write(b'config.version = "8"\n')
         assert not target.exists()
         assert (tmp_path / "web01.vmx.partial").exists()
         out.write(memoryview(b"x" * 10))
-    assert target.read_bytes() == b"config.version = \"8\"\n" + b"x" * 10
+    assert target.read_bytes() == b'config.version = "8"\n' + b"x" * 10
     assert out.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
     assert out.size == len(target.read_bytes())
     assert os.listdir(tmp_path) == ["web01.vmx"]
@@ -91,7 +91,7 @@ def test_full_device_is_a_staging_error(tmp_path):
     # /dev/full fails every write with ENOSPC, like a staging disk that filled up.
     out = AtomicFile(tmp_path / "f")
     out._file.close()
-    out._file = open("/dev/full", "wb", buffering=0)   # noqa: SIM115 - handed to AtomicFile
+    out._file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - handed to AtomicFile
     with pytest.raises(errors.StagingError, match="staging is full"):
         out.write(b"x" * 4096)
     assert not (tmp_path / "f").exists() and not (tmp_path / "f.partial").exists()

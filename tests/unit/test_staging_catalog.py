@@ -30,12 +30,14 @@ def test_round_trip_and_format(tmp_path):
     assert text.splitlines()[:3] == ["version= esx-3.5.0", "state= full", "display name= web01 Süd"]
     assert 'disk.scsi0:0.diskname= "[datastore1] web01/web01.vmdk"' in text.splitlines()
     assert read_catalog(path) == FIELDS
-    assert read_catalog(tmp_path) == FIELDS          # the export directory works too
+    assert read_catalog(tmp_path) == FIELDS  # the export directory works too
     assert list(read_catalog(path)) == list(FIELDS)  # order kept
 
 
 def test_reads_vcb_style_files(tmp_path):
-    (tmp_path / "catalog").write_bytes(b"# written by VCB\r\nversion= esx-3.5.0\r\n\r\nstate=full\r\n")
+    (tmp_path / "catalog").write_bytes(
+        b"# written by VCB\r\nversion= esx-3.5.0\r\n\r\nstate=full\r\n"
+    )
     assert read_catalog(tmp_path) == {"version": "esx-3.5.0", "state": "full"}
 
 

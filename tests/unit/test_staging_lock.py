@@ -25,7 +25,7 @@ HOLDER = textwrap.dedent("""
         time.sleep(120)
 """)
 
-REPO = Path(__file__).resolve().parents[2]   # so the child imports this checkout's vcbproxy
+REPO = Path(__file__).resolve().parents[2]  # so the child imports this checkout's vcbproxy
 
 
 @pytest.fixture
@@ -34,8 +34,11 @@ def holder(tmp_path):
     procs = []
 
     def start(key="lab_443-vm-42", description="vm-42 (web01)"):
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "locks"), key, description],
-                                stdout=subprocess.PIPE, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(tmp_path / "locks"), key, description],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+        )
         procs.append(proc)
         assert proc.stdout.readline() == b"locked\n"
         return proc
@@ -66,9 +69,13 @@ def test_lock_of_a_killed_holder_is_taken_over_with_a_warning(tmp_path, holder, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     lock_file = tmp_path / "locks" / "lab_443-vm-42.lock"
-    assert json.loads(lock_file.read_text())["pid"] == proc.pid      # the dead holder's record is still there
-    with caplog.at_level(logging.WARNING, logger="vcbproxy.staging.lock"), \
-            VmLock(tmp_path / "locks", "lab_443-vm-42", description="vm-42 (web01)") as lock:
+    assert (
+        json.loads(lock_file.read_text())["pid"] == proc.pid
+    )  # the dead holder's record is still there
+    with (
+        caplog.at_level(logging.WARNING, logger="vcbproxy.staging.lock"),
+        VmLock(tmp_path / "locks", "lab_443-vm-42", description="vm-42 (web01)") as lock,
+    ):
         info = json.loads(lock_file.read_text())
         assert info["pid"] == os.getpid()
         assert info["host"] == socket.gethostname()
@@ -82,12 +89,14 @@ def test_lock_of_a_killed_holder_is_taken_over_with_a_warning(tmp_path, holder, 
 def test_released_lock_can_be_taken_by_another_process(tmp_path, holder):
     with VmLock(tmp_path / "locks", "k"):
         pass
-    holder(key="k")      # would fail the readline assertion if the lock were still held
+    holder(key="k")  # would fail the readline assertion if the lock were still held
 
 
 def test_same_process_second_lock_is_refused(tmp_path):
-    with VmLock(tmp_path / "locks", "k", description="vm-1 (a)"), \
-            pytest.raises(errors.LockError, match=f"pid {os.getpid()}"):
+    with (
+        VmLock(tmp_path / "locks", "k", description="vm-1 (a)"),
+        pytest.raises(errors.LockError, match=f"pid {os.getpid()}"),
+    ):
         VmLock(tmp_path / "locks", "k").acquire()
 
 

@@ -33,10 +33,16 @@ def test_manifest_is_sorted_and_sha256sum_checks_it(tmp_path):
     lines = path.read_text().splitlines()
     names = [line.split("  ", 1)[1] for line in lines]
     assert names == sorted(names)
-    assert "MANIFEST.sha256" not in names and INCOMPLETE_MARKER not in names and "leftover.partial" not in names
+    assert (
+        "MANIFEST.sha256" not in names
+        and INCOMPLETE_MARKER not in names
+        and "leftover.partial" not in names
+    )
     assert "logs/vmware.log" in names
     # The independent oracle: GNU coreutils.
-    run = subprocess.run(["sha256sum", "--strict", "-c", path.name], cwd=d, capture_output=True, text=True)
+    run = subprocess.run(
+        ["sha256sum", "--strict", "-c", path.name], cwd=d, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count(": OK") == 5
     assert verify_manifest(d) == []
@@ -48,7 +54,9 @@ def test_backslash_names_are_escaped_as_sha256sum_does(tmp_path):
     (d / "a\\b").write_bytes(b"1")
     write_manifest(d)
     ours = (d / "MANIFEST.sha256").read_text()
-    gnu = subprocess.run(["sha256sum", "a\\b"], cwd=d, capture_output=True, text=True, check=True).stdout
+    gnu = subprocess.run(
+        ["sha256sum", "a\\b"], cwd=d, capture_output=True, text=True, check=True
+    ).stdout
     assert ours == gnu
     assert read_manifest(d / "MANIFEST.sha256") == {"a\\b": hashlib.sha256(b"1").hexdigest()}
     assert verify_manifest(d) == []
@@ -65,7 +73,11 @@ def test_verify_detects_flipped_byte_missing_and_extra(tmp_path):
         f.write(bytes([byte[0] ^ 0x01]))
     (d / "web01.nvram").unlink()
     (d / "extra.txt").write_text("?")
-    assert verify_manifest(d) == ["changed: scsi0-0-0-web01.vmdk", "missing: web01.nvram", "unlisted: extra.txt"]
+    assert verify_manifest(d) == [
+        "changed: scsi0-0-0-web01.vmdk",
+        "missing: web01.nvram",
+        "unlisted: extra.txt",
+    ]
 
 
 def test_verify_flags_symlinks_and_escaping_entries(tmp_path):
@@ -78,7 +90,11 @@ def test_verify_flags_symlinks_and_escaping_entries(tmp_path):
     (d / "link").symlink_to(outside)
     with open(d / "MANIFEST.sha256", "a") as f:
         f.write(f"{'0' * 64}  ../outside\n")
-    assert verify_manifest(d) == ["unsafe: ../outside", "changed: web01.vmx (now a symbolic link)", "unlisted: link"]
+    assert verify_manifest(d) == [
+        "unsafe: ../outside",
+        "changed: web01.vmx (now a symbolic link)",
+        "unlisted: link",
+    ]
 
 
 def test_write_refuses_symlinks_in_the_export(tmp_path):
@@ -106,7 +122,9 @@ def test_missing_or_malformed_manifest(tmp_path):
     assert info.value.exit_code == errors.VERIFY
 
 
-@pytest.mark.parametrize("layout", ["holes_everywhere", "data_at_end", "all_hole", "empty", "no_holes"])
+@pytest.mark.parametrize(
+    "layout", ["holes_everywhere", "data_at_end", "all_hole", "empty", "no_holes"]
+)
 def test_sha256_file_with_holes_equals_plain_hash(tmp_path, layout):
     path = tmp_path / "flat.vmdk"
     with open(path, "wb") as f:
@@ -126,7 +144,7 @@ def test_sha256_file_with_holes_equals_plain_hash(tmp_path, layout):
     assert sha256_file(path) == expected
     assert sha256_file(path, bufsize=4096) == expected
     if layout == "all_hole":
-        assert os.stat(path).st_blocks == 0     # truly sparse, so the hole path was taken
+        assert os.stat(path).st_blocks == 0  # truly sparse, so the hole path was taken
 
 
 def test_known_hashes_are_taken_as_given_and_the_rest_hashed(tmp_path):

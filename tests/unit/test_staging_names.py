@@ -11,9 +11,29 @@ from vcbproxy import errors
 from vcbproxy.staging import names
 from vcbproxy.staging.names import export_dir_name, inside, safe_component, unique
 
-HOSTILE = ["../../etc", "a/b", "a%2fb", "a%2Fb", "%2e%2e%2f%2e%2e", "..", ".", "", "   ", "\x00", "a\x00b",
-           "a\nb", "a\\b", "..\\..\\windows", "-rf", "/etc/passwd", "\x1b[31mred", "x" * 300, "é" * 300,
-           "%2f" * 100, "\ud800lone"]
+HOSTILE = [
+    "../../etc",
+    "a/b",
+    "a%2fb",
+    "a%2Fb",
+    "%2e%2e%2f%2e%2e",
+    "..",
+    ".",
+    "",
+    "   ",
+    "\x00",
+    "a\x00b",
+    "a\nb",
+    "a\\b",
+    "..\\..\\windows",
+    "-rf",
+    "/etc/passwd",
+    "\x1b[31mred",
+    "x" * 300,
+    "é" * 300,
+    "%2f" * 100,
+    "\ud800lone",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -23,7 +43,7 @@ def test_hostile_names_give_one_safe_component(tmp_path, name):
     assert not any(c in safe for c in "/\\\x00\n\x1b")
     assert not safe.startswith("-")
     assert len(safe.encode("utf-8")) <= names.MAX_BYTES
-    assert safe_component(name) == safe    # deterministic
+    assert safe_component(name) == safe  # deterministic
     # The real file system agrees: it is one entry, directly inside the root.
     (tmp_path / safe).write_bytes(b"x")
     assert os.listdir(tmp_path) == [safe]
@@ -41,7 +61,7 @@ def test_vsphere_escapes_are_decoded_then_slashes_replaced():
     assert safe_component("a%2fb") == "a_b"
     assert safe_component("a%5cb") == "a_b"
     assert safe_component("100%25") == "100%"
-    assert safe_component("%41") == "%41"      # not a vSphere escape: left alone
+    assert safe_component("%41") == "%41"  # not a vSphere escape: left alone
     assert safe_component("../../etc") == ".._.._etc"
 
 
@@ -57,7 +77,7 @@ def test_long_names_are_cut_distinctly_and_keep_their_extension():
     assert sa != sb
     assert sa.endswith(".vmdk") and sb.endswith(".vmdk")
     assert len(sa.encode()) <= 200
-    multibyte = safe_component("ü" * 150)         # 300 bytes; must not split a character
+    multibyte = safe_component("ü" * 150)  # 300 bytes; must not split a character
     assert len(multibyte.encode()) <= 200
     multibyte.encode("utf-8").decode("utf-8")
 

@@ -20,7 +20,9 @@ def test_human_size():
 
 def test_free_bytes_matches_statvfs(tmp_path):
     st = os.statvfs(tmp_path)
-    assert abs(free_bytes(tmp_path) - st.f_bavail * st.f_frsize) < (64 << 20)   # others may write meanwhile
+    assert abs(free_bytes(tmp_path) - st.f_bavail * st.f_frsize) < (
+        64 << 20
+    )  # others may write meanwhile
     # A directory not created yet is measured where it will be created.
     assert abs(free_bytes(tmp_path / "not" / "yet") - free_bytes(tmp_path)) < (64 << 20)
 

@@ -9,7 +9,7 @@ from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx
 VMX = (
     '.encoding = "UTF-8"\r\n'
     "#!/usr/bin/vmware\r\n"
-    "# a comment with scsi0:0.fileName = \"not-me.vmdk\"\r\n"
+    '# a comment with scsi0:0.fileName = "not-me.vmdk"\r\n'
     'config.version = "8"\r\n'
     'displayName = "web01 S|C3|BCd"\r\n'
     'scsi0:0.present = "TRUE"\r\n'
@@ -21,7 +21,7 @@ VMX = (
     'sched.swap.derivedName = "/vmfs/volumes/ds1/web01/web01-1a2b.vswp"\r\n'
     'annotation = "quote |22 pipe |7C"\r\n'
     "   \r\n"
-    'guestOS = "debian12-64"'           # no final newline
+    'guestOS = "debian12-64"'  # no final newline
 )
 
 
@@ -46,7 +46,9 @@ def test_rewrite_keeps_non_utf8_bytes_via_surrogateescape():
 
 def test_missing_device_is_logged(caplog):
     with caplog.at_level(logging.WARNING, logger="vcbproxy.staging.vmx"):
-        assert rewrite_vmx('config.version = "8"\n', {"nvme0:0": "x.vmdk"}) == 'config.version = "8"\n'
+        assert (
+            rewrite_vmx('config.version = "8"\n', {"nvme0:0": "x.vmdk"}) == 'config.version = "8"\n'
+        )
     assert "nvme0:0.filename" in caplog.text
 
 

@@ -35,13 +35,17 @@ def test_hotadd_is_refused_not_faked():
         create("hotadd", session=None, options=TransportOptions())
     assert str(info.value) == (
         "hotadd needs the proxy to be a VM on the same ESXi host as the VM and is not available; "
-        "use one of: nbdssl, nbd, san, ssh, nfc")
+        "use one of: nbdssl, nbd, san, ssh, nfc"
+    )
     assert info.value.exit_code == errors.UNSUPPORTED
 
 
 def test_chain_builds_fallback(tmp_path):
-    t = create("san:ssh", session=None,
-               options=TransportOptions(san_map={"ds": str(tmp_path)}, ssh_host="127.0.0.1"))
+    t = create(
+        "san:ssh",
+        session=None,
+        options=TransportOptions(san_map={"ds": str(tmp_path)}, ssh_host="127.0.0.1"),
+    )
     assert isinstance(t, FallbackTransport)
     assert [m.name for m in t.modes] == ["san", "ssh"]
     assert isinstance(t.modes[0], SanTransport)
@@ -57,16 +61,21 @@ def test_ssh_needs_a_host():
         create("ssh", session=None, options=TransportOptions())
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("disk-flat.vmdk", DatastorePath("ds", "vm/disk-flat.vmdk")),
-    ("../base/base.vmdk", DatastorePath("ds", "base/base.vmdk")),
-    ("/vmfs/volumes/ds2/base/base.vmdk", DatastorePath("ds2", "base/base.vmdk")),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("disk-flat.vmdk", DatastorePath("ds", "vm/disk-flat.vmdk")),
+        ("../base/base.vmdk", DatastorePath("ds", "base/base.vmdk")),
+        ("/vmfs/volumes/ds2/base/base.vmdk", DatastorePath("ds2", "base/base.vmdk")),
+    ],
+)
 def test_resolve_relative(name, expected):
     assert resolve_relative(DatastorePath("ds", "vm"), name) == expected
 
 
-@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "", "/vmfs/volumes/ds/../../x", "a\x00b"])
+@pytest.mark.parametrize(
+    "name", ["../../x", "/etc/passwd", "", "/vmfs/volumes/ds/../../x", "a\x00b"]
+)
 def test_resolve_relative_refuses_escapes(name):
     with pytest.raises(errors.TransportError):
         resolve_relative(DatastorePath("ds", "vm"), name)

@@ -34,7 +34,7 @@ def _raw_disk(path: Path) -> bytes:
     """A disk with data at the start, a hole, and data up to the very end."""
     data = bytearray(CAPACITY)
     data[0:65536] = os.urandom(65536)
-    data[CAPACITY - 131072:] = os.urandom(131072)
+    data[CAPACITY - 131072 :] = os.urandom(131072)
     path.write_bytes(bytes(data))
     return bytes(data)
 
@@ -44,24 +44,58 @@ def make_export(directory: Path, fmt: str = "2gbsparse", vm: str = "web01") -> d
     raw = directory.parent / f"{directory.name}.raw"
     content = _raw_disk(raw)
     disk = f"scsi0-0-{vm}.vmdk"
-    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
-                    f"subformat={SUBFORMATS[fmt]}", str(raw), str(directory / disk)], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            f"subformat={SUBFORMATS[fmt]}",
+            str(raw),
+            str(directory / disk),
+        ],
+        check=True,
+    )
     raw.unlink()
     files = sorted(p.name for p in directory.iterdir())
     files.remove(disk)
     files.insert(0, disk)
     (directory / f"{vm}.vmx").write_text(
         '.encoding = "UTF-8"\ndisplayName = "web01"\nscsi0:0.present = "TRUE"\n'
-        f'scsi0:0.fileName = "{disk}"\n')
+        f'scsi0:0.fileName = "{disk}"\n'
+    )
     (directory / f"{vm}.nvram").write_bytes(os.urandom(1024))
     (directory / "vcbproxy.log").write_text("export log\n")
-    write_catalog(directory, {"version": "vcbproxy-test", "state": "full", "display name": vm,
-                              "uuid": "4201-abcd", "config.vmx": f'"[ds1] {vm}/{vm}.vmx"',
-                              "config.vmxfile": f"{vm}.vmx", "disk.scsi0:0.filename": disk})
-    meta = {"format": "vcbproxy-export/1", "vm": {"name": vm, "uuid": "4201-abcd"},
-            "format_written": fmt,
-            "disks": [{"device": "scsi0:0", "label": "Hard disk 1", "capacity": CAPACITY, "files": files,
-                       "content_sha256": hashlib.sha256(content).hexdigest()}]}
+    write_catalog(
+        directory,
+        {
+            "version": "vcbproxy-test",
+            "state": "full",
+            "display name": vm,
+            "uuid": "4201-abcd",
+            "config.vmx": f'"[ds1] {vm}/{vm}.vmx"',
+            "config.vmxfile": f"{vm}.vmx",
+            "disk.scsi0:0.filename": disk,
+        },
+    )
+    meta = {
+        "format": "vcbproxy-export/1",
+        "vm": {"name": vm, "uuid": "4201-abcd"},
+        "format_written": fmt,
+        "disks": [
+            {
+                "device": "scsi0:0",
+                "label": "Hard disk 1",
+                "capacity": CAPACITY,
+                "files": files,
+                "content_sha256": hashlib.sha256(content).hexdigest(),
+            }
+        ],
+    }
     (directory / "vcbproxy.json").write_text(json.dumps(meta, indent=2))
     write_manifest(directory)
     return {"disk": disk, "files": files, "extent": files[-1]}
@@ -92,7 +126,10 @@ def _flip(path: Path, offset: int) -> None:
 
 def test_flipped_byte_in_disk_data_is_named(export):
     extent = export["dir"] / export["extent"]
-    _flip(extent, extent.stat().st_size - 1000 if export["fmt"] != "stream" else extent.stat().st_size // 2)
+    _flip(
+        extent,
+        extent.stat().st_size - 1000 if export["fmt"] != "stream" else extent.stat().st_size // 2,
+    )
     problems = verify_export(export["dir"]).problems
     assert f"changed: {export['extent']}" in problems
 
@@ -106,9 +143,13 @@ def test_flipped_byte_with_manifest_rewritten_is_caught_by_content_hash(export):
     problems = verify_export(export["dir"]).problems
     if export["fmt"] == "stream":
         # Compressed grains: the flip is a decompression error or different content.
-        assert any(p.startswith(("malformed:", f"changed: {export['disk']}")) for p in problems), problems
+        assert any(p.startswith(("malformed:", f"changed: {export['disk']}")) for p in problems), (
+            problems
+        )
     else:
-        assert any(p.startswith(f"changed: {export['disk']}") and "content" in p for p in problems), problems
+        assert any(
+            p.startswith(f"changed: {export['disk']}") and "content" in p for p in problems
+        ), problems
 
 
 @pytest.mark.parametrize("victim", ["disk", "extent", "vcbproxy.json", "catalog", "web01.nvram"])
@@ -125,8 +166,10 @@ def test_truncated_extent_is_reported_beyond_the_manifest(export):
     problems = verify_export(export["dir"]).problems
     assert f"changed: {export['extent']}" in problems
     # Our own reader (or qemu-img) sees the damage too, not only the hash.
-    assert any(p.startswith(("truncated:", "malformed:", f"changed: {export['disk']} (virtual"))
-               for p in problems), problems
+    assert any(
+        p.startswith(("truncated:", "malformed:", f"changed: {export['disk']} (virtual"))
+        for p in problems
+    ), problems
 
 
 def test_tampered_manifest_hash(export):
@@ -164,8 +207,15 @@ def test_incomplete_export_is_reported(export):
 def test_catalog_disagreeing_with_metadata(tmp_path):
     directory = tmp_path / "e"
     info = make_export(directory, "flat")
-    write_catalog(directory, {"display name": "other", "uuid": "4201-abcd", "config.vmxfile": "web01.vmx",
-                              "disk.scsi0:0.filename": "nope.vmdk"})
+    write_catalog(
+        directory,
+        {
+            "display name": "other",
+            "uuid": "4201-abcd",
+            "config.vmxfile": "web01.vmx",
+            "disk.scsi0:0.filename": "nope.vmdk",
+        },
+    )
     write_manifest(directory)
     problems = verify_export(directory).problems
     assert "mismatch: catalog (display name 'other', vcbproxy.json says 'web01')" in problems
@@ -178,7 +228,8 @@ def test_vmx_not_naming_the_disk(tmp_path):
     (directory / "web01.vmx").write_text('scsi0:0.fileName = "elsewhere.vmdk"\n')
     write_manifest(directory)
     assert verify_export(directory).problems == [
-        "mismatch: web01.vmx (scsi0:0.fileName is not 'scsi0-0-web01.vmdk')"]
+        "mismatch: web01.vmx (scsi0:0.fileName is not 'scsi0-0-web01.vmdk')"
+    ]
 
 
 def test_metadata_naming_a_path_outside_is_unsafe(tmp_path):
@@ -219,8 +270,14 @@ def test_repository_verify_empty_repository_is_ok(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vcbproxy", "verify", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "vcbproxy", "verify", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_cli_exit_codes_and_json(tmp_path):

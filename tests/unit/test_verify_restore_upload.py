@@ -38,13 +38,13 @@ class PutHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout     # None: keep-alive connections stay open
+        self.timeout = self.server.idle_timeout  # None: keep-alive connections stay open
         super().setup()
 
     def _path(self) -> Path:
         url = urllib.parse.urlsplit(self.path)
         ds = urllib.parse.parse_qs(url.query)["dsName"][0]
-        rel = urllib.parse.unquote(url.path[len("/folder/"):])
+        rel = urllib.parse.unquote(url.path[len("/folder/") :])
         assert ".." not in rel.split("/")
         return self.server.root / ds / rel
 
@@ -56,7 +56,7 @@ class PutHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         if self.headers.get("Cookie") != COOKIE:
             return self._answer(401)
-        if self.server.head_unsupported:            # vcsim's answer
+        if self.server.head_unsupported:  # vcsim's answer
             return self._answer(405)
         self._answer(200 if self._path().is_file() else 404)
 
@@ -86,7 +86,7 @@ class PutHandler(http.server.BaseHTTPRequestHandler):
             while got < length:
                 if self.server.drop_after is not None and got >= self.server.drop_after:
                     self.close_connection = True
-                    self.connection.shutdown(2)      # the host cuts the transfer
+                    self.connection.shutdown(2)  # the host cuts the transfer
                     tmp.unlink()
                     return
                 data = self.rfile.read(min(1 << 16, length - got))
@@ -150,19 +150,42 @@ def test_staged_disk_uploads_as_vmfs_flat(tmp_path, server, fmt):
     uploaded: list[DatastorePath] = []
     sent = []
     with FileUploader(LocalSession(server.server_address[1])) as up:
-        upload_disk(up, disk.staged, disk.target, adapter=disk.adapter, uuid=None, uploaded=uploaded,
-                    advance=sent.append)
-    assert [str(p) for p in uploaded] == ["[datastore2] web01-restored/web01-restored-flat.vmdk",
-                                         "[datastore2] web01-restored/web01-restored.vmdk"]
+        upload_disk(
+            up,
+            disk.staged,
+            disk.target,
+            adapter=disk.adapter,
+            uuid=None,
+            uploaded=uploaded,
+            advance=sent.append,
+        )
+    assert [str(p) for p in uploaded] == [
+        "[datastore2] web01-restored/web01-restored-flat.vmdk",
+        "[datastore2] web01-restored/web01-restored.vmdk",
+    ]
     assert sum(sent) == CAPACITY
     ds_dir = server.root / "datastore2" / "web01-restored"
     assert (ds_dir / "web01-restored-flat.vmdk").stat().st_size == CAPACITY
     text = (ds_dir / "web01-restored.vmdk").read_text()
     assert 'createType="vmfs"' in text and '"web01-restored-flat.vmdk"' in text
     # qemu-img, an independent reader, sees the same virtual disk on both sides.
-    subprocess.run(["qemu-img", "compare", "-q", "-f", "vmdk", "-F", "vmdk", str(directory / info["disk"]),
-                    str(ds_dir / "web01-restored.vmdk")], check=True)
-    subprocess.run(["qemu-img", "check", "-q", "-f", "vmdk", str(ds_dir / "web01-restored.vmdk")], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "compare",
+            "-q",
+            "-f",
+            "vmdk",
+            "-F",
+            "vmdk",
+            str(directory / info["disk"]),
+            str(ds_dir / "web01-restored.vmdk"),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["qemu-img", "check", "-q", "-f", "vmdk", str(ds_dir / "web01-restored.vmdk")], check=True
+    )
 
 
 def test_dropped_put_fails_and_names_what_was_started(tmp_path, server):
@@ -171,7 +194,10 @@ def test_dropped_put_fails_and_names_what_was_started(tmp_path, server):
     disk = plan.disks[0]
     server.drop_after = CAPACITY // 2
     uploaded: list[DatastorePath] = []
-    with FileUploader(LocalSession(server.server_address[1])) as up, pytest.raises(errors.TransportError) as exc:
+    with (
+        FileUploader(LocalSession(server.server_address[1])) as up,
+        pytest.raises(errors.TransportError) as exc,
+    ):
         upload_disk(up, disk.staged, disk.target, adapter="lsilogic", uuid=None, uploaded=uploaded)
     assert "x-flat.vmdk" in str(exc.value)
     # The started extent is on the list the restore cleans up; the descriptor was never sent.
@@ -183,11 +209,18 @@ def test_content_changed_since_export_is_refused_before_the_descriptor(tmp_path,
     directory, info = _export(tmp_path, "flat")
     plan = plan_restore(directory, name="x", datastore="ds")
     staged = plan.disks[0].staged
-    wrong = StagedDisk(staged.directory, staged.descriptor, staged.capacity, hashlib.sha256(b"other").hexdigest())
+    wrong = StagedDisk(
+        staged.directory, staged.descriptor, staged.capacity, hashlib.sha256(b"other").hexdigest()
+    )
     uploaded: list[DatastorePath] = []
-    with FileUploader(LocalSession(server.server_address[1])) as up, pytest.raises(errors.VerifyError):
-        upload_disk(up, wrong, plan.disks[0].target, adapter="lsilogic", uuid=None, uploaded=uploaded)
-    assert server.puts == ["x-flat.vmdk"]           # the descriptor never went out
+    with (
+        FileUploader(LocalSession(server.server_address[1])) as up,
+        pytest.raises(errors.VerifyError),
+    ):
+        upload_disk(
+            up, wrong, plan.disks[0].target, adapter="lsilogic", uuid=None, uploaded=uploaded
+        )
+    assert server.puts == ["x-flat.vmdk"]  # the descriptor never went out
     assert uploaded == [flat_name(plan.disks[0].target)]
 
 
@@ -215,8 +248,10 @@ def test_exists_and_refused_cookie(tmp_path, server):
         server.head_unsupported = True
         assert up.exists(DatastorePath("ds", "vm/vm.vmx"))
         assert not up.exists(DatastorePath("ds", "vm/other.vmx"))
-    with FileUploader(LocalSession(server.server_address[1], cookie="wrong")) as up, \
-            pytest.raises(errors.AuthError):
+    with (
+        FileUploader(LocalSession(server.server_address[1], cookie="wrong")) as up,
+        pytest.raises(errors.AuthError),
+    ):
         up.put(DatastorePath("ds", "vm/a"), 1, [b"a"])
 
 
@@ -255,8 +290,11 @@ def test_rendered_flat_and_vmfs_extents_are_what_qemu_img_reads(tmp_path, kind):
 
     (tmp_path / "d-flat.vmdk").write_bytes(bytes(CAPACITY))
     create = "vmfs" if kind == "VMFS" else "monolithicFlat"
-    text = render(new_descriptor(create, [Extent("RW", CAPACITY // 512, kind, "d-flat.vmdk", 0)],
-                                 capacity=CAPACITY))
+    text = render(
+        new_descriptor(
+            create, [Extent("RW", CAPACITY // 512, kind, "d-flat.vmdk", 0)], capacity=CAPACITY
+        )
+    )
     line = f'RW {CAPACITY // 512} {kind} "d-flat.vmdk"' + (" 0" if kind == "FLAT" else "")
     assert line in text.splitlines()
     (tmp_path / "d.vmdk").write_text(text)
@@ -275,10 +313,14 @@ def test_plan_defaults_to_the_original_datastore(tmp_path):
 
 
 def test_set_vmx_values_replaces_and_appends():
-    text = 'displayName = "old"\r\n# displayName = "comment"\r\nDISPLAYNAME = "dup"\r\nmemsize = "512"'
+    text = (
+        'displayName = "old"\r\n# displayName = "comment"\r\nDISPLAYNAME = "dup"\r\nmemsize = "512"'
+    )
     out = set_vmx_values(text, {"displayName": "new", "nvram": "n.nvram"})
-    assert out == ('displayName = "new"\r\n# displayName = "comment"\r\nmemsize = "512"\r\n'
-                   'nvram = "n.nvram"\r\n')
+    assert out == (
+        'displayName = "new"\r\n# displayName = "comment"\r\nmemsize = "512"\r\n'
+        'nvram = "n.nvram"\r\n'
+    )
 
 
 def test_cbt_repository_run_rebuilt_then_uploaded(tmp_path, server):
@@ -298,10 +340,17 @@ def test_cbt_repository_run_rebuilt_then_uploaded(tmp_path, server):
     entry = {"key": 2000, "device": "scsi0:0", "capacity": capacity, "kind": "full", **out.commit()}
     (writer.path / "config").mkdir()
     (writer.path / "config" / "web01.vmx").write_text('scsi0:0.fileName = "web01.vmdk"\n')
-    writer.commit({"run": writer.number, "vm": {"name": "web01", "uuid": "u1"}, "disks": [entry],
-                   "config": ["web01.vmx"], "snapshot": {"moref": "snapshot-1", "created": ""}})
+    writer.commit(
+        {
+            "run": writer.number,
+            "vm": {"name": "web01", "uuid": "u1"},
+            "disks": [entry],
+            "config": ["web01.vmx"],
+            "snapshot": {"moref": "snapshot-1", "created": ""},
+        }
+    )
     expected = bytearray(capacity)
-    expected[65536:65536 + 8192] = data
+    expected[65536 : 65536 + 8192] = data
 
     with _rebuilt_run(RestoreOptions(repo=repo.root, run=1)) as source:
         plan = plan_restore(source, name="from-cbt", datastore="ds")
@@ -310,7 +359,7 @@ def test_cbt_repository_run_rebuilt_then_uploaded(tmp_path, server):
         assert disk.staged.content_sha256 == hashlib.sha256(expected).hexdigest()
         with FileUploader(LocalSession(server.server_address[1])) as up:
             upload_disk(up, disk.staged, disk.target, adapter=disk.adapter, uuid=None, uploaded=[])
-    assert not source.exists()                     # the rebuilt run is gone afterwards
+    assert not source.exists()  # the rebuilt run is gone afterwards
     assert (server.root / "ds" / "from-cbt" / "from-cbt-flat.vmdk").read_bytes() == bytes(expected)
 
 
@@ -324,8 +373,12 @@ def test_repository_that_does_not_verify_is_refused(tmp_path):
     out = ExtentWriter(writer.file("disk-2000.data"))
     out.data(0, b"x" * 4096)
     entry = {"key": 2000, "device": "scsi0:0", "capacity": 1 << 20, "kind": "full", **out.commit()}
-    run = writer.commit({"run": writer.number, "vm": {"name": "web01", "uuid": "u1"}, "disks": [entry]})
+    run = writer.commit(
+        {"run": writer.number, "vm": {"name": "web01", "uuid": "u1"}, "disks": [entry]}
+    )
     (run.path / "disk-2000.data").write_bytes(b"y" * 4096)
-    with pytest.raises(errors.VerifyError, match="disk-2000.data"), \
-            _rebuilt_run(RestoreOptions(repo=repo.root, run=1)):
+    with (
+        pytest.raises(errors.VerifyError, match="disk-2000.data"),
+        _rebuilt_run(RestoreOptions(repo=repo.root, run=1)),
+    ):
         pass

@@ -44,16 +44,22 @@ def opener(tmp_path):
 def make_flat(directory, name, data, create_type="monolithicFlat", extent_type="FLAT"):
     flat = name.replace(".vmdk", "-flat.vmdk")
     (directory / flat).write_bytes(data)
-    d = new_descriptor(create_type, [Extent("RW", len(data) // 512, extent_type, flat)],
-                       capacity=len(data))
+    d = new_descriptor(
+        create_type, [Extent("RW", len(data) // 512, extent_type, flat)], capacity=len(data)
+    )
     (directory / name).write_text(render(d))
     return d
 
 
 def make_delta(directory, name, parent, capacity, writes, *, parent_cid=1):
     """A monolithicSparse delta (descriptor embedded), as hosted products write them."""
-    d = new_descriptor("monolithicSparse", [Extent("RW", capacity // 512, "SPARSE", name)],
-                       capacity=capacity, parent_hint=parent, parent_cid=parent_cid)
+    d = new_descriptor(
+        "monolithicSparse",
+        [Extent("RW", capacity // 512, "SPARSE", name)],
+        capacity=capacity,
+        parent_hint=parent,
+        parent_cid=parent_cid,
+    )
     with SparseExtent.create(directory / name, capacity, descriptor=render(d)) as ext:
         for off, data in writes:
             ext.write(off, data, force=True)
@@ -62,7 +68,7 @@ def make_delta(directory, name, parent, capacity, writes, *, parent_cid=1):
 def apply(base, writes):
     out = bytearray(base)
     for off, data in writes:
-        out[off:off + len(data)] = data
+        out[off : off + len(data)] = data
     return bytes(out)
 
 
@@ -71,8 +77,10 @@ def check_runs(chain):
     pos = 0
     for a, b in zip(runs, runs[1:], strict=False):
         # coalesced: neighbours never continue each other
-        assert not (a.source == b.source and (a.source is None or
-                    a.source_offset + a.length == b.source_offset))
+        assert not (
+            a.source == b.source
+            and (a.source is None or a.source_offset + a.length == b.source_offset)
+        )
     for r in runs:
         assert r.offset == pos and r.length > 0
         pos += r.length
@@ -101,7 +109,9 @@ def test_snapshot_deltas_over_flat_base(tmp_path, opener):
     assert len(chain.layers) == 3 and chain.capacity == cap
     assert chain.files() == ["vm.vmdk", "vm-flat.vmdk", "vm-000001.vmdk", "vm-000002.vmdk"]
     # grain 3 is in both deltas: the top one wins (and was filled with zeros around B)
-    expected = apply(apply(base, [(GRAIN * 3, bytes(GRAIN))] + w1), [(GRAIN * 3, bytes(GRAIN))] + w2)
+    expected = apply(
+        apply(base, [(GRAIN * 3, bytes(GRAIN))] + w1), [(GRAIN * 3, bytes(GRAIN))] + w2
+    )
     assert chain.read(0, cap) == expected
     runs = check_runs(chain)
     sources = {r.source for r in runs}
@@ -130,9 +140,14 @@ def test_two_gb_max_extent_flat_and_sparse_pieces(tmp_path, opener):
     a, b = os.urandom(MIB), os.urandom(MIB // 2)
     (tmp_path / "d-f001.vmdk").write_bytes(a)
     (tmp_path / "d-f002.vmdk").write_bytes(b"junk" * 128 + b)  # offset 1 sector into the file
-    d = new_descriptor("twoGbMaxExtentFlat", [Extent("RW", MIB // 512, "FLAT", "d-f001.vmdk"),
-                                              Extent("RW", MIB // 1024, "FLAT", "d-f002.vmdk", 1)],
-                       capacity=MIB + MIB // 2)
+    d = new_descriptor(
+        "twoGbMaxExtentFlat",
+        [
+            Extent("RW", MIB // 512, "FLAT", "d-f001.vmdk"),
+            Extent("RW", MIB // 1024, "FLAT", "d-f002.vmdk", 1),
+        ],
+        capacity=MIB + MIB // 2,
+    )
     (tmp_path / "d.vmdk").write_text(render(d))
     chain = DiskChain.open("d.vmdk", opener)
     assert chain.read(0, chain.capacity) == a + b
@@ -141,9 +156,11 @@ def test_two_gb_max_extent_flat_and_sparse_pieces(tmp_path, opener):
     for i, size in enumerate((MIB, MIB)):
         with SparseExtent.create(tmp_path / f"s-s00{i + 1}.vmdk", size) as ext:
             ext.write(size - 3, b"end")
-    d = new_descriptor("twoGbMaxExtentSparse",
-                       [Extent("RW", MIB // 512, "SPARSE", f"s-s00{i}.vmdk") for i in (1, 2)],
-                       capacity=2 * MIB)
+    d = new_descriptor(
+        "twoGbMaxExtentSparse",
+        [Extent("RW", MIB // 512, "SPARSE", f"s-s00{i}.vmdk") for i in (1, 2)],
+        capacity=2 * MIB,
+    )
     (tmp_path / "s.vmdk").write_text(render(d))
     chain = DiskChain.open("s.vmdk", opener)
     assert chain.read(MIB - 3, 6) == b"end\0\0\0"
@@ -181,14 +198,15 @@ def test_zero_extent_and_smaller_parent(tmp_path, opener):
     chain = DiskChain.open("big.vmdk", opener)
     runs = check_runs(chain)
     assert runs == [Run(0, MIB, "small-flat.vmdk", 0), Run(MIB, MIB, None, 0)]
-    (tmp_path / "z.vmdk").write_text("version=1\ncreateType=\"custom\"\nRW 16 ZERO\n")
+    (tmp_path / "z.vmdk").write_text('version=1\ncreateType="custom"\nRW 16 ZERO\n')
     assert check_runs(DiskChain.open("z.vmdk", opener)) == [Run(0, 8192, None, 0)]
 
 
 @pytest.mark.parametrize("create_type", ["vmfsSparse", "seSparse", "streamOptimized"])
 def test_unsupported_types_are_refused(tmp_path, opener, create_type):
     (tmp_path / "u.vmdk").write_text(
-        f'version=1\ncreateType="{create_type}"\nRW 8 SPARSE "u-delta.vmdk"\n')
+        f'version=1\ncreateType="{create_type}"\nRW 8 SPARSE "u-delta.vmdk"\n'
+    )
     with pytest.raises(VmdkError, match="unsupported"):
         DiskChain.open("u.vmdk", opener)
 
@@ -262,7 +280,8 @@ def test_latin1_descriptor_names(tmp_path, opener):
     (tmp_path / "d\xe9.bin").write_bytes(b"\x05" * 1024)
     (tmp_path / "d.vmdk").write_bytes(
         b'version=1\nencoding="windows-1252"\nCID=1\nparentCID=ffffffff\n'
-        b'createType="monolithicFlat"\nRW 2 FLAT "d\xe9.bin" 0\n')
+        b'createType="monolithicFlat"\nRW 2 FLAT "d\xe9.bin" 0\n'
+    )
     chain = DiskChain.open("d.vmdk", opener)
     assert chain.files() == ["d.vmdk", "d\xe9.bin"]
     assert chain.read(0, 1024) == b"\x05" * 1024
@@ -274,8 +293,10 @@ def test_descriptor_padded_with_nuls_and_a_stray_newline_is_read(tmp_path):
     from vcbproxy.vmdk.io import local_opener
 
     (tmp_path / "d-flat.vmdk").write_bytes(b"\1" * 4096)
-    text = b'# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\n' \
-           b'RW 8 FLAT "d-flat.vmdk" 0\n'
+    text = (
+        b'# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\n'
+        b'RW 8 FLAT "d-flat.vmdk" 0\n'
+    )
     (tmp_path / "d.vmdk").write_bytes((text + b"\0\n").ljust(512, b"\0"))
     chain = DiskChain.open("d.vmdk", local_opener(tmp_path))
     assert chain.capacity == 4096 and chain.read(0, 4096) == b"\1" * 4096

@@ -69,19 +69,22 @@ def test_render_round_trips():
 
 
 def test_embedded_descriptor_nul_padding_is_ignored():
-    text = "version=1\nRW 8 SPARSE \"a.vmdk\"\n" + "\0" * 300
+    text = 'version=1\nRW 8 SPARSE "a.vmdk"\n' + "\0" * 300
     assert parse(text).capacity == 4096
 
 
-@pytest.mark.parametrize("text, words", [
-    ("hello world\n", "not a VMDK descriptor"),
-    ("version=1\ncreateType=\"vmfs\"\n", "no extents"),
-    ("version=1\nCID=xyz\nRW 8 FLAT \"a\" 0\n", "CID"),
-    ("version=1\nRW 8 BOGUS \"a\"\n", "unknown extent type"),
-    ("version=1\nRW 8 FLAT \"a\" 0\ngarbage\n", "line 3: cannot parse"),
-    ("version=1\nRW 8 FLAT\n", "without a file name"),
-    ("version=one\nRW 8 FLAT \"a\"\n", "version"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("hello world\n", "not a VMDK descriptor"),
+        ('version=1\ncreateType="vmfs"\n', "no extents"),
+        ('version=1\nCID=xyz\nRW 8 FLAT "a" 0\n', "CID"),
+        ('version=1\nRW 8 BOGUS "a"\n', "unknown extent type"),
+        ('version=1\nRW 8 FLAT "a" 0\ngarbage\n', "line 3: cannot parse"),
+        ("version=1\nRW 8 FLAT\n", "without a file name"),
+        ('version=one\nRW 8 FLAT "a"\n', "version"),
+    ],
+)
 def test_parse_errors_name_the_problem(text, words):
     with pytest.raises(VmdkError, match=words):
         parse(text)
@@ -93,9 +96,13 @@ def test_vmdk_error_is_a_value_error():
 
 
 def test_new_descriptor_fills_ddb():
-    cap = 8 * 1024 ** 3
-    d = new_descriptor("monolithicSparse", [Extent("RW", cap // 512, "SPARSE", "x.vmdk")],
-                       capacity=cap, uuid="6000c29a-1234-5678-9abc-def012345678")
+    cap = 8 * 1024**3
+    d = new_descriptor(
+        "monolithicSparse",
+        [Extent("RW", cap // 512, "SPARSE", "x.vmdk")],
+        capacity=cap,
+        uuid="6000c29a-1234-5678-9abc-def012345678",
+    )
     assert d.capacity == cap
     assert d.parent_cid == 0xFFFFFFFF and d.parent_hint is None
     assert 0 < d.cid < 0xFFFFFFFF
@@ -109,9 +116,14 @@ def test_new_descriptor_fills_ddb():
 
 
 def test_new_descriptor_delta_and_ide_geometry():
-    d = new_descriptor("monolithicSparse", [Extent("RW", 2048, "SPARSE", "d.vmdk")],
-                       capacity=2048 * 512, parent_hint="base.vmdk", parent_cid=0x1234,
-                       adapter="ide")
+    d = new_descriptor(
+        "monolithicSparse",
+        [Extent("RW", 2048, "SPARSE", "d.vmdk")],
+        capacity=2048 * 512,
+        parent_hint="base.vmdk",
+        parent_cid=0x1234,
+        adapter="ide",
+    )
     assert d.parent_hint == "base.vmdk" and d.parent_cid == 0x1234
     assert d.ddb["geometry.heads"] == "16"
     assert geometry(1 << 40, "ide")[0] == 16383

@@ -42,7 +42,7 @@ def test_random_writes_read_back_and_survive_reopen(tmp_path):
             off = rng.randrange(cap - 1)
             data = rng.randbytes(rng.randrange(1, min(150_000, cap - off)))
             ext.write(off, data)
-            expected[off:off + len(data)] = data
+            expected[off : off + len(data)] = data
         assert ext.read(0, cap) == expected
     with SparseExtent.open(path) as ext:
         assert ext.capacity == cap and ext.grain_bytes == GRAIN
@@ -91,7 +91,7 @@ def test_embedded_descriptor_and_header_layout(tmp_path):
     assert h.descriptor_offset == 1 and h.descriptor_size >= 1
     assert h.overhead % 128 == 0
     assert h.rgd_offset < h.gd_offset < h.overhead
-    assert raw[h.descriptor_offset * 512:].startswith(b"version=1\n\0")
+    assert raw[h.descriptor_offset * 512 :].startswith(b"version=1\n\0")
     with SparseExtent.open(path) as ext:
         assert ext.embedded_descriptor() == "version=1\n"
 
@@ -104,11 +104,11 @@ def test_redundant_grain_tables_match_primary(tmp_path):
     raw = path.read_bytes()
     h = SparseHeader.unpack(raw[:512])
     for gt in range(2):
-        gd = int.from_bytes(raw[h.gd_offset * 512 + 4 * gt:][:4], "little")
-        rgd = int.from_bytes(raw[h.rgd_offset * 512 + 4 * gt:][:4], "little")
+        gd = int.from_bytes(raw[h.gd_offset * 512 + 4 * gt :][:4], "little")
+        rgd = int.from_bytes(raw[h.rgd_offset * 512 + 4 * gt :][:4], "little")
         assert gd != rgd
-        assert raw[gd * 512:gd * 512 + 2048] == raw[rgd * 512:rgd * 512 + 2048]
-        assert raw[gd * 512:gd * 512 + 2048] != bytes(2048)
+        assert raw[gd * 512 : gd * 512 + 2048] == raw[rgd * 512 : rgd * 512 + 2048]
+        assert raw[gd * 512 : gd * 512 + 2048] != bytes(2048)
 
 
 def test_from_reader_caches_directory_and_tables(tmp_path):
@@ -171,11 +171,14 @@ def test_reopen_writable_appends_after_existing_grains(tmp_path):
         assert ext.grain_offset(3) > ext.grain_offset(0)
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda b: b"XXXX" + b[4:], "KDMV"),
-    (lambda b: b[:4] + (9).to_bytes(4, "little") + b[8:], "version"),
-    (lambda b: b[:100], "too short"),
-])
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda b: b"XXXX" + b[4:], "KDMV"),
+        (lambda b: b[:4] + (9).to_bytes(4, "little") + b[8:], "version"),
+        (lambda b: b[:100], "too short"),
+    ],
+)
 def test_bad_headers_are_refused(tmp_path, mutate, words):
     path = tmp_path / "bad.vmdk"
     SparseExtent.create(path, MIB).close()

@@ -25,7 +25,7 @@ class Trickle:
 
     def read(self, n):
         n = min(n, self._step)
-        out = self._data[self._pos:self._pos + n]
+        out = self._data[self._pos : self._pos + n]
         self._pos += len(out)
         return out
 
@@ -45,7 +45,7 @@ def collect(reader):
     offsets = []
     for off, data in grains:
         offsets.append(off)
-        image[off:off + len(data)] = data
+        image[off : off + len(data)] = data
     return bytes(image), offsets
 
 
@@ -64,7 +64,7 @@ def test_round_trip_through_short_reads():
     raw = build(cap, writes)
     expected = bytearray(cap)
     for off, data in writes:
-        expected[off:off + len(data)] = data
+        expected[off : off + len(data)] = data
     image, offsets = collect(Trickle(raw))
     assert image == expected
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
@@ -82,11 +82,11 @@ def test_layout_header_footer_and_eos():
     assert struct.unpack_from("<QII", footer_marker) == (1, 0, 3)
     footer = SparseHeader.unpack(raw[-1024:-512])
     assert footer.gd_offset != h.gd_offset
-    gd = int.from_bytes(raw[footer.gd_offset * 512:][:4], "little")
-    gt = raw[gd * 512:gd * 512 + 2048]
+    gd = int.from_bytes(raw[footer.gd_offset * 512 :][:4], "little")
+    gt = raw[gd * 512 : gd * 512 + 2048]
     grain_sector = int.from_bytes(gt[4:8], "little")  # grain 1
     lba, size = struct.unpack_from("<QI", raw, grain_sector * 512)
-    assert lba == 128 and len(zlib.decompress(raw[grain_sector * 512 + 12:][:size])) == GRAIN
+    assert lba == 128 and len(zlib.decompress(raw[grain_sector * 512 + 12 :][:size])) == GRAIN
     # as a random-access extent it refuses politely (GD is in the footer)
     with pytest.raises(VmdkError, match="sequentially"):
         SparseExtent.from_reader(_RA(raw)).grain_offset(0)
@@ -97,7 +97,7 @@ class _RA:
         self.raw, self.size = raw, len(raw)
 
     def pread(self, off, n):
-        return self.raw[off:off + n]
+        return self.raw[off : off + n]
 
 
 def test_zero_grains_are_not_stored():
@@ -109,7 +109,7 @@ def test_zero_grains_are_not_stored():
 def test_default_descriptor_names_stream_optimized():
     raw = build(MIB, [])
     h = SparseHeader.unpack(raw[:512])
-    text = raw[512:512 + h.descriptor_size * 512].split(b"\0")[0].decode()
+    text = raw[512 : 512 + h.descriptor_size * 512].split(b"\0")[0].decode()
     d = parse(text)
     assert d.create_type == "streamOptimized" and d.capacity == MIB
 
@@ -125,14 +125,14 @@ def test_writes_must_go_forward():
 
 def test_truncated_stream_is_an_error():
     raw = build(MIB, [(0, os.urandom(GRAIN))])
-    cut = raw[:128 * 512 + 600]  # inside the first grain
+    cut = raw[: 128 * 512 + 600]  # inside the first grain
     with pytest.raises(VmdkError, match="ends inside a grain"):
         collect(io.BytesIO(cut))
 
 
 def test_corrupt_grain_is_an_error():
     raw = bytearray(build(MIB, [(0, os.urandom(GRAIN))]))
-    raw[128 * 512 + 20:128 * 512 + 40] = bytes(20)
+    raw[128 * 512 + 20 : 128 * 512 + 40] = bytes(20)
     with pytest.raises(VmdkError, match="corrupt"):
         collect(io.BytesIO(bytes(raw)))
 

@@ -36,7 +36,7 @@ def sample_writes(cap, seed=3):
 def model(cap, writes):
     out = bytearray(cap)
     for off, data in writes:
-        out[off:off + len(data)] = data
+        out[off : off + len(data)] = data
     return bytes(out)
 
 
@@ -46,7 +46,7 @@ def read_back(directory, files):
             cap, grains = iter_stream_optimized(f)
             out = bytearray(cap)
             for off, data in grains:
-                out[off:off + len(data)] = data
+                out[off : off + len(data)] = data
         return bytes(out)
     handles = []
 
@@ -87,8 +87,12 @@ def test_file_names_per_format(tmp_path):
         d = tmp_path / fmt
         d.mkdir()
         names[fmt] = open_writer(fmt, d, "vm_1", MIB).close()
-    assert names == {"2gbsparse": ["vm_1.vmdk", "vm_1-s001.vmdk"], "monolithic": ["vm_1.vmdk"],
-                     "flat": ["vm_1.vmdk", "vm_1-flat.vmdk"], "stream": ["vm_1.vmdk"]}
+    assert names == {
+        "2gbsparse": ["vm_1.vmdk", "vm_1-s001.vmdk"],
+        "monolithic": ["vm_1.vmdk"],
+        "flat": ["vm_1.vmdk", "vm_1-flat.vmdk"],
+        "stream": ["vm_1.vmdk"],
+    }
     desc = parse((tmp_path / "flat" / "vm_1.vmdk").read_text())
     assert desc.create_type == "monolithicFlat" and desc.capacity == MIB
     assert desc.ddb["adapterType"] == "lsilogic"
@@ -133,8 +137,9 @@ def test_zero_data_is_not_stored_in_sparse(tmp_path):
 
 def test_split_extents_and_descriptor(tmp_path):
     # 2.5 extents with a small split size; only the write into the middle one allocates
-    w = SplitSparseWriter(tmp_path, "s", 5 * MIB, uuid=None, adapter="lsilogic",
-                          extent_bytes=2 * MIB)
+    w = SplitSparseWriter(
+        tmp_path, "s", 5 * MIB, uuid=None, adapter="lsilogic", extent_bytes=2 * MIB
+    )
     w.write(3 * MIB - 10, b"abcdefghijklmnopqrst")
     w.write(5 * MIB - 1, b"!")
     files = w.close()
@@ -142,11 +147,14 @@ def test_split_extents_and_descriptor(tmp_path):
     d = parse((tmp_path / "s.vmdk").read_text())
     assert d.create_type == "twoGbMaxExtentSparse"
     assert [(e.sectors, e.filename) for e in d.extents] == [
-        (4096, "s-s001.vmdk"), (4096, "s-s002.vmdk"), (2048, "s-s003.vmdk")]
+        (4096, "s-s001.vmdk"),
+        (4096, "s-s002.vmdk"),
+        (2048, "s-s003.vmdk"),
+    ]
     with SparseExtent.open(tmp_path / "s-s001.vmdk") as ext:
         assert ext.allocated_ranges() == []
     data = read_back(tmp_path, files)
-    assert data[3 * MIB - 10:3 * MIB + 10] == b"abcdefghijklmnopqrst"
+    assert data[3 * MIB - 10 : 3 * MIB + 10] == b"abcdefghijklmnopqrst"
     assert data[-1:] == b"!"
 
 
@@ -172,9 +180,9 @@ def test_memory_is_flat_for_a_big_sparse_disk(tmp_path):
     import tracemalloc
 
     tracemalloc.start()
-    w = open_writer("2gbsparse", tmp_path, "big", 100 * 1024 ** 3)
+    w = open_writer("2gbsparse", tmp_path, "big", 100 * 1024**3)
     for gib in range(0, 100, 10):
-        w.write(gib * 1024 ** 3, b"\x01" * GRAIN)
+        w.write(gib * 1024**3, b"\x01" * GRAIN)
     files = w.close()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -278,16 +286,16 @@ def test_writeback_starts_while_writing_and_its_errors_fail_the_copy(tmp_path, f
     real = os.fdatasync
     monkeypatch.setattr(writers.os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
     cap = 8 << 20
-    data = bytes(range(256)) * (1 << 12)                   # 1 MiB, no zeros
+    data = bytes(range(256)) * (1 << 12)  # 1 MiB, no zeros
     w = open_writer(fmt, tmp_path, "d", cap)
     for i in range(6):
         w.write(i << 20, data)
     deadline = time.monotonic() + 10
-    while not synced and time.monotonic() < deadline:      # the worker, not close(), syncs
+    while not synced and time.monotonic() < deadline:  # the worker, not close(), syncs
         time.sleep(0.01)
     assert synced
     files = w.close()
-    assert read_back(tmp_path, files)[:6 << 20] == data * 6
+    assert read_back(tmp_path, files)[: 6 << 20] == data * 6
 
     def failing(fd):
         raise OSError(5, "Input/output error")
@@ -296,9 +304,9 @@ def test_writeback_starts_while_writing_and_its_errors_fail_the_copy(tmp_path, f
     (tmp_path / "x").mkdir()
     w = open_writer(fmt, tmp_path / "x", "d", cap)
     with pytest.raises(OSError, match="Input/output error"):
-        for i in range(8):                                  # fails mid-copy or at close
+        for i in range(8):  # fails mid-copy or at close
             w.write(i << 20, data)
             time.sleep(0.05)
         w.close()
     w.abort()
-    assert not list((tmp_path / "x").iterdir())            # nothing left behind
+    assert not list((tmp_path / "x").iterdir())  # nothing left behind

@@ -27,7 +27,9 @@ def cli(verbose: int) -> None:
     Passwords are read from VCBPROXY_PASSWORD, --password-file or a prompt, never argv.
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="vcbproxy: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="vcbproxy: %(levelname)s: %(message)s"
+    )
     # The run log in an export directory lowers vcbproxy's logger to INFO; the terminal keeps -v's level.
     for handler in logging.getLogger().handlers:
         handler.setLevel(max(level, logging.DEBUG))
@@ -78,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(errors.SIGINT)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         logging.getLogger("vcbproxy").debug("unexpected failure", exc_info=True)
-        click.echo(f"vcbproxy: error: unexpected failure: {type(exc).__name__}: {exc} "
-                   f"(a bug; run with -vv for the traceback)", err=True)
+        click.echo(
+            f"vcbproxy: error: unexpected failure: {type(exc).__name__}: {exc} "
+            f"(a bug; run with -vv for the traceback)",
+            err=True,
+        )
         sys.exit(errors.FAILURE)
     # Commands return an int exit code (e.g. 3 when done with warnings) or None for 0.
     sys.exit(rv if isinstance(rv, int) else errors.OK)

@@ -26,7 +26,11 @@ def _tracking(selector: str, server, enabled: bool | None) -> None:
 
     with connect(server()) as session:
         vm = resolve_vm(session, parse_selector(selector))
-        disks = cbt_job.status(session, vm) if enabled is None else cbt_job.set_tracking(session, vm, enabled)
+        disks = (
+            cbt_job.status(session, vm)
+            if enabled is None
+            else cbt_job.set_tracking(session, vm, enabled)
+        )
     for disk in disks:
         state = disk.change_id or ("independent: not tracked" if disk.independent else "off")
         click.echo(f"{vm.name} {disk.device_id} ({disk.label}): {state}")
@@ -58,20 +62,53 @@ def status(selector, server):
 
 @click.command("backup")
 @click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
-@click.option("--repo", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Repository directory (created on first use).")
-@click.option("-m", "--mode", default="nbdssl", show_default=True, metavar="MODE[:MODE...]",
-              help="Transport, as for mount.")
-@click.option("--quiesce/--no-quiesce", default=None,
-              help="Quiesce the guest for the snapshot [default: when VMware Tools runs].")
-@click.option("--fallback/--no-fallback", default=True, show_default=True,
-              help="When the stored change ID is rejected (tracking reset): read the whole disk with a "
-                   "warning (exit 3), or fail.")
-@click.option("--preexisting-snapshot", type=click.Choice(["fail", "delete"]), default="fail", show_default=True)
+@click.option(
+    "--repo",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Repository directory (created on first use).",
+)
+@click.option(
+    "-m",
+    "--mode",
+    default="nbdssl",
+    show_default=True,
+    metavar="MODE[:MODE...]",
+    help="Transport, as for mount.",
+)
+@click.option(
+    "--quiesce/--no-quiesce",
+    default=None,
+    help="Quiesce the guest for the snapshot [default: when VMware Tools runs].",
+)
+@click.option(
+    "--fallback/--no-fallback",
+    default=True,
+    show_default=True,
+    help="When the stored change ID is rejected (tracking reset): read the whole disk with a "
+    "warning (exit 3), or fail.",
+)
+@click.option(
+    "--preexisting-snapshot",
+    type=click.Choice(["fail", "delete"]),
+    default="fail",
+    show_default=True,
+)
 @transport_options
 @output_options
 @server_options
-def backup(selector, repo, mode, quiesce, fallback, preexisting_snapshot, transport, json_output, quiet, server):
+def backup(
+    selector,
+    repo,
+    mode,
+    quiesce,
+    fallback,
+    preexisting_snapshot,
+    transport,
+    json_output,
+    quiet,
+    server,
+):
     """Back up a VM into a CBT repository: the first run reads the allocated areas, later runs
     only what changed since the previous run's change ID."""
     from vcbproxy.jobs.backup import BackupOptions
@@ -81,8 +118,14 @@ def backup(selector, repo, mode, quiesce, fallback, preexisting_snapshot, transp
     from vcbproxy.vsphere.inventory import resolve_vm
 
     spec = server()
-    options = BackupOptions(repo=repo, mode=mode, transport_options=transport(spec), quiesce=quiesce,
-                            fallback=fallback, preexisting_snapshot=preexisting_snapshot)
+    options = BackupOptions(
+        repo=repo,
+        mode=mode,
+        transport_options=transport(spec),
+        quiesce=quiesce,
+        fallback=fallback,
+        preexisting_snapshot=preexisting_snapshot,
+    )
     progress = Progress.create(progress_mode(json_output, quiet))
     try:
         with signals_raise(), connect(spec) as session:
@@ -90,28 +133,46 @@ def backup(selector, repo, mode, quiesce, fallback, preexisting_snapshot, transp
             result = do_backup(session, vm, options, progress)
     finally:
         progress.close()
-    summary = {"vm": result.vm.name, "run": result.run, "path": str(result.path), "kinds": result.kinds,
-               "bytes_read": result.bytes_read, "changed_bytes": result.changed_bytes,
-               "bytes_written": result.bytes_written, "seconds": round(result.seconds, 3),
-               "snapshot_seconds": round(result.snapshot_seconds, 3), "warnings": result.warnings}
+    summary = {
+        "vm": result.vm.name,
+        "run": result.run,
+        "path": str(result.path),
+        "kinds": result.kinds,
+        "bytes_read": result.bytes_read,
+        "changed_bytes": result.changed_bytes,
+        "bytes_written": result.bytes_written,
+        "seconds": round(result.seconds, 3),
+        "snapshot_seconds": round(result.snapshot_seconds, 3),
+        "warnings": result.warnings,
+    }
     if json_output:
         click.echo(json.dumps(summary))
     elif not quiet:
         kinds = ", ".join(f"{d} {k}" for d, k in result.kinds.items())
-        click.echo(f"{result.vm.name}: run {result.run} ({kinds}), {result.bytes_read} bytes read, "
-                   f"{result.bytes_written} written, {result.seconds:.1f} s", err=True)
+        click.echo(
+            f"{result.vm.name}: run {result.run} ({kinds}), {result.bytes_read} bytes read, "
+            f"{result.bytes_written} written, {result.seconds:.1f} s",
+            err=True,
+        )
     for w in result.warnings:
         click.echo(f"vcbproxy: warning: {w}", err=True)
     return result.exit_code
 
 
 @click.command("restore-point")
-@click.option("--repo", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--run", "run_number", required=True, type=click.IntRange(1), help="Run number to rebuild.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="New directory for the disks and the VM's config.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="flat",
-              show_default=True)
+@click.option(
+    "--repo", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--run", "run_number", required=True, type=click.IntRange(1), help="Run number to rebuild."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the disks and the VM's config.",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="flat", show_default=True)
 @click.option("--vm", help="VM name or uuid, when the repository holds several.")
 def restore_point(repo, run_number, out, fmt, vm):
     """Rebuild every disk of a VM as of run N of a CBT repository."""
@@ -124,22 +185,57 @@ def restore_point(repo, run_number, out, fmt, vm):
 
 @click.command("compare")
 @click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
-@click.option("--runs", type=click.IntRange(1), default=3, show_default=True, help="Backup runs of each kind.")
-@click.option("--churn", "churn_percent", type=float, default=0.0, show_default=True, metavar="PERCENT",
-              help="Guest writes between runs, in % of each disk (lab only: needs --lab-info).")
-@click.option("--lab-info", type=click.File("r"), envvar="VCBPROXY_LAB_INFO",
-              help="The JSON line 'vcbproxy lab serve' printed, to write into the guest between runs.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Where the full exports (removed after each run), the CBT repository and the reports go.")
+@click.option(
+    "--runs", type=click.IntRange(1), default=3, show_default=True, help="Backup runs of each kind."
+)
+@click.option(
+    "--churn",
+    "churn_percent",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="PERCENT",
+    help="Guest writes between runs, in % of each disk (lab only: needs --lab-info).",
+)
+@click.option(
+    "--lab-info",
+    type=click.File("r"),
+    envvar="VCBPROXY_LAB_INFO",
+    help="The JSON line 'vcbproxy lab serve' printed, to write into the guest between runs.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the full exports (removed after each run), the CBT repository and the reports go.",
+)
 @click.option("-m", "--mode", default="nbdssl", show_default=True, metavar="MODE[:MODE...]")
-@click.option("--format", "fmt", type=click.Choice(FORMATS),
-              default="2gbsparse", show_default=True, help="Format of the full exports.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="2gbsparse",
+    show_default=True,
+    help="Format of the full exports.",
+)
 @click.option("--no-chart", is_flag=True, help="Skip the PNG chart (needs matplotlib).")
 @transport_options
 @output_options
 @server_options
-def compare(selector, runs, churn_percent, lab_info, workdir, mode, fmt, no_chart, transport, json_output, quiet,
-            server):
+def compare(
+    selector,
+    runs,
+    churn_percent,
+    lab_info,
+    workdir,
+    mode,
+    fmt,
+    no_chart,
+    transport,
+    json_output,
+    quiet,
+    server,
+):
     """Full VCB-style export against CBT backup of the same VM states, run by run.
 
     Reports bytes read from the host, bytes written, backup window and time on a snapshot,
@@ -154,19 +250,30 @@ def compare(selector, runs, churn_percent, lab_info, workdir, mode, fmt, no_char
     lab = None
     if churn_percent:
         if lab_info is None:
-            raise errors.UsageError("--churn writes into the guest through the lab: give --lab-info")
+            raise errors.UsageError(
+                "--churn writes into the guest through the lab: give --lab-info"
+            )
         from vcbproxy.lab.client import LabClient
 
         try:
             lab = LabClient(json.loads(lab_info.readline()))
         except (ValueError, TypeError, KeyError) as exc:
-            raise errors.UsageError(f"--lab-info {lab_info.name} is not the JSON line 'vcbproxy lab serve' "
-                                    f"prints ({exc})") from exc
+            raise errors.UsageError(
+                f"--lab-info {lab_info.name} is not the JSON line 'vcbproxy lab serve' "
+                f"prints ({exc})"
+            ) from exc
     if workdir.exists() and any(workdir.iterdir()):
         raise errors.StagingError(f"{workdir} is not empty; compare needs a fresh directory")
     spec = server()
-    options = CompareOptions(runs=runs, workdir=workdir, mode=mode, fmt=fmt, transport_options=transport(spec),
-                             churn_percent=churn_percent, lab=lab)
+    options = CompareOptions(
+        runs=runs,
+        workdir=workdir,
+        mode=mode,
+        fmt=fmt,
+        transport_options=transport(spec),
+        churn_percent=churn_percent,
+        lab=lab,
+    )
     progress = Progress.create(progress_mode(json_output, quiet))
     try:
         with signals_raise(), connect(spec) as session:

@@ -42,20 +42,36 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ROOT,
-              show_default=True, help="Directory holding datastores, certificate, password.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ROOT,
+    show_default=True,
+    help="Directory holding datastores, certificate, password.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=0, show_default=True, help="HTTPS port (0: any).")
-@click.option("--http-port", type=int, default=0, show_default=True,
-              help="Plain-HTTP data port (0: any).")
+@click.option(
+    "--http-port", type=int, default=0, show_default=True, help="Plain-HTTP data port (0: any)."
+)
 @click.option("--vms", type=int, default=0, show_default=True, help="Extra plain VMs vm000...")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of all content.")
 @click.option("--disk-size", default="32M", show_default=True, help="Capacity of each disk.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME=VALUE",
-              help="Fault switch to set at start (repeatable).")
-@click.option("--big-vm", "big_vms", multiple=True, metavar="NAME=SIZE",
-              help="An extra running VM with one disk of SIZE, ~40% allocated (repeatable); for "
-                   "benchmarks such as 'vcbproxy compare' on an 8G disk.")
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Fault switch to set at start (repeatable).",
+)
+@click.option(
+    "--big-vm",
+    "big_vms",
+    multiple=True,
+    metavar="NAME=SIZE",
+    help="An extra running VM with one disk of SIZE, ~40% allocated (repeatable); for "
+    "benchmarks such as 'vcbproxy compare' on an 8G disk.",
+)
 def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) -> None:
     """Serve a lab until SIGINT/SIGTERM; prints one JSON line describing it."""
     from vcbproxy.lab import app
@@ -65,9 +81,17 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        _lab, server, info = app.start(root, host=host, port=port, http_port=http_port, vms=vms,
-                                       seed=seed, disk_size=parse_size(disk_size),
-                                       faults=_faults(faults), big_vms=_big_vms(big_vms))
+        _lab, server, info = app.start(
+            root,
+            host=host,
+            port=port,
+            http_port=http_port,
+            vms=vms,
+            seed=seed,
+            disk_size=parse_size(disk_size),
+            faults=_faults(faults),
+            big_vms=_big_vms(big_vms),
+        )
     except FaultError as exc:
         raise errors.UsageError(str(exc)) from exc
     except OSError as exc:
@@ -81,8 +105,13 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) ->
 
 
 @lab.command()
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ROOT,
-              show_default=True, help="Root of the running lab (its lab-info.json is read).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ROOT,
+    show_default=True,
+    help="Root of the running lab (its lab-info.json is read).",
+)
 @click.option("--vm", required=True, help="VM name or moref.")
 @click.option("--percent", type=float, required=True, help="Share of each disk to rewrite.")
 @click.option("--seed", type=int, default=None, help="Seed of the written blocks.")

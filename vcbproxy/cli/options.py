@@ -17,26 +17,59 @@ def server_options(func):
     only read (or prompted for) when the command really connects.
     """
 
-    @click.option("--server", envvar="VCBPROXY_SERVER", metavar="HOST[:PORT]",
-                  help="vCenter or ESXi host. [env: VCBPROXY_SERVER]")
-    @click.option("-u", "--user", envvar="VCBPROXY_USER", metavar="USER", help="User name. [env: VCBPROXY_USER]")
-    @click.option("--password-file", envvar="VCBPROXY_PASSWORD_FILE", metavar="FILE",
-                  type=click.Path(dir_okay=False),
-                  help="File whose first line is the password. Otherwise VCBPROXY_PASSWORD, or a prompt on a "
-                       "terminal. Never on the command line. [env: VCBPROXY_PASSWORD_FILE]")
-    @click.option("--thumbprint", envvar="VCBPROXY_THUMBPRINT", metavar="HEX",
-                  help="Pin the server's TLS certificate by its SHA-1 or SHA-256 fingerprint instead of "
-                       "verifying it against the system CA store. [env: VCBPROXY_THUMBPRINT]")
-    @click.option("--ca-file", envvar="VCBPROXY_CA_FILE", type=click.Path(dir_okay=False, exists=True),
-                  help="CA bundle (PEM) to verify the server with. [env: VCBPROXY_CA_FILE]")
-    @click.option("--timeout", type=float, default=60.0, show_default=True,
-                  help="Connection and request timeout in seconds.")
+    @click.option(
+        "--server",
+        envvar="VCBPROXY_SERVER",
+        metavar="HOST[:PORT]",
+        help="vCenter or ESXi host. [env: VCBPROXY_SERVER]",
+    )
+    @click.option(
+        "-u",
+        "--user",
+        envvar="VCBPROXY_USER",
+        metavar="USER",
+        help="User name. [env: VCBPROXY_USER]",
+    )
+    @click.option(
+        "--password-file",
+        envvar="VCBPROXY_PASSWORD_FILE",
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="File whose first line is the password. Otherwise VCBPROXY_PASSWORD, or a prompt on a "
+        "terminal. Never on the command line. [env: VCBPROXY_PASSWORD_FILE]",
+    )
+    @click.option(
+        "--thumbprint",
+        envvar="VCBPROXY_THUMBPRINT",
+        metavar="HEX",
+        help="Pin the server's TLS certificate by its SHA-1 or SHA-256 fingerprint instead of "
+        "verifying it against the system CA store. [env: VCBPROXY_THUMBPRINT]",
+    )
+    @click.option(
+        "--ca-file",
+        envvar="VCBPROXY_CA_FILE",
+        type=click.Path(dir_okay=False, exists=True),
+        help="CA bundle (PEM) to verify the server with. [env: VCBPROXY_CA_FILE]",
+    )
+    @click.option(
+        "--timeout",
+        type=float,
+        default=60.0,
+        show_default=True,
+        help="Connection and request timeout in seconds.",
+    )
     @functools.wraps(func)
     def wrapper(*args, server, user, password_file, thumbprint, ca_file, timeout, **kwargs):
         def spec() -> ServerSpec:
             password = read_password(password_file=password_file, prompt_for=f"{user}@{server}")
-            return ServerSpec(server=server or "", user=user or "", password=password,
-                              thumbprint=thumbprint, ca_file=ca_file, timeout=timeout)
+            return ServerSpec(
+                server=server or "",
+                user=user or "",
+                password=password,
+                thumbprint=thumbprint,
+                ca_file=ca_file,
+                timeout=timeout,
+            )
 
         return func(*args, server=spec, **kwargs)
 
@@ -44,7 +77,9 @@ def server_options(func):
 
 
 def output_options(func):
-    @click.option("--json", "json_output", is_flag=True, help="Machine-readable output: JSON (lines).")
+    @click.option(
+        "--json", "json_output", is_flag=True, help="Machine-readable output: JSON (lines)."
+    )
     @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -72,33 +107,83 @@ def transport_options(func):
     """The options of every transport (-m): the command receives ``transport``, a function
     of the ServerSpec returning a TransportOptions (the SSH host defaults to the server)."""
 
-    @click.option("--nbd-port", type=int, default=80, show_default=True,
-                  help="Plain-HTTP file service port for -m nbd.")
-    @click.option("--retries", type=int, default=5, show_default=True,
-                  help="Resume attempts for a dropped transfer (with backoff).")
-    @click.option("--san-map", multiple=True, metavar="DS=PATH",
-                  help="Where a datastore (name or ds:/// URL) is visible locally, for -m san. Repeatable.")
+    @click.option(
+        "--nbd-port",
+        type=int,
+        default=80,
+        show_default=True,
+        help="Plain-HTTP file service port for -m nbd.",
+    )
+    @click.option(
+        "--retries",
+        type=int,
+        default=5,
+        show_default=True,
+        help="Resume attempts for a dropped transfer (with backoff).",
+    )
+    @click.option(
+        "--san-map",
+        multiple=True,
+        metavar="DS=PATH",
+        help="Where a datastore (name or ds:/// URL) is visible locally, for -m san. Repeatable.",
+    )
     @click.option("--ssh-host", metavar="HOST", help="ESXi host for -m ssh [default: the server].")
     @click.option("--ssh-port", type=int, default=22, show_default=True)
     @click.option("--ssh-user", default="root", show_default=True)
-    @click.option("--ssh-key", type=click.Path(dir_okay=False, exists=True),
-                  help="Private key for -m ssh (else the SSH agent; a password only from VCBPROXY_SSH_PASSWORD).")
-    @click.option("--ssh-known-hosts", type=click.Path(dir_okay=False),
-                  help="known_hosts file to check the host key [default: ~/.ssh/known_hosts].")
-    @click.option("--ssh-fingerprint", metavar="SHA256:...", help="Pin the SSH host key by fingerprint.")
-    @click.option("--ssh-accept-new", is_flag=True, help="Accept and record an unknown SSH host key.")
-    @click.option("--ssh-root", default="/vmfs/volumes", show_default=True, help="Datastore root on the host.")
-    @click.option("--ssh-channels", type=click.IntRange(1, 16), default=1, show_default=True,
-                  help="Parallel SSH channels per file.")
-    @click.option("--ssh-reader", type=click.Choice(["auto", "dd"]), default="auto",
-                  show_default=True,
-                  help="How the host prints file ranges. auto: a short script for the host's "
-                       "Python (current ESXi releases ship one) that sends zero blocks as "
-                       "5-byte records, else dd, else tail|head (busybox); dd: never run a "
-                       "script on the host.")
+    @click.option(
+        "--ssh-key",
+        type=click.Path(dir_okay=False, exists=True),
+        help="Private key for -m ssh (else the SSH agent; a password only from VCBPROXY_SSH_PASSWORD).",
+    )
+    @click.option(
+        "--ssh-known-hosts",
+        type=click.Path(dir_okay=False),
+        help="known_hosts file to check the host key [default: ~/.ssh/known_hosts].",
+    )
+    @click.option(
+        "--ssh-fingerprint", metavar="SHA256:...", help="Pin the SSH host key by fingerprint."
+    )
+    @click.option(
+        "--ssh-accept-new", is_flag=True, help="Accept and record an unknown SSH host key."
+    )
+    @click.option(
+        "--ssh-root", default="/vmfs/volumes", show_default=True, help="Datastore root on the host."
+    )
+    @click.option(
+        "--ssh-channels",
+        type=click.IntRange(1, 16),
+        default=1,
+        show_default=True,
+        help="Parallel SSH channels per file.",
+    )
+    @click.option(
+        "--ssh-reader",
+        type=click.Choice(["auto", "dd"]),
+        default="auto",
+        show_default=True,
+        help="How the host prints file ranges. auto: a short script for the host's "
+        "Python (current ESXi releases ship one) that sends zero blocks as "
+        "5-byte records, else dd, else tail|head (busybox); dd: never run a "
+        "script on the host.",
+    )
     @functools.wraps(func)
-    def wrapper(*args, nbd_port, retries, san_map, ssh_host, ssh_port, ssh_user, ssh_key, ssh_known_hosts,
-                ssh_fingerprint, ssh_accept_new, ssh_root, ssh_channels, ssh_reader, **kwargs):
+    def wrapper(
+        *args,
+        nbd_port,
+        retries,
+        san_map,
+        ssh_host,
+        ssh_port,
+        ssh_user,
+        ssh_key,
+        ssh_known_hosts,
+        ssh_fingerprint,
+        ssh_accept_new,
+        ssh_root,
+        ssh_channels,
+        ssh_reader,
+        **kwargs,
+    ):
         def build(spec: ServerSpec):
             import os
 
@@ -113,11 +198,21 @@ def transport_options(func):
                 mapping[ds] = path
             host = ssh_host or _server_host(spec.server)
             return TransportOptions(
-                nbd_port=nbd_port, timeout=spec.timeout, retries=retries, san_map=mapping, ssh_host=host,
-                ssh_port=ssh_port, ssh_user=ssh_user, ssh_key=ssh_key,
-                ssh_password=os.environ.get("VCBPROXY_SSH_PASSWORD"), ssh_known_hosts=ssh_known_hosts,
-                ssh_fingerprint=ssh_fingerprint, ssh_accept_new=ssh_accept_new, ssh_root=ssh_root,
-                ssh_channels=ssh_channels, ssh_reader=ssh_reader,
+                nbd_port=nbd_port,
+                timeout=spec.timeout,
+                retries=retries,
+                san_map=mapping,
+                ssh_host=host,
+                ssh_port=ssh_port,
+                ssh_user=ssh_user,
+                ssh_key=ssh_key,
+                ssh_password=os.environ.get("VCBPROXY_SSH_PASSWORD"),
+                ssh_known_hosts=ssh_known_hosts,
+                ssh_fingerprint=ssh_fingerprint,
+                ssh_accept_new=ssh_accept_new,
+                ssh_root=ssh_root,
+                ssh_channels=ssh_channels,
+                ssh_reader=ssh_reader,
             )
 
         return func(*args, transport=build, **kwargs)

@@ -32,7 +32,9 @@ def create(selector, name, description, quiesce, memory, server):
 
     with connect(server()) as session:
         vm = resolve_vm(session, parse_selector(selector))
-        snap = snapshots.create_snapshot(session, vm, name, description=description, memory=memory, quiesce=quiesce)
+        snap = snapshots.create_snapshot(
+            session, vm, name, description=description, memory=memory, quiesce=quiesce
+        )
     click.echo(f"SsId:{snap.moref}")
 
 
@@ -49,8 +51,21 @@ def list_(selector, json_output, server):
         vm = resolve_vm(session, parse_selector(selector))
         snaps = snapshots.list_snapshots(session, vm)
     if json_output:
-        click.echo(json.dumps([{"ssid": s.moref, "name": s.name, "description": s.description,
-                                "created": s.created} for s in snaps], indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "ssid": s.moref,
+                        "name": s.name,
+                        "description": s.description,
+                        "created": s.created,
+                    }
+                    for s in snaps
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     for s in snaps:
         click.echo(f"SsId:{s.moref}\nname:{s.name}\ncreated:{s.created}\n")
@@ -81,8 +96,13 @@ def delete(selector, ssid, server):
 
 
 @snapshot.command("sweep")
-@click.option("--older-than", default="1h", show_default=True, metavar="AGE",
-              help="Only snapshots at least this old (s, m, h, d); 0 takes every one.")
+@click.option(
+    "--older-than",
+    default="1h",
+    show_default=True,
+    metavar="AGE",
+    help="Only snapshots at least this old (s, m, h, d); 0 takes every one.",
+)
 @click.option("-n", "--name", default="_VCB-BACKUP_", show_default=True)
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 @server_options
@@ -96,9 +116,13 @@ def sweep(older_than, name, dry_run, server):
         items = do_sweep(session, older_than=age, dry_run=dry_run, name=name)
     failed = 0
     for item in items:
-        state = "would remove" if dry_run else ("removed" if item.removed else f"FAILED: {item.error}")
+        state = (
+            "would remove" if dry_run else ("removed" if item.removed else f"FAILED: {item.error}")
+        )
         failed += bool(item.error)
-        click.echo(f"{item.vm.name} ({item.vm.moref}) SsId:{item.snapshot.moref} age:{item.age}: {state}")
+        click.echo(
+            f"{item.vm.name} ({item.vm.moref}) SsId:{item.snapshot.moref} age:{item.age}: {state}"
+        )
     if not items:
         click.echo("no stale snapshots", err=True)
     if failed:

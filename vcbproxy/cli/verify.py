@@ -12,9 +12,15 @@ from vcbproxy import errors
 
 @click.command("verify")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--repo", "repo", type=click.Path(file_okay=False, path_type=Path),
-              help="Check a CBT repository instead of an export directory.")
-@click.option("--no-qemu-img", is_flag=True, help="Skip the independent 'qemu-img check' of each VMDK.")
+@click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Check a CBT repository instead of an export directory.",
+)
+@click.option(
+    "--no-qemu-img", is_flag=True, help="Skip the independent 'qemu-img check' of each VMDK."
+)
 @click.option("--json", "json_output", is_flag=True, help="Print the result as one JSON object.")
 def verify(directory, repo, no_qemu_img, json_output):
     """Check every manifest hash, every file, each VMDK and the catalog of an export DIRECTORY.
@@ -25,8 +31,11 @@ def verify(directory, repo, no_qemu_img, json_output):
 
     if (directory is None) == (repo is None):
         raise errors.UsageError("give either an export DIRECTORY or --repo DIR")
-    report = verify_repository(repo) if repo is not None else verify_export(directory,
-                                                                            qemu_img=not no_qemu_img)
+    report = (
+        verify_repository(repo)
+        if repo is not None
+        else verify_export(directory, qemu_img=not no_qemu_img)
+    )
     if json_output:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
@@ -35,10 +44,16 @@ def verify(directory, repo, no_qemu_img, json_output):
         for note in report.notes:
             click.echo(f"{report.directory}: note: {note}", err=True)
         if report.ok:
-            click.echo(f"{report.directory}: ok ({report.checked_files} files, {report.checked_disks} disks"
-                       + (", qemu-img check" if report.qemu_img else "") + ")", err=True)
+            click.echo(
+                f"{report.directory}: ok ({report.checked_files} files, {report.checked_disks} disks"
+                + (", qemu-img check" if report.qemu_img else "")
+                + ")",
+                err=True,
+            )
     if not report.ok:
         if not json_output:
-            click.echo(f"vcbproxy: error: {report.directory}: {len(report.problems)} problem(s)", err=True)
+            click.echo(
+                f"vcbproxy: error: {report.directory}: {len(report.problems)} problem(s)", err=True
+            )
         return errors.VERIFY
     return errors.OK

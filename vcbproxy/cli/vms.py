@@ -32,7 +32,11 @@ def vms(selector: str, json_output: bool, server) -> None:
 
     sel = parse_selector(selector)
     with connect(server()) as session:
-        found = find_vms(session, sel) if sel.kind in ("any", "powerstate") else [resolve_vm(session, sel)]
+        found = (
+            find_vms(session, sel)
+            if sel.kind in ("any", "powerstate")
+            else [resolve_vm(session, sel)]
+        )
     if json_output:
         click.echo(json.dumps([vm_dict(v) for v in found], indent=2, ensure_ascii=False))
     else:
@@ -45,6 +49,14 @@ def vms(selector: str, json_output: bool, server) -> None:
 
 
 def vm_dict(vm) -> dict:
-    return {"moref": vm.moref, "name": vm.name, "uuid": vm.uuid, "ipaddr": vm.ip_address,
-            "power_state": vm.power_state, "host": vm.host, "folder": vm.folder,
-            "resource_pool": vm.resource_pool, "vmx_path": vm.vmx_path}
+    return {
+        "moref": vm.moref,
+        "name": vm.name,
+        "uuid": vm.uuid,
+        "ipaddr": vm.ip_address,
+        "power_state": vm.power_state,
+        "host": vm.host,
+        "folder": vm.folder,
+        "resource_pool": vm.resource_pool,
+        "vmx_path": vm.vmx_path,
+    }

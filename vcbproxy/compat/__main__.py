@@ -7,8 +7,11 @@ import sys
 
 def main() -> None:
     if len(sys.argv) < 2:
-        print("usage: python -m vcbproxy.compat vcbMounter|vcbVmName|vcbSnapshot|vcbRestore|vcbCleanup|"
-              "pre-command|post-command ARGS...", file=sys.stderr)
+        print(
+            "usage: python -m vcbproxy.compat vcbMounter|vcbVmName|vcbSnapshot|vcbRestore|vcbCleanup|"
+            "pre-command|post-command ARGS...",
+            file=sys.stderr,
+        )
         sys.exit(2)
     tool, args = sys.argv[1], sys.argv[2:]
     if tool in ("pre-command", "post-command"):

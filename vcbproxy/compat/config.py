@@ -29,9 +29,22 @@ POLICIES = ("delete", "fail")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
-KEYS = ("BACKUPROOT", "HOST", "PORT", "USERNAME", "PASSWORD", "PASSWORD_FILE", "VM_LOOKUP_METHOD",
-        "TRANSPORT_MODE", "PREEXISTING_MOUNTPOINT", "PREEXISTING_VCB_SNAPSHOT", "SNAPSHOT_QUIESCE",
-        "RETRIES", "THUMBPRINT", "EXPORT_FORMAT")
+KEYS = (
+    "BACKUPROOT",
+    "HOST",
+    "PORT",
+    "USERNAME",
+    "PASSWORD",
+    "PASSWORD_FILE",
+    "VM_LOOKUP_METHOD",
+    "TRANSPORT_MODE",
+    "PREEXISTING_MOUNTPOINT",
+    "PREEXISTING_VCB_SNAPSHOT",
+    "SNAPSHOT_QUIESCE",
+    "RETRIES",
+    "THUMBPRINT",
+    "EXPORT_FORMAT",
+)
 
 
 @dataclass
@@ -67,8 +80,11 @@ class VcbConfig:
         in the config, so a shared config file never overrides a per-job secret.
         """
         out = dict(env)
-        pairs = {"VCBPROXY_SERVER": self.server, "VCBPROXY_USER": self.username,
-                 "VCBPROXY_THUMBPRINT": self.thumbprint}
+        pairs = {
+            "VCBPROXY_SERVER": self.server,
+            "VCBPROXY_USER": self.username,
+            "VCBPROXY_THUMBPRINT": self.thumbprint,
+        }
         for key, value in pairs.items():
             if value and not out.get(key):
                 out[key] = value
@@ -112,7 +128,7 @@ def parse(text: str, path: Path | None = None) -> VcbConfig:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise errors.UsageError(f"{where}:{lineno}: expected KEY=\"value\", got {line!r}")
+            raise errors.UsageError(f'{where}:{lineno}: expected KEY="value", got {line!r}')
         key = key.strip().upper()
         value = _unquote(value.strip())
         if key not in KEYS:

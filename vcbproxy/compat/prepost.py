@@ -26,7 +26,9 @@ from vcbproxy.staging.names import export_dir_name
 def export_dir(cfg: VcbConfig, vm: str) -> Path:
     if cfg.backuproot is None:
         where = cfg.path or "the config"
-        raise errors.UsageError(f"BACKUPROOT is not set in {where} (set VCBPROXY_CONFIG or /etc/vcbproxy/config.ini)")
+        raise errors.UsageError(
+            f"BACKUPROOT is not set in {where} (set VCBPROXY_CONFIG or /etc/vcbproxy/config.ini)"
+        )
     # <vm> comes from the backup product's job definition; sanitise it like a server name.
     return cfg.backuproot / export_dir_name(vm)
 
@@ -44,8 +46,10 @@ def post_argvs(cfg: VcbConfig, vm: str) -> list[list[str]]:
 
 def _parse(tool: str, args: list[str]) -> str:
     if tool == "pre-command" and len(args) == 2 and args[1].lower() != "fullvm":
-        raise errors.UnsupportedError(f"pre-command: backup type {args[1]!r}: only fullvm is offered "
-                                      "(file-level mounts are not)")
+        raise errors.UnsupportedError(
+            f"pre-command: backup type {args[1]!r}: only fullvm is offered "
+            "(file-level mounts are not)"
+        )
     if not 1 <= len(args) <= (2 if tool == "pre-command" else 1) or not args[0]:
         shape = "<vm> [fullvm]" if tool == "pre-command" else "<vm>"
         raise errors.UsageError(f"usage: {tool} {shape}")

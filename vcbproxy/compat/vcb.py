@@ -53,7 +53,9 @@ def _getopt(tool: str, args: list[str], shortopts: str) -> tuple[dict[str, str],
     return {opt: value for opt, value in pairs}, rest
 
 
-def _connection(opts: dict[str, str], cfg: VcbConfig, base_env: dict[str, str]) -> tuple[list[str], dict]:
+def _connection(
+    opts: dict[str, str], cfg: VcbConfig, base_env: dict[str, str]
+) -> tuple[list[str], dict]:
     """-h/-u as vcbproxy options, -p into the environment; the config fills what is missing."""
     env = cfg.environment(base_env)
     added = {k: v for k, v in env.items() if base_env.get(k) != v}
@@ -115,14 +117,33 @@ def _mode(value: str) -> str:
     return ":".join(names)
 
 
-def mount_argv(cfg: VcbConfig, selector: str, target: str | Path, *, mode: str | None = None,
-               fmt: str | None = None) -> list[str]:
+def mount_argv(
+    cfg: VcbConfig,
+    selector: str,
+    target: str | Path,
+    *,
+    mode: str | None = None,
+    fmt: str | None = None,
+) -> list[str]:
     """The ``vcbproxy mount`` argv exporting ``selector`` to ``target`` with the config's
     settings; ``mode`` and ``fmt`` (from command-line flags) win over the config's."""
-    argv = ["mount", "-a", selector, "-r", str(target), "-t", "fullvm",
-            "-m", mode or cfg.transport_mode or "nbdssl", "--format", fmt or cfg.export_format or "2gbsparse",
-            "--preexisting-mountpoint", cfg.preexisting_mountpoint,
-            "--preexisting-snapshot", cfg.preexisting_vcb_snapshot]
+    argv = [
+        "mount",
+        "-a",
+        selector,
+        "-r",
+        str(target),
+        "-t",
+        "fullvm",
+        "-m",
+        mode or cfg.transport_mode or "nbdssl",
+        "--format",
+        fmt or cfg.export_format or "2gbsparse",
+        "--preexisting-mountpoint",
+        cfg.preexisting_mountpoint,
+        "--preexisting-snapshot",
+        cfg.preexisting_vcb_snapshot,
+    ]
     if cfg.snapshot_quiesce is not None:
         argv.append("--quiesce" if cfg.snapshot_quiesce else "--no-quiesce")
     if cfg.retries is not None:
@@ -148,8 +169,10 @@ def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
         raise errors.UsageError(f"{' and '.join(missing)} required (-a SELECTOR -r DIR, or -U DIR)")
     export_type = opts.get("-t", "fullvm").lower()
     if export_type == "file":
-        raise errors.UnsupportedError("-t file (file-level mount of the guest file system) is not "
-                                      "offered; use -t fullvm and restore files from the exported disks")
+        raise errors.UnsupportedError(
+            "-t file (file-level mount of the guest file system) is not "
+            "offered; use -t fullvm and restore files from the exported disks"
+        )
     if export_type != "fullvm":
         raise errors.UsageError(f"-t takes fullvm or file, not {opts['-t']!r}")
     mode = _mode(opts["-m"]) if opts.get("-m") else None
@@ -166,7 +189,9 @@ def translate_vmname(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Pl
     if rest:
         raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     if "-s" not in opts:
-        raise errors.UsageError("-s SELECTOR required (any, name:, ipaddr:, uuid:, moref:, powerstate:)")
+        raise errors.UsageError(
+            "-s SELECTOR required (any, name:, ipaddr:, uuid:, moref:, powerstate:)"
+        )
     conn, added = _connection(opts, cfg, env)
     verbose, _ = _verbosity(opts)
     return Plan([[*verbose, "vms", "-s", opts["-s"], *conn]], added)
@@ -187,7 +212,12 @@ def translate_snapshot(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> 
     action = actions[0]
     wanted = 0 if action == "-l" else 1
     if len(rest) != wanted:
-        what = {"-c": "a snapshot name", "-d": "an SsId", "-f": "a snapshot name", "-l": "nothing more"}[action]
+        what = {
+            "-c": "a snapshot name",
+            "-d": "an SsId",
+            "-f": "a snapshot name",
+            "-l": "nothing more",
+        }[action]
         raise errors.UsageError(f"{action} VM takes {what}")
     conn, added = _connection(opts, cfg, env)
     verbose, _ = _verbosity(opts)
@@ -198,7 +228,9 @@ def translate_snapshot(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> 
         ssid = rest[0].removeprefix("SsId:")
         return Plan([[*verbose, "snapshot", "delete", "-a", vm, ssid, *conn]], added)
     if action == "-f":
-        return Plan([[*verbose, "snapshot", "list", "-a", vm, "--json", *conn]], added, find_name=rest[0])
+        return Plan(
+            [[*verbose, "snapshot", "list", "-a", vm, "--json", *conn]], added, find_name=rest[0]
+        )
     return Plan([[*verbose, "snapshot", "list", "-a", vm, *conn]], added)
 
 
@@ -245,8 +277,10 @@ def translate_restore(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
         raise errors.UsageError("-s DIR required (the directory vcbMounter exported to)")
     behaviour = opts.get("-b", "keep").lower()
     if behaviour == "prompt":
-        raise errors.UnsupportedError("-b prompt asks on the console, which vcbproxy never does; "
-                                      "give -b keep (or abort) to refuse an existing VM, -b overwrite to replace it")
+        raise errors.UnsupportedError(
+            "-b prompt asks on the console, which vcbproxy never does; "
+            "give -b keep (or abort) to refuse an existing VM, -b overwrite to replace it"
+        )
     if behaviour not in RESTORE_BEHAVIOURS:
         raise errors.UsageError(f"-b takes keep, abort or overwrite, not {opts['-b']!r}")
     conn, added = _connection(opts, cfg, env)
@@ -257,9 +291,13 @@ def translate_restore(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     return Plan([argv + conn], added)
 
 
-TRANSLATORS = {"vcbMounter": translate_mounter, "vcbVmName": translate_vmname,
-               "vcbSnapshot": translate_snapshot, "vcbCleanup": translate_cleanup,
-               "vcbRestore": translate_restore}
+TRANSLATORS = {
+    "vcbMounter": translate_mounter,
+    "vcbVmName": translate_vmname,
+    "vcbSnapshot": translate_snapshot,
+    "vcbCleanup": translate_cleanup,
+    "vcbRestore": translate_restore,
+}
 
 
 def invoke(argv: list[str]) -> int:
@@ -310,13 +348,17 @@ def usage(tool: str) -> str:
     return (TRANSLATORS[tool].__doc__ or "").strip() + (
         "\n\nPasswords: prefer VCBPROXY_PASSWORD or VCBPROXY_PASSWORD_FILE (or PASSWORD_FILE in the config) "
         "to -p, which other local users can see in 'ps' while the wrapper starts."
-        "\nExit codes: " + ", ".join(f"{c} {n}" for c, n in errors.EXIT_CODES.items()))
+        "\nExit codes: " + ", ".join(f"{c} {n}" for c, n in errors.EXIT_CODES.items())
+    )
 
 
 def run(tool: str, args: list[str]) -> int:
     """Translate and execute one VCB tool invocation; the exit code."""
     if tool not in TRANSLATORS:
-        print(f"vcbproxy-compat: unknown tool {tool!r}; use one of {', '.join(TOOLS)}", file=sys.stderr)
+        print(
+            f"vcbproxy-compat: unknown tool {tool!r}; use one of {', '.join(TOOLS)}",
+            file=sys.stderr,
+        )
         return errors.USAGE
     if args in (["--help"], ["-?"]) or not args and tool != "vcbCleanup":
         print(usage(tool))

@@ -53,10 +53,10 @@ class BackupResult:
     vm: VmRef
     run: int = 0
     path: Path | None = None
-    kinds: dict[str, str] = field(default_factory=dict)   # device -> "full" | "incremental"
-    bytes_read: int = 0           # from the host
-    bytes_written: int = 0        # into the repository
-    changed_bytes: int = 0        # sum of the areas the server reported
+    kinds: dict[str, str] = field(default_factory=dict)  # device -> "full" | "incremental"
+    bytes_read: int = 0  # from the host
+    bytes_written: int = 0  # into the repository
+    changed_bytes: int = 0  # sum of the areas the server reported
     seconds: float = 0.0
     snapshot_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -80,20 +80,30 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
         handle_stale_snapshots(session, vm, options)
         live = [d for d in vm_files.live_disks(session, vm) if not d.independent]
         if live and not all(d.change_id for d in live):
-            raise errors.UsageError(f"changed block tracking is off for {vm.name}; "
-                                    f"run 'vcbproxy cbt enable -a moref:{vm.moref}' first")
+            raise errors.UsageError(
+                f"changed block tracking is off for {vm.name}; "
+                f"run 'vcbproxy cbt enable -a moref:{vm.moref}' first"
+            )
         writer: RunWriter | None = None
         snapshot: SnapshotRef | None = None
         try:
             quiesce = vm.tools_running if options.quiesce is None else options.quiesce
             snap_started = time.monotonic()
             snapshot = snapshots.create_snapshot(
-                session, vm, VCB_SNAPSHOT, description=f"vcbproxy {__version__} CBT backup",
-                memory=False, quiesce=quiesce, timeout=options.snapshot_timeout)
+                session,
+                vm,
+                VCB_SNAPSHOT,
+                description=f"vcbproxy {__version__} CBT backup",
+                memory=False,
+                quiesce=quiesce,
+                timeout=options.snapshot_timeout,
+            )
             config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
             writer = repo.new_run(vm.uuid)
             entries = []
-            with transports.create(options.mode, session=session, options=options.transport_options) as transport:
+            with transports.create(
+                options.mode, session=session, options=options.transport_options
+            ) as transport:
                 before = transport.stats.bytes_read
                 copy_config_files(transport, config_files, _ConfigSink(writer))
                 for disk in disks:
@@ -102,22 +112,39 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                         result.warnings.append(message)
                         log.warning("%s", message)
                         continue
-                    entries.append(_backup_disk(session, vm, snapshot, disk, previous.get(disk.key),
-                                                transport, writer, options, progress, result))
+                    entries.append(
+                        _backup_disk(
+                            session,
+                            vm,
+                            snapshot,
+                            disk,
+                            previous.get(disk.key),
+                            transport,
+                            writer,
+                            options,
+                            progress,
+                            result,
+                        )
+                    )
                 result.bytes_read = transport.stats.bytes_read - before
-            remove_snapshot_after_copy(session, snapshot, options, result.warnings)   # retried once
+            remove_snapshot_after_copy(session, snapshot, options, result.warnings)  # retried once
             removed, snapshot = snapshot, None
             result.snapshot_seconds = time.monotonic() - snap_started
             result.seconds = time.monotonic() - started
             run = {
-                "format": "vcbproxy-run/1", "vcbproxy": __version__, "run": writer.number,
+                "format": "vcbproxy-run/1",
+                "vcbproxy": __version__,
+                "run": writer.number,
                 "vm": {"moref": vm.moref, "name": vm.name, "uuid": vm.uuid, "host": vm.host},
                 "snapshot": {"moref": removed.moref, "created": removed.created},
                 "finished": datetime.now(UTC).isoformat(),
-                "seconds": round(result.seconds, 3), "snapshot_seconds": round(result.snapshot_seconds, 3),
-                "bytes_read": result.bytes_read, "mode": options.mode,
+                "seconds": round(result.seconds, 3),
+                "snapshot_seconds": round(result.snapshot_seconds, 3),
+                "bytes_read": result.bytes_read,
+                "mode": options.mode,
                 "config": sorted(p.name for p in (writer.path / "config").iterdir()),
-                "disks": entries, "warnings": result.warnings,
+                "disks": entries,
+                "warnings": result.warnings,
             }
             info = writer.commit(run)
             writer = None
@@ -129,8 +156,14 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                 remove_snapshot_on_failure(session, snapshot, options)
             if writer is not None:
                 writer.abort()
-    log.info("backup of %s: run %d, %d bytes read, %d written, %.1f s", vm.name, result.run,
-             result.bytes_read, result.bytes_written, result.seconds)
+    log.info(
+        "backup of %s: run %d, %d bytes read, %d written, %.1f s",
+        vm.name,
+        result.run,
+        result.bytes_read,
+        result.bytes_written,
+        result.seconds,
+    )
     return result
 
 
@@ -145,25 +178,50 @@ class _ConfigSink:
         return self.dir / name.removesuffix(".orig")
 
 
-def _backup_disk(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo, prev: dict | None, transport,
-                 writer: RunWriter, options: BackupOptions, progress: Progress, result: BackupResult) -> dict:
+def _backup_disk(
+    session,
+    vm: VmRef,
+    snapshot: SnapshotRef,
+    disk: DiskInfo,
+    prev: dict | None,
+    transport,
+    writer: RunWriter,
+    options: BackupOptions,
+    progress: Progress,
+    result: BackupResult,
+) -> dict:
     from vcbproxy.vsphere import cbt
 
     since = cbt.ALL
-    if prev and prev.get("uuid") == disk.uuid and prev.get("capacity") == disk.capacity and prev.get("change_id"):
+    if (
+        prev
+        and prev.get("uuid") == disk.uuid
+        and prev.get("capacity") == disk.capacity
+        and prev.get("change_id")
+    ):
         since = prev["change_id"]
     try:
-        areas = [(a.start, a.length) for a in cbt.query_changed_areas(session, vm, snapshot, disk.key, since,
-                                                                        disk.capacity)]
+        areas = [
+            (a.start, a.length)
+            for a in cbt.query_changed_areas(session, vm, snapshot, disk.key, since, disk.capacity)
+        ]
     except errors.ChangeIdRejected as exc:
         if not options.fallback:
-            raise errors.ChangeIdRejected(f"{vm.name} {disk.label}: {exc}; not falling back (--no-fallback)") from exc
-        message = f"{vm.name} {disk.label}: change ID {since} rejected ({exc}); reading the whole disk"
+            raise errors.ChangeIdRejected(
+                f"{vm.name} {disk.label}: {exc}; not falling back (--no-fallback)"
+            ) from exc
+        message = (
+            f"{vm.name} {disk.label}: change ID {since} rejected ({exc}); reading the whole disk"
+        )
         result.warnings.append(message)
         log.warning("%s", message)
         since = cbt.ALL
-        areas = [(a.start, a.length) for a in cbt.query_changed_areas(session, vm, snapshot, disk.key, cbt.ALL,
-                                                                        disk.capacity)]
+        areas = [
+            (a.start, a.length)
+            for a in cbt.query_changed_areas(
+                session, vm, snapshot, disk.key, cbt.ALL, disk.capacity
+            )
+        ]
     changed = sum(length for _, length in areas)
     result.changed_bytes += changed
     kind = "full" if since == cbt.ALL else "incremental"
@@ -181,13 +239,22 @@ def _backup_disk(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo, prev
                     out.data(offset, piece)
                     progress.advance(key, len(piece))
         stored = out.commit()
-    except VmdkError as exc:   # a layer that cannot be read as a disk: the host's, not ours
+    except VmdkError as exc:  # a layer that cannot be read as a disk: the host's, not ours
         out.abort()
         raise errors.TransportError(f"{vm.name} {disk.label}: cannot read the disk: {exc}") from exc
     except BaseException:
         out.abort()
         raise
     progress.finish_item(key, kind=kind, changed=changed)
-    return {"key": disk.key, "device": disk.device_id, "label": disk.label, "capacity": disk.capacity,
-            "uuid": disk.uuid, "since": since, "change_id": disk.change_id, "kind": kind,
-            "changed_bytes": changed, **stored}
+    return {
+        "key": disk.key,
+        "device": disk.device_id,
+        "label": disk.label,
+        "capacity": disk.capacity,
+        "uuid": disk.uuid,
+        "since": since,
+        "change_id": disk.change_id,
+        "kind": kind,
+        "changed_bytes": changed,
+        **stored,
+    }

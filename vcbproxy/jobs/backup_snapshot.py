@@ -36,8 +36,9 @@ def handle_stale_snapshots(session, vm: VmRef, options) -> None:
         snapshots.remove_snapshot(session, snap.moref, timeout=options.snapshot_timeout)
 
 
-def remove_snapshot_after_copy(session, snapshot: SnapshotRef, options,
-                               warnings: list[str]) -> None:
+def remove_snapshot_after_copy(
+    session, snapshot: SnapshotRef, options, warnings: list[str]
+) -> None:
     """Remove the backup snapshot once the data is safe; one retry, as a removal task can
     fail transiently (a busy host, a consolidation already running)."""
     from vcbproxy.vsphere import snapshots
@@ -64,4 +65,8 @@ def remove_snapshot_on_failure(session, snapshot: SnapshotRef, options) -> None:
             snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
             log.info("snapshot %s removed after failure", snapshot.moref)
         except errors.VcbProxyError as exc:
-            log.error("could not remove snapshot %s: %s; run 'vcbproxy snapshot sweep'", snapshot.moref, exc)
+            log.error(
+                "could not remove snapshot %s: %s; run 'vcbproxy snapshot sweep'",
+                snapshot.moref,
+                exc,
+            )

@@ -17,9 +17,14 @@ def set_tracking(session, vm: VmRef, enabled: bool) -> list[DiskInfo]:
     from vcbproxy.vsphere import files as vm_files
 
     cbt.set_tracking(session, vm, enabled)
-    snap = snapshots.create_snapshot(session, vm, ACTIVATE_SNAPSHOT,
-                                     description="vcbproxy: makes a CBT change take effect", memory=False,
-                                     quiesce=False)
+    snap = snapshots.create_snapshot(
+        session,
+        vm,
+        ACTIVATE_SNAPSHOT,
+        description="vcbproxy: makes a CBT change take effect",
+        memory=False,
+        quiesce=False,
+    )
     snapshots.remove_snapshot(session, snap.moref)
     return vm_files.live_disks(session, vm)
 

@@ -20,10 +20,22 @@ from vcbproxy.models import VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging.exportdir import ExportDir
 
-FIELDS = ["run", "churn_bytes",
-          "full_read", "full_written", "full_seconds", "full_snapshot_seconds",
-          "cbt_kind", "cbt_changed", "cbt_read", "cbt_written", "cbt_seconds", "cbt_snapshot_seconds",
-          "read_ratio", "window_ratio"]
+FIELDS = [
+    "run",
+    "churn_bytes",
+    "full_read",
+    "full_written",
+    "full_seconds",
+    "full_snapshot_seconds",
+    "cbt_kind",
+    "cbt_changed",
+    "cbt_read",
+    "cbt_written",
+    "cbt_seconds",
+    "cbt_snapshot_seconds",
+    "read_ratio",
+    "window_ratio",
+]
 
 
 @dataclass
@@ -34,7 +46,7 @@ class CompareOptions:
     fmt: str = "2gbsparse"
     transport_options: object = None
     churn_percent: float = 0.0
-    lab: object = None            # vcbproxy.lab.client.LabClient, to write into the guest between runs
+    lab: object = None  # vcbproxy.lab.client.LabClient, to write into the guest between runs
 
 
 def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> list[dict]:
@@ -52,7 +64,9 @@ def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> 
         row.update(_full(session, vm, options, number, progress))
         row.update(_cbt(session, vm, options, repo, progress))
         row["read_ratio"] = round(row["cbt_read"] / churned, 4) if churned else None
-        row["window_ratio"] = round(row["full_seconds"] / row["cbt_seconds"], 2) if row["cbt_seconds"] else None
+        row["window_ratio"] = (
+            round(row["full_seconds"] / row["cbt_seconds"], 2) if row["cbt_seconds"] else None
+        )
         rows.append(row)
         progress.event("compare_run", **row)
     return rows
@@ -62,26 +76,49 @@ def _full(session, vm, options: CompareOptions, number: int, progress) -> dict:
     target = options.workdir / f"full-{number:03d}"
     started = time.monotonic()
     # VCB's full copy read every block: no allocation map, even though CBT is on here.
-    export_vm(session, vm, target, ExportOptions(target=target, mode=options.mode, fmt=options.fmt,
-                                                 transport_options=options.transport_options,
-                                                 allocation_map=False), progress)
+    export_vm(
+        session,
+        vm,
+        target,
+        ExportOptions(
+            target=target,
+            mode=options.mode,
+            fmt=options.fmt,
+            transport_options=options.transport_options,
+            allocation_map=False,
+        ),
+        progress,
+    )
     seconds = time.monotonic() - started
     meta = read_metadata(target)
     written = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
     ExportDir.remove(target)
-    return {"full_read": meta["transport"]["bytes_read"], "full_written": written,
-            "full_seconds": round(seconds, 3), "full_snapshot_seconds": meta["snapshot_seconds"]}
+    return {
+        "full_read": meta["transport"]["bytes_read"],
+        "full_written": written,
+        "full_seconds": round(seconds, 3),
+        "full_snapshot_seconds": meta["snapshot_seconds"],
+    }
 
 
 def _cbt(session, vm, options: CompareOptions, repo: Path, progress) -> dict:
     started = time.monotonic()
-    result = backup(session, vm, BackupOptions(repo=repo, mode=options.mode,
-                                               transport_options=options.transport_options), progress)
+    result = backup(
+        session,
+        vm,
+        BackupOptions(repo=repo, mode=options.mode, transport_options=options.transport_options),
+        progress,
+    )
     seconds = time.monotonic() - started
     kinds = sorted(set(result.kinds.values()))
-    return {"cbt_kind": "+".join(kinds), "cbt_changed": result.changed_bytes, "cbt_read": result.bytes_read,
-            "cbt_written": result.bytes_written, "cbt_seconds": round(seconds, 3),
-            "cbt_snapshot_seconds": round(result.snapshot_seconds, 3)}
+    return {
+        "cbt_kind": "+".join(kinds),
+        "cbt_changed": result.changed_bytes,
+        "cbt_read": result.bytes_read,
+        "cbt_written": result.bytes_written,
+        "cbt_seconds": round(seconds, 3),
+        "cbt_snapshot_seconds": round(result.snapshot_seconds, 3),
+    }
 
 
 def totals(rows: list[dict]) -> dict:
@@ -91,7 +128,9 @@ def totals(rows: list[dict]) -> dict:
             total[key] = round(sum(r[key] for r in rows), 3)
     total["cbt_kind"] = ""
     total["read_ratio"] = None
-    total["window_ratio"] = round(total["full_seconds"] / total["cbt_seconds"], 2) if total["cbt_seconds"] else None
+    total["window_ratio"] = (
+        round(total["full_seconds"] / total["cbt_seconds"], 2) if total["cbt_seconds"] else None
+    )
     return total
 
 
@@ -114,15 +153,18 @@ def render_table(rows: list[dict]) -> str:
     def mib(n):
         return f"{n / (1 << 20):.1f}"
 
-    lines = [f"{'run':>5} {'churn MiB':>9} | {'full read':>9} {'wrote':>7} {'window s':>8} {'snap s':>6} | "
-             f"{'cbt read':>8} {'wrote':>7} {'window s':>8} {'snap s':>6} | {'read/churn':>10} {'full/cbt':>8}"]
+    lines = [
+        f"{'run':>5} {'churn MiB':>9} | {'full read':>9} {'wrote':>7} {'window s':>8} {'snap s':>6} | "
+        f"{'cbt read':>8} {'wrote':>7} {'window s':>8} {'snap s':>6} | {'read/churn':>10} {'full/cbt':>8}"
+    ]
     for r in rows + [totals(rows)]:
         lines.append(
             f"{r['run']:>5} {mib(r['churn_bytes']):>9} | {mib(r['full_read']):>9} {mib(r['full_written']):>7} "
             f"{r['full_seconds']:>8.2f} {r['full_snapshot_seconds']:>6.2f} | {mib(r['cbt_read']):>8} "
             f"{mib(r['cbt_written']):>7} {r['cbt_seconds']:>8.2f} {r['cbt_snapshot_seconds']:>6.2f} | "
             f"{'-' if r['read_ratio'] is None else r['read_ratio']:>10} "
-            f"{'-' if r['window_ratio'] is None else r['window_ratio']:>8}")
+            f"{'-' if r['window_ratio'] is None else r['window_ratio']:>8}"
+        )
     return "\n".join(lines)
 
 
@@ -135,14 +177,33 @@ def _chart(rows: list[dict], path: Path) -> None:
     runs = [r["run"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
     width = 0.38
-    ax1.bar([x - width / 2 for x in runs], [r["full_seconds"] for r in rows], width, label="VCB full export")
-    ax1.bar([x + width / 2 for x in runs], [r["cbt_seconds"] for r in rows], width, label="CBT backup")
+    ax1.bar(
+        [x - width / 2 for x in runs],
+        [r["full_seconds"] for r in rows],
+        width,
+        label="VCB full export",
+    )
+    ax1.bar(
+        [x + width / 2 for x in runs], [r["cbt_seconds"] for r in rows], width, label="CBT backup"
+    )
     ax1.set(title="Backup window per run", xlabel="run", ylabel="seconds", xticks=runs)
-    ax2.bar([x - width / 2 for x in runs], [r["full_read"] / (1 << 20) for r in rows], width, label="VCB full export")
-    ax2.bar([x + width / 2 for x in runs], [r["cbt_read"] / (1 << 20) for r in rows], width, label="CBT backup")
+    ax2.bar(
+        [x - width / 2 for x in runs],
+        [r["full_read"] / (1 << 20) for r in rows],
+        width,
+        label="VCB full export",
+    )
+    ax2.bar(
+        [x + width / 2 for x in runs],
+        [r["cbt_read"] / (1 << 20) for r in rows],
+        width,
+        label="CBT backup",
+    )
     ax2.set(title="Bytes read from the host per run", xlabel="run", ylabel="MiB", xticks=runs)
     handles, labels = ax1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)  # below, never over a bar
+    fig.legend(
+        handles, labels, loc="lower center", ncol=2, frameon=False
+    )  # below, never over a bar
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

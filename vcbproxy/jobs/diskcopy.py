@@ -31,12 +31,12 @@ HASH_QUEUE_DEPTH = 4
 @dataclass
 class DiskCopyResult:
     capacity: int
-    bytes_read: int = 0          # bytes fetched from the host
-    bytes_zero: int = 0          # bytes known to be zero (never fetched)
-    content_sha256: str = ""     # of the whole virtual disk, zeros included
+    bytes_read: int = 0  # bytes fetched from the host
+    bytes_zero: int = 0  # bytes known to be zero (never fetched)
+    content_sha256: str = ""  # of the whole virtual disk, zeros included
     allocation_map: bool = False  # only the areas the host reported allocated were read
     seconds: float = 0.0
-    sync_seconds: float = 0.0    # closing the staged files: the fsync the copy left to do
+    sync_seconds: float = 0.0  # closing the staged files: the fsync the copy left to do
     files: list[str] = field(default_factory=list)
     # {file name: sha256} of written files whose hash is known without reading them back
     # (a raw flat extent, truncated to the capacity, holds the disk byte for byte; a stored
@@ -69,7 +69,7 @@ class _BackgroundHasher:
             if item is None:
                 return
             if self._error is not None or self._abandoned:
-                continue   # keep draining so that put() never blocks on a dead worker
+                continue  # keep draining so that put() never blocks on a dead worker
             try:
                 if isinstance(item, int):
                     self._zeros(item)
@@ -77,7 +77,7 @@ class _BackgroundHasher:
                     self._from_fd(*item)
                 else:
                     self._hasher.update(item)
-            except BaseException as exc:   # noqa: BLE001 - re-raised in the copying thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the copying thread
                 self._error = exc
 
     def _zeros(self, length: int) -> None:
@@ -96,7 +96,7 @@ class _BackgroundHasher:
         view = memoryview(buf)
         end = offset + length
         while offset < end and not self._abandoned:
-            n = os.preadv(fd, [view[:min(len(buf), end - offset)]], offset)
+            n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
             if n <= 0:
                 raise StagingError(f"the staged disk ended at {offset}, before {end}")
             self._hasher.update(view[:n])
@@ -104,7 +104,7 @@ class _BackgroundHasher:
 
     def update(self, data) -> None:
         if not isinstance(data, bytes):
-            data = bytes(data)   # a reused buffer could change before the worker reads it
+            data = bytes(data)  # a reused buffer could change before the worker reads it
         self._queue.put(data)
 
     def zeros(self, length: int) -> None:
@@ -172,8 +172,7 @@ def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
     return {flat_name: result.content_sha256} if flat_name and result.content_sha256 else {}
 
 
-def _kernel_copy(source, writer, run: Run, hasher,
-                 advance: Callable[[int], None]) -> bool:
+def _kernel_copy(source, writer, run: Run, hasher, advance: Callable[[int], None]) -> bool:
     """Copy ``run`` with the source's kernel path into the writer's raw extent, if both
     have one (a SAN file into a flat disk): the bytes never pass through Python, and the
     hash worker reads them back from the page cache. False if the path does not apply."""
@@ -185,8 +184,9 @@ def _kernel_copy(source, writer, run: Run, hasher,
         n = min(KERNEL_PIECE, end - pos)
         done = source.copy_to_fd(fd, run.source_offset + (pos - run.offset), n, pos)
         if done != n:
-            raise VmdkError(f"short read from {run.source}: got {pos + done - run.offset} "
-                             f"of {run.length} bytes")
+            raise VmdkError(
+                f"short read from {run.source}: got {pos + done - run.offset} of {run.length} bytes"
+            )
         writer.copied(pos, n)
         hasher.from_fd(fd, pos, n)
         advance(n)
@@ -223,8 +223,9 @@ def copy_runs(
                 hasher.zeros(run.length)
                 result.bytes_zero += run.length
                 advance(run.length)
-            elif open_file is not None and _kernel_copy(open_file(run.source), writer, run,
-                                                        hasher, advance):
+            elif open_file is not None and _kernel_copy(
+                open_file(run.source), writer, run, hasher, advance
+            ):
                 result.bytes_read += run.length
             else:
                 offset = run.offset

@@ -33,8 +33,9 @@ def disk_chain(transport, disk: DiskInfo):
     from vcbproxy.vmdk.chain import DiskChain
 
     top = disk.top.descriptor.location
-    files = LayerFiles(transport.opener(directory=DatastorePath(top.datastore,
-                                                                posixpath.dirname(top.path))))
+    files = LayerFiles(
+        transport.opener(directory=DatastorePath(top.datastore, posixpath.dirname(top.path)))
+    )
     try:
         chain = DiskChain.open(posixpath.basename(top.path), files.open)
         yield chain, files

@@ -54,14 +54,14 @@ class ExportOptions:
     target: Path
     mode: str = "nbdssl"
     fmt: str = "2gbsparse"
-    quiesce: bool | None = None          # None: quiesce when VMware Tools runs
+    quiesce: bool | None = None  # None: quiesce when VMware Tools runs
     jobs: int = 1
     preexisting_mountpoint: str = "fail"
     preexisting_snapshot: str = "fail"
     fail_on_independent: bool = False
     pre_command: Hook | None = None
     post_command: Hook | None = None
-    transport_options: object = None     # vcbproxy.transport.TransportOptions
+    transport_options: object = None  # vcbproxy.transport.TransportOptions
     lock_dir: Path | None = None
     snapshot_timeout: float = 1800.0
     # With CBT on at the snapshot, ask the host which areas of each disk are allocated
@@ -93,14 +93,18 @@ class VmExportResult:
         return errors.WARNINGS if self.warnings else errors.OK
 
 
-def export(session, selector: Selector, options: ExportOptions, progress: Progress) -> list[VmExportResult]:
+def export(
+    session, selector: Selector, options: ExportOptions, progress: Progress
+) -> list[VmExportResult]:
     """Export every VM the selector names; one VM straight into DIR, several into DIR/<vm>-fullVM."""
     from vcbproxy.vsphere.inventory import find_vms, resolve_vm
 
     if selector.kind in MULTI_VM_KINDS:
         vms = find_vms(session, selector)
         if not vms:
-            raise errors.NotFoundError(f"no VM matches {selector.kind}:{selector.value}".rstrip(":"))
+            raise errors.NotFoundError(
+                f"no VM matches {selector.kind}:{selector.value}".rstrip(":")
+            )
         options.target.mkdir(parents=True, exist_ok=True)
         taken: set[str] = set()
         plan = []
@@ -147,7 +151,9 @@ class _RunLog:
     def __init__(self, path: Path, vm: VmRef):
         self.handler = logging.FileHandler(path, encoding="utf-8")
         self.handler.setLevel(logging.DEBUG)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         vm_name = vm.name
 
         class OnlyThisJob(logging.Filter):
@@ -166,7 +172,9 @@ class _RunLog:
         self.handler.close()
 
 
-def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progress: Progress) -> VmExportResult:
+def export_vm(
+    session, vm: VmRef, directory: Path, options: ExportOptions, progress: Progress
+) -> VmExportResult:
     from vcbproxy import transport as transports
     from vcbproxy.vsphere import files as vm_files
     from vcbproxy.vsphere import snapshots
@@ -180,37 +188,61 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
         snapshot: SnapshotRef | None = None
         succeeded = False
         try:
-            log.info("export of %s (%s) into %s, mode %s, format %s", vm.name, vm.moref,
-                     export_dir.path, options.mode, options.fmt)
+            log.info(
+                "export of %s (%s) into %s, mode %s, format %s",
+                vm.name,
+                vm.moref,
+                export_dir.path,
+                options.mode,
+                options.fmt,
+            )
             context = _hook_context(vm, export_dir.path)
             if options.pre_command:
                 run_hook(options.pre_command, phase="pre", context=context)
 
             handle_stale_snapshots(session, vm, options)
             live_disks = vm_files.live_disks(session, vm)
-            check_free_space(export_dir.path, sum(d.capacity for d in live_disks if not d.independent) + (64 << 20))
+            check_free_space(
+                export_dir.path,
+                sum(d.capacity for d in live_disks if not d.independent) + (64 << 20),
+            )
 
             quiesce = vm.tools_running if options.quiesce is None else options.quiesce
             snap_started = time.monotonic()
             snapshot = snapshots.create_snapshot(
-                session, vm, VCB_SNAPSHOT, description=f"vcbproxy {__version__} export",
-                memory=False, quiesce=quiesce, timeout=options.snapshot_timeout,
+                session,
+                vm,
+                VCB_SNAPSHOT,
+                description=f"vcbproxy {__version__} export",
+                memory=False,
+                quiesce=quiesce,
+                timeout=options.snapshot_timeout,
             )
             log.info("snapshot %s (%s) taken, quiesce=%s", snapshot.moref, VCB_SNAPSHOT, quiesce)
             config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
 
-            with transports.create(options.mode, session=session, options=options.transport_options) as transport, \
-                    _nfc_lease(session, snapshot, transport) as lease_disks:
+            with (
+                transports.create(
+                    options.mode, session=session, options=options.transport_options
+                ) as transport,
+                _nfc_lease(session, snapshot, transport) as lease_disks,
+            ):
                 copied_files = copy_config_files(transport, config_files, export_dir)
                 disk_results = {}
                 disk_names: dict[str, str] = {}
-                lease_map = _match_lease_disks(disks, lease_disks) if lease_disks is not None else {}
+                lease_map = (
+                    _match_lease_disks(disks, lease_disks) if lease_disks is not None else {}
+                )
                 for disk in disks:
                     if disk.independent:
-                        message = (f"{vm.name}: {disk.label} ({disk.device_id}) is {disk.disk_mode} and cannot be "
-                                   f"snapshotted; skipped")
+                        message = (
+                            f"{vm.name}: {disk.label} ({disk.device_id}) is {disk.disk_mode} and cannot be "
+                            f"snapshotted; skipped"
+                        )
                         if options.fail_on_independent:
-                            raise errors.SnapshotError(message.replace("; skipped", "; refusing (--fail-on-independent)"))
+                            raise errors.SnapshotError(
+                                message.replace("; skipped", "; refusing (--fail-on-independent)")
+                            )
                         result.warnings.append(message)
                         progress.event("warning", vm=vm.name, message=message)
                         log.warning("%s", message)
@@ -218,13 +250,22 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
                     basename = names.unique(_disk_basename(disk, vm), set(disk_names.values()))
                     if lease_disks is not None:
                         disk_results[disk.device_id] = _copy_lease_disk(
-                            transport, lease_map[disk.device_id], disk, export_dir, basename, options, progress, vm)
+                            transport,
+                            lease_map[disk.device_id],
+                            disk,
+                            export_dir,
+                            basename,
+                            options,
+                            progress,
+                            vm,
+                        )
                     else:
                         areas = _allocated_areas(session, vm, snapshot, disk, options)
                         if areas is not None:
                             areas = coalesce(areas, transport.request_cost)
                         disk_results[disk.device_id] = _copy_disk(
-                            transport, disk, export_dir, basename, options, progress, vm, areas)
+                            transport, disk, export_dir, basename, options, progress, vm, areas
+                        )
                     disk_names[disk.device_id] = disk_results[disk.device_id].files[0]
                 served_by = dict(getattr(transport, "served_by", {}) or {})
                 stats = getattr(transport, "stats", None)
@@ -235,8 +276,20 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
 
             vmx_name = _write_vmx(export_dir, copied_files, disk_names, vm)
             _write_catalog(export_dir, vm, removed, vmx_name, disks, disk_names)
-            _write_metadata(export_dir, vm, removed, options, disks, disk_results, served_by, stats,
-                            started, snapshot_seconds, result.warnings, session)
+            _write_metadata(
+                export_dir,
+                vm,
+                removed,
+                options,
+                disks,
+                disk_results,
+                served_by,
+                stats,
+                started,
+                snapshot_seconds,
+                result.warnings,
+                session,
+            )
             succeeded = True
         except BaseException as exc:
             log.info("export of %s failed: %s", vm.name, exc)  # the CLI prints the one-line error
@@ -248,14 +301,21 @@ def export_vm(session, vm: VmRef, directory: Path, options: ExportOptions, progr
             if not succeeded:
                 # A failed export leaves nothing a backup product could mistake for a good one.
                 ExportDir.remove(export_dir.path)
-        write_manifest(export_dir.path, known=_hashed_while_copying(disk_results),
-                       unlisted=_unhashed_disk_files(disk_results))
+        write_manifest(
+            export_dir.path,
+            known=_hashed_while_copying(disk_results),
+            unlisted=_unhashed_disk_files(disk_results),
+        )
         export_dir.complete()
 
     progress.event("vm_done", vm=vm.name, directory=str(directory), warnings=len(result.warnings))
     if options.post_command:
         try:
-            run_hook(options.post_command, phase="post", context=_hook_context(vm, directory, status="ok"))
+            run_hook(
+                options.post_command,
+                phase="post",
+                context=_hook_context(vm, directory, status="ok"),
+            )
         except errors.HookError as exc:
             result.warnings.append(f"post-command failed: {exc}")
             log.warning("post-command failed: %s", exc)
@@ -270,8 +330,12 @@ def _unhashed_disk_files(disk_results: dict[str, DiskCopyResult]) -> set[str]:
 def _hashed_while_copying(disk_results: dict[str, DiskCopyResult]) -> dict[str, str]:
     """File hashes the disk copies already know, so the manifest re-reads only the other files
     (.vmx, .nvram, logs, catalog, metadata: cheap, and the run log changes after writing)."""
-    return {name: digest for res in disk_results.values()
-            for name, digest in res.file_sha256.items() if name in res.files}
+    return {
+        name: digest
+        for res in disk_results.values()
+        for name, digest in res.file_sha256.items()
+        if name in res.files
+    }
 
 
 def _advance(options: ExportOptions, progress: Progress, key: str, n: int) -> None:
@@ -297,7 +361,9 @@ def _disk_basename(disk: DiskInfo, vm: VmRef) -> str:
     return names.safe_component(f"{dev}-{vm.name}")
 
 
-def copy_config_files(transport, files: list[DatastoreFile], export_dir: ExportDir) -> dict[str, str]:
+def copy_config_files(
+    transport, files: list[DatastoreFile], export_dir: ExportDir
+) -> dict[str, str]:
     """Copy .vmx, .nvram and logs; returns {kind-or-name: staged name}. The .vmx is held for rewriting."""
     staged: dict[str, str] = {}
     taken: set[str] = set()
@@ -316,8 +382,9 @@ def copy_config_files(transport, files: list[DatastoreFile], export_dir: ExportD
     return staged
 
 
-def _allocated_areas(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo,
-                     options: ExportOptions) -> list[tuple[int, int]] | None:
+def _allocated_areas(
+    session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo, options: ExportOptions
+) -> list[tuple[int, int]] | None:
     """The areas of ``disk`` that hold data at the snapshot, or None: read everything.
 
     Known only when changed block tracking was on when the snapshot was taken (the disk
@@ -330,19 +397,34 @@ def _allocated_areas(session, vm: VmRef, snapshot: SnapshotRef, disk: DiskInfo,
     if not options.allocation_map or not disk.change_id:
         return None
     try:
-        areas = [(a.start, a.length) for a in cbt.query_changed_areas(
-            session, vm, snapshot, disk.key, cbt.ALL, disk.capacity)]
+        areas = [
+            (a.start, a.length)
+            for a in cbt.query_changed_areas(
+                session, vm, snapshot, disk.key, cbt.ALL, disk.capacity
+            )
+        ]
     except errors.SnapshotError as exc:
         log.info("%s: no allocation map (%s); reading the whole disk", disk.label, exc)
         return None
-    log.info("%s: changed block tracking reports %d bytes allocated in %d areas", disk.label,
-             sum(length for _, length in areas), len(areas))
+    log.info(
+        "%s: changed block tracking reports %d bytes allocated in %d areas",
+        disk.label,
+        sum(length for _, length in areas),
+        len(areas),
+    )
     return areas
 
 
-def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, options: ExportOptions,
-               progress: Progress, vm: VmRef, areas: list[tuple[int, int]] | None = None
-               ) -> DiskCopyResult:
+def _copy_disk(
+    transport,
+    disk: DiskInfo,
+    export_dir: ExportDir,
+    basename: str,
+    options: ExportOptions,
+    progress: Progress,
+    vm: VmRef,
+    areas: list[tuple[int, int]] | None = None,
+) -> DiskCopyResult:
     from vcbproxy.jobs.diskread import disk_chain, only_areas
     from vcbproxy.vmdk import VmdkError
     from vcbproxy.vmdk.writers import open_writer
@@ -353,14 +435,25 @@ def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, 
         with disk_chain(transport, disk) as (chain, stream_of):
             # The descriptor is the truth about the bytes; the configured size only labels them.
             if chain.capacity != disk.capacity:
-                log.warning("%s: descriptor capacity %d differs from the configured %d", disk.label,
-                            chain.capacity, disk.capacity)
+                log.warning(
+                    "%s: descriptor capacity %d differs from the configured %d",
+                    disk.label,
+                    chain.capacity,
+                    disk.capacity,
+                )
             progress.start_item(key, chain.capacity, f"{vm.name} {disk.label}")
-            writer = open_writer(options.fmt, export_dir.path, basename, chain.capacity, uuid=disk.uuid or None)
+            writer = open_writer(
+                options.fmt, export_dir.path, basename, chain.capacity, uuid=disk.uuid or None
+            )
             runs = chain.runs() if areas is None else only_areas(chain.runs(), areas)
-            result = copy_runs(runs, stream_of, writer, capacity=chain.capacity,
-                               advance=lambda n: _advance(options, progress, key, n),
-                               checksum=options.checksum != "none")
+            result = copy_runs(
+                runs,
+                stream_of,
+                writer,
+                capacity=chain.capacity,
+                advance=lambda n: _advance(options, progress, key, n),
+                checksum=options.checksum != "none",
+            )
         closing = time.monotonic()
         result.files = writer.close()
         result.sync_seconds = time.monotonic() - closing
@@ -374,8 +467,15 @@ def _copy_disk(transport, disk: DiskInfo, export_dir: ExportDir, basename: str, 
             writer.abort()
         raise
     progress.finish_item(key, sha256=result.content_sha256, bytes_read=result.bytes_read)
-    log.info("%s (%s): %d bytes read, %d zero, sha256 %s, %.1f s", disk.label, disk.device_id,
-             result.bytes_read, result.bytes_zero, result.content_sha256, result.seconds)
+    log.info(
+        "%s (%s): %d bytes read, %d zero, sha256 %s, %.1f s",
+        disk.label,
+        disk.device_id,
+        result.bytes_read,
+        result.bytes_zero,
+        result.content_sha256,
+        result.seconds,
+    )
     return result
 
 
@@ -406,7 +506,8 @@ def _match_lease_disks(disks: list[DiskInfo], entries: list[dict]) -> dict[str, 
         return {d.device_id: by_key[d.key] for d in disks if d.key in by_key}
     if len(entries) != len(disks):
         raise errors.TransportError(
-            f"the NFC lease offers {len(entries)} disks but the snapshot has {len(disks)}; use -m nbdssl")
+            f"the NFC lease offers {len(entries)} disks but the snapshot has {len(disks)}; use -m nbdssl"
+        )
     return {d.device_id: e for d, e in zip(disks, entries, strict=True)}
 
 
@@ -435,8 +536,16 @@ class _StoredStream:
         self.sink.abort()
 
 
-def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportDir, basename: str,
-                     options: ExportOptions, progress: Progress, vm: VmRef) -> DiskCopyResult:
+def _copy_lease_disk(
+    transport,
+    entry: dict,
+    disk: DiskInfo,
+    export_dir: ExportDir,
+    basename: str,
+    options: ExportOptions,
+    progress: Progress,
+    vm: VmRef,
+) -> DiskCopyResult:
     from vcbproxy.vmdk import VmdkError
     from vcbproxy.vmdk.writers import open_writer
 
@@ -445,17 +554,23 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
     if options.fmt == "stream":
         writer = _StoredStream(export_dir.file(basename + ".vmdk"))
     else:
-        writer = open_writer(options.fmt, export_dir.path, basename, disk.capacity,
-                             uuid=disk.uuid or None)
+        writer = open_writer(
+            options.fmt, export_dir.path, basename, disk.capacity, uuid=disk.uuid or None
+        )
     source = None
     try:
         source = transport.open_disk(entry, sink=getattr(writer, "sink", None))
         if source.capacity != disk.capacity:
             raise errors.TransportError(
-                f"{disk.label}: the NFC stream has {source.capacity} bytes, the disk {disk.capacity}")
-        result = copy_grains(source.grains(), writer, capacity=disk.capacity,
-                             advance=lambda n: _advance(options, progress, key, n),
-                             checksum=options.checksum != "none")
+                f"{disk.label}: the NFC stream has {source.capacity} bytes, the disk {disk.capacity}"
+            )
+        result = copy_grains(
+            source.grains(),
+            writer,
+            capacity=disk.capacity,
+            advance=lambda n: _advance(options, progress, key, n),
+            checksum=options.checksum != "none",
+        )
         source.close()
         closing = time.monotonic()
         result.files = writer.close()
@@ -465,8 +580,9 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
             result.file_sha256[writer.name] = writer.sha256
     except VmdkError as exc:
         writer.abort()
-        raise errors.TransportError(f"{vm.name} {disk.label}: the NFC stream is not a valid "
-                                    f"streamOptimized VMDK: {exc}") from exc
+        raise errors.TransportError(
+            f"{vm.name} {disk.label}: the NFC stream is not a valid streamOptimized VMDK: {exc}"
+        ) from exc
     except BaseException:
         writer.abort()
         raise
@@ -477,19 +593,29 @@ def _copy_lease_disk(transport, entry: dict, disk: DiskInfo, export_dir: ExportD
     return result
 
 
-def _write_vmx(export_dir: ExportDir, copied: dict[str, str], disk_names: dict[str, str], vm: VmRef) -> str:
+def _write_vmx(
+    export_dir: ExportDir, copied: dict[str, str], disk_names: dict[str, str], vm: VmRef
+) -> str:
     vmx_orig = next((n for n, kind in copied.items() if kind == "config"), None)
     if vmx_orig is None:
         raise errors.TransportError(f"{vm.name}: the VM's .vmx file was not found among its files")
     orig_path = export_dir.file(vmx_orig + ".orig")
     text = orig_path.read_text(encoding="utf-8", errors="surrogateescape")
-    write_atomic(export_dir.file(vmx_orig), rewrite_vmx(text, disk_names).encode("utf-8", "surrogateescape"))
+    write_atomic(
+        export_dir.file(vmx_orig), rewrite_vmx(text, disk_names).encode("utf-8", "surrogateescape")
+    )
     orig_path.unlink()
     return vmx_orig
 
 
-def _write_catalog(export_dir: ExportDir, vm: VmRef, snapshot: SnapshotRef, vmx_name: str,
-                   disks: list[DiskInfo], disk_names: dict[str, str]) -> None:
+def _write_catalog(
+    export_dir: ExportDir,
+    vm: VmRef,
+    snapshot: SnapshotRef,
+    vmx_name: str,
+    disks: list[DiskInfo],
+    disk_names: dict[str, str],
+) -> None:
     fields = {
         "version": f"vcbproxy-{__version__}",
         "state": "full",
@@ -510,22 +636,45 @@ def _write_catalog(export_dir: ExportDir, vm: VmRef, snapshot: SnapshotRef, vmx_
     write_catalog(export_dir.path, fields)
 
 
-def _write_metadata(export_dir, vm, snapshot, options, disks, disk_results, served_by, stats, started,
-                    snapshot_seconds, warnings, session) -> None:
+def _write_metadata(
+    export_dir,
+    vm,
+    snapshot,
+    options,
+    disks,
+    disk_results,
+    served_by,
+    stats,
+    started,
+    snapshot_seconds,
+    warnings,
+    session,
+) -> None:
     meta = {
         "format": "vcbproxy-export/1",
         "vcbproxy": __version__,
         "proxy_host": socket.gethostname(),
         "server": f"{session.host}:{session.port}",
         "vm": {
-            "moref": vm.moref, "name": vm.name, "uuid": vm.uuid, "instance_uuid": vm.instance_uuid,
-            "host": vm.host, "resource_pool": vm.resource_pool, "folder": vm.folder,
-            "vmx_path": vm.vmx_path, "datacenter": vm.datacenter, "power_state": vm.power_state,
+            "moref": vm.moref,
+            "name": vm.name,
+            "uuid": vm.uuid,
+            "instance_uuid": vm.instance_uuid,
+            "host": vm.host,
+            "resource_pool": vm.resource_pool,
+            "folder": vm.folder,
+            "vmx_path": vm.vmx_path,
+            "datacenter": vm.datacenter,
+            "power_state": vm.power_state,
         },
         "snapshot": {"moref": snapshot.moref, "name": snapshot.name, "created": snapshot.created},
-        "transport": {"mode": options.mode, "served_by": served_by,
-                      "bytes_read": getattr(stats, "bytes_read", None),
-                      "requests": getattr(stats, "requests", None), "retries": getattr(stats, "retries", None)},
+        "transport": {
+            "mode": options.mode,
+            "served_by": served_by,
+            "bytes_read": getattr(stats, "bytes_read", None),
+            "requests": getattr(stats, "requests", None),
+            "retries": getattr(stats, "retries", None),
+        },
         "format_written": options.fmt,
         "checksum": options.checksum,
         "disks": [],
@@ -540,20 +689,32 @@ def _write_metadata(export_dir, vm, snapshot, options, disks, disk_results, serv
         meta["transport"]["bytes_on_wire"] = stats.bytes_on_wire
     for disk in disks:
         entry = {
-            "device": disk.device_id, "label": disk.label, "key": disk.key, "capacity": disk.capacity,
-            "disk_mode": disk.disk_mode, "change_id": disk.change_id, "uuid": disk.uuid,
+            "device": disk.device_id,
+            "label": disk.label,
+            "key": disk.key,
+            "capacity": disk.capacity,
+            "disk_mode": disk.disk_mode,
+            "change_id": disk.change_id,
+            "uuid": disk.uuid,
             "source": [str(layer.descriptor.location) for layer in disk.chain],
         }
         res = disk_results.get(disk.device_id)
         if res is None:
             entry["skipped"] = True
         else:
-            entry.update(files=res.files, content_sha256=res.content_sha256,
-                         allocation_map=res.allocation_map, bytes_read=res.bytes_read,
-                         bytes_zero=res.bytes_zero, seconds=round(res.seconds, 3),
-                         sync_seconds=round(res.sync_seconds, 3))
+            entry.update(
+                files=res.files,
+                content_sha256=res.content_sha256,
+                allocation_map=res.allocation_map,
+                bytes_read=res.bytes_read,
+                bytes_zero=res.bytes_zero,
+                seconds=round(res.seconds, 3),
+                sync_seconds=round(res.sync_seconds, 3),
+            )
         meta["disks"].append(entry)
-    write_atomic(export_dir.file(METADATA), (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+    write_atomic(
+        export_dir.file(METADATA), (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode()
+    )
 
 
 def read_metadata(directory: Path) -> dict:
@@ -564,4 +725,3 @@ def read_metadata(directory: Path) -> dict:
         raise errors.StagingError(f"{directory} is not a vcbproxy export (no {METADATA})") from exc
     except (OSError, ValueError) as exc:
         raise errors.StagingError(f"cannot read {path}: {exc}") from exc
-

@@ -18,4 +18,8 @@ def vm_lock(lock_dir: Path | None, session, vm: VmRef):
     from vcbproxy.staging.lock import VmLock
 
     server = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{session.host}_{session.port}")
-    return VmLock(lock_dir or default_lock_dir(), f"{server}-{vm.moref}", description=f"{vm.moref} ({vm.name})")
+    return VmLock(
+        lock_dir or default_lock_dir(),
+        f"{server}-{vm.moref}",
+        description=f"{vm.moref} ({vm.name})",
+    )

@@ -37,33 +37,33 @@ from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx, set_vmx_values
 log = logging.getLogger(__name__)
 
 POLICIES = ("keep", "overwrite")
-RESTORE_POINT = "restore-point.json"     # written by jobs/restore_point.py for a CBT run
+RESTORE_POINT = "restore-point.json"  # written by jobs/restore_point.py for a CBT run
 VMWARE_LOG = "vmware.log"
 MAX_DIRECTORY_TRIES = 100
 
 
 @dataclass
 class RestoreOptions:
-    source: Path | None = None           # an export directory (or repo + run below)
-    name: str | None = None              # default: the exported VM's name
-    datastore: str | None = None         # default: the datastore the VM's .vmx was on
-    folder: str | None = None            # inventory path of the VM folder
+    source: Path | None = None  # an export directory (or repo + run below)
+    name: str | None = None  # default: the exported VM's name
+    datastore: str | None = None  # default: the datastore the VM's .vmx was on
+    folder: str | None = None  # inventory path of the VM folder
     resource_pool: str | None = None
     host: str | None = None
     policy: str = "keep"
     power_on: bool = False
     timeout: float = 60.0
     verify: bool = True
-    repo: Path | None = None             # restore a CBT repository run instead of an export
+    repo: Path | None = None  # restore a CBT repository run instead of an export
     run: int | None = None
-    repo_vm: str | None = None           # which VM of the repository (uuid or name) when it holds several
+    repo_vm: str | None = None  # which VM of the repository (uuid or name) when it holds several
 
 
 @dataclass
 class DiskPlan:
     device: str
     staged: StagedDisk
-    target: DatastorePath                # the descriptor on the datastore
+    target: DatastorePath  # the descriptor on the datastore
     adapter: str
     uuid: str | None
 
@@ -72,12 +72,12 @@ class DiskPlan:
 class RestorePlan:
     name: str
     datastore: str
-    directory: str                       # on the datastore
-    vmx_text: str                        # the .vmx as it will be uploaded (before the final rename)
-    vmx_name: str                        # staged .vmx file name
+    directory: str  # on the datastore
+    vmx_text: str  # the .vmx as it will be uploaded (before the final rename)
+    vmx_name: str  # staged .vmx file name
     nvram: Path | None
     disks: list[DiskPlan]
-    log: Path | None = None              # the export's vmware.log; None uploads an empty one
+    log: Path | None = None  # the export's vmware.log; None uploads an empty one
 
     @property
     def vmx_path(self) -> DatastorePath:
@@ -106,11 +106,26 @@ class RestorePlan:
 
     def in_directory(self, directory: str) -> RestorePlan:
         """The same plan with every datastore path moved into ``directory``."""
-        disks = [DiskPlan(d.device, d.staged, DatastorePath(self.datastore,
-                                                            f"{directory}/{posixpath.basename(d.target.path)}"),
-                          d.adapter, d.uuid) for d in self.disks]
-        return RestorePlan(self.name, self.datastore, directory, self.vmx_text, self.vmx_name, self.nvram,
-                           disks, self.log)
+        disks = [
+            DiskPlan(
+                d.device,
+                d.staged,
+                DatastorePath(self.datastore, f"{directory}/{posixpath.basename(d.target.path)}"),
+                d.adapter,
+                d.uuid,
+            )
+            for d in self.disks
+        ]
+        return RestorePlan(
+            self.name,
+            self.datastore,
+            directory,
+            self.vmx_text,
+            self.vmx_name,
+            self.nvram,
+            disks,
+            self.log,
+        )
 
 
 @dataclass
@@ -128,12 +143,19 @@ class RestoreResult:
 
 # -- planning (local only) ---------------------------------------------------------------
 
-def plan_restore(source: Path, *, name: str | None = None, datastore: str | None = None) -> RestorePlan:
+
+def plan_restore(
+    source: Path, *, name: str | None = None, datastore: str | None = None
+) -> RestorePlan:
     """Read the export and decide every name on the datastore; touches no server."""
     from vcbproxy.jobs.export import read_metadata
 
     source = Path(source)
-    meta = _restore_point_metadata(source) if (source / RESTORE_POINT).is_file() else read_metadata(source)
+    meta = (
+        _restore_point_metadata(source)
+        if (source / RESTORE_POINT).is_file()
+        else read_metadata(source)
+    )
     vm = meta.get("vm") or {}
     name = name or vm.get("name")
     if not name:
@@ -142,7 +164,9 @@ def plan_restore(source: Path, *, name: str | None = None, datastore: str | None
         try:
             datastore = DatastorePath.parse(vm.get("vmx_path", "")).datastore
         except ValueError:
-            raise errors.UsageError(f"{source}: the export records no datastore; give --datastore") from None
+            raise errors.UsageError(
+                f"{source}: the export records no datastore; give --datastore"
+            ) from None
     vmx_name = _staged_vmx(source)
     vmx_text = (source / vmx_name).read_text(encoding="utf-8", errors="surrogateescape")
     vmx = parse_vmx(vmx_text)
@@ -156,20 +180,36 @@ def plan_restore(source: Path, *, name: str | None = None, datastore: str | None
             raise errors.StagingError(f"{source}: disk {disk.get('device')} lists no files")
         base = f"{stem}.vmdk" if index == 0 else f"{stem}_{index}.vmdk"
         disk_names[disk["device"]] = base
-        disks.append(DiskPlan(
-            device=disk["device"],
-            staged=StagedDisk(source, names.check_component(files[0]), int(disk["capacity"]),
-                              disk.get("content_sha256", "")),
-            target=DatastorePath(datastore, f"{directory}/{base}"),
-            adapter=adapter_type(vmx, disk["device"]),
-            uuid=disk.get("uuid") or None,
-        ))
+        disks.append(
+            DiskPlan(
+                device=disk["device"],
+                staged=StagedDisk(
+                    source,
+                    names.check_component(files[0]),
+                    int(disk["capacity"]),
+                    disk.get("content_sha256", ""),
+                ),
+                target=DatastorePath(datastore, f"{directory}/{base}"),
+                adapter=adapter_type(vmx, disk["device"]),
+                uuid=disk.get("uuid") or None,
+            )
+        )
     nvram = _staged_nvram(source, vmx)
     text = rewrite_vmx(vmx_text, disk_names)
-    text = set_vmx_values(text, {"displayName": name, **({"nvram": f"{stem}.nvram"} if nvram else {})})
+    text = set_vmx_values(
+        text, {"displayName": name, **({"nvram": f"{stem}.nvram"} if nvram else {})}
+    )
     log_file = source / VMWARE_LOG
-    return RestorePlan(name, datastore, directory, text, vmx_name, nvram, disks,
-                       log_file if log_file.is_file() else None)
+    return RestorePlan(
+        name,
+        datastore,
+        directory,
+        text,
+        vmx_name,
+        nvram,
+        disks,
+        log_file if log_file.is_file() else None,
+    )
 
 
 def _restore_point_metadata(source: Path) -> dict:
@@ -180,8 +220,15 @@ def _restore_point_metadata(source: Path) -> dict:
         point = json.loads((source / RESTORE_POINT).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise errors.StagingError(f"cannot read {source / RESTORE_POINT}: {exc}") from exc
-    disks = [{"device": device, "files": d["files"], "capacity": d["capacity"], "content_sha256": d["sha256"]}
-             for device, d in sorted(point.get("disks", {}).items())]
+    disks = [
+        {
+            "device": device,
+            "files": d["files"],
+            "capacity": d["capacity"],
+            "content_sha256": d["sha256"],
+        }
+        for device, d in sorted(point.get("disks", {}).items())
+    ]
     return {"vm": point.get("vm") or {}, "disks": disks}
 
 
@@ -207,15 +254,20 @@ def _staged_nvram(source: Path, vmx: dict[str, str]) -> Path | None:
 
 # -- the restore ---------------------------------------------------------------------------
 
+
 def restore(session, options: RestoreOptions, progress: Progress) -> RestoreResult:
     """Verify, upload, (replace,) register, (power on). See the module docstring for the order."""
     if options.policy not in POLICIES:
-        raise errors.UsageError(f"unknown policy {options.policy!r}; use one of: {', '.join(POLICIES)}")
+        raise errors.UsageError(
+            f"unknown policy {options.policy!r}; use one of: {', '.join(POLICIES)}"
+        )
     if options.repo is not None:
         with _rebuilt_run(options) as source:
             return _restore_from(session, source, options, progress)
     if options.source is None:
-        raise errors.UsageError("give an export directory (-s DIR) or a repository run (--repo DIR --run N)")
+        raise errors.UsageError(
+            "give an export directory (-s DIR) or a repository run (--repo DIR --run N)"
+        )
     if options.verify:
         _verify_first(options.source)
     return _restore_from(session, options.source, options, progress)
@@ -233,33 +285,43 @@ def _rebuilt_run(options: RestoreOptions):
     if options.verify:
         problems = verify_repository(options.repo)
         if problems:
-            raise errors.VerifyError(f"{options.repo} does not verify, refusing to restore from it: "
-                                     + "; ".join(problems[:5]))
+            raise errors.VerifyError(
+                f"{options.repo} does not verify, refusing to restore from it: "
+                + "; ".join(problems[:5])
+            )
     with tempfile.TemporaryDirectory(prefix="vcbproxy-restore-") as tmp:
         out = Path(tmp) / "run"
         restore_point(options.repo, options.run, out, fmt="flat", vm=options.repo_vm)
         yield out
 
 
-def _restore_from(session, source: Path, options: RestoreOptions, progress: Progress) -> RestoreResult:
+def _restore_from(
+    session, source: Path, options: RestoreOptions, progress: Progress
+) -> RestoreResult:
     from vcbproxy.transport.put import FileUploader
 
     plan = plan_restore(source, name=options.name, datastore=options.datastore)
     existing = _existing_vm(session, plan.name)
     if existing is not None and options.policy == "keep":
-        raise errors.StagingError(f"a VM named {plan.name!r} already exists ({existing.moref}); "
-                                  f"use --name for another name or -b overwrite to replace it")
+        raise errors.StagingError(
+            f"a VM named {plan.name!r} already exists ({existing.moref}); "
+            f"use --name for another name or -b overwrite to replace it"
+        )
     if existing is not None and existing.power_state == "poweredOn":
         # Checked before any byte moves: vSphere unregisters only a powered-off VM.
-        raise errors.StagingError(f"the VM {plan.name!r} ({existing.moref}) to replace is powered on; "
-                                  f"power it off first, or restore under another --name")
+        raise errors.StagingError(
+            f"the VM {plan.name!r} ({existing.moref}) to replace is powered on; "
+            f"power it off first, or restore under another --name"
+        )
     uploaded: list[DatastorePath] = []
     old_files: list[DatastorePath] = []
     with FileUploader(session, timeout=options.timeout) as uploader:
         plan = _free_directory(uploader, plan, options.policy)
-        log.info("restoring %s as %s into [%s] %s", source, plan.name, plan.datastore, plan.directory)
+        log.info(
+            "restoring %s as %s into [%s] %s", source, plan.name, plan.datastore, plan.directory
+        )
         registered: VmRef | None = None
-        made: list[DatastorePath] = []       # the VM folder, if this run created it
+        made: list[DatastorePath] = []  # the VM folder, if this run created it
         try:
             if _make_folder(session, plan):
                 made.append(DatastorePath(plan.datastore, plan.directory))
@@ -271,7 +333,7 @@ def _restore_from(session, source: Path, options: RestoreOptions, progress: Prog
         except BaseException as exc:
             log.error("restore of %s failed: %s", plan.name, exc)
             if registered is None:
-                _delete_uploaded(session, made + uploaded)     # newest first: the folder last
+                _delete_uploaded(session, made + uploaded)  # newest first: the folder last
             raise
     result = RestoreResult(registered, plan.vmx_path, uploaded, existing)
     if existing is not None:
@@ -297,8 +359,11 @@ def _existing_vm(session, name: str) -> VmRef | None:
 
     found = find_vms(session, Selector("name", name))
     if len(found) > 1:
-        raise errors.AmbiguousError(f"{len(found)} VMs are named {name!r} ("
-                                    + ", ".join(vm.moref for vm in found) + "); cannot tell which to replace")
+        raise errors.AmbiguousError(
+            f"{len(found)} VMs are named {name!r} ("
+            + ", ".join(vm.moref for vm in found)
+            + "); cannot tell which to replace"
+        )
     return found[0] if found else None
 
 
@@ -312,10 +377,13 @@ def _free_directory(uploader, plan: RestorePlan, policy: str) -> RestorePlan:
         if not taken:
             return candidate
         if policy == "keep":
-            raise errors.StagingError(f"{taken[0]} already exists on the datastore; use -b overwrite "
-                                      f"or --name/--datastore for another place")
-    raise errors.StagingError(f"no free directory for {plan.name} on [{plan.datastore}] "
-                              f"after {MAX_DIRECTORY_TRIES} tries")
+            raise errors.StagingError(
+                f"{taken[0]} already exists on the datastore; use -b overwrite "
+                f"or --name/--datastore for another place"
+            )
+    raise errors.StagingError(
+        f"no free directory for {plan.name} on [{plan.datastore}] after {MAX_DIRECTORY_TRIES} tries"
+    )
 
 
 def _make_folder(session, plan: RestorePlan) -> bool:
@@ -330,12 +398,21 @@ def _make_folder(session, plan: RestorePlan) -> bool:
         return False
 
 
-def _upload_all(uploader, plan: RestorePlan, uploaded: list[DatastorePath], progress: Progress) -> None:
+def _upload_all(
+    uploader, plan: RestorePlan, uploaded: list[DatastorePath], progress: Progress
+) -> None:
     for disk in plan.disks:
         key = f"{plan.name}:{disk.device}"
         progress.start_item(key, disk.staged.capacity, f"{plan.name} {disk.device}")
-        upload_disk(uploader, disk.staged, disk.target, adapter=disk.adapter, uuid=disk.uuid,
-                    uploaded=uploaded, advance=lambda n, key=key: progress.advance(key, n))
+        upload_disk(
+            uploader,
+            disk.staged,
+            disk.target,
+            adapter=disk.adapter,
+            uuid=disk.uuid,
+            uploaded=uploaded,
+            advance=lambda n, key=key: progress.advance(key, n),
+        )
         progress.finish_item(key, target=str(disk.target))
     if plan.nvram is not None:
         data = plan.nvram.read_bytes()
@@ -349,8 +426,9 @@ def _upload_all(uploader, plan: RestorePlan, uploaded: list[DatastorePath], prog
     uploader.put(plan.vmx_path, len(body), [body])
 
 
-def _swap(session, existing: VmRef, plan: RestorePlan,
-          options: RestoreOptions) -> tuple[VmRef, list[DatastorePath]]:
+def _swap(
+    session, existing: VmRef, plan: RestorePlan, options: RestoreOptions
+) -> tuple[VmRef, list[DatastorePath]]:
     """Unregister the old VM, register the new one; put the old one back if that fails.
     Returns the new VM and the old VM's files (listed while it was still registered)."""
     from vcbproxy.vsphere.register import unregister_vm, vm_files
@@ -373,19 +451,33 @@ def _reregister(session, old: VmRef) -> None:
     with shielded():
         for folder, pool in ((old.folder or None, old.resource_pool or None), (None, None)):
             try:
-                back = register_vm(session, DatastorePath.parse(old.vmx_path), name=old.name,
-                                   folder=folder, pool=pool)
+                back = register_vm(
+                    session,
+                    DatastorePath.parse(old.vmx_path),
+                    name=old.name,
+                    folder=folder,
+                    pool=pool,
+                )
             except (errors.VcbProxyError, ValueError) as exc:
-                log.error("could not register the old VM %s again from %s: %s", old.name, old.vmx_path, exc)
+                log.error(
+                    "could not register the old VM %s again from %s: %s",
+                    old.name,
+                    old.vmx_path,
+                    exc,
+                )
                 continue
             log.warning("the old VM %s is registered again as %s", old.name, back.moref)
             return
-        log.error("the old VM %s is unregistered but its files are intact; register %s by hand",
-                  old.name, old.vmx_path)
+        log.error(
+            "the old VM %s is unregistered but its files are intact; register %s by hand",
+            old.name,
+            old.vmx_path,
+        )
 
 
-def _delete_old_files(session, old: VmRef, files: list[DatastorePath], keep: set[DatastorePath],
-                      result: RestoreResult) -> None:
+def _delete_old_files(
+    session, old: VmRef, files: list[DatastorePath], keep: set[DatastorePath], result: RestoreResult
+) -> None:
     """The replaced VM's files, once the new VM is registered; a failure is a warning (the
     restore itself succeeded), naming what is left to remove by hand."""
     from vcbproxy.vsphere.datastore import delete_file
@@ -393,7 +485,7 @@ def _delete_old_files(session, old: VmRef, files: list[DatastorePath], keep: set
     left = []
     for path in files:
         if path in keep:
-            continue                        # never the new VM's own files
+            continue  # never the new VM's own files
         try:
             delete_file(session, path)
         except errors.NotFoundError:
@@ -402,15 +494,23 @@ def _delete_old_files(session, old: VmRef, files: list[DatastorePath], keep: set
             log.warning("could not delete %s of the replaced VM: %s", path, exc)
             left.append(str(path))
     if left:
-        result.warnings.append(f"files of the replaced VM {old.name} ({old.moref}) are left on the "
-                               f"datastore: {', '.join(left)}")
+        result.warnings.append(
+            f"files of the replaced VM {old.name} ({old.moref}) are left on the "
+            f"datastore: {', '.join(left)}"
+        )
 
 
 def _register(session, plan: RestorePlan, options: RestoreOptions) -> VmRef:
     from vcbproxy.vsphere.register import register_vm
 
-    return register_vm(session, plan.vmx_path, name=plan.name, folder=options.folder,
-                       pool=options.resource_pool, host=options.host)
+    return register_vm(
+        session,
+        plan.vmx_path,
+        name=plan.name,
+        folder=options.folder,
+        pool=options.resource_pool,
+        host=options.host,
+    )
 
 
 def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
@@ -433,14 +533,17 @@ def _delete_uploaded(session, uploaded: list[DatastorePath]) -> None:
         try:
             from vcbproxy.vsphere.datastore import delete_file
         except ImportError as exc:
-            log.error("cannot delete uploaded files (%s); remove by hand: %s", exc,
-                      ", ".join(str(p) for p in uploaded))
+            log.error(
+                "cannot delete uploaded files (%s); remove by hand: %s",
+                exc,
+                ", ".join(str(p) for p in uploaded),
+            )
             return
         for path in reversed(uploaded):
             try:
                 delete_file(session, path)
             except errors.NotFoundError:
-                pass                        # a PUT cut before the server created the file
+                pass  # a PUT cut before the server created the file
             except errors.VcbProxyError as exc:
                 log.error("could not delete %s: %s", path, exc)
                 left.append(str(path))

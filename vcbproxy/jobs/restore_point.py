@@ -30,11 +30,14 @@ CHUNK = 4 << 20
 class RestorePointResult:
     out: Path
     run: int
-    disks: dict[str, dict] = field(default_factory=dict)   # device -> {"files", "sha256", "capacity"}
+    disks: dict[str, dict] = field(
+        default_factory=dict
+    )  # device -> {"files", "sha256", "capacity"}
 
 
-def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "flat",
-                  vm: str | None = None) -> RestorePointResult:
+def restore_point(
+    repo_dir: Path, run_number: int, out: Path, *, fmt: str = "flat", vm: str | None = None
+) -> RestorePointResult:
     from vcbproxy.staging.vmx import rewrite_vmx
 
     repo = Repository.open(repo_dir)
@@ -43,7 +46,9 @@ def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "fla
     chosen = [r for r in runs if r.number <= run_number]
     if not chosen or chosen[-1].number != run_number:
         have = ", ".join(str(r.number) for r in runs) or "none"
-        raise errors.NotFoundError(f"{repo_dir} has no run {run_number} for VM {vm_uuid} (runs: {have})")
+        raise errors.NotFoundError(
+            f"{repo_dir} has no run {run_number} for VM {vm_uuid} (runs: {have})"
+        )
     if out.exists() and any(out.iterdir()):
         raise errors.StagingError(f"{out} exists and is not empty; restore into a new directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -52,25 +57,47 @@ def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "fla
     result = RestorePointResult(out, run_number)
     try:
         disk_names: dict[str, str] = {}
-        known: dict[str, str] = {}       # flat extents: the content hash is the file's hash
+        known: dict[str, str] = {}  # flat extents: the content hash is the file's hash
         for entry in target["disks"]:
-            basename = names.safe_component(f"{entry['device'].replace(':', '-')}-{target['vm']['name']}")
-            files, sha, flat_name = _rebuild_disk(loaded, entry["key"], entry["capacity"], out,
-                                                  basename, fmt)
+            basename = names.safe_component(
+                f"{entry['device'].replace(':', '-')}-{target['vm']['name']}"
+            )
+            files, sha, flat_name = _rebuild_disk(
+                loaded, entry["key"], entry["capacity"], out, basename, fmt
+            )
             if flat_name:
                 known[flat_name] = sha
             disk_names[entry["device"]] = files[0]
-            result.disks[entry["device"]] = {"files": files, "sha256": sha, "capacity": entry["capacity"],
-                                             "key": entry["key"]}
+            result.disks[entry["device"]] = {
+                "files": files,
+                "sha256": sha,
+                "capacity": entry["capacity"],
+                "key": entry["key"],
+            }
         config_dir = chosen[-1].path / "config"
         for name in target.get("config", []):
             data = (config_dir / name).read_bytes()
             if name.endswith(".vmx"):
-                data = rewrite_vmx(data.decode("utf-8", "surrogateescape"), disk_names).encode("utf-8", "surrogateescape")
+                data = rewrite_vmx(data.decode("utf-8", "surrogateescape"), disk_names).encode(
+                    "utf-8", "surrogateescape"
+                )
             write_atomic(out / name, data)
-        write_atomic(out / "restore-point.json", (json.dumps(
-            {"run": run_number, "vm": target["vm"], "snapshot": target["snapshot"], "disks": result.disks},
-            indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(
+            out / "restore-point.json",
+            (
+                json.dumps(
+                    {
+                        "run": run_number,
+                        "vm": target["vm"],
+                        "snapshot": target["snapshot"],
+                        "disks": result.disks,
+                    },
+                    indent=2,
+                    ensure_ascii=False,
+                )
+                + "\n"
+            ).encode(),
+        )
         write_manifest(out, known=known)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -78,14 +105,18 @@ def restore_point(repo_dir: Path, run_number: int, out: Path, *, fmt: str = "fla
     return result
 
 
-def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, out: Path, basename: str,
-                  fmt: str) -> tuple[list[str], str, str | None]:
+def _rebuild_disk(
+    loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, out: Path, basename: str, fmt: str
+) -> tuple[list[str], str, str | None]:
     """The disk rebuilt from its runs: (files, content sha256, name of its raw flat extent
     or None)."""
     from vcbproxy.vmdk.writers import open_writer
 
-    chain = [(info, next(d for d in run["disks"] if d["key"] == key))
-             for info, run in loaded if any(d["key"] == key for d in run["disks"])]
+    chain = [
+        (info, next(d for d in run["disks"] if d["key"] == key))
+        for info, run in loaded
+        if any(d["key"] == key for d in run["disks"])
+    ]
     fulls = [i for i, (_, d) in enumerate(chain) if d["kind"] == "full"]
     if not fulls:
         raise errors.VerifyError(f"disk {key} has no full run to start from")
@@ -93,7 +124,7 @@ def _rebuild_disk(loaded: list[tuple[RunInfo, dict]], key: int, capacity: int, o
     fd = os.open(raw, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.ftruncate(fd, capacity)
-        for info, entry in chain[fulls[-1]:]:
+        for info, entry in chain[fulls[-1] :]:
             apply_extents(info.path, entry, fd)
         writer = open_writer(fmt, out, basename, capacity)
         digest = hashlib.sha256()
@@ -124,7 +155,9 @@ def _content(fd: int, capacity: int):
         while pos < end:
             block = os.pread(fd, min(CHUNK, end - pos), pos)
             if not block:
-                raise errors.StagingError(f"the rebuilt image shrank at {pos} while being written out")
+                raise errors.StagingError(
+                    f"the rebuilt image shrank at {pos} while being written out"
+                )
             yield pos, block
             pos += len(block)
     if pos < capacity:

@@ -46,7 +46,9 @@ class SweepItem:
     error: str = ""
 
 
-def sweep(session, *, older_than: timedelta, dry_run: bool = False, name: str = VCB_SNAPSHOT) -> list[SweepItem]:
+def sweep(
+    session, *, older_than: timedelta, dry_run: bool = False, name: str = VCB_SNAPSHOT
+) -> list[SweepItem]:
     """Remove every snapshot called ``name`` older than ``older_than``, across the inventory.
 
     A snapshot of unknown age is left alone unless ``older_than`` is zero: an export that

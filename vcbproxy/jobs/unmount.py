@@ -45,7 +45,9 @@ def unmount(session_factory, directory: Path) -> UnmountResult:
     exports = export_dirs_under(directory)
     if not exports:
         # Not ours: refusing is safer than deleting a directory someone else filled.
-        raise errors.StagingError(f"{directory} is not a vcbproxy export (no {METADATA}); not removing it")
+        raise errors.StagingError(
+            f"{directory} is not a vcbproxy export (no {METADATA}); not removing it"
+        )
     with session_factory() as session:
         for export in exports:
             meta = read_metadata(export)
@@ -53,11 +55,19 @@ def unmount(session_factory, directory: Path) -> UnmountResult:
             try:
                 vm = get_vm(session, moref)
             except errors.NotFoundError:
-                log.warning("VM %s (%s) no longer exists; removing the export only", moref, meta["vm"]["name"])
+                log.warning(
+                    "VM %s (%s) no longer exists; removing the export only",
+                    moref,
+                    meta["vm"]["name"],
+                )
                 vm = None
             if vm is not None and meta["vm"].get("uuid") and vm.uuid != meta["vm"]["uuid"]:
-                log.warning("%s now names another VM (uuid %s, export has %s); its snapshots are left alone",
-                            moref, vm.uuid, meta["vm"]["uuid"])
+                log.warning(
+                    "%s now names another VM (uuid %s, export has %s); its snapshots are left alone",
+                    moref,
+                    vm.uuid,
+                    meta["vm"]["uuid"],
+                )
                 vm = None
             if vm is not None:
                 for snap in snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT):

@@ -23,8 +23,12 @@ CHUNK = 1 << 20
 _ZEROS = bytes(CHUNK)
 
 # ddb.adapterType for a .vmx virtualDev (the descriptor knows fewer adapter names than the vmx).
-_ADAPTERS = {"lsilogic": "lsilogic", "buslogic": "buslogic", "lsisas1068": "lsisas1068",
-             "pvscsi": "pvscsi"}
+_ADAPTERS = {
+    "lsilogic": "lsilogic",
+    "buslogic": "buslogic",
+    "lsisas1068": "lsisas1068",
+    "pvscsi": "pvscsi",
+}
 
 
 def adapter_type(vmx: dict[str, str], device: str) -> str:
@@ -41,15 +45,20 @@ def flat_name(descriptor: DatastorePath) -> DatastorePath:
     return DatastorePath(descriptor.datastore, stem + "-flat.vmdk")
 
 
-def vmfs_descriptor(descriptor: DatastorePath, capacity: int, *, adapter: str, uuid: str | None) -> bytes:
+def vmfs_descriptor(
+    descriptor: DatastorePath, capacity: int, *, adapter: str, uuid: str | None
+) -> bytes:
     """A ``createType="vmfs"`` descriptor naming the flat extent beside it."""
     from vcbproxy.vmdk.descriptor import SECTOR, Extent, new_descriptor, render
 
     if capacity % SECTOR:
         raise errors.StagingError(f"disk capacity {capacity} is not a whole number of sectors")
-    extent = Extent("RW", capacity // SECTOR, "VMFS", posixpath.basename(flat_name(descriptor).path), 0)
-    return render(new_descriptor("vmfs", [extent], capacity=capacity, uuid=uuid or None,
-                                 adapter=adapter)).encode("utf-8")
+    extent = Extent(
+        "RW", capacity // SECTOR, "VMFS", posixpath.basename(flat_name(descriptor).path), 0
+    )
+    return render(
+        new_descriptor("vmfs", [extent], capacity=capacity, uuid=uuid or None, adapter=adapter)
+    ).encode("utf-8")
 
 
 @dataclass
@@ -71,7 +80,7 @@ def flat_chunks(pieces, capacity: int, hasher=None) -> Iterator[bytes]:
         if isinstance(piece, int):
             left = piece
             while left:
-                zeros = memoryview(_ZEROS)[:min(left, CHUNK)]
+                zeros = memoryview(_ZEROS)[: min(left, CHUNK)]
                 if hasher is not None:
                     hasher.update(zeros)
                 yield zeros
@@ -86,8 +95,16 @@ def flat_chunks(pieces, capacity: int, hasher=None) -> Iterator[bytes]:
         raise errors.VerifyError(f"the disk map covers {position} of {capacity} bytes")
 
 
-def upload_disk(uploader, disk: StagedDisk, target: DatastorePath, *, adapter: str, uuid: str | None,
-                uploaded: list[DatastorePath], advance: Callable[[int], None] = lambda n: None) -> None:
+def upload_disk(
+    uploader,
+    disk: StagedDisk,
+    target: DatastorePath,
+    *,
+    adapter: str,
+    uuid: str | None,
+    uploaded: list[DatastorePath],
+    advance: Callable[[int], None] = lambda n: None,
+) -> None:
     """Send ``disk`` as ``target`` (descriptor) + its ``-flat.vmdk``; appends each file once started.
 
     The flat extent goes first and the descriptor last, so a disk whose descriptor is on
@@ -103,16 +120,22 @@ def upload_disk(uploader, disk: StagedDisk, target: DatastorePath, *, adapter: s
     try:
         capacity, pieces = disk_pieces(disk.descriptor, files.open)
         if capacity != disk.capacity:
-            raise errors.VerifyError(f"{disk.descriptor}: capacity {capacity}, the export says {disk.capacity}")
+            raise errors.VerifyError(
+                f"{disk.descriptor}: capacity {capacity}, the export says {disk.capacity}"
+            )
         # Listed before the first byte: a PUT cut halfway may still leave a file behind.
         uploaded.append(extent)
-        uploader.put(extent, disk.capacity, flat_chunks(pieces, disk.capacity, hasher), advance=advance)
-    except (ValueError, zlib.error) as exc:      # VmdkError: the staged disk cannot be read
+        uploader.put(
+            extent, disk.capacity, flat_chunks(pieces, disk.capacity, hasher), advance=advance
+        )
+    except (ValueError, zlib.error) as exc:  # VmdkError: the staged disk cannot be read
         raise errors.VerifyError(f"{disk.descriptor}: {exc}") from exc
     finally:
         files.close()
     if disk.content_sha256 and hasher.hexdigest() != disk.content_sha256:
-        raise errors.VerifyError(f"{disk.descriptor}: content changed since the export (sha256 differs)")
+        raise errors.VerifyError(
+            f"{disk.descriptor}: content changed since the export (sha256 differs)"
+        )
     body = vmfs_descriptor(target, disk.capacity, adapter=adapter, uuid=uuid)
     uploaded.append(target)
     uploader.put(target, len(body), [body])

@@ -34,7 +34,7 @@ from vcbproxy.staging.vmx import parse_vmx
 log = logging.getLogger(__name__)
 
 QEMU_IMG_TIMEOUT = 300.0
-QEMU_IMG_NO_CHECKS = 63      # "this image format does not support checks" (flat extents)
+QEMU_IMG_NO_CHECKS = 63  # "this image format does not support checks" (flat extents)
 
 
 @dataclass
@@ -43,17 +43,23 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     checked_files: int = 0
     checked_disks: int = 0
-    qemu_img: bool = False            # whether qemu-img check ran
-    notes: list[str] = field(default_factory=list)   # limits of what could be checked
+    qemu_img: bool = False  # whether qemu-img check ran
+    notes: list[str] = field(default_factory=list)  # limits of what could be checked
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict:
-        return {"directory": str(self.directory), "ok": self.ok, "problems": self.problems,
-                "checked_files": self.checked_files, "checked_disks": self.checked_disks,
-                "qemu_img": self.qemu_img, "notes": self.notes}
+        return {
+            "directory": str(self.directory),
+            "ok": self.ok,
+            "problems": self.problems,
+            "checked_files": self.checked_files,
+            "checked_disks": self.checked_disks,
+            "qemu_img": self.qemu_img,
+            "notes": self.notes,
+        }
 
 
 def verify_export(directory: Path, *, qemu_img: bool = True) -> VerifyReport:
@@ -75,7 +81,7 @@ def verify_export(directory: Path, *, qemu_img: bool = True) -> VerifyReport:
     if (directory / MANIFEST).is_file():
         try:
             manifest_problems = verify_manifest(directory)
-        except errors.VcbProxyError as exc:      # a malformed line: the manifest was tampered with
+        except errors.VcbProxyError as exc:  # a malformed line: the manifest was tampered with
             manifest_problems = [f"corrupt: {MANIFEST} ({exc})"]
         # "missing: vcbproxy.json" etc. were already reported above.
         problems.extend(p for p in manifest_problems if p not in problems)
@@ -92,8 +98,9 @@ def verify_export(directory: Path, *, qemu_img: bool = True) -> VerifyReport:
         # list them. They are still read and checked for structure (and qemu-img check).
         unhashed = {f"unlisted: {name}" for d in disks for name in d.get("files") or []}
         problems[:] = [p for p in problems if p not in unhashed]
-        report.notes.append("disk contents were not hashed at export (--checksum none): "
-                            "structure checked only")
+        report.notes.append(
+            "disk contents were not hashed at export (--checksum none): structure checked only"
+        )
     for disk in disks:
         _check_disk(directory, disk, problems, use_qemu)
         report.checked_disks += 1
@@ -104,10 +111,17 @@ def verify_export(directory: Path, *, qemu_img: bool = True) -> VerifyReport:
 
 def _multi_vm_exports(directory: Path) -> list[Path]:
     """The ``<vm>-fullVM`` exports of a multi-VM mount (``-a any``), when DIR is their parent."""
-    if any((directory / name).exists() for name in (METADATA, MANIFEST, CATALOG, INCOMPLETE_MARKER)):
+    if any(
+        (directory / name).exists() for name in (METADATA, MANIFEST, CATALOG, INCOMPLETE_MARKER)
+    ):
         return []
-    return sorted(p for p in directory.iterdir()
-                  if p.is_dir() and not p.is_symlink() and ((p / METADATA).exists() or (p / MANIFEST).exists()))
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_dir()
+        and not p.is_symlink()
+        and ((p / METADATA).exists() or (p / MANIFEST).exists())
+    )
 
 
 def _verify_each(directory: Path, children: list[Path], *, qemu_img: bool) -> VerifyReport:
@@ -184,7 +198,9 @@ def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[st
     try:
         capacity, pieces = disk_pieces(descriptor, files.open)
         if disk.get("capacity") is not None and capacity != disk["capacity"]:
-            return [f"mismatch: {descriptor} (capacity {capacity}, {METADATA} says {disk['capacity']})"]
+            return [
+                f"mismatch: {descriptor} (capacity {capacity}, {METADATA} says {disk['capacity']})"
+            ]
         position = 0
         for offset, piece in pieces:
             if offset != position:
@@ -211,13 +227,16 @@ def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[st
     return []
 
 
-
-
 def _qemu_img_check(path: Path) -> list[str]:
     """``qemu-img check`` as an independent reader: exit 0 is clean, anything else a problem."""
     try:
-        proc = subprocess.run(["qemu-img", "check", "-q", "-f", "vmdk", str(path)], capture_output=True,
-                              text=True, timeout=QEMU_IMG_TIMEOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["qemu-img", "check", "-q", "-f", "vmdk", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=QEMU_IMG_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return [f"malformed: {path.name} (qemu-img check timed out)"]
     except OSError as exc:
@@ -226,7 +245,9 @@ def _qemu_img_check(path: Path) -> list[str]:
     if proc.returncode in (0, QEMU_IMG_NO_CHECKS):
         return []
     detail = (proc.stderr or proc.stdout).strip().splitlines()
-    return [f"malformed: {path.name} (qemu-img check: {detail[0] if detail else f'exit {proc.returncode}'})"]
+    return [
+        f"malformed: {path.name} (qemu-img check: {detail[0] if detail else f'exit {proc.returncode}'})"
+    ]
 
 
 def _check_catalog(directory: Path, meta: dict, disks: list[dict], problems: list[str]) -> None:
@@ -240,19 +261,27 @@ def _check_catalog(directory: Path, meta: dict, disks: list[dict], problems: lis
     vm = meta.get("vm") or {}
     for key, value in (("display name", vm.get("name")), ("uuid", vm.get("uuid"))):
         if value is not None and catalog.get(key) != value:
-            problems.append(f"mismatch: {CATALOG} ({key} {catalog.get(key)!r}, {METADATA} says {value!r})")
+            problems.append(
+                f"mismatch: {CATALOG} ({key} {catalog.get(key)!r}, {METADATA} says {value!r})"
+            )
     vmx_file = catalog.get("config.vmxfile")
-    if vmx_file is not None and (_safe_name(directory, vmx_file) is None
-                                 or not (directory / vmx_file).is_file()):
+    if vmx_file is not None and (
+        _safe_name(directory, vmx_file) is None or not (directory / vmx_file).is_file()
+    ):
         problems.append(f"mismatch: {CATALOG} (config.vmxfile {vmx_file!r} is not in the export)")
-    listed = {k[len("disk."):-len(".filename")]: v for k, v in catalog.items()
-              if k.startswith("disk.") and k.endswith(".filename")}
+    listed = {
+        k[len("disk.") : -len(".filename")]: v
+        for k, v in catalog.items()
+        if k.startswith("disk.") and k.endswith(".filename")
+    }
     for disk in disks:
         device, name = disk.get("device"), (disk.get("files") or [None])[0]
         if listed.pop(device, None) != name:
             problems.append(f"mismatch: {CATALOG} (disk.{device}.filename is not {name!r})")
     for device, name in sorted(listed.items()):
-        problems.append(f"mismatch: {CATALOG} (disk.{device}.filename {name!r} is not in {METADATA})")
+        problems.append(
+            f"mismatch: {CATALOG} (disk.{device}.filename {name!r} is not in {METADATA})"
+        )
 
 
 def _check_vmx(directory: Path, disks: list[dict], problems: list[str]) -> None:

@@ -16,9 +16,18 @@ from vcbproxy.lab.model import Lab
 from vcbproxy.lab.server import LabServer
 
 
-def start(root: Path, *, host: str = "127.0.0.1", port: int = 0, http_port: int = 0,
-          vms: int = 0, seed: int = 0, disk_size: int = 32 << 20,
-          faults: dict | None = None, big_vms: dict[str, int] | None = None) -> tuple[Lab, LabServer, dict]:
+def start(
+    root: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    http_port: int = 0,
+    vms: int = 0,
+    seed: int = 0,
+    disk_size: int = 32 << 20,
+    faults: dict | None = None,
+    big_vms: dict[str, int] | None = None,
+) -> tuple[Lab, LabServer, dict]:
     """Build and serve a lab; returns it, its server and the info dict `lab serve` prints."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -39,6 +48,7 @@ def start(root: Path, *, host: str = "127.0.0.1", port: int = 0, http_port: int 
     if faults:
         lab.faults.set(faults)
     from vcbproxy.lab.defaults import populate
+
     populate(lab, extra_vms=vms, disk_size=disk_size, big_vms=big_vms)
     cert_file, key_file = tls.ensure_certificate(root)
     lab.thumbprint_sha1 = tls.thumbprint(cert_file, "sha1")

@@ -45,19 +45,24 @@ class ChangeTracker:
     ID remembers which content it names: ``"*"`` queries answer from the allocated ranges then.
     """
 
-    def __init__(self, path: str | os.PathLike, *, mark_source: Callable[[], int] | None = None,
-                 lock: threading.RLock | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        mark_source: Callable[[], int] | None = None,
+        lock: threading.RLock | None = None,
+    ):
         self.path = Path(path)
         self._mark_source = mark_source
         # The disk passes its own lock: advance() samples the disk's mark while the disk's
         # writers call record(), so two locks would invite a lock-order deadlock.
         self._lock = lock or threading.RLock()
         self.uuid: str | None = None
-        self._epochs: list[set[int]] = []      # blocks changed per epoch; the last is current
+        self._epochs: list[set[int]] = []  # blocks changed per epoch; the last is current
         self._marks: dict[int, int | None] = {}
         if self.path.exists():
             text = self.path.read_text(encoding="ascii", errors="replace")
-            complete = text[:text.rfind("\n") + 1]
+            complete = text[: text.rfind("\n") + 1]
             self._replay(complete)
             if complete != text:  # a torn last line (crash mid-append): cut it off
                 with open(self.path, "r+b") as f:
@@ -168,8 +173,10 @@ class ChangeTracker:
             if not sep or not n.isdigit():
                 raise InvalidChangeId(f"malformed change ID {change_id!r}")
             if uuid != self.uuid:
-                raise InvalidChangeId(f"change ID {change_id!r} is from an earlier tracking "
-                                      "state (tracking was reset since)")
+                raise InvalidChangeId(
+                    f"change ID {change_id!r} is from an earlier tracking "
+                    "state (tracking was reset since)"
+                )
             if int(n) > self.seq:
                 raise InvalidChangeId(f"change ID {change_id!r} names a state not reached yet")
             return int(n)
@@ -179,8 +186,9 @@ class ChangeTracker:
         with self._lock:
             return self._marks.get(self.parse(change_id))
 
-    def changed(self, since: str, until: str, start: int, max_bytes: int | None,
-                capacity: int) -> tuple[list[tuple[int, int]], int]:
+    def changed(
+        self, since: str, until: str, start: int, max_bytes: int | None, capacity: int
+    ) -> tuple[list[tuple[int, int]], int]:
         """Areas changed after ``since`` up to ``until`` within ``[start, start+max_bytes)``.
 
         Returns ``(areas, covered_length)``: merged, block-aligned ``(offset, length)`` pairs
@@ -192,7 +200,7 @@ class ChangeTracker:
             if lo > hi:
                 raise InvalidChangeId(f"change ID {since!r} is newer than {until!r}")
             blocks: set[int] = set()
-            for epoch in self._epochs[lo + 1:hi + 1]:
+            for epoch in self._epochs[lo + 1 : hi + 1]:
                 blocks |= epoch
         end = window_end(start, max_bytes, capacity)
         areas = clip(blocks_to_ranges(sorted(blocks)), start, end, capacity)
@@ -216,8 +224,9 @@ def blocks_to_ranges(blocks: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def clip(ranges: list[tuple[int, int]], start: int, end: int,
-         capacity: int) -> list[tuple[int, int]]:
+def clip(
+    ranges: list[tuple[int, int]], start: int, end: int, capacity: int
+) -> list[tuple[int, int]]:
     """Sorted ranges cut to ``[start, end)`` (and the disk); empty pieces dropped."""
     end = min(end, capacity)
     out = []

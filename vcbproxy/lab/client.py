@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from vcbproxy import errors
 from vcbproxy.lab.faults import SWITCHES
 
-TIMEOUT = 120.0   # churn of a large disk takes a while
+TIMEOUT = 120.0  # churn of a large disk takes a while
 
 
 class LabClient:
@@ -36,7 +36,8 @@ class LabClient:
                 self._token = Path(info["password_file"]).read_text().strip()
             except OSError as exc:
                 raise errors.AuthError(
-                    f"cannot read the lab password file {info['password_file']}: {exc}") from exc
+                    f"cannot read the lab password file {info['password_file']}: {exc}"
+                ) from exc
         else:
             raise errors.UsageError("lab info has neither password_file nor password")
         self.info = info
@@ -49,9 +50,13 @@ class LabClient:
         from pyVim.connect import SmartConnect
 
         try:
-            si = SmartConnect(host=self.host, port=int(self.info["https_port"]),
-                              user=self.info["user"], pwd=self._token,
-                              sslContext=ssl.create_default_context(cafile=self.info["cert_file"]))
+            si = SmartConnect(
+                host=self.host,
+                port=int(self.info["https_port"]),
+                user=self.info["user"],
+                pwd=self._token,
+                sslContext=ssl.create_default_context(cafile=self.info["cert_file"]),
+            )
         except (OSError, ssl.SSLError) as exc:
             raise errors.ConnectionFailure(f"lab SOAP login failed: {exc}") from exc
         except Exception as exc:  # pyVmomi faults (InvalidLogin) are not OSErrors
@@ -75,8 +80,9 @@ class LabClient:
         so a switch added there is reset too); returns all switches."""
         return self.set_faults(**{name: default for name, (_, default) in SWITCHES.items()})
 
-    def oracle(self, *, key: int, snapshot: str | None = None, vm: str | None = None,
-               raw: bool = False) -> dict:
+    def oracle(
+        self, *, key: int, snapshot: str | None = None, vm: str | None = None, raw: bool = False
+    ) -> dict:
         """``{"sha256", "size"}`` of a disk at ``snapshot`` (moref) or, with ``vm``, now;
         ``raw=True`` also writes a raw image under the lab root and returns its ``"path"``."""
         if (snapshot is None) == (vm is None):
@@ -107,7 +113,8 @@ class LabClient:
             payload = resp.read()
         except OSError as exc:
             raise errors.ConnectionFailure(
-                f"lab control API at {self.host}:{self.port} unreachable: {exc}") from exc
+                f"lab control API at {self.host}:{self.port} unreachable: {exc}"
+            ) from exc
         finally:
             conn.close()
         if resp.status != 200:
@@ -133,5 +140,6 @@ def _endpoint(info: dict[str, Any]) -> tuple[str, int]:
 
 
 def _error_for(status: int) -> type[errors.VcbProxyError]:
-    return {400: errors.UsageError, 401: errors.AuthError,
-            404: errors.NotFoundError}.get(status, errors.VcbProxyError)
+    return {400: errors.UsageError, 401: errors.AuthError, 404: errors.NotFoundError}.get(
+        status, errors.VcbProxyError
+    )

@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-BLOCK = 64 * 1024          # data regions are aligned to this (the CBT block size too)
-FILL_BLOCK = 1 << 20       # fill_bytes generates this much per random.Random instance
-MEAN_DATA_RUN = 16         # mean run of data blocks (1 MiB): files, not single sectors
+BLOCK = 64 * 1024  # data regions are aligned to this (the CBT block size too)
+FILL_BLOCK = 1 << 20  # fill_bytes generates this much per random.Random instance
+MEAN_DATA_RUN = 16  # mean run of data blocks (1 MiB): files, not single sectors
 
 
 def base_extents(capacity: int, seed: int, fill: float = 0.4) -> list[tuple[int, int]]:
@@ -63,6 +63,6 @@ def fill_bytes(seed: int, offset: int, length: int) -> bytes:
         index, within = divmod(pos, FILL_BLOCK)
         n = min(FILL_BLOCK - within, end - pos)
         block = _fill_block(seed, index)
-        parts.append(block if n == FILL_BLOCK else block[within:within + n])
+        parts.append(block if n == FILL_BLOCK else block[within : within + n])
         pos += n
     return b"".join(parts)

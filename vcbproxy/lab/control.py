@@ -47,6 +47,7 @@ def handle(req, lab) -> None:
 
 # -- authentication ------------------------------------------------------------------------
 
+
 def _lab_password(lab) -> str | None:
     password = getattr(lab, "password", None)
     if password:
@@ -69,8 +70,11 @@ def _authenticate(req, lab) -> None:
             return
         raise HttpError(401, "bearer token is not the lab password")
     if lab.session_for_cookie(req.headers.get("Cookie")) is None:
-        raise HttpError(401, "not authenticated: send the SOAP session cookie or "
-                             "'Authorization: Bearer <lab password>'")
+        raise HttpError(
+            401,
+            "not authenticated: send the SOAP session cookie or "
+            "'Authorization: Bearer <lab password>'",
+        )
 
 
 def _json_body(req) -> dict:
@@ -93,6 +97,7 @@ def _json_body(req) -> dict:
 
 # -- lookups -------------------------------------------------------------------------------
 
+
 def _vm(lab, name: str | None):
     if not name:
         raise HttpError(400, "a vm (name or moref) is required")
@@ -112,12 +117,14 @@ def _key(raw) -> int:
 def _disk(vm, key: int):
     disk = vm.disks.get(key)
     if disk is None:
-        raise HttpError(404, f"VM {vm.name!r} has no disk with device key {key}; "
-                             f"keys: {sorted(vm.disks)}")
+        raise HttpError(
+            404, f"VM {vm.name!r} has no disk with device key {key}; keys: {sorted(vm.disks)}"
+        )
     return disk
 
 
 # -- endpoints -----------------------------------------------------------------------------
+
 
 def _churn(lab, params: dict, body: dict) -> dict:
     vm = _vm(lab, body.get("vm"))
@@ -161,7 +168,7 @@ def _oracle(lab, params: dict, body: dict) -> dict:
             vm = _vm(lab, vm)
         disk = _disk(vm, key)
         marks = entry["marks"]
-        mark = marks.get(key, marks.get(str(key)))     # str keys once reloaded from JSON
+        mark = marks.get(key, marks.get(str(key)))  # str keys once reloaded from JSON
         if mark is None:
             raise HttpError(404, f"snapshot {snapshot} has no disk with device key {key}")
         label = f"{snapshot}-{key}"
@@ -187,7 +194,7 @@ def _state(lab, params: dict, body: dict) -> dict:
 
 def _add_disk_state(out: dict, disk) -> None:
     """Add to describe()'s disk entry what a test also asks: its files and change tracking."""
-    with disk.lock:                     # one consistent view while a churn may be writing
+    with disk.lock:  # one consistent view while a churn may be writing
         out["files"] = list(disk.files())
         out["cbt"] = {"enabled": disk.cbt.enabled, "change_id": disk.cbt.change_id}
 

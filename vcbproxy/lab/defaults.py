@@ -15,11 +15,26 @@ from vcbproxy.lab.vm import DISK_KEY_BASE, DiskSlot, new_vm
 
 # name, folder (None = the datacenter's vm folder), power, tools, ip, disks [(datastore, mode)]
 DEFAULT_VMS = [
-    ("web01", None, True, True, "10.0.0.11",
-     [("datastore1", "persistent"), ("datastore2", "persistent")]),
-    ("db01", None, True, True, "10.0.0.12",
-     [("datastore1", "persistent"), ("datastore1", "persistent"),
-      ("datastore2", "independent_persistent")]),
+    (
+        "web01",
+        None,
+        True,
+        True,
+        "10.0.0.11",
+        [("datastore1", "persistent"), ("datastore2", "persistent")],
+    ),
+    (
+        "db01",
+        None,
+        True,
+        True,
+        "10.0.0.12",
+        [
+            ("datastore1", "persistent"),
+            ("datastore1", "persistent"),
+            ("datastore2", "independent_persistent"),
+        ],
+    ),
     ("files01", None, False, True, "10.0.0.13", [("datastore2", "persistent")]),
     ("notools", None, True, False, None, [("datastore1", "persistent")]),
     ("my vm ünïcode / test", None, True, True, "10.0.0.15", [("datastore1", "persistent")]),
@@ -41,14 +56,33 @@ def _int(seed: int, *parts) -> int:
     return int.from_bytes(_derive(seed, *parts)[:4], "big")
 
 
-def make_vm(lab, name: str, folder, *, index: int, powered_on: bool, tools: bool,
-            ip: str | None, disks: list[tuple[str, str]], disk_size: int):
+def make_vm(
+    lab,
+    name: str,
+    folder,
+    *,
+    index: int,
+    powered_on: bool,
+    tools: bool,
+    ip: str | None,
+    disks: list[tuple[str, str]],
+    disk_size: int,
+):
     """Create a VM with its files: .vmx, .nvram, vmware.log and real disks."""
     seed = lab.seed
-    vm = new_vm(lab, name, folder, datastore=disks[0][0], uuid=_uuid(seed, index, name, "bios"),
-                instance_uuid=_uuid(seed, index, name, "instance"), tools=tools, ip=ip,
-                powered_on=powered_on, memory_mb=1024 + 1024 * (len(disks) - 1),
-                cpus=len(disks))
+    vm = new_vm(
+        lab,
+        name,
+        folder,
+        datastore=disks[0][0],
+        uuid=_uuid(seed, index, name, "bios"),
+        instance_uuid=_uuid(seed, index, name, "instance"),
+        tools=tools,
+        ip=ip,
+        powered_on=powered_on,
+        memory_mb=1024 + 1024 * (len(disks) - 1),
+        cpus=len(disks),
+    )
     vm.host = lab.hosts[index % len(lab.hosts)]
     for unit, (datastore, mode) in enumerate(disks):
         key = DISK_KEY_BASE + unit
@@ -57,32 +91,54 @@ def make_vm(lab, name: str, folder, *, index: int, powered_on: bool, tools: bool
         directory.mkdir(parents=True, exist_ok=True)
         basename = vm.file_stem if unit == 0 else f"{vm.file_stem}_{unit}"
         vm.slots[key] = slot
-        vm.disks[key] = LabDisk.create(directory, basename, disk_size,
-                                       seed=_int(seed, index, name, unit),
-                                       uuid=_uuid(seed, index, name, "disk", unit))
+        vm.disks[key] = LabDisk.create(
+            directory,
+            basename,
+            disk_size,
+            seed=_int(seed, index, name, unit),
+            uuid=_uuid(seed, index, name, "disk", unit),
+        )
     vm.write_vmx()
     (vm.dir_path / f"{vm.file_stem}.nvram").write_bytes(
-        b"NVRAM\x00" + _derive(seed, index, name, "nvram") * 256)
+        b"NVRAM\x00" + _derive(seed, index, name, "nvram") * 256
+    )
     (vm.dir_path / "vmware.log").write_text(
         f"vmx| I005: vcbproxy lab VM {name}\nvmx| I005: powerState = "
-        f"{'on' if powered_on else 'off'}\n", encoding="utf-8")
+        f"{'on' if powered_on else 'off'}\n",
+        encoding="utf-8",
+    )
     return vm
 
 
-def populate(lab, *, extra_vms: int = 0, disk_size: int = 32 << 20,
-             big_vms: dict[str, int] | None = None) -> None:
+def populate(
+    lab, *, extra_vms: int = 0, disk_size: int = 32 << 20, big_vms: dict[str, int] | None = None
+) -> None:
     """The default VM set, ``extra_vms`` plain ones, and ``big_vms`` (name -> capacity of its one
     disk) for benchmarks that need one large disk without making every VM large."""
     with lab.lock:
         dc = lab.datacenter
         specs = list(DEFAULT_VMS)
-        specs += [(f"vm{i:03d}", None, False, True, None, [("datastore1", "persistent")])
-                  for i in range(extra_vms)]
-        specs += [(name, None, True, True, None, [("datastore1", "persistent")]) for name in (big_vms or {})]
+        specs += [
+            (f"vm{i:03d}", None, False, True, None, [("datastore1", "persistent")])
+            for i in range(extra_vms)
+        ]
+        specs += [
+            (name, None, True, True, None, [("datastore1", "persistent")])
+            for name in (big_vms or {})
+        ]
         for index, (name, folder, on, tools, ip, disks) in enumerate(specs):
             parent = lab.team_folders[folder] if folder else dc.vm_folder
-            vm = make_vm(lab, name, parent, index=index, powered_on=on, tools=tools, ip=ip,
-                         disks=disks, disk_size=(big_vms or {}).get(name, disk_size))
+            vm = make_vm(
+                lab,
+                name,
+                parent,
+                index=index,
+                powered_on=on,
+                tools=tools,
+                ip=ip,
+                disks=disks,
+                disk_size=(big_vms or {}).get(name, disk_size),
+            )
             if name == "chain01":
                 create_snapshot(lab, vm, "before-upgrade", "user snapshot 1", False, False)
                 vm.disks[DISK_KEY_BASE].churn(2.0, _int(lab.seed, "chain01-churn"))

@@ -90,9 +90,19 @@ class _Journal:
 class LabDisk:
     """A virtual disk of the lab; every public method takes the disk's lock (thread-safe)."""
 
-    def __init__(self, directory: Path, basename: str, capacity: int, uuid: str,
-                 layers: list[str], *, seed: int | None, fill: float,
-                 base_ranges: list[tuple[int, int]] | None, next_delta: int):
+    def __init__(
+        self,
+        directory: Path,
+        basename: str,
+        capacity: int,
+        uuid: str,
+        layers: list[str],
+        *,
+        seed: int | None,
+        fill: float,
+        base_ranges: list[tuple[int, int]] | None,
+        next_delta: int,
+    ):
         self.directory = Path(directory)
         self.basename = basename
         self.capacity = capacity
@@ -107,8 +117,9 @@ class LabDisk:
         self._base_ranges = [tuple(r) for r in base_ranges or []]
         self._journal = _Journal(self.directory / f"{basename}.labjournal")
         try:
-            self.cbt = ChangeTracker(self.directory / f"{basename}-ctk.vmdk",
-                                     mark_source=self.mark, lock=self._lock)
+            self.cbt = ChangeTracker(
+                self.directory / f"{basename}-ctk.vmdk", mark_source=self.mark, lock=self._lock
+            )
         except BaseException:
             self._journal.close()
             raise
@@ -118,8 +129,16 @@ class LabDisk:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory, basename: str, capacity: int, *, seed: int, fill: float = 0.4,
-               uuid: str | None = None) -> LabDisk:
+    def create(
+        cls,
+        directory,
+        basename: str,
+        capacity: int,
+        *,
+        seed: int,
+        fill: float = 0.4,
+        uuid: str | None = None,
+    ) -> LabDisk:
         """A new base disk holding the seed's content; any old files of that name are replaced."""
         directory = Path(directory)
         if capacity <= 0 or capacity % SECTOR:
@@ -136,13 +155,25 @@ class LabDisk:
             os.close(fd)
         uuid = uuid or str(uuidlib.uuid4())
         desc = descriptor.new_descriptor(
-            "vmfs", [descriptor.Extent("RW", capacity // SECTOR, "FLAT", flat, 0)],
-            capacity=capacity, uuid=uuid)
+            "vmfs",
+            [descriptor.Extent("RW", capacity // SECTOR, "FLAT", flat, 0)],
+            capacity=capacity,
+            uuid=uuid,
+        )
         _write_text(directory / f"{basename}.vmdk", descriptor.render(desc))
         for stale in (f"{basename}.labjournal", f"{basename}-ctk.vmdk", f"{basename}.labbase"):
             (directory / stale).unlink(missing_ok=True)
-        return cls(directory, basename, capacity, uuid, [f"{basename}.vmdk"], seed=seed,
-                   fill=fill, base_ranges=None, next_delta=1)
+        return cls(
+            directory,
+            basename,
+            capacity,
+            uuid,
+            [f"{basename}.vmdk"],
+            seed=seed,
+            fill=fill,
+            base_ranges=None,
+            next_delta=1,
+        )
 
     @classmethod
     def load(cls, directory, descriptor_name: str, state: dict | None = None) -> LabDisk:
@@ -159,9 +190,17 @@ class LabDisk:
             for name in state["layers"]:
                 if not (directory / name).exists():
                     raise FileNotFoundError(f"lab disk layer {directory / name} is missing")
-            return cls(directory, state["basename"], state["capacity"], state["uuid"],
-                       state["layers"], seed=state.get("seed"), fill=state.get("fill", 0.4),
-                       base_ranges=state.get("base_ranges"), next_delta=state["next_delta"])
+            return cls(
+                directory,
+                state["basename"],
+                state["capacity"],
+                state["uuid"],
+                state["layers"],
+                seed=state.get("seed"),
+                fill=state.get("fill", 0.4),
+                base_ranges=state.get("base_ranges"),
+                next_delta=state["next_delta"],
+            )
         layers = _find_chain(directory, descriptor_name)
         m = _DELTA_RE.match(layers[0])
         basename = m.group("base") if m else layers[0].removesuffix(".vmdk")
@@ -171,12 +210,21 @@ class LabDisk:
         numbers = [int(m.group("n")) for n in layers if (m := _DELTA_RE.match(n))]
         for stale in (f"{basename}.labjournal", f"{basename}-ctk.vmdk"):
             (directory / stale).unlink(missing_ok=True)
-        disk = cls(directory, basename, capacity, uuid, layers, seed=None, fill=0.0,
-                   base_ranges=[], next_delta=max(numbers, default=0) + 1)
+        disk = cls(
+            directory,
+            basename,
+            capacity,
+            uuid,
+            layers,
+            seed=None,
+            fill=0.0,
+            base_ranges=[],
+            next_delta=max(numbers, default=0) + 1,
+        )
         try:
             disk._base_ranges = disk._snapshot_base()
         except BaseException:
-            disk.close()    # the journal is open already
+            disk.close()  # the journal is open already
             raise
         return disk
 
@@ -190,7 +238,7 @@ class LabDisk:
             for pos in range(0, self.capacity, CHUNK):
                 data = self._chain_read(pos, min(CHUNK, self.capacity - pos))
                 for b in range(0, len(data), BLOCK):
-                    piece = data[b:b + BLOCK]
+                    piece = data[b : b + BLOCK]
                     if not is_zero(piece):
                         os.pwrite(fd, piece, pos + b)
                         blocks.append((pos + b) // BLOCK)
@@ -201,10 +249,17 @@ class LabDisk:
     def state(self) -> dict:
         """JSON-able state for :meth:`load` (the journal and ctk live in their own files)."""
         with self._lock:
-            out = {"version": STATE_VERSION, "basename": self.basename,
-                   "capacity": self.capacity, "uuid": self.uuid, "layers": list(self._layers),
-                   "next_delta": self._next_delta, "seed": self.seed, "fill": self.fill,
-                   "change_id": self.cbt.change_id}
+            out = {
+                "version": STATE_VERSION,
+                "basename": self.basename,
+                "capacity": self.capacity,
+                "uuid": self.uuid,
+                "layers": list(self._layers),
+                "next_delta": self._next_delta,
+                "seed": self.seed,
+                "fill": self.fill,
+                "change_id": self.cbt.change_id,
+            }
             if self.seed is None:
                 out["base_ranges"] = [list(r) for r in self._base_ranges]
             return out
@@ -278,10 +333,14 @@ class LabDisk:
             desc = descriptor.new_descriptor(
                 "monolithicSparse",
                 [descriptor.Extent("RW", self.capacity // SECTOR, "SPARSE", name)],
-                capacity=self.capacity, uuid=self.uuid, parent_hint=parent,
-                parent_cid=parent_cid)
-            SparseExtent.create(self.directory / name, self.capacity,
-                                descriptor=descriptor.render(desc)).close()
+                capacity=self.capacity,
+                uuid=self.uuid,
+                parent_hint=parent,
+                parent_cid=parent_cid,
+            )
+            SparseExtent.create(
+                self.directory / name, self.capacity, descriptor=descriptor.render(desc)
+            ).close()
             self._layers.append(name)
             return name
 
@@ -293,8 +352,10 @@ class LabDisk:
         """
         with self._lock:
             if not 1 <= index < len(self._layers):
-                raise ValueError(f"layer {index} cannot be merged: the disk has layers "
-                                 f"0..{len(self._layers) - 1} and layer 0 has no parent")
+                raise ValueError(
+                    f"layer {index} cannot be merged: the disk has layers "
+                    f"0..{len(self._layers) - 1} and layer 0 has no parent"
+                )
             self._close_writer()
             child_name, parent_name = self._layers[index], self._layers[index - 1]
             parent = _layer_info(self.directory, parent_name)
@@ -312,8 +373,12 @@ class LabDisk:
             new_cid = _new_cid(parent.desc.cid)
             _rewrite_descriptor(self.directory, parent_name, cid=new_cid)
             if index + 1 < len(self._layers):
-                _rewrite_descriptor(self.directory, self._layers[index + 1],
-                                    parent_hint=parent_name, parent_cid=new_cid)
+                _rewrite_descriptor(
+                    self.directory,
+                    self._layers[index + 1],
+                    parent_hint=parent_name,
+                    parent_cid=new_cid,
+                )
             (self.directory / child_name).unlink()
             del self._layers[index]
             self._extent_of.pop(child_name, None)
@@ -387,8 +452,9 @@ class LabDisk:
         for off, n, pos in entries:
             a, b = max(off, offset), min(off + n, end)
             if a < b:
-                buf[a - offset:b - offset] = self._journal.data(
-                    pos if pos < 0 else pos + (a - off), b - a)
+                buf[a - offset : b - offset] = self._journal.data(
+                    pos if pos < 0 else pos + (a - off), b - a
+                )
         return bytes(buf)
 
     def _base_read(self, offset: int, length: int) -> bytes:
@@ -397,7 +463,7 @@ class LabDisk:
                 return os.pread(f.fileno(), length, offset).ljust(length, b"\0")
         buf = bytearray(length)
         for off, n in clip(self._base_ranges, offset, offset + length, self.capacity):
-            buf[off - offset:off - offset + n] = content.fill_bytes(self.seed, off, n)
+            buf[off - offset : off - offset + n] = content.fill_bytes(self.seed, off, n)
         return bytes(buf)
 
     def allocated(self, mark: int | None = None) -> list[tuple[int, int]]:
@@ -462,8 +528,9 @@ class LabDisk:
 
     # -- CBT ---------------------------------------------------------------------------
 
-    def query_changed(self, since: str, until: str, start: int = 0,
-                      max_bytes: int | None = None) -> tuple[list[tuple[int, int]], int]:
+    def query_changed(
+        self, since: str, until: str, start: int = 0, max_bytes: int | None = None
+    ) -> tuple[list[tuple[int, int]], int]:
         """QueryChangedDiskAreas for this disk: ``(areas, covered_length)``.
 
         ``since="*"`` answers with the ranges that hold data in the state ``until`` names.
@@ -527,6 +594,7 @@ class LabDisk:
 
 # -- helpers -------------------------------------------------------------------------------
 
+
 class _LayerInfo:
     """A layer's parsed descriptor and, for a flat layer, its one extent file."""
 
@@ -538,8 +606,10 @@ class _LayerInfo:
         if not sparse:
             kinds = [e.type for e in desc.extents]
             if kinds not in (["FLAT"], ["VMFS"]):
-                raise VmdkError(f"lab disks have one FLAT extent or are monolithicSparse; "
-                                f"this descriptor has {kinds}")
+                raise VmdkError(
+                    f"lab disks have one FLAT extent or are monolithicSparse; "
+                    f"this descriptor has {kinds}"
+                )
             self.flat_extent = desc.extents[0].filename
             if desc.extents[0].offset:
                 raise VmdkError("lab disks do not use FLAT extents at an offset")
@@ -555,8 +625,9 @@ def _layer_info(directory: Path, name: str) -> _LayerInfo:
         if text is None:
             raise VmdkError(f"{name}: sparse extent without an embedded descriptor")
         return _LayerInfo(descriptor.parse(text), sparse=True)
-    return _LayerInfo(descriptor.parse(path.read_text(encoding="utf-8", errors="replace")),
-                      sparse=False)
+    return _LayerInfo(
+        descriptor.parse(path.read_text(encoding="utf-8", errors="replace")), sparse=False
+    )
 
 
 def _find_chain(directory: Path, top: str) -> list[str]:

@@ -8,19 +8,19 @@ from typing import Any
 
 # name -> (type, default); None means "off".
 SWITCHES: dict[str, tuple[type, Any]] = {
-    "drop_after_bytes": (int, None),     # a file-service/NFC transfer breaks after N bytes ...
-    "drop_count": (int, 1),              # ... this many times (0 = every time)
-    "throttle_bps": (int, None),         # bandwidth cap of the file service and NFC, bytes/s
+    "drop_after_bytes": (int, None),  # a file-service/NFC transfer breaks after N bytes ...
+    "drop_count": (int, 1),  # ... this many times (0 = every time)
+    "throttle_bps": (int, None),  # bandwidth cap of the file service and NFC, bytes/s
     "fail_next_snapshot_create": (bool, False),
     "fail_next_snapshot_remove": (bool, False),
     "fail_quiesce": (bool, False),
-    "task_delay": (float, 0.0),          # seconds every task spends "running"
-    "expire_sessions": (bool, False),    # one-shot: every session is expired now
+    "task_delay": (float, 0.0),  # seconds every task spends "running"
+    "expire_sessions": (bool, False),  # one-shot: every session is expired now
     "session_timeout": (float, 1800.0),  # idle seconds before a session expires
-    "lease_timeout": (float, 300.0),     # seconds an NFC lease lives without a progress call
-    "reset_cbt": (str, None),            # one-shot: VM moref or name whose tracking is reset
-    "cbt_page_bytes": (int, None),       # cap on how much of a disk one QueryChangedDiskAreas covers
-    "cbt_max_areas": (int, 2048),        # ... and on how many areas one answer holds (as ESXi)
+    "lease_timeout": (float, 300.0),  # seconds an NFC lease lives without a progress call
+    "reset_cbt": (str, None),  # one-shot: VM moref or name whose tracking is reset
+    "cbt_page_bytes": (int, None),  # cap on how much of a disk one QueryChangedDiskAreas covers
+    "cbt_max_areas": (int, 2048),  # ... and on how many areas one answer holds (as ESXi)
 }
 
 
@@ -32,11 +32,19 @@ def parse_value(name: str, value: Any) -> Any:
     if name not in SWITCHES:
         raise FaultError(f"unknown fault switch {name!r}; known: {', '.join(sorted(SWITCHES))}")
     kind, _ = SWITCHES[name]
-    if value is None or value == "" or (isinstance(value, str) and value.lower() in ("none", "off")):
+    if (
+        value is None
+        or value == ""
+        or (isinstance(value, str) and value.lower() in ("none", "off"))
+    ):
         return SWITCHES[name][1] if kind is not bool else False
     try:
         if kind is bool:
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+            return (
+                value
+                if isinstance(value, bool)
+                else str(value).lower() in ("1", "true", "yes", "on")
+            )
         if kind is int:
             return int(float(value)) if isinstance(value, str) and "." in value else int(value)
         return kind(value)
@@ -51,7 +59,7 @@ class Faults:
         self._lock = threading.Lock()
         self._values = {name: default for name, (_, default) in SWITCHES.items()}
         self._drops_done = 0
-        self.listeners: list = []   # called with the changed names (sessions, CBT reset)
+        self.listeners: list = []  # called with the changed names (sessions, CBT reset)
 
     def set(self, updates: dict[str, Any]) -> dict[str, Any]:
         parsed = {name: parse_value(name, value) for name, value in updates.items()}

@@ -42,13 +42,19 @@ class HttpError(Exception):
 
 # -- helpers shared by the data-plane handlers --------------------------------------------
 
+
 def is_tls(req) -> bool:
     """True on the HTTPS port (the handler class's ``tls`` flag)."""
     return req.tls
 
 
-def reply(req, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
-          headers: dict[str, str] | None = None) -> None:
+def reply(
+    req,
+    status: int,
+    body: bytes = b"",
+    content_type: str = "text/plain; charset=utf-8",
+    headers: dict[str, str] | None = None,
+) -> None:
     """A complete small answer, always with Content-Length (keep-alive stays usable)."""
     req.send_response(status)
     req.send_header("Content-Type", content_type)
@@ -72,8 +78,11 @@ def session_of(req, lab):
     """The SOAP session named by the request's cookie, or raise 401 (vSphere's answer)."""
     session = lab.session_for_cookie(req.headers.get("Cookie"))
     if session is None:
-        raise HttpError(401, "not authenticated: no valid vmware_soap_session cookie",
-                        {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'})
+        raise HttpError(
+            401,
+            "not authenticated: no valid vmware_soap_session cookie",
+            {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'},
+        )
     return session
 
 
@@ -86,6 +95,7 @@ def query_of(req) -> tuple[str, dict[str, str]]:
 
 # -- the file service ----------------------------------------------------------------------
 
+
 def resolve(lab, path: str, params: dict[str, str]) -> Path:
     """The file a ``/folder`` URL names, checked to stay inside its datastore."""
     dc, ds = params.get("dcPath"), params.get("dsName")
@@ -94,7 +104,7 @@ def resolve(lab, path: str, params: dict[str, str]) -> Path:
     root = lab.datastore_dir(dc, ds)
     if root is None:
         raise HttpError(404, f"no datastore {ds!r} in datacenter {dc!r}")
-    rel = path[len(PREFIX):]
+    rel = path[len(PREFIX) :]
     parts = rel.split("/")
     if not rel or rel.startswith("/") or "\x00" in rel or ".." in parts or "\\" in rel:
         raise HttpError(403, f"path {rel!r} is not inside datastore {ds!r}")
@@ -118,7 +128,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not m or (not m.group(1) and not m.group(2)):
         return None
     first, last = m.group(1), m.group(2)
-    if not first:                       # suffix: the last N bytes
+    if not first:  # suffix: the last N bytes
         n = int(last)
         if n == 0:
             raise HttpError(416, "empty suffix range", {"Content-Range": f"bytes */{size}"})
@@ -126,8 +136,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     start = int(first)
     end = min(int(last), size - 1) if last else size - 1
     if start >= size or end < start:
-        raise HttpError(416, f"range {header!r} not satisfiable for {size} bytes",
-                        {"Content-Range": f"bytes */{size}"})
+        raise HttpError(
+            416,
+            f"range {header!r} not satisfiable for {size} bytes",
+            {"Content-Range": f"bytes */{size}"},
+        )
     return start, end
 
 
@@ -142,8 +155,9 @@ def handle(req, lab) -> None:
         elif req.command == "PUT":
             _put(req, lab, target)
         else:
-            raise HttpError(405, f"{req.command} not supported on /folder",
-                            {"Allow": "GET, HEAD, PUT"})
+            raise HttpError(
+                405, f"{req.command} not supported on /folder", {"Allow": "GET, HEAD, PUT"}
+            )
     except HttpError as err:
         if req.command == "PUT":
             # The unread body would be parsed as the next request; close instead.

@@ -40,8 +40,7 @@ class Entity(LabObject):
         return "green"
 
     def children(self) -> list[Entity]:
-        return [o for o in self.lab.objects.values()
-                if isinstance(o, Entity) and o.parent is self]
+        return [o for o in self.lab.objects.values() if isinstance(o, Entity) and o.parent is self]
 
 
 def refs(objs, array=vim.ManagedEntity.Array):
@@ -97,9 +96,16 @@ class Datastore(Entity):
 
     def p_summary(self):
         total, free = self._space()
-        return vim.Datastore.Summary(datastore=self.ref(), name=self.name, url=self.url,
-                                     capacity=total, freeSpace=free, accessible=True,
-                                     multipleHostAccess=True, type="VMFS")
+        return vim.Datastore.Summary(
+            datastore=self.ref(),
+            name=self.name,
+            url=self.url,
+            capacity=total,
+            freeSpace=free,
+            accessible=True,
+            multipleHostAccess=True,
+            type="VMFS",
+        )
 
     @property
     def url(self) -> str:
@@ -107,40 +113,62 @@ class Datastore(Entity):
 
     def p_info(self):
         total, free = self._space()
-        return vim.host.VmfsDatastoreInfo(name=self.name, url=self.url, freeSpace=free,
-                                          maxFileSize=62 << 40, maxVirtualDiskCapacity=62 << 40)
+        return vim.host.VmfsDatastoreInfo(
+            name=self.name,
+            url=self.url,
+            freeSpace=free,
+            maxFileSize=62 << 40,
+            maxVirtualDiskCapacity=62 << 40,
+        )
 
     def p_host(self):
-        return [vim.Datastore.HostMount(key=h.ref(), mountInfo=vim.host.MountInfo(
-            path=f"/vmfs/volumes/{self.name}", accessMode="readWrite", mounted=True,
-            accessible=True)) for h in self.lab.hosts]
+        return [
+            vim.Datastore.HostMount(
+                key=h.ref(),
+                mountInfo=vim.host.MountInfo(
+                    path=f"/vmfs/volumes/{self.name}",
+                    accessMode="readWrite",
+                    mounted=True,
+                    accessible=True,
+                ),
+            )
+            for h in self.lab.hosts
+        ]
 
     def p_vm(self):
-        return refs((vm for vm in self.lab.vms() if self.name in vm.datastore_names()),
-                    vim.VirtualMachine.Array)
+        return refs(
+            (vm for vm in self.lab.vms() if self.name in vm.datastore_names()),
+            vim.VirtualMachine.Array,
+        )
 
 
 class HostSystem(Entity):
     vim_type = vim.HostSystem
 
     def p_runtime(self):
-        return vim.host.RuntimeInfo(connectionState="connected", powerState="poweredOn",
-                                    inMaintenanceMode=False)
+        return vim.host.RuntimeInfo(
+            connectionState="connected", powerState="poweredOn", inMaintenanceMode=False
+        )
 
     def p_summary(self):
-        return vim.host.Summary(host=self.ref(), runtime=self.p_runtime(),
-                                config=vim.host.Summary.ConfigSummary(
-                                    name=self.name, port=443, vmotionEnabled=True,
-                                    faultToleranceEnabled=False),
-                                rebootRequired=False, overallStatus="green",
-                                managementServerIp="127.0.0.1")
+        return vim.host.Summary(
+            host=self.ref(),
+            runtime=self.p_runtime(),
+            config=vim.host.Summary.ConfigSummary(
+                name=self.name, port=443, vmotionEnabled=True, faultToleranceEnabled=False
+            ),
+            rebootRequired=False,
+            overallStatus="green",
+            managementServerIp="127.0.0.1",
+        )
 
     def p_vm(self):
         return refs((vm for vm in self.lab.vms() if vm.host is self), vim.VirtualMachine.Array)
 
     def p_datastore(self):
-        return refs((self.lab.objects[m] for m in self.lab.datastore_morefs.values()),
-                    vim.Datastore.Array)
+        return refs(
+            (self.lab.objects[m] for m in self.lab.datastore_morefs.values()), vim.Datastore.Array
+        )
 
 
 class Cluster(Entity):
@@ -153,8 +181,9 @@ class Cluster(Entity):
         return self.lab.resource_pool.ref()
 
     def p_datastore(self):
-        return refs((self.lab.objects[m] for m in self.lab.datastore_morefs.values()),
-                    vim.Datastore.Array)
+        return refs(
+            (self.lab.objects[m] for m in self.lab.datastore_morefs.values()), vim.Datastore.Array
+        )
 
 
 class ResourcePool(Entity):
@@ -192,17 +221,24 @@ class ServiceInstance(LabObject):
 
     def p_content(self):
         from vcbproxy.lab.methods.service import about
+
         lab = self.lab
         s = lab.singletons
         return vim.ServiceInstanceContent(
-            rootFolder=lab.root_folder.ref(), propertyCollector=s["propertyCollector"].ref(),
-            viewManager=s["viewManager"].ref(), about=about(),
-            sessionManager=s["sessionManager"].ref(), searchIndex=s["searchIndex"].ref(),
-            taskManager=s["taskManager"].ref(), fileManager=s["fileManager"].ref(),
-            virtualDiskManager=s["virtualDiskManager"].ref())
+            rootFolder=lab.root_folder.ref(),
+            propertyCollector=s["propertyCollector"].ref(),
+            viewManager=s["viewManager"].ref(),
+            about=about(),
+            sessionManager=s["sessionManager"].ref(),
+            searchIndex=s["searchIndex"].ref(),
+            taskManager=s["taskManager"].ref(),
+            fileManager=s["fileManager"].ref(),
+            virtualDiskManager=s["virtualDiskManager"].ref(),
+        )
 
     def p_serverClock(self):
         import datetime
+
         return datetime.datetime.now(datetime.UTC)
 
 
@@ -222,22 +258,27 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
     root = Path(root)
     lab = Lab(root, password=password, seed=seed)
     lab.service_instance = lab.add(ServiceInstance(lab, "ServiceInstance"))
-    lab.singletons = {key: lab.add((SessionManager if key == "sessionManager" else Singleton)(
-        lab, moref, t)) for key, (moref, t) in _SINGLETONS.items()}
-    lab.root_folder = lab.add(Folder(lab, "group-d1", "Datacenters",
-                                     child_type=("Folder", "Datacenter")))
-    dc = lab.datacenter = lab.add(Datacenter(lab, "datacenter-2", lab.datacenter_name,
-                                             lab.root_folder))
-    dc.vm_folder = lab.add(Folder(lab, "group-v3", "vm", dc,
-                                  ("Folder", "VirtualMachine", "VirtualApp")))
+    lab.singletons = {
+        key: lab.add((SessionManager if key == "sessionManager" else Singleton)(lab, moref, t))
+        for key, (moref, t) in _SINGLETONS.items()
+    }
+    lab.root_folder = lab.add(
+        Folder(lab, "group-d1", "Datacenters", child_type=("Folder", "Datacenter"))
+    )
+    dc = lab.datacenter = lab.add(
+        Datacenter(lab, "datacenter-2", lab.datacenter_name, lab.root_folder)
+    )
+    dc.vm_folder = lab.add(
+        Folder(lab, "group-v3", "vm", dc, ("Folder", "VirtualMachine", "VirtualApp"))
+    )
     dc.host_folder = lab.add(Folder(lab, "group-h4", "host", dc, ("Folder", "ComputeResource")))
-    dc.datastore_folder = lab.add(Folder(lab, "group-s5", "datastore", dc,
-                                         ("Folder", "Datastore")))
+    dc.datastore_folder = lab.add(Folder(lab, "group-s5", "datastore", dc, ("Folder", "Datastore")))
     dc.network_folder = lab.add(Folder(lab, "group-n6", "network", dc, ("Folder", "Network")))
     cluster = lab.add(Cluster(lab, "domain-c7", "lab-cluster", dc.host_folder))
     lab.resource_pool = lab.add(ResourcePool(lab, "resgroup-8", "Resources", cluster))
-    lab.hosts = [lab.add(HostSystem(lab, f"host-{10 + i}", name, cluster))
-                 for i, name in enumerate(HOSTS)]
+    lab.hosts = [
+        lab.add(HostSystem(lab, f"host-{10 + i}", name, cluster)) for i, name in enumerate(HOSTS)
+    ]
     lab.datastore_morefs = {}
     for i, name in enumerate(DATASTORES):
         path = root / "datastores" / name
@@ -245,7 +286,16 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
         lab.datastores[name] = path
         ds = lab.add(Datastore(lab, f"datastore-{20 + i}", name, dc.datastore_folder, path))
         lab.datastore_morefs[name] = ds.moref
-    lab.team_folders = {name: lab.add(Folder(lab, f"group-v{30 + i}", name, dc.vm_folder,
-                                             ("Folder", "VirtualMachine", "VirtualApp")))
-                        for i, name in enumerate(("teamA", "teamB"))}
+    lab.team_folders = {
+        name: lab.add(
+            Folder(
+                lab,
+                f"group-v{30 + i}",
+                name,
+                dc.vm_folder,
+                ("Folder", "VirtualMachine", "VirtualApp"),
+            )
+        )
+        for i, name in enumerate(("teamA", "teamB"))
+    }
     return lab

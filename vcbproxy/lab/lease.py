@@ -15,7 +15,7 @@ class LabLease(LabObject):
         self.vm, self.lease = vm, state
 
     def _state(self) -> str:
-        self.lease.expired()    # turns a lease without progress calls into an error
+        self.lease.expired()  # turns a lease without progress calls into an error
         return self.lease.state
 
     def p_state(self):
@@ -41,23 +41,36 @@ class LabLease(LabObject):
         for n, key in enumerate(sorted(self.lease.disks)):
             disk, _mark = self.lease.disks[key]
             slot = self.vm.slots[key]
-            urls.append(vim.HttpNfcLease.DeviceUrl(
-                key=f"/{self.vm.moref}/VirtualLsiLogicController0:{slot.unit}",
-                importKey=f"/{self.vm.name}/VirtualLsiLogicController0:{slot.unit}",
-                url=f"https://*/nfc/{self.lease.id}/{key}.vmdk", sslThumbprint=thumb or "",
-                disk=True, targetId=f"disk-{n}.vmdk", fileSize=disk.capacity))
+            urls.append(
+                vim.HttpNfcLease.DeviceUrl(
+                    key=f"/{self.vm.moref}/VirtualLsiLogicController0:{slot.unit}",
+                    importKey=f"/{self.vm.name}/VirtualLsiLogicController0:{slot.unit}",
+                    url=f"https://*/nfc/{self.lease.id}/{key}.vmdk",
+                    sslThumbprint=thumb or "",
+                    disk=True,
+                    targetId=f"disk-{n}.vmdk",
+                    fileSize=disk.capacity,
+                )
+            )
         total = sum(d.capacity for d, _ in self.lease.disks.values()) // 1024
         return vim.HttpNfcLease.Info(
-            lease=self.ref(), entity=self.vm.ref(), deviceUrl=urls,
-            totalDiskCapacityInKB=total, leaseTimeout=int(self.lease.timeout))
+            lease=self.ref(),
+            entity=self.vm.ref(),
+            deviceUrl=urls,
+            totalDiskCapacityInKB=total,
+            leaseTimeout=int(self.lease.timeout),
+        )
 
 
 def open_lease(lab, vm, marks: dict) -> LabLease:
     """A ready lease over `vm`'s disks at the given oracle marks (None = current content)."""
     moref = lab.next_moref("lease")
-    state = LeaseState(id=moref, vm_moref=vm.moref,
-                       disks={key: (vm.disks[key], mark) for key, mark in marks.items()},
-                       timeout=float(lab.faults.get("lease_timeout")))
+    state = LeaseState(
+        id=moref,
+        vm_moref=vm.moref,
+        disks={key: (vm.disks[key], mark) for key, mark in marks.items()},
+        timeout=float(lab.faults.get("lease_timeout")),
+    )
     lease = LabLease(lab, moref, vm, state)
     lab.leases[moref] = state
     lab.add(lease)

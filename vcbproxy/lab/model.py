@@ -72,16 +72,25 @@ class Session:
     user: str
     login_time: float
     last_active: float
-    filters: dict = field(default_factory=dict)   # filter moref -> PropertyFilter state
+    filters: dict = field(default_factory=dict)  # filter moref -> PropertyFilter state
     retrievals: dict = field(default_factory=dict)  # paging token -> remaining contents
     logged_out: bool = False
 
     def user_session(self):
         t = _dt(self.login_time)
-        return vim.UserSession(key=self.key, userName=self.user, fullName="Lab Administrator",
-                               loginTime=t, lastActiveTime=_dt(self.last_active), locale="en",
-                               messageLocale="en", extensionSession=False, ipAddress="127.0.0.1",
-                               userAgent="pyvmomi", callCount=0)
+        return vim.UserSession(
+            key=self.key,
+            userName=self.user,
+            fullName="Lab Administrator",
+            loginTime=t,
+            lastActiveTime=_dt(self.last_active),
+            locale="en",
+            messageLocale="en",
+            extensionSession=False,
+            ipAddress="127.0.0.1",
+            userAgent="pyvmomi",
+            callCount=0,
+        )
 
 
 @dataclass
@@ -90,7 +99,7 @@ class LeaseState:
 
     id: str
     vm_moref: str
-    disks: dict                                     # device key -> (LabDisk, mark)
+    disks: dict  # device key -> (LabDisk, mark)
     timeout: float
     state: str = "ready"
     progress: int = 0
@@ -103,13 +112,15 @@ class LeaseState:
     def expired(self) -> bool:
         if self.state == "ready" and time.monotonic() - self.last_touch > self.timeout:
             self.state = "error"
-            self.error = vim.fault.Timedout(msg="Operation timed out: the export lease got no "
-                                                "progress call in time")
+            self.error = vim.fault.Timedout(
+                msg="Operation timed out: the export lease got no progress call in time"
+            )
         return self.state == "error" and isinstance(self.error, vim.fault.Timedout)
 
 
 def _dt(ts: float):
     import datetime
+
     return datetime.datetime.fromtimestamp(ts, datetime.UTC)
 
 
@@ -121,11 +132,11 @@ class Lab:
         self.seed = seed
         self.lock = threading.RLock()
         self.faults = Faults()
-        self.bucket = TokenBucket(self.faults)   # throttle_bps: one link shared by all transfers
+        self.bucket = TokenBucket(self.faults)  # throttle_bps: one link shared by all transfers
         self.password = password or secrets.token_urlsafe(16)
         self.password_file: Path | None = None
         self.thumbprint_sha1: str | None = None
-        self.caller = threading.local()   # .session of the SOAP call this thread serves
+        self.caller = threading.local()  # .session of the SOAP call this thread serves
         self.user = USER
         self.objects: dict[str, LabObject] = {}
         self.sessions: dict[str, Session] = {}
@@ -157,11 +168,13 @@ class Lab:
 
     def vms(self) -> list:
         from vcbproxy.lab.vm import LabVm
+
         return [o for o in self.objects.values() if isinstance(o, LabVm)]
 
     def find_vm(self, name_or_moref: str):
         """A VM by moref, or by (unescaped or %-escaped) name; None if absent or ambiguous."""
         from vcbproxy.lab.vm import LabVm
+
         with self.lock:
             obj = self.objects.get(name_or_moref)
             if isinstance(obj, LabVm):
@@ -192,8 +205,9 @@ class Lab:
     # -- sessions -----------------------------------------------------------------------
 
     def login(self, user: str, password: str) -> Session | None:
-        if user != self.user or not secrets.compare_digest(password.encode(),
-                                                           self.password.encode()):
+        if user != self.user or not secrets.compare_digest(
+            password.encode(), self.password.encode()
+        ):
             return None
         now = time.time()
         session = Session(key=secrets.token_hex(20), user=user, login_time=now, last_active=now)

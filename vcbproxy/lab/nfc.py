@@ -33,8 +33,9 @@ def handle(req, lab) -> None:
         if not m:
             raise HttpError(404, f"no NFC device at {path}")
         if req.command not in ("GET", "HEAD"):
-            raise HttpError(405, f"{req.command} not supported on NFC device URLs",
-                            {"Allow": "GET, HEAD"})
+            raise HttpError(
+                405, f"{req.command} not supported on NFC device URLs", {"Allow": "GET, HEAD"}
+            )
         lease_id, key = m.group(1), int(m.group(2))
         with lab.lock:
             lease = lab.leases.get(lease_id)
@@ -113,7 +114,7 @@ class _Sink:
         sent = 0
         while sent < len(view):
             n = self.pacer.next_chunk(len(view) - sent)
-            piece = view[sent:sent + n]
+            piece = view[sent : sent + n]
             if self.chunked:
                 self.req.wfile.write(b"%x\r\n" % n)
                 self.req.wfile.write(piece)

@@ -48,13 +48,41 @@ class LabProcess:
         self.stop()
 
 
-def start_lab(root, *, host: str = "127.0.0.1", port: int = 0, http_port: int = 0,
-              vms: int = 0, seed: int = 0, disk_size: str | int = "32M",
-              faults: dict | None = None, log_file=None, big_vms: dict | None = None) -> LabProcess:
+def start_lab(
+    root,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    http_port: int = 0,
+    vms: int = 0,
+    seed: int = 0,
+    disk_size: str | int = "32M",
+    faults: dict | None = None,
+    log_file=None,
+    big_vms: dict | None = None,
+) -> LabProcess:
     """Start `python -m vcbproxy lab serve` on `root` and wait for its JSON line."""
-    argv = [sys.executable, "-m", "vcbproxy", "lab", "serve", "--root", str(root),
-            "--host", host, "--port", str(port), "--http-port", str(http_port),
-            "--vms", str(vms), "--seed", str(seed), "--disk-size", str(disk_size)]
+    argv = [
+        sys.executable,
+        "-m",
+        "vcbproxy",
+        "lab",
+        "serve",
+        "--root",
+        str(root),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--http-port",
+        str(http_port),
+        "--vms",
+        str(vms),
+        "--seed",
+        str(seed),
+        "--disk-size",
+        str(disk_size),
+    ]
     for name, value in (faults or {}).items():
         argv += ["--fault", f"{name}={value}"]
     for name, size in (big_vms or {}).items():
@@ -74,8 +102,10 @@ def start_lab(root, *, host: str = "127.0.0.1", port: int = 0, http_port: int = 
             proc.kill()
             proc.wait()
             log = Path(log_file or Path(root) / "lab-serve.log")
-            raise LabStartError(f"lab serve did not start (exit {proc.returncode}); "
-                                f"see {log}: {log.read_text()[-2000:]}")
+            raise LabStartError(
+                f"lab serve did not start (exit {proc.returncode}); "
+                f"see {log}: {log.read_text()[-2000:]}"
+            )
         if sel.select(min(left, 0.5)):
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk and proc.poll() is not None:

@@ -29,10 +29,10 @@ class LabHandler(BaseHTTPRequestHandler):
     # the client's delayed ACK (40 ms a call).
     disable_nagle_algorithm = True
     server_version = "VMware-vSphere-lab"
-    lab: Lab = None          # set per server class
+    lab: Lab = None  # set per server class
     tls: bool = True
 
-    def log_message(self, fmt, *args):   # route the stdlib's stderr chatter to logging
+    def log_message(self, fmt, *args):  # route the stdlib's stderr chatter to logging
         log.debug("%s " + fmt, self.address_string(), *args)
 
     def _route_data(self) -> bool:
@@ -97,10 +97,17 @@ class LabHandler(BaseHTTPRequestHandler):
             return 200, soap.serialize_response(info, result), cookie
         except vmodl.MethodFault as fault:
             return 500, soap.serialize_fault(fault), None
-        except Exception as exc:   # a lab bug: answer like vSphere's SystemError, log the cause
+        except Exception as exc:  # a lab bug: answer like vSphere's SystemError, log the cause
             log.exception("%s failed", request.method)
-            return 500, soap.serialize_fault(vmodl.fault.SystemError(
-                msg=f"lab error in {request.method}: {exc}", reason=str(exc))), None
+            return (
+                500,
+                soap.serialize_fault(
+                    vmodl.fault.SystemError(
+                        msg=f"lab error in {request.method}: {exc}", reason=str(exc)
+                    )
+                ),
+                None,
+            )
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -128,7 +135,7 @@ class _TlsServer(_QuietServer):
         try:
             super().finish_request(request, client_address)
         finally:
-            self.shutdown_request(request)   # the raw socket was detached by wrap_socket
+            self.shutdown_request(request)  # the raw socket was detached by wrap_socket
 
 
 class LabServer:
@@ -153,8 +160,9 @@ class LabServer:
 
     def start(self) -> None:
         for srv in (self.https, self.http):
-            thread = threading.Thread(target=srv.serve_forever, args=(0.1,), daemon=True,
-                                      name="lab-http")
+            thread = threading.Thread(
+                target=srv.serve_forever, args=(0.1,), daemon=True, name="lab-http"
+            )
             thread.start()
             self._threads.append(thread)
 

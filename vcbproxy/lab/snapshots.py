@@ -13,21 +13,26 @@ from pyVmomi import vim
 from vcbproxy.lab.vm import LabSnapshot
 
 
-def create_snapshot(lab, vm, name: str, description: str | None, memory: bool,
-                    quiesce: bool) -> LabSnapshot:
+def create_snapshot(
+    lab, vm, name: str, description: str | None, memory: bool, quiesce: bool
+) -> LabSnapshot:
     if lab.faults.take("fail_next_snapshot_create"):
-        raise vim.fault.SnapshotFault(msg=f"An error occurred while saving the snapshot: "
-                                          f"failed to create the delta disks of {vm.name} "
-                                          "(lab fault switch fail_next_snapshot_create).")
+        raise vim.fault.SnapshotFault(
+            msg=f"An error occurred while saving the snapshot: "
+            f"failed to create the delta disks of {vm.name} "
+            "(lab fault switch fail_next_snapshot_create)."
+        )
     if quiesce and vm.powered_on:
         if not vm.tools_running():
             raise vim.fault.ToolsUnavailable(
                 msg="Cannot create a quiesced snapshot because VMware Tools is not running "
-                    f"in {vm.name}.")
+                f"in {vm.name}."
+            )
         if lab.faults.get("fail_quiesce"):
             raise vim.fault.ApplicationQuiesceFault(
                 msg="An error occurred while quiescing the virtual machine. The guest's "
-                    "quiescing scripts or VSS writers failed (lab fault switch fail_quiesce).")
+                "quiescing scripts or VSS writers failed (lab fault switch fail_quiesce)."
+            )
     marks, change_ids, deltas, frozen = {}, {}, {}, {}
     for key, disk in sorted(vm.disks.items()):
         if vm.slots[key].independent:
@@ -40,17 +45,27 @@ def create_snapshot(lab, vm, name: str, description: str | None, memory: bool,
     config = vm.config_info(layer_of=frozen, change_ids=change_ids)
     parent = vm.current_snapshot
     snap_id = 1 + max((s.id for s in vm.all_snapshots()), default=0)
-    snap = LabSnapshot(lab, lab.next_moref("snapshot"), vm, name=name, description=description,
-                       snap_id=snap_id, quiesced=bool(quiesce and vm.powered_on),
-                       memory=bool(memory and vm.powered_on), parent=parent, config=config,
-                       layers=deltas, vmsn=f"{vm.file_stem}-Snapshot{snap_id}.vmsn")
+    snap = LabSnapshot(
+        lab,
+        lab.next_moref("snapshot"),
+        vm,
+        name=name,
+        description=description,
+        snap_id=snap_id,
+        quiesced=bool(quiesce and vm.powered_on),
+        memory=bool(memory and vm.powered_on),
+        parent=parent,
+        config=config,
+        layers=deltas,
+        vmsn=f"{vm.file_stem}-Snapshot{snap_id}.vmsn",
+    )
     (parent.children if parent else vm.root_snapshots).append(snap)
     vm.current_snapshot = snap
     lab.add(snap)
-    lab.snapshot_history[snap.moref] = {"vm": vm.moref, "marks": marks,
-                                        "change_ids": change_ids}
-    (vm.dir_path / snap.vmsn).write_text(f"vcbproxy lab snapshot {snap_id}\nname = {name}\n",
-                                         encoding="utf-8")
+    lab.snapshot_history[snap.moref] = {"vm": vm.moref, "marks": marks, "change_ids": change_ids}
+    (vm.dir_path / snap.vmsn).write_text(
+        f"vcbproxy lab snapshot {snap_id}\nname = {name}\n", encoding="utf-8"
+    )
     if snap.memory:
         # The guest's RAM: a sparse file of memSize (the lab has no RAM to save, only its size).
         with open(vm.dir_path / snap.vmem, "wb") as out:
@@ -62,9 +77,11 @@ def create_snapshot(lab, vm, name: str, description: str | None, memory: bool,
 
 def remove_snapshot(lab, snap: LabSnapshot, remove_children: bool) -> None:
     if lab.faults.take("fail_next_snapshot_remove"):
-        raise vim.fault.SnapshotFault(msg=f"An error occurred while consolidating disks of "
-                                          f"{snap.vm.name}: (lab fault switch "
-                                          "fail_next_snapshot_remove).")
+        raise vim.fault.SnapshotFault(
+            msg=f"An error occurred while consolidating disks of "
+            f"{snap.vm.name}: (lab fault switch "
+            "fail_next_snapshot_remove)."
+        )
     if remove_children:
         for child in list(snap.children):
             remove_snapshot(lab, child, True)
@@ -75,7 +92,7 @@ def remove_snapshot(lab, snap: LabSnapshot, remove_children: bool) -> None:
             disk.remove_layer(disk.layers.index(delta))
     siblings = snap.parent.children if snap.parent else vm.root_snapshots
     at = siblings.index(snap)
-    siblings[at:at + 1] = snap.children
+    siblings[at : at + 1] = snap.children
     for child in snap.children:
         child.parent = snap.parent
     if vm.current_snapshot is snap:
@@ -98,10 +115,16 @@ def _write_vmsd(vm) -> None:
     if not snaps:
         path.unlink(missing_ok=True)
         return
-    lines = ['.encoding = "UTF-8"', f'snapshot.numSnapshots = "{len(snaps)}"',
-             f'snapshot.current = "{vm.current_snapshot.id if vm.current_snapshot else 0}"']
+    lines = [
+        '.encoding = "UTF-8"',
+        f'snapshot.numSnapshots = "{len(snaps)}"',
+        f'snapshot.current = "{vm.current_snapshot.id if vm.current_snapshot else 0}"',
+    ]
     for i, s in enumerate(snaps):
-        lines += [f'snapshot{i}.uid = "{s.id}"', f'snapshot{i}.displayName = "{s.name}"',
-                  f'snapshot{i}.filename = "{s.vmsn}"',
-                  f'snapshot{i}.parent = "{s.parent.id if s.parent else 0}"']
+        lines += [
+            f'snapshot{i}.uid = "{s.id}"',
+            f'snapshot{i}.displayName = "{s.name}"',
+            f'snapshot{i}.filename = "{s.vmsn}"',
+            f'snapshot{i}.parent = "{s.parent.id if s.parent else 0}"',
+        ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

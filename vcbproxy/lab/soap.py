@@ -29,10 +29,10 @@ class SoapError(Exception):
 
 @dataclass
 class Request:
-    method: str               # wsdl name, e.g. "RetrievePropertiesEx"
-    info: Any                 # pyVmomi method info (params, result type)
-    this: Any                 # the managed object the call is on (a pyVmomi MO with _moId)
-    args: dict[str, Any]      # python parameter name -> value
+    method: str  # wsdl name, e.g. "RetrievePropertiesEx"
+    info: Any  # pyVmomi method info (params, result type)
+    this: Any  # the managed object the call is on (a pyVmomi MO with _moId)
+    args: dict[str, Any]  # python parameter name -> value
 
 
 def _request_type(info) -> type:
@@ -44,8 +44,9 @@ def _request_type(info) -> type:
             props = [("_this", VmomiSupport.ManagedObject, VERSION, 0)]
             props += [(p.name, p.type, VERSION, 0) for p in info.params]
             name = f"vcbproxylab.request.{info.wsdlName}"
-            VmomiSupport.CreateDataType(name, "VcbproxyLab" + info.wsdlName, "vmodl.DynamicData",
-                                        VERSION, props)
+            VmomiSupport.CreateDataType(
+                name, "VcbproxyLab" + info.wsdlName, "vmodl.DynamicData", VERSION, props
+            )
             rtype = VmomiSupport.GetVmodlType(name)
             _request_types[info.wsdlName] = rtype
     return rtype
@@ -80,8 +81,13 @@ class _EnvelopeHandler(SoapAdapter.ExpatDeserializerNSHandlers):
 
 # pyVmomi reads a single property through "Fetch" (not in the WSDL): _this plus a path.
 FETCH_INFO = VmomiSupport.Object(
-    name="fetch", wsdlName="Fetch", version=VERSION, isTask=False, result=object,
-    params=(VmomiSupport.Object(name="prop", type=str, version=VERSION, flags=0),))
+    name="fetch",
+    wsdlName="Fetch",
+    version=VERSION,
+    isTask=False,
+    result=object,
+    params=(VmomiSupport.Object(name="prop", type=str, version=VERSION, flags=0),),
+)
 
 
 def fetch_info(mo_type, prop: str):
@@ -92,8 +98,14 @@ def fetch_info(mo_type, prop: str):
         if pinfo is not None:
             ptype = pinfo.type
             break
-    return VmomiSupport.Object(name="fetch", wsdlName="Fetch", version=VERSION, isTask=False,
-                               result=ptype, params=FETCH_INFO.params)
+    return VmomiSupport.Object(
+        name="fetch",
+        wsdlName="Fetch",
+        version=VERSION,
+        isTask=False,
+        result=ptype,
+        params=FETCH_INFO.params,
+    )
 
 
 def parse_request(data: bytes) -> Request:
@@ -122,9 +134,19 @@ def _nsmap() -> dict[str, str]:
 
 
 def _envelope(body: str) -> bytes:
-    return "".join([SoapAdapter.XML_HEADER, "\n", SoapAdapter.SOAP_ENVELOPE_START,
-                    SoapAdapter.SOAP_BODY_START, "\n", body, "\n", SoapAdapter.SOAP_BODY_END,
-                    SoapAdapter.SOAP_ENVELOPE_END]).encode("utf-8")
+    return "".join(
+        [
+            SoapAdapter.XML_HEADER,
+            "\n",
+            SoapAdapter.SOAP_ENVELOPE_START,
+            SoapAdapter.SOAP_BODY_START,
+            "\n",
+            body,
+            "\n",
+            SoapAdapter.SOAP_BODY_END,
+            SoapAdapter.SOAP_ENVELOPE_END,
+        ]
+    ).encode("utf-8")
 
 
 def serialize_response(info, result) -> bytes:
@@ -140,19 +162,35 @@ def serialize_fault(fault: vmodl.MethodFault) -> bytes:
     """A soapenv:Fault whose <detail> pyVmomi turns back into the same vim/vmodl fault."""
     msg = getattr(fault, "msg", None) or type(fault).__name__
     # vSphere names the detail element <XxxFault>; the client strips "Fault" to find the type.
-    field = VmomiSupport.Object(name=f"{type(fault)._wsdlName}Fault", type=object, version=VERSION, flags=0)
+    field = VmomiSupport.Object(
+        name=f"{type(fault)._wsdlName}Fault", type=object, version=VERSION, flags=0
+    )
     detail = SoapAdapter.SerializeFaultDetail(fault, field, VERSION, _nsmap())
     code = "ClientFaultCode" if isinstance(fault, vmodl.fault.InvalidRequest) else "ServerFaultCode"
-    body = (f"<{SoapAdapter.SOAP_FAULT_TAG}><faultcode>{code}</faultcode>"
-            f"<faultstring>{SoapAdapter.XmlEscape(msg)}</faultstring>"
-            f"<detail>{detail}</detail></{SoapAdapter.SOAP_FAULT_TAG}>")
+    body = (
+        f"<{SoapAdapter.SOAP_FAULT_TAG}><faultcode>{code}</faultcode>"
+        f"<faultstring>{SoapAdapter.XmlEscape(msg)}</faultstring>"
+        f"<detail>{detail}</detail></{SoapAdapter.SOAP_FAULT_TAG}>"
+    )
     return _envelope(body)
 
 
 def service_versions_xml() -> bytes:
     """/sdk/vimServiceVersions.xml: pyVim's SmartConnect picks its API version from this."""
-    prior = ["8.0.2.0", "8.0.1.0", "8.0.0.0", "7.0.3.0", "7.0.2.0", "7.0.1.0", "7.0.0.0", "6.7.3", "6.7"]
+    prior = [
+        "8.0.2.0",
+        "8.0.1.0",
+        "8.0.0.0",
+        "7.0.3.0",
+        "7.0.2.0",
+        "7.0.1.0",
+        "7.0.0.0",
+        "6.7.3",
+        "6.7",
+    ]
     prior_xml = "".join(f"<version>{v}</version>" for v in prior)
-    return (f'<?xml version="1.0" encoding="UTF-8" ?>\n<namespaces version="1.0">\n<namespace>\n'
-            f"<name>urn:vim25</name>\n<version>{API_VERSION}</version>\n"
-            f"<priorVersions>{prior_xml}</priorVersions>\n</namespace>\n</namespaces>\n").encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" ?>\n<namespaces version="1.0">\n<namespace>\n'
+        f"<name>urn:vim25</name>\n<version>{API_VERSION}</version>\n"
+        f"<priorVersions>{prior_xml}</priorVersions>\n</namespace>\n</namespaces>\n"
+    ).encode()

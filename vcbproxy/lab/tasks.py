@@ -20,11 +20,19 @@ class LabTask(LabObject):
     def __init__(self, lab, moref, name: str, description_id: str, entity, user: str):
         super().__init__(lab, moref)
         self.info = vim.TaskInfo(
-            key=moref, task=self.ref(), name=VmomiSupport.GetWsdlMethod("urn:vim25", name), descriptionId=description_id,
+            key=moref,
+            task=self.ref(),
+            name=VmomiSupport.GetWsdlMethod("urn:vim25", name),
+            descriptionId=description_id,
             entity=entity.ref() if entity is not None else None,
-            entityName=getattr(entity, "inventory_name", None), state="queued",
-            cancelled=False, cancelable=False, queueTime=now(),
-            reason=vim.TaskReasonUser(userName=user), eventChainId=int(moref.split("-")[-1]))
+            entityName=getattr(entity, "inventory_name", None),
+            state="queued",
+            cancelled=False,
+            cancelable=False,
+            queueTime=now(),
+            reason=vim.TaskReasonUser(userName=user),
+            eventChainId=int(moref.split("-")[-1]),
+        )
         self.done = threading.Event()
 
     def p_info(self):
@@ -41,8 +49,14 @@ def start_task(call, entity, name: str, description_id: str, work) -> object:
     it raises becomes info.error (any other exception is a lab bug, reported as SystemError).
     """
     lab = call.lab
-    task = LabTask(lab, lab.next_moref("task"), name, description_id, entity,
-                   call.session.user if call.session else lab.user)
+    task = LabTask(
+        lab,
+        lab.next_moref("task"),
+        name,
+        description_id,
+        entity,
+        call.session.user if call.session else lab.user,
+    )
     lab.add(task)
 
     def run():
@@ -59,7 +73,7 @@ def start_task(call, entity, name: str, description_id: str, work) -> object:
             task.info.result, task.info.progress, task.info.state = result, 100, "success"
         except vmodl.MethodFault as fault:
             task.info.error, task.info.state = fault, "error"
-        except Exception as exc:   # a lab bug: the client sees a SystemError, the log the cause
+        except Exception as exc:  # a lab bug: the client sees a SystemError, the log the cause
             log.exception("task %s failed", name)
             task.info.error = vmodl.fault.SystemError(msg=f"lab error: {exc}", reason=str(exc))
             task.info.state = "error"

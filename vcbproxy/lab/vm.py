@@ -19,8 +19,11 @@ from vcbproxy.lab.vimdata import complete, now
 
 SCSI_KEY = 1000
 DISK_KEY_BASE = 2000
-MODES = {"persistent": "persistent", "independent_persistent": "independent_persistent",
-         "independent-persistent": "independent_persistent"}
+MODES = {
+    "persistent": "persistent",
+    "independent_persistent": "independent_persistent",
+    "independent-persistent": "independent_persistent",
+}
 
 
 @dataclasses.dataclass
@@ -44,10 +47,24 @@ def ds_path(datastore: str, *parts: str) -> str:
 class LabVm(Entity):
     vim_type = vim.VirtualMachine
 
-    def __init__(self, lab, moref, name, parent, *, datastore: str, directory: str, uuid: str,
-                 instance_uuid: str, guest_id: str = "otherLinux64Guest", memory_mb: int = 1024,
-                 cpus: int = 1, tools: bool = True, ip: str | None = None,
-                 powered_on: bool = False):
+    def __init__(
+        self,
+        lab,
+        moref,
+        name,
+        parent,
+        *,
+        datastore: str,
+        directory: str,
+        uuid: str,
+        instance_uuid: str,
+        guest_id: str = "otherLinux64Guest",
+        memory_mb: int = 1024,
+        cpus: int = 1,
+        tools: bool = True,
+        ip: str | None = None,
+        powered_on: bool = False,
+    ):
         super().__init__(lab, moref, name, parent)
         self.datastore = datastore
         self.directory = directory
@@ -56,7 +73,7 @@ class LabVm(Entity):
         self.tools, self.ip, self.powered_on = tools, ip, powered_on
         self.pool = lab.resource_pool
         self.host = lab.hosts[0]
-        self.disks: dict = {}                 # device key -> LabDisk
+        self.disks: dict = {}  # device key -> LabDisk
         self.slots: dict[int, DiskSlot] = {}  # device key -> DiskSlot
         self.root_snapshots: list[LabSnapshot] = []
         self.current_snapshot: LabSnapshot | None = None
@@ -94,12 +111,23 @@ class LabVm(Entity):
         for key, slot in sorted(self.slots.items()):
             disk = self.disks[key]
             top = disk.top
-            rel = top if slot.datastore == self.datastore and slot.directory == self.directory \
+            rel = (
+                top
+                if slot.datastore == self.datastore and slot.directory == self.directory
                 else f"/vmfs/volumes/{slot.datastore}/{slot.directory}/{top}"
+            )
             disks.append({"unit": slot.unit, "file": rel, "mode": slot.mode})
-        text = vmx.render(name=self.name, uuid=self.uuid, instance_uuid=self.instance_uuid,
-                          guest_os=self.guest_id, memory_mb=self.memory_mb, cpus=self.cpus,
-                          disks=disks, cbt=self.cbt_enabled, nvram=f"{self.file_stem}.nvram")
+        text = vmx.render(
+            name=self.name,
+            uuid=self.uuid,
+            instance_uuid=self.instance_uuid,
+            guest_os=self.guest_id,
+            memory_mb=self.memory_mb,
+            cpus=self.cpus,
+            disks=disks,
+            cbt=self.cbt_enabled,
+            nvram=f"{self.file_stem}.nvram",
+        )
         (self.dir_path / self.vmx_name).write_text(text, encoding="utf-8")
 
     def touch_config(self) -> None:
@@ -117,10 +145,17 @@ class LabVm(Entity):
         backing = None
         for i in range(top + 1):
             b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-                fileName=ds_path(slot.datastore, slot.directory, layers[i]), datastore=ds_ref,
-                diskMode=slot.mode, thinProvisioned=True, split=False, writeThrough=False,
-                uuid=_disk_uuid(disk.uuid, i), contentId=f"{abs(hash((disk.uuid, i))):032x}"[:32],
-                parent=backing, deltaDiskFormat="redoLogFormat" if i else None)
+                fileName=ds_path(slot.datastore, slot.directory, layers[i]),
+                datastore=ds_ref,
+                diskMode=slot.mode,
+                thinProvisioned=True,
+                split=False,
+                writeThrough=False,
+                uuid=_disk_uuid(disk.uuid, i),
+                contentId=f"{abs(hash((disk.uuid, i))):032x}"[:32],
+                parent=backing,
+                deltaDiskFormat="redoLogFormat" if i else None,
+            )
             backing = b
         if self.cbt_enabled and disk.cbt.enabled:
             backing.changeId = change_id or disk.cbt.change_id
@@ -129,40 +164,75 @@ class LabVm(Entity):
     def devices(self, layer_of=None, change_ids=None) -> list:
         """Virtual hardware; `layer_of[key]` pins each disk to a layer (snapshot config)."""
         ctrl = vim.vm.device.VirtualLsiLogicController(
-            key=SCSI_KEY, busNumber=0, sharedBus="noSharing", controllerKey=100, unitNumber=3,
+            key=SCSI_KEY,
+            busNumber=0,
+            sharedBus="noSharing",
+            controllerKey=100,
+            unitNumber=3,
             device=[DISK_KEY_BASE + s.unit for s in self.slots.values()],
-            deviceInfo=vim.Description(label="SCSI controller 0", summary="LSI Logic"))
+            deviceInfo=vim.Description(label="SCSI controller 0", summary="LSI Logic"),
+        )
         devs = [ctrl]
         for n, (key, slot) in enumerate(sorted(self.slots.items())):
             disk = self.disks[key]
             label = f"Hard disk {n + 1}"
-            devs.append(vim.vm.device.VirtualDisk(
-                key=key, controllerKey=SCSI_KEY, unitNumber=slot.unit,
-                capacityInKB=disk.capacity // 1024, capacityInBytes=disk.capacity,
-                deviceInfo=vim.Description(label=label, summary=f"{disk.capacity // 1024:,} KB"),
-                backing=self._backing(key, (layer_of or {}).get(key),
-                                      (change_ids or {}).get(key)),
-                diskObjectId=f"{self.moref[3:]}-{key}"))
+            devs.append(
+                vim.vm.device.VirtualDisk(
+                    key=key,
+                    controllerKey=SCSI_KEY,
+                    unitNumber=slot.unit,
+                    capacityInKB=disk.capacity // 1024,
+                    capacityInBytes=disk.capacity,
+                    deviceInfo=vim.Description(
+                        label=label, summary=f"{disk.capacity // 1024:,} KB"
+                    ),
+                    backing=self._backing(
+                        key, (layer_of or {}).get(key), (change_ids or {}).get(key)
+                    ),
+                    diskObjectId=f"{self.moref[3:]}-{key}",
+                )
+            )
         return devs
 
     def config_info(self, layer_of=None, change_ids=None):
-        files = vim.vm.FileInfo(vmPathName=self.vmx_path,
-                                snapshotDirectory=ds_path(self.datastore, self.directory),
-                                suspendDirectory=ds_path(self.datastore, self.directory),
-                                logDirectory=ds_path(self.datastore, self.directory))
-        hw = complete(vim.vm.VirtualHardware(numCPU=self.cpus, numCoresPerSocket=1,
-                                             memoryMB=self.memory_mb,
-                                             device=self.devices(layer_of, change_ids)))
+        files = vim.vm.FileInfo(
+            vmPathName=self.vmx_path,
+            snapshotDirectory=ds_path(self.datastore, self.directory),
+            suspendDirectory=ds_path(self.datastore, self.directory),
+            logDirectory=ds_path(self.datastore, self.directory),
+        )
+        hw = complete(
+            vim.vm.VirtualHardware(
+                numCPU=self.cpus,
+                numCoresPerSocket=1,
+                memoryMB=self.memory_mb,
+                device=self.devices(layer_of, change_ids),
+            )
+        )
         cfg = vim.vm.ConfigInfo(
-            changeVersion=str(self.change_version), modified=now(), name=self.inventory_name,
-            guestFullName="Other Linux (64-bit)", version="vmx-19", uuid=self.uuid,
-            instanceUuid=self.instance_uuid, template=False, guestId=self.guest_id,
-            alternateGuestName="", files=files, flags=complete(vim.vm.FlagInfo()),
-            defaultPowerOps=complete(vim.vm.DefaultPowerOpInfo()), hardware=hw,
-            changeTrackingEnabled=self.cbt_enabled, annotation="vcbproxy lab VM",
+            changeVersion=str(self.change_version),
+            modified=now(),
+            name=self.inventory_name,
+            guestFullName="Other Linux (64-bit)",
+            version="vmx-19",
+            uuid=self.uuid,
+            instanceUuid=self.instance_uuid,
+            template=False,
+            guestId=self.guest_id,
+            alternateGuestName="",
+            files=files,
+            flags=complete(vim.vm.FlagInfo()),
+            defaultPowerOps=complete(vim.vm.DefaultPowerOpInfo()),
+            hardware=hw,
+            changeTrackingEnabled=self.cbt_enabled,
+            annotation="vcbproxy lab VM",
             firmware="bios",
-            extraConfig=[vim.option.OptionValue(key="ctkEnabled",
-                                                value="TRUE" if self.cbt_enabled else "FALSE")])
+            extraConfig=[
+                vim.option.OptionValue(
+                    key="ctkEnabled", value="TRUE" if self.cbt_enabled else "FALSE"
+                )
+            ],
+        )
         return complete(cfg)
 
     # -- properties -----------------------------------------------------------------------
@@ -174,74 +244,118 @@ class LabVm(Entity):
         return self.pool.ref()
 
     def p_datastore(self):
-        return refs((self.lab.objects[self.lab.datastore_morefs[n]]
-                     for n in sorted(self.datastore_names())), vim.Datastore.Array)
+        return refs(
+            (
+                self.lab.objects[self.lab.datastore_morefs[n]]
+                for n in sorted(self.datastore_names())
+            ),
+            vim.Datastore.Array,
+        )
 
     def p_network(self):
         return None
 
     def p_capability(self):
-        return complete(vim.vm.Capability(
-            snapshotOperationsSupported=True, multipleSnapshotsSupported=True,
-            quiescedSnapshotsSupported=True, memorySnapshotsSupported=True,
-            changeTrackingSupported=True, diskSharesSupported=True,
-            revertToSnapshotSupported=True))
+        return complete(
+            vim.vm.Capability(
+                snapshotOperationsSupported=True,
+                multipleSnapshotsSupported=True,
+                quiescedSnapshotsSupported=True,
+                memorySnapshotsSupported=True,
+                changeTrackingSupported=True,
+                diskSharesSupported=True,
+                revertToSnapshotSupported=True,
+            )
+        )
 
     def p_runtime(self):
-        return complete(vim.vm.RuntimeInfo(
-            host=self.host.ref(), connectionState="connected",
-            powerState="poweredOn" if self.powered_on else "poweredOff",
-            bootTime=self.boot_time if self.powered_on else None, consolidationNeeded=False,
-            toolsInstallerMounted=False, maxMemoryUsage=self.memory_mb,
-            faultToleranceState="notConfigured", onlineStandby=False))
+        return complete(
+            vim.vm.RuntimeInfo(
+                host=self.host.ref(),
+                connectionState="connected",
+                powerState="poweredOn" if self.powered_on else "poweredOff",
+                bootTime=self.boot_time if self.powered_on else None,
+                consolidationNeeded=False,
+                toolsInstallerMounted=False,
+                maxMemoryUsage=self.memory_mb,
+                faultToleranceState="notConfigured",
+                onlineStandby=False,
+            )
+        )
 
     def tools_running(self) -> bool:
         return self.tools and self.powered_on
 
     def p_guest(self):
         running = self.tools_running()
-        return complete(vim.vm.GuestInfo(
-            toolsStatus="toolsOk" if running else "toolsNotRunning" if self.tools
-            else "toolsNotInstalled",
-            toolsRunningStatus="guestToolsRunning" if running else "guestToolsNotRunning",
-            toolsVersionStatus2="guestToolsCurrent" if self.tools else "guestToolsNotInstalled",
-            toolsVersion="12352" if self.tools else "0",
-            guestId=self.guest_id if running else None,
-            guestFullName="Other Linux (64-bit)" if running else None,
-            ipAddress=self.ip if running else None,
-            hostName=self.name.replace(" ", "-") if running else None,
-            guestState="running" if running else "notRunning",
-            guestOperationsReady=running, interactiveGuestOperationsReady=False,
-            guestStateChangeSupported=running))
+        return complete(
+            vim.vm.GuestInfo(
+                toolsStatus="toolsOk"
+                if running
+                else "toolsNotRunning"
+                if self.tools
+                else "toolsNotInstalled",
+                toolsRunningStatus="guestToolsRunning" if running else "guestToolsNotRunning",
+                toolsVersionStatus2="guestToolsCurrent" if self.tools else "guestToolsNotInstalled",
+                toolsVersion="12352" if self.tools else "0",
+                guestId=self.guest_id if running else None,
+                guestFullName="Other Linux (64-bit)" if running else None,
+                ipAddress=self.ip if running else None,
+                hostName=self.name.replace(" ", "-") if running else None,
+                guestState="running" if running else "notRunning",
+                guestOperationsReady=running,
+                interactiveGuestOperationsReady=False,
+                guestStateChangeSupported=running,
+            )
+        )
 
     def p_summary(self):
         running = self.tools_running()
-        return complete(vim.vm.Summary(
-            vm=self.ref(), runtime=self.p_runtime(),
-            guest=vim.vm.Summary.GuestSummary(
-                guestId=self.guest_id, guestFullName="Other Linux (64-bit)",
-                toolsStatus=self.p_guest().toolsStatus,
-                ipAddress=self.ip if running else None,
-                hostName=self.name.replace(" ", "-") if running else None),
-            config=complete(vim.vm.Summary.ConfigSummary(
-                name=self.inventory_name, template=False, vmPathName=self.vmx_path,
-                memorySizeMB=self.memory_mb, numCpu=self.cpus, numVirtualDisks=len(self.disks),
-                uuid=self.uuid, instanceUuid=self.instance_uuid, guestId=self.guest_id,
-                guestFullName="Other Linux (64-bit)", numEthernetCards=0)),
-            quickStats=complete(vim.vm.Summary.QuickStats(guestHeartbeatStatus="green")),
-            overallStatus="green"))
+        return complete(
+            vim.vm.Summary(
+                vm=self.ref(),
+                runtime=self.p_runtime(),
+                guest=vim.vm.Summary.GuestSummary(
+                    guestId=self.guest_id,
+                    guestFullName="Other Linux (64-bit)",
+                    toolsStatus=self.p_guest().toolsStatus,
+                    ipAddress=self.ip if running else None,
+                    hostName=self.name.replace(" ", "-") if running else None,
+                ),
+                config=complete(
+                    vim.vm.Summary.ConfigSummary(
+                        name=self.inventory_name,
+                        template=False,
+                        vmPathName=self.vmx_path,
+                        memorySizeMB=self.memory_mb,
+                        numCpu=self.cpus,
+                        numVirtualDisks=len(self.disks),
+                        uuid=self.uuid,
+                        instanceUuid=self.instance_uuid,
+                        guestId=self.guest_id,
+                        guestFullName="Other Linux (64-bit)",
+                        numEthernetCards=0,
+                    )
+                ),
+                quickStats=complete(vim.vm.Summary.QuickStats(guestHeartbeatStatus="green")),
+                overallStatus="green",
+            )
+        )
 
     def p_snapshot(self):
         if not self.root_snapshots:
             return None
-        return vim.vm.SnapshotInfo(currentSnapshot=self.current_snapshot.ref(),
-                                   rootSnapshotList=[s.tree() for s in self.root_snapshots])
+        return vim.vm.SnapshotInfo(
+            currentSnapshot=self.current_snapshot.ref(),
+            rootSnapshotList=[s.tree() for s in self.root_snapshots],
+        )
 
     def p_rootSnapshot(self):
         return refs(self.root_snapshots, vim.vm.Snapshot.Array) if self.root_snapshots else None
 
     def p_layoutEx(self):
         from vcbproxy.lab.layout import layout_ex
+
         return layout_ex(self)
 
     def p_guestHeartbeatStatus(self):
@@ -256,29 +370,44 @@ class LabVm(Entity):
             for s in snaps:
                 out.append(s)
                 walk(s.children)
+
         walk(self.root_snapshots)
         return out
 
     def describe(self) -> dict:
         """State for the control API's /lab/state."""
-        return {"moref": self.moref, "name": self.name, "powered_on": self.powered_on,
-                "cbt": self.cbt_enabled,
-                "snapshots": [{"moref": s.moref, "name": s.name, "id": s.id,
-                               "parent": s.parent.moref if s.parent else None,
-                               "quiesced": s.quiesced} for s in self.all_snapshots()],
-                "current_snapshot": self.current_snapshot.moref if self.current_snapshot
-                else None,
-                "leases": self._leases(),
-                "disks": {str(k): {"layers": list(d.layers), "capacity": d.capacity,
-                                   "change_id": d.cbt.change_id if d.cbt.enabled
-                                   else None} for k, d in self.disks.items()}}
-
+        return {
+            "moref": self.moref,
+            "name": self.name,
+            "powered_on": self.powered_on,
+            "cbt": self.cbt_enabled,
+            "snapshots": [
+                {
+                    "moref": s.moref,
+                    "name": s.name,
+                    "id": s.id,
+                    "parent": s.parent.moref if s.parent else None,
+                    "quiesced": s.quiesced,
+                }
+                for s in self.all_snapshots()
+            ],
+            "current_snapshot": self.current_snapshot.moref if self.current_snapshot else None,
+            "leases": self._leases(),
+            "disks": {
+                str(k): {
+                    "layers": list(d.layers),
+                    "capacity": d.capacity,
+                    "change_id": d.cbt.change_id if d.cbt.enabled else None,
+                }
+                for k, d in self.disks.items()
+            },
+        }
 
     def _leases(self) -> list[dict]:
         out = []
         for lease in list(self.lab.leases.values()):
             if lease.vm_moref == self.moref:
-                lease.expired()   # brings a lease past its timeout to "error"
+                lease.expired()  # brings a lease past its timeout to "error"
                 out.append({"id": lease.id, "state": lease.state, "progress": lease.progress})
         return out
 
@@ -286,16 +415,30 @@ class LabVm(Entity):
 class LabSnapshot(LabObject):
     vim_type = vim.vm.Snapshot
 
-    def __init__(self, lab, moref, vm: LabVm, *, name, description, snap_id: int, quiesced,
-                 memory, parent: LabSnapshot | None, config, layers: dict, vmsn: str):
+    def __init__(
+        self,
+        lab,
+        moref,
+        vm: LabVm,
+        *,
+        name,
+        description,
+        snap_id: int,
+        quiesced,
+        memory,
+        parent: LabSnapshot | None,
+        config,
+        layers: dict,
+        vmsn: str,
+    ):
         super().__init__(lab, moref)
         self.vm, self.name, self.description = vm, name, description
         self.id, self.quiesced, self.memory = snap_id, quiesced, memory
         self.parent = parent
         self.children: list[LabSnapshot] = []
         self.create_time = now()
-        self.config = config            # ConfigInfo as of the snapshot
-        self.layers = layers            # device key -> name of the delta this snapshot created
+        self.config = config  # ConfigInfo as of the snapshot
+        self.layers = layers  # device key -> name of the delta this snapshot created
         self.vmsn = vmsn
         self.power_state = "poweredOn" if vm.powered_on else "poweredOff"
 
@@ -314,10 +457,17 @@ class LabSnapshot(LabObject):
 
     def tree(self):
         return vim.vm.SnapshotTree(
-            snapshot=self.ref(), vm=self.vm.ref(), name=self.name,
-            description=self.description or "", id=self.id, createTime=self.create_time,
-            state=self.power_state, quiesced=bool(self.quiesced), replaySupported=False,
-            childSnapshotList=[c.tree() for c in self.children])
+            snapshot=self.ref(),
+            vm=self.vm.ref(),
+            name=self.name,
+            description=self.description or "",
+            id=self.id,
+            createTime=self.create_time,
+            state=self.power_state,
+            quiesced=bool(self.quiesced),
+            replaySupported=False,
+            childSnapshotList=[c.tree() for c in self.children],
+        )
 
     def p_config(self):
         return self.config
@@ -345,6 +495,7 @@ def new_vm(lab, name: str, folder, *, datastore: str, **kwargs) -> LabVm:
         n += 1
         directory = f"{base}_{n}"
     (lab.datastores[datastore] / directory).mkdir(parents=True)
-    vm = LabVm(lab, lab.next_moref("vm"), name, folder, datastore=datastore,
-               directory=directory, **kwargs)
+    vm = LabVm(
+        lab, lab.next_moref("vm"), name, folder, datastore=datastore, directory=directory, **kwargs
+    )
     return lab.add(vm)

@@ -15,20 +15,42 @@ def escape_name(name: str) -> str:
     return name.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
 
 
-def render(*, name: str, uuid: str, instance_uuid: str, guest_os: str, memory_mb: int, cpus: int,
-           disks: list[dict], cbt: bool, nvram: str) -> str:
+def render(
+    *,
+    name: str,
+    uuid: str,
+    instance_uuid: str,
+    guest_os: str,
+    memory_mb: int,
+    cpus: int,
+    disks: list[dict],
+    cbt: bool,
+    nvram: str,
+) -> str:
     """A .vmx as ESXi writes it: one key = "value" a line, disks by controller:unit."""
     lines = [
-        ('.encoding', "UTF-8"), ("config.version", "8"), ("virtualHW.version", "19"),
-        ("displayName", name), ("guestOS", guest_os), ("memSize", str(memory_mb)),
-        ("numvcpus", str(cpus)), ("nvram", nvram), ("uuid.bios", ddb_uuid(uuid)),
-        ("vc.uuid", ddb_uuid(instance_uuid)), ("ctkEnabled", "TRUE" if cbt else "FALSE"),
-        ("scsi0.present", "TRUE"), ("scsi0.virtualDev", "lsilogic"),
+        (".encoding", "UTF-8"),
+        ("config.version", "8"),
+        ("virtualHW.version", "19"),
+        ("displayName", name),
+        ("guestOS", guest_os),
+        ("memSize", str(memory_mb)),
+        ("numvcpus", str(cpus)),
+        ("nvram", nvram),
+        ("uuid.bios", ddb_uuid(uuid)),
+        ("vc.uuid", ddb_uuid(instance_uuid)),
+        ("ctkEnabled", "TRUE" if cbt else "FALSE"),
+        ("scsi0.present", "TRUE"),
+        ("scsi0.virtualDev", "lsilogic"),
     ]
     for disk in disks:
         dev = f"scsi0:{disk['unit']}"
-        lines += [(f"{dev}.present", "TRUE"), (f"{dev}.fileName", disk["file"]),
-                  (f"{dev}.mode", disk["mode"]), (f"{dev}.ctkEnabled", "TRUE" if cbt else "FALSE")]
+        lines += [
+            (f"{dev}.present", "TRUE"),
+            (f"{dev}.fileName", disk["file"]),
+            (f"{dev}.mode", disk["mode"]),
+            (f"{dev}.ctkEnabled", "TRUE" if cbt else "FALSE"),
+        ]
     return "".join(f'{k} = "{v}"\n' for k, v in lines)
 
 
@@ -43,6 +65,12 @@ def disks_of(values: dict[str, str]) -> list[dict]:
         dev = f"{match.group(1)}{match.group(2)}:{match.group(3)}"
         if values.get(f"{dev}.present", "TRUE").upper() != "TRUE":
             continue
-        disks.append({"controller": int(match.group(2)), "unit": int(match.group(3)), "file": value,
-                      "mode": values.get(f"{dev}.mode", "persistent")})
+        disks.append(
+            {
+                "controller": int(match.group(2)),
+                "unit": int(match.group(3)),
+                "file": value,
+                "mode": values.get(f"{dev}.mode", "persistent"),
+            }
+        )
     return sorted(disks, key=lambda d: (d["controller"], d["unit"]))

@@ -25,7 +25,7 @@ class ExtentWriter:
         self.zero_bytes = 0
 
     def data(self, offset: int, chunk: bytes) -> None:
-        if is_zero(chunk):     # any() would walk the bytes in Python: ~170x slower
+        if is_zero(chunk):  # any() would walk the bytes in Python: ~170x slower
             return self.zeros(offset, len(chunk))
         self.file.write(chunk)
         self._add(offset, len(chunk), DATA)
@@ -44,8 +44,13 @@ class ExtentWriter:
 
     def commit(self) -> dict:
         sha = self.file.commit()
-        return {"data": self.name, "data_sha256": sha, "data_bytes": self.data_bytes,
-                "zero_bytes": self.zero_bytes, "extents": self.extents}
+        return {
+            "data": self.name,
+            "data_sha256": sha,
+            "data_bytes": self.data_bytes,
+            "zero_bytes": self.zero_bytes,
+            "extents": self.extents,
+        }
 
     def abort(self) -> None:
         self.file.abort()
@@ -72,9 +77,9 @@ def apply_extents(run_dir: Path, entry: dict, fd: int, *, chunk: int = 4 << 20) 
 
 def _punch(fd: int, offset: int, length: int, zero: bytes) -> None:
     try:
-        _fallocate_punch(fd, offset, length)     # the zeros cost no space
+        _fallocate_punch(fd, offset, length)  # the zeros cost no space
     except OSError:
-        while length:                            # a file system without hole punching
+        while length:  # a file system without hole punching
             n = min(length, len(zero))
             os.pwrite(fd, zero[:n], offset)
             offset += n

@@ -48,7 +48,9 @@ class RunInfo:
         try:
             return json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise errors.VerifyError(f"run {self.number} of {self.vm_uuid}: cannot read {RUN_FILE}: {exc}") from exc
+            raise errors.VerifyError(
+                f"run {self.number} of {self.vm_uuid}: cannot read {RUN_FILE}: {exc}"
+            ) from exc
 
 
 class Repository:
@@ -67,16 +69,22 @@ class Repository:
             except (OSError, ValueError) as exc:
                 raise errors.StagingError(f"{marker} is unreadable: {exc}") from exc
             if fmt != FORMAT:
-                raise errors.StagingError(f"{root} is a repository of format {fmt!r}; this vcbproxy reads {FORMAT}")
+                raise errors.StagingError(
+                    f"{root} is a repository of format {fmt!r}; this vcbproxy reads {FORMAT}"
+                )
             return cls(root)
         if not create:
             raise errors.NotFoundError(f"{root} is not a vcbproxy repository (no {MARKER})")
         if root.exists() and any(root.iterdir()):
-            raise errors.StagingError(f"{root} exists and is not an empty directory nor a repository")
+            raise errors.StagingError(
+                f"{root} exists and is not an empty directory nor a repository"
+            )
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise errors.StagingError(f"cannot create repository {root}: {exc.strerror or exc}") from exc
+            raise errors.StagingError(
+                f"cannot create repository {root}: {exc.strerror or exc}"
+            ) from exc
         write_atomic(marker, json.dumps({"format": FORMAT}).encode() + b"\n")
         return cls(root)
 
@@ -115,10 +123,14 @@ class Repository:
             for u in uuids:
                 if u == vm or self._vm_name(u) == vm:
                     return u
-            raise errors.NotFoundError(f"{self.root} holds no VM {vm!r} (it holds: {', '.join(uuids) or 'none'})")
+            raise errors.NotFoundError(
+                f"{self.root} holds no VM {vm!r} (it holds: {', '.join(uuids) or 'none'})"
+            )
         if len(uuids) != 1:
             names = ", ".join(f"{self._vm_name(u)} ({u})" for u in uuids) or "none"
-            raise errors.UsageError(f"{self.root} holds {len(uuids)} VMs ({names}); name one with --vm")
+            raise errors.UsageError(
+                f"{self.root} holds {len(uuids)} VMs ({names}); name one with --vm"
+            )
         return uuids[0]
 
     def _vm_name(self, vm_uuid: str) -> str:
@@ -154,8 +166,10 @@ class RunWriter:
         write_atomic(self.path / RUN_FILE, (json.dumps(run, indent=1) + "\n").encode())
         # Every file was written through AtomicFile/write_atomic (fsynced, directory too), and
         # the data files were hashed on the way: the manifest reads only the small files.
-        write_manifest(self.path, known={d["data"]: d["data_sha256"] for d in run.get("disks", [])
-                                         if d.get("data")})
+        write_manifest(
+            self.path,
+            known={d["data"]: d["data_sha256"] for d in run.get("disks", []) if d.get("data")},
+        )
         fsync_dir(self.path)
         os.rename(self.path, self.final)
         fsync_dir(self.runs_dir)

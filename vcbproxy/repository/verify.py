@@ -31,9 +31,13 @@ def verify_repository(repo_dir: Path) -> list[str]:
                 if not data.exists():
                     problems.append(f"{rel}/{disk['data']}: missing")
                 elif data.stat().st_size != stored:
-                    problems.append(f"{rel}/{disk['data']}: {data.stat().st_size} bytes, extent map says {stored}")
+                    problems.append(
+                        f"{rel}/{disk['data']}: {data.stat().st_size} bytes, extent map says {stored}"
+                    )
                 if disk["kind"] == "full":
                     seen_full.add(disk["key"])
                 elif disk["key"] not in seen_full:
-                    problems.append(f"{rel}: incremental of disk {disk['key']} has no full run before it")
+                    problems.append(
+                        f"{rel}: incremental of disk {disk['key']} has no full run before it"
+                    )
     return problems

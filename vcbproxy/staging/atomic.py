@@ -58,7 +58,11 @@ class AtomicFile:
             # means we never write through a symlink someone planted under that name.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.partial)
-            fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+            fd = os.open(
+                self.partial,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o640,
+            )
         except OSError as exc:
             raise _staging_error("create", self.partial, exc) from exc
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -103,7 +107,7 @@ class AtomicFile:
         try:
             self._file.close()
         except OSError:
-            pass   # the data is being thrown away; a failing flush changes nothing
+            pass  # the data is being thrown away; a failing flush changes nothing
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.partial)

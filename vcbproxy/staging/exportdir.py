@@ -47,11 +47,15 @@ class ExportDir:
     def prepare(cls, path: Path, *, preexisting: str = "fail") -> ExportDir:
         """Create ``path`` (mode 0750) for a new export, applying the pre-existing directory policy."""
         if preexisting not in POLICIES:
-            raise StagingError(f"unknown pre-existing mount point policy {preexisting!r}; use one of: "
-                               + ", ".join(POLICIES))
+            raise StagingError(
+                f"unknown pre-existing mount point policy {preexisting!r}; use one of: "
+                + ", ".join(POLICIES)
+            )
         path = Path(path)
         if path.is_symlink():
-            raise StagingError(f"{path} is a symbolic link; give the real directory as the export directory")
+            raise StagingError(
+                f"{path} is a symbolic link; give the real directory as the export directory"
+            )
         if path.exists():
             if not path.is_dir():
                 raise StagingError(f"{path} exists and is not a directory")
@@ -59,19 +63,23 @@ class ExportDir:
                 if preexisting == "fail":
                     raise StagingError(
                         f"{path} already exists and is not empty (a previous export?); remove it with "
-                        f"'vcbproxy unmount -r {path}' or use --preexisting-mountpoint delete")
+                        f"'vcbproxy unmount -r {path}' or use --preexisting-mountpoint delete"
+                    )
                 if not looks_like_export(path):
                     raise StagingError(
                         f"{path} is not a vcbproxy export (no {METADATA}, {CATALOG} or marker); "
-                        f"refusing to delete it")
+                        f"refusing to delete it"
+                    )
                 log.warning("removing pre-existing export directory %s", path)
                 cls._rmtree(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(mode=DIR_MODE, exist_ok=True)
-            os.chmod(path, DIR_MODE)    # mkdir's mode is cut by the umask
+            os.chmod(path, DIR_MODE)  # mkdir's mode is cut by the umask
         except OSError as exc:
-            raise StagingError(f"cannot create export directory {path}: {exc.strerror or exc}") from exc
+            raise StagingError(
+                f"cannot create export directory {path}: {exc.strerror or exc}"
+            ) from exc
         marker = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_atomic(path / INCOMPLETE_MARKER, (json.dumps(marker) + "\n").encode())
         return cls(path)
@@ -97,14 +105,18 @@ class ExportDir:
         """Remove an export directory; False if it is already gone. Refuses what is not an export."""
         path = Path(path)
         if path.is_symlink():
-            raise StagingError(f"{path} is a symbolic link, not an export directory; not removing it")
+            raise StagingError(
+                f"{path} is a symbolic link, not an export directory; not removing it"
+            )
         if not path.exists():
             return False
         if not path.is_dir():
             raise StagingError(f"{path} is not a directory; not removing it")
         if not looks_like_export(path):
-            raise StagingError(f"{path} is not a vcbproxy export (no {METADATA}, {CATALOG} or marker); "
-                               f"not removing it")
+            raise StagingError(
+                f"{path} is not a vcbproxy export (no {METADATA}, {CATALOG} or marker); "
+                f"not removing it"
+            )
         ExportDir._rmtree(path)
         return True
 

@@ -54,7 +54,9 @@ class VmLock:
         try:
             self.lock_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LockError(f"cannot create lock directory {self.lock_dir}: {exc.strerror or exc}") from exc
+            raise LockError(
+                f"cannot create lock directory {self.lock_dir}: {exc.strerror or exc}"
+            ) from exc
         while True:
             fd = self._open()
             try:
@@ -77,12 +79,20 @@ class VmLock:
             os.close(fd)
         previous = self._read(fd)
         if previous:
-            log.warning("taking over the stale lock of %s from pid %s on %s (since %s): %s",
-                        self.description, previous.get("pid"), previous.get("host"),
-                        _since(previous.get("started", "")),
-                        "the process is gone" if self._holder_dead(previous) else "it no longer holds it")
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": datetime.now().astimezone().isoformat(timespec="seconds"), "vm": self.description}
+            log.warning(
+                "taking over the stale lock of %s from pid %s on %s (since %s): %s",
+                self.description,
+                previous.get("pid"),
+                previous.get("host"),
+                _since(previous.get("started", "")),
+                "the process is gone" if self._holder_dead(previous) else "it no longer holds it",
+            )
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "vm": self.description,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         os.fsync(fd)
@@ -126,11 +136,17 @@ class VmLock:
     @staticmethod
     def _holder_dead(info: dict) -> bool:
         pid = info.get("pid")
-        return info.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
+        return (
+            info.get("host") == socket.gethostname()
+            and isinstance(pid, int)
+            and not _pid_alive(pid)
+        )
 
     def _held_message(self, holder: dict) -> str:
         if not holder:
             return f"VM {self.description} is being exported by another process (lock {self.path})"
         where = "" if holder.get("host") == socket.gethostname() else f" on {holder.get('host')}"
-        return (f"VM {self.description} is being exported by pid {holder.get('pid')}{where} "
-                f"since {_since(holder.get('started', ''))}")
+        return (
+            f"VM {self.description} is being exported by pid {holder.get('pid')}{where} "
+            f"since {_since(holder.get('started', ''))}"
+        )

@@ -40,7 +40,7 @@ def _hash_range(f, hasher, buf: bytearray, start: int, end: int) -> None:
     while remaining > 0:
         n = f.readinto(view[: min(len(buf), remaining)])
         if not n:
-            break   # the file shrank while we read; the hash simply will not match
+            break  # the file shrank while we read; the hash simply will not match
         hasher.update(view[:n])
         remaining -= n
 
@@ -78,7 +78,7 @@ def _walk(export_dir: Path, name: str) -> tuple[list[str], list[str]]:
             rel = rel_of(entry)
             if _excluded(rel, name):
                 dirnames.remove(entry)
-            elif os.path.islink(os.path.join(dirpath, entry)):   # walk does not follow these
+            elif os.path.islink(os.path.join(dirpath, entry)):  # walk does not follow these
                 others.append(rel)
         for entry in filenames:
             rel = rel_of(entry)
@@ -115,9 +115,14 @@ def _check_relative(rel: str) -> str:
     return rel
 
 
-def write_manifest(export_dir: Path, entries: dict[str, str] | None = None, *, name: str = MANIFEST,
-                   known: Mapping[str, str] | None = None,
-                   unlisted: set[str] | frozenset[str] = frozenset()) -> Path:
+def write_manifest(
+    export_dir: Path,
+    entries: dict[str, str] | None = None,
+    *,
+    name: str = MANIFEST,
+    known: Mapping[str, str] | None = None,
+    unlisted: set[str] | frozenset[str] = frozenset(),
+) -> Path:
     """Write the manifest: ``entries`` ({relative path: sha256}) as given, or every file of the export.
 
     Without ``entries`` each file is hashed now, except those in ``known``: hashes computed
@@ -130,20 +135,29 @@ def write_manifest(export_dir: Path, entries: dict[str, str] | None = None, *, n
     if entries is None:
         files, others = _walk(export_dir, name)
         if others:
-            raise StagingError(f"{export_dir} holds {others[0]!r}, which is not a regular file; "
-                               f"an export never contains links or devices")
+            raise StagingError(
+                f"{export_dir} holds {others[0]!r}, which is not a regular file; "
+                f"an export never contains links or devices"
+            )
         known = dict(known or {})
         missing = sorted(set(known) - set(files))
         if missing:
-            raise StagingError(f"{missing[0]!r} was hashed while written but is not in {export_dir}")
-        entries = {rel: known.get(rel) or sha256_file(inside(export_dir, export_dir / rel))
-                   for rel in files if rel not in unlisted}
+            raise StagingError(
+                f"{missing[0]!r} was hashed while written but is not in {export_dir}"
+            )
+        entries = {
+            rel: known.get(rel) or sha256_file(inside(export_dir, export_dir / rel))
+            for rel in files
+            if rel not in unlisted
+        }
     lines = []
     for rel in sorted(entries):
         flag, shown = _escape(_check_relative(rel))
         digest = entries[rel].lower()
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise StagingError(f"manifest entry {rel!r} has no SHA-256 hex digest: {entries[rel]!r}")
+            raise StagingError(
+                f"manifest entry {rel!r} has no SHA-256 hex digest: {entries[rel]!r}"
+            )
         lines.append(f"{flag}{digest}  {shown}\n")
     path = export_dir / name
     write_atomic(path, "".join(lines).encode("utf-8", "surrogateescape"))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from vcbproxy.errors import StagingError
 
-MAX_BYTES = 200                 # well under NAME_MAX (255), leaving room for ".partial" and "-2"
-FULLVM_SUFFIX = "-fullVM"       # vcbSnapAll's directory naming
+MAX_BYTES = 200  # well under NAME_MAX (255), leaving room for ".partial" and "-2"
+FULLVM_SUFFIX = "-fullVM"  # vcbSnapAll's directory naming
 _VSPHERE_ESCAPES = re.compile(r"%(2[fF]|5[cC]|25)")
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
@@ -32,7 +32,7 @@ def _clean_char(ch: str) -> str:
     if ch in "/\\":
         return "_"
     cat = unicodedata.category(ch)
-    if cat == "Cc" or cat == "Cs":   # control characters (NUL, newline, ESC) and lone surrogates
+    if cat == "Cc" or cat == "Cs":  # control characters (NUL, newline, ESC) and lone surrogates
         return "_"
     return ch
 
@@ -99,8 +99,14 @@ def unique(name: str, taken: set[str]) -> str:
 
 def check_component(name: str) -> str:
     """Refuse (rather than silently rename) a name our own code builds that is not one safe component."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
-            or len(name.encode("utf-8", "surrogateescape")) > 255):
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or len(name.encode("utf-8", "surrogateescape")) > 255
+    ):
         raise StagingError(f"unsafe file name {name!r} for the staging directory")
     return name
 
@@ -113,5 +119,7 @@ def inside(root: Path, candidate: Path) -> Path:
         target = Path(root) / target
     resolved = Path(os.path.realpath(target))
     if resolved != base and base not in resolved.parents:
-        raise StagingError(f"{candidate} resolves to {resolved}, outside the staging directory {base}; refusing")
+        raise StagingError(
+            f"{candidate} resolves to {resolved}, outside the staging directory {base}; refusing"
+        )
     return resolved

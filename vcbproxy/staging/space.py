@@ -28,7 +28,9 @@ def free_bytes(directory: Path) -> int:
     try:
         st = os.statvfs(path)
     except OSError as exc:
-        raise StagingError(f"cannot check free space of {directory}: {exc.strerror or exc}") from exc
+        raise StagingError(
+            f"cannot check free space of {directory}: {exc.strerror or exc}"
+        ) from exc
     return st.f_bavail * st.f_frsize
 
 
@@ -37,6 +39,8 @@ def check_free_space(directory: Path, needed_bytes: int, *, margin: float = 0.05
     free = free_bytes(directory)
     required = int(needed_bytes * (1 + margin))
     if free < required:
-        raise StagingError(f"not enough space in staging {directory}: {human_size(free)} free, "
-                           f"the export needs up to {human_size(required)}")
+        raise StagingError(
+            f"not enough space in staging {directory}: {human_size(free)} free, "
+            f"the export needs up to {human_size(required)}"
+        )
     return free

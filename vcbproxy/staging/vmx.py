@@ -12,7 +12,9 @@ import re
 log = logging.getLogger(__name__)
 
 # key = "value" — vmx keys are case-insensitive, values are quoted with |XX hex escapes.
-_ENTRY = re.compile(r'^(?P<lead>\s*)(?P<key>[^=#\s]+)(?P<mid>\s*=\s*)(?P<value>"[^"]*"|[^\r\n]*?)(?P<tail>\s*)$')
+_ENTRY = re.compile(
+    r'^(?P<lead>\s*)(?P<key>[^=#\s]+)(?P<mid>\s*=\s*)(?P<value>"[^"]*"|[^\r\n]*?)(?P<tail>\s*)$'
+)
 _ESCAPE = re.compile(r"\|([0-9A-Fa-f]{2})")
 
 # State of the source VM that means nothing beside the export (and would point a restored
@@ -30,7 +32,7 @@ def _unquote(value: str) -> str:
     raw = bytearray()
     pos = 0
     for match in _ESCAPE.finditer(value):
-        raw += value[pos:match.start()].encode("utf-8", "surrogateescape")
+        raw += value[pos : match.start()].encode("utf-8", "surrogateescape")
         raw.append(int(match.group(1), 16))
         pos = match.end()
     raw += value[pos:].encode("utf-8", "surrogateescape")
@@ -60,7 +62,7 @@ def _lines(text: str):
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
         match = _ENTRY.match(body) if not body.lstrip().startswith("#") else None
-        yield body, line[len(body):], match, match.group("key").lower() if match else ""
+        yield body, line[len(body) :], match, match.group("key").lower() if match else ""
 
 
 def rewrite_vmx(text: str, disk_files: dict[str, str]) -> str:
@@ -73,11 +75,18 @@ def rewrite_vmx(text: str, disk_files: dict[str, str]) -> str:
             continue
         if key in wanted:
             seen.add(key)
-            body = (match.group("lead") + match.group("key") + match.group("mid")
-                    + _quote(wanted[key]) + match.group("tail"))
+            body = (
+                match.group("lead")
+                + match.group("key")
+                + match.group("mid")
+                + _quote(wanted[key])
+                + match.group("tail")
+            )
         out.append(body + ending)
     for key in sorted(set(wanted) - seen):
-        log.warning("the .vmx has no %s line; the exported disk %s is not referenced", key, wanted[key])
+        log.warning(
+            "the .vmx has no %s line; the exported disk %s is not referenced", key, wanted[key]
+        )
     return "".join(out)
 
 
@@ -90,11 +99,20 @@ def set_vmx_values(text: str, values: dict[str, str]) -> str:
     for body, ending, match, key in _lines(text):
         if key in wanted:
             if key in seen:
-                continue                                    # a duplicate would win on reload
+                continue  # a duplicate would win on reload
             seen.add(key)
-            body = match.group("lead") + match.group("key") + match.group("mid") + _quote(wanted[key][1])
+            body = (
+                match.group("lead")
+                + match.group("key")
+                + match.group("mid")
+                + _quote(wanted[key][1])
+            )
         out.append(body + ending)
     if out and not out[-1].endswith(("\n", "\r")):
         out[-1] += newline
-    out += [f"{orig} = {_quote(value)}{newline}" for key, (orig, value) in wanted.items() if key not in seen]
+    out += [
+        f"{orig} = {_quote(value)}{newline}"
+        for key, (orig, value) in wanted.items()
+        if key not in seen
+    ]
     return "".join(out)

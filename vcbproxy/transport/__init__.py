@@ -12,8 +12,15 @@ from dataclasses import dataclass, field
 from vcbproxy import errors
 from vcbproxy.transport.base import RandomAccess, TransferStats, Transport
 
-__all__ = ["MODES", "RandomAccess", "TransferStats", "Transport", "TransportOptions", "create",
-           "parse_chain"]
+__all__ = [
+    "MODES",
+    "RandomAccess",
+    "TransferStats",
+    "Transport",
+    "TransportOptions",
+    "create",
+    "parse_chain",
+]
 
 MODES = ("nbdssl", "nbd", "san", "ssh", "nfc", "hotadd")
 WORKING_MODES = tuple(m for m in MODES if m != "hotadd")

@@ -56,8 +56,15 @@ class TransferStats:
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, *, bytes_read: int = 0, requests: int = 0, retries: int = 0,
-            seconds: float = 0.0, bytes_on_wire: int = 0) -> None:
+    def add(
+        self,
+        *,
+        bytes_read: int = 0,
+        requests: int = 0,
+        retries: int = 0,
+        seconds: float = 0.0,
+        bytes_on_wire: int = 0,
+    ) -> None:
         with self._lock:
             self.bytes_read += bytes_read
             self.bytes_on_wire += bytes_on_wire
@@ -67,9 +74,13 @@ class TransferStats:
 
     def as_dict(self) -> dict[str, float]:
         with self._lock:
-            return {"bytes_read": self.bytes_read, "bytes_on_wire": self.bytes_on_wire,
-                    "requests": self.requests,
-                    "retries": self.retries, "seconds": round(self.seconds, 6)}
+            return {
+                "bytes_read": self.bytes_read,
+                "bytes_on_wire": self.bytes_on_wire,
+                "requests": self.requests,
+                "retries": self.retries,
+                "seconds": round(self.seconds, 6),
+            }
 
 
 def resolve_relative(directory: DatastorePath, name: str) -> DatastorePath:
@@ -82,7 +93,7 @@ def resolve_relative(directory: DatastorePath, name: str) -> DatastorePath:
     if not name or "\x00" in name:
         raise errors.TransportError(f"invalid file name {name!r} in {directory}")
     if name.startswith(VMFS_VOLUMES):
-        datastore, _, rest = name[len(VMFS_VOLUMES):].partition("/")
+        datastore, _, rest = name[len(VMFS_VOLUMES) :].partition("/")
         path = posixpath.normpath(rest) if rest else ""
         if not datastore or not path or path.startswith(("..", "/")) or path == ".":
             raise errors.TransportError(f"file name {name!r} does not name a datastore file")

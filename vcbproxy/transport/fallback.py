@@ -25,10 +25,10 @@ class FallbackTransport(Transport):
             raise errors.UsageError("a fallback chain needs at least one transport mode")
         self.modes = list(modes)
         self.served_by: dict[str, str] = {}
-        self.reasons: dict[str, list[str]] = {}       # file → why earlier modes passed
+        self.reasons: dict[str, list[str]] = {}  # file → why earlier modes passed
 
     @property
-    def request_cost(self) -> int:                    # type: ignore[override]
+    def request_cost(self) -> int:  # type: ignore[override]
         return max(m.request_cost for m in self.modes)
 
     @property
@@ -36,7 +36,7 @@ class FallbackTransport(Transport):
         return ":".join(m.name for m in self.modes)
 
     @property
-    def stats(self) -> TransferStats:                # type: ignore[override]
+    def stats(self) -> TransferStats:  # type: ignore[override]
         total = TransferStats()
         for mode in self.modes:
             total.add(**{k: v for k, v in mode.stats.as_dict().items()})
@@ -49,8 +49,12 @@ class FallbackTransport(Transport):
             can_serve = getattr(mode, "can_serve", None)
             if can_serve is not None and not can_serve(file):
                 reasons.append(f"{mode.name}: cannot serve datastore '{file.datastore}'")
-                log.info("%s: %s cannot serve datastore '%s'; trying the next mode", file,
-                         mode.name, file.datastore)
+                log.info(
+                    "%s: %s cannot serve datastore '%s'; trying the next mode",
+                    file,
+                    mode.name,
+                    file.datastore,
+                )
                 continue
             try:
                 handle = mode.open(file=file)

@@ -33,7 +33,7 @@ from vcbproxy.transport.retry import Backoff, describe
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-MAX_IDLE = 8                     # idle connections kept per server
+MAX_IDLE = 8  # idle connections kept per server
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.I)
 
 
@@ -48,8 +48,9 @@ class _ConnectionPool:
     thread (a chain reading two layers) must not share a socket.
     """
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None, timeout: float,
-                 thumbprint: str | None):
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None, timeout: float, thumbprint: str | None
+    ):
         self._ssl_context = ssl_context
         self._timeout = timeout
         self._thumbprint = normalise_thumbprint(thumbprint)
@@ -67,7 +68,8 @@ class _ConnectionPool:
                 return idle.pop(), True
         if scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=self._timeout, context=self._ssl_context)
+                host, port, timeout=self._timeout, context=self._ssl_context
+            )
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
         return conn, False
@@ -126,8 +128,9 @@ class HttpFile:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _request(self, method: str, headers: dict[str, str]
-                 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _request(
+        self, method: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send one request; a stale pooled connection is replaced once without counting."""
         headers = {"Cookie": self._t.cookie, **headers} if self._t.cookie else dict(headers)
         pool = self._t.pool
@@ -180,10 +183,17 @@ class HttpFile:
             raise errors.NotFoundError(f"{self.location} not found on the server (HTTP 404)")
         if status >= 500:
             raise _Retryable(f"HTTP {status} {resp.reason}")
-        raise errors.TransportError(f"reading {self.location}: unexpected HTTP {status} {resp.reason}")
+        raise errors.TransportError(
+            f"reading {self.location}: unexpected HTTP {status} {resp.reason}"
+        )
 
-    def _finish(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
-                *, drain: bool = False) -> None:
+    def _finish(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        *,
+        drain: bool = False,
+    ) -> None:
         """Give the connection back if its response was read to the end, else drop it."""
         if drain and not resp.isclosed() and (resp.length or 0) <= 64 << 10:
             try:
@@ -197,8 +207,11 @@ class HttpFile:
             conn.close()
 
     def _backoff(self) -> Backoff:
-        return Backoff(self._t.options.retries, self._t.options.backoff,
-                       on_retry=lambda: self._t.stats.add(retries=1))
+        return Backoff(
+            self._t.options.retries,
+            self._t.options.backoff,
+            on_retry=lambda: self._t.stats.add(retries=1),
+        )
 
     # -- size -------------------------------------------------------------------------
 
@@ -228,7 +241,8 @@ class HttpFile:
                 if match and match.group(3) != "*":
                     return int(match.group(3))
                 raise errors.TransportError(
-                    f"size of {self.location}: the server sent no usable Content-Range")
+                    f"size of {self.location}: the server sent no usable Content-Range"
+                )
             self._check(resp)
             if resp.getheader("Content-Length") is None:
                 raise errors.TransportError(f"size of {self.location}: the server sent no length")
@@ -293,8 +307,9 @@ class HttpFile:
         if resp.status == 206:
             match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
             if not match or match.group(1) is None or int(match.group(1)) != pos:
-                raise _Retryable(f"server answered Range {pos}- with "
-                                 f"{resp.getheader('Content-Range')!r}")
+                raise _Retryable(
+                    f"server answered Range {pos}- with {resp.getheader('Content-Range')!r}"
+                )
             return 0
         log.debug("%s: server ignored Range, skipping %d bytes", self.location, pos)
         return pos
@@ -338,7 +353,7 @@ class NbdSslTransport(_FileServiceTransport):
     """HTTPS to the datastore file service, TLS verified by the session's rules."""
 
     name = "nbdssl"
-    request_cost = 64 << 10       # a ranged GET on a kept-alive connection: one round trip
+    request_cost = 64 << 10  # a ranged GET on a kept-alive connection: one round trip
     scheme = "https"
 
 

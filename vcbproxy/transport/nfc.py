@@ -27,7 +27,7 @@ from vcbproxy.transport.retry import describe
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 2.0          # seconds between lease progress calls (leases expire after minutes)
+PROGRESS_EVERY = 2.0  # seconds between lease progress calls (leases expire after minutes)
 
 
 class _CountingReader:
@@ -78,16 +78,16 @@ class _CountingReader:
         else:
             while len(self._buf) - self._pos < n and self._fill():
                 pass
-        data = bytes(self._buf[self._pos:self._pos + n])
+        data = bytes(self._buf[self._pos : self._pos + n])
         self._pos += len(data)
-        if self._pos >= self.READ_BLOCK:      # keep the buffer about one block long
-            del self._buf[:self._pos]
+        if self._pos >= self.READ_BLOCK:  # keep the buffer about one block long
+            del self._buf[: self._pos]
             self._pos = 0
         return data
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def drain(self) -> int:
@@ -107,7 +107,7 @@ class NfcDisk:
     stream must be complete (end-of-stream marker) for ``grains()`` to finish cleanly.
     """
 
-    holes_known = True                # only allocated grains are sent
+    holes_known = True  # only allocated grains are sent
 
     def __init__(self, transport: NfcTransport, device_url: dict, *, sink=None):
         self._t = transport
@@ -146,9 +146,11 @@ class NfcTransport(Transport):
         self.session = session
         self.options = options
         self.lease = lease
-        self.pool = _ConnectionPool(ssl_context=getattr(session, "ssl_context", None),
-                                    timeout=options.timeout,
-                                    thumbprint=getattr(session, "thumbprint", None))
+        self.pool = _ConnectionPool(
+            ssl_context=getattr(session, "ssl_context", None),
+            timeout=options.timeout,
+            thumbprint=getattr(session, "thumbprint", None),
+        )
         self._files = NbdSslTransport(session=session, options=options)
         self._files.stats = self.stats
         self._done_disks = 0
@@ -184,8 +186,9 @@ class NfcTransport(Transport):
         except errors.VcbProxyError as exc:
             log.warning("lease progress call failed: %s", exc)
 
-    def iter_disk(self, device_url: dict, *, sink=None
-                  ) -> tuple[int, Iterator[tuple[int, bytes]], http.client.HTTPConnection]:
+    def iter_disk(
+        self, device_url: dict, *, sink=None
+    ) -> tuple[int, Iterator[tuple[int, bytes]], http.client.HTTPConnection]:
         """(capacity, grains, connection) of one lease disk, parsed while it downloads.
 
         ``sink`` (``.write(bytes)``) receives the raw body as it arrives, all of it once
@@ -199,7 +202,11 @@ class NfcTransport(Transport):
         # "disk" is only a flag; the device key names the disk ("/vm-1/VirtualLsiLogicController0:0").
         label = str(device_url.get("key") or device_url.get("target_id") or url)
         parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        key = (
+            parts.scheme,
+            parts.hostname or "",
+            parts.port or (443 if parts.scheme == "https" else 80),
+        )
         conn, _ = self.pool.acquire(*key)
         try:
             self.pool.connect(conn)
@@ -218,7 +225,9 @@ class NfcTransport(Transport):
             raise errors.AuthError(f"NFC download of {label}: the session expired (HTTP 401)")
         if resp.status != 200:
             conn.close()
-            raise errors.TransportError(f"NFC download of {label}: HTTP {resp.status} {resp.reason}")
+            raise errors.TransportError(
+                f"NFC download of {label}: HTTP {resp.status} {resp.reason}"
+            )
         self.stats.add(requests=1)
         reader = _CountingReader(resp, label, sink)
         try:
@@ -239,14 +248,17 @@ class NfcTransport(Transport):
                 counted = reader.bytes
                 self._progress((offset + len(data)) / capacity if capacity else 1.0)
             if reader.sink is not None:
-                trailing = reader.drain()       # nothing, from a well-behaved host
+                trailing = reader.drain()  # nothing, from a well-behaved host
                 if trailing:
-                    log.info("NFC stream of %s: %d bytes after the end-of-stream marker, kept",
-                             reader.label, trailing)
+                    log.info(
+                        "NFC stream of %s: %d bytes after the end-of-stream marker, kept",
+                        reader.label,
+                        trailing,
+                    )
             self._done_disks += 1
         finally:
             self.stats.add(bytes_read=reader.bytes - counted, seconds=time.monotonic() - started)
-            conn.close()       # the lease URL serves one disk per request; never reused
+            conn.close()  # the lease URL serves one disk per request; never reused
 
     # -- Transport --------------------------------------------------------------------
 

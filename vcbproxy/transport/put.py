@@ -32,8 +32,11 @@ class FileUploader:
     def __init__(self, session, *, timeout: float = 60.0):
         self.session = session
         self.cookie = getattr(session, "cookie", "") or ""
-        self.pool = _ConnectionPool(ssl_context=getattr(session, "ssl_context", None), timeout=timeout,
-                                    thumbprint=getattr(session, "thumbprint", None))
+        self.pool = _ConnectionPool(
+            ssl_context=getattr(session, "ssl_context", None),
+            timeout=timeout,
+            thumbprint=getattr(session, "thumbprint", None),
+        )
 
     def __enter__(self) -> FileUploader:
         return self
@@ -65,9 +68,12 @@ class FileUploader:
             except ssl.SSLCertVerificationError as exc:
                 raise errors.ConnectionFailure(
                     f"TLS verification of {key[1]}:{key[2]} failed: {exc.verify_message}; "
-                    f"pin the certificate with --thumbprint or give --ca-file") from exc
+                    f"pin the certificate with --thumbprint or give --ca-file"
+                ) from exc
             except OSError as exc:
-                raise errors.TransportError(f"cannot connect to {key[1]}:{key[2]}: {describe(exc)}") from exc
+                raise errors.TransportError(
+                    f"cannot connect to {key[1]}:{key[2]}: {describe(exc)}"
+                ) from exc
         return conn, reused
 
     def _headers(self, extra: dict[str, str]) -> dict[str, str]:
@@ -81,12 +87,14 @@ class FileUploader:
             status, reason = self._probe(location, "GET", {"Range": "bytes=0-0"})
         if status == 404:
             return False
-        if status in (200, 204, 206, 416):      # 416: an empty file exists too
+        if status in (200, 204, 206, 416):  # 416: an empty file exists too
             return True
         _raise_for(status, reason, location, "checking")
         return False
 
-    def _probe(self, location: DatastorePath, method: str, headers: dict[str, str]) -> tuple[int, str]:
+    def _probe(
+        self, location: DatastorePath, method: str, headers: dict[str, str]
+    ) -> tuple[int, str]:
         key, target = self._target(location)
         while True:
             conn, reused = self._connection(key)
@@ -97,7 +105,7 @@ class FileUploader:
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 conn.close()
-                if not reused:          # a kept-alive connection the server closed: once more
+                if not reused:  # a kept-alive connection the server closed: once more
                     raise errors.TransportError(f"checking {location}: {describe(exc)}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
@@ -105,26 +113,37 @@ class FileUploader:
         self._release(key, conn, resp)
         return resp.status, resp.reason
 
-    def put(self, location: DatastorePath, length: int, chunks: Iterable[bytes], *,
-            advance: Callable[[int], None] = lambda n: None) -> None:
+    def put(
+        self,
+        location: DatastorePath,
+        length: int,
+        chunks: Iterable[bytes],
+        *,
+        advance: Callable[[int], None] = lambda n: None,
+    ) -> None:
         """Upload exactly ``length`` bytes from ``chunks`` to ``location`` (created or overwritten)."""
         key, target = self._target(location)
         conn, _ = self._connection(key, fresh=True)
         sent = 0
         try:
             conn.putrequest("PUT", target, skip_accept_encoding=True)
-            for name, value in self._headers({"Content-Type": "application/octet-stream",
-                                              "Content-Length": str(length)}).items():
+            for name, value in self._headers(
+                {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+            ).items():
                 conn.putheader(name, value)
             conn.endheaders()
             for chunk in chunks:
                 if sent + len(chunk) > length:
-                    raise errors.TransportError(f"uploading {location}: more than the announced {length} bytes")
+                    raise errors.TransportError(
+                        f"uploading {location}: more than the announced {length} bytes"
+                    )
                 conn.send(chunk)
                 sent += len(chunk)
                 advance(len(chunk))
             if sent != length:
-                raise errors.TransportError(f"uploading {location}: only {sent} of {length} bytes to send")
+                raise errors.TransportError(
+                    f"uploading {location}: only {sent} of {length} bytes to send"
+                )
             resp = conn.getresponse()
             body = resp.read(4096)
         except errors.VcbProxyError:
@@ -133,9 +152,10 @@ class FileUploader:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise errors.TransportError(
-                f"upload of {location} dropped after {sent} of {length} bytes: {describe(exc)}") from exc
+                f"upload of {location} dropped after {sent} of {length} bytes: {describe(exc)}"
+            ) from exc
         except BaseException:
-            conn.close()    # a half-sent body must never be reused as the start of a request
+            conn.close()  # a half-sent body must never be reused as the start of a request
             raise
         self._release(key, conn, resp)
         if resp.status not in (200, 201, 204):
@@ -152,9 +172,13 @@ class FileUploader:
 
 def _raise_for(status: int, reason: str, location: DatastorePath, doing: str) -> None:
     if status == 401:
-        raise errors.AuthError(f"the server refused the session {doing} {location} (HTTP 401); log in again")
+        raise errors.AuthError(
+            f"the server refused the session {doing} {location} (HTTP 401); log in again"
+        )
     if status == 403:
         raise errors.AuthError(f"permission denied {doing} {location} (HTTP 403): {reason}")
     if status == 404:
-        raise errors.NotFoundError(f"{doing} {location}: datastore or datacenter not found (HTTP 404)")
+        raise errors.NotFoundError(
+            f"{doing} {location}: datastore or datacenter not found (HTTP 404)"
+        )
     raise errors.TransportError(f"{doing} {location}: HTTP {status} {reason}")

@@ -37,8 +37,9 @@ class Backoff:
                 f"{what}: giving up after {self.retries} retries: {describe(exc)}"
             ) from exc
         delay = min(MAX_DELAY, self.base * (2 ** (self.failures - 1)))
-        log.warning("%s: %s; retry %d/%d in %.1f s", what, describe(exc), self.failures,
-                    self.retries, delay)
+        log.warning(
+            "%s: %s; retry %d/%d in %.1f s", what, describe(exc), self.failures, self.retries, delay
+        )
         self._on_retry()
         if delay:
             time.sleep(delay)

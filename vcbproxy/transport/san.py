@@ -26,10 +26,17 @@ from vcbproxy.vmdk.io import data_ranges, pread_full
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-COPY_CHUNK = 256 << 20       # per copy_file_range call: big, but lets Ctrl-C in between
+COPY_CHUNK = 256 << 20  # per copy_file_range call: big, but lets Ctrl-C in between
 # copy_file_range refuses some file pairs (across filesystems on old kernels, FUSE, pipes):
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF,
-                   errno.EPERM, errno.ETXTBSY}
+_NO_KERNEL_COPY = {
+    errno.EXDEV,
+    errno.EINVAL,
+    errno.ENOSYS,
+    errno.EOPNOTSUPP,
+    errno.EBADF,
+    errno.EPERM,
+    errno.ETXTBSY,
+}
 
 
 def _normalise_url(url: str) -> str:
@@ -57,7 +64,8 @@ class SanFile:
 
     def _read_error(self, offset: int, exc: OSError) -> errors.TransportError:
         return errors.TransportError(
-            f"reading {self.location} ({self.path}) at offset {offset}: {exc.strerror or exc}")
+            f"reading {self.location} ({self.path}) at offset {offset}: {exc.strerror or exc}"
+        )
 
     def pread(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
@@ -65,7 +73,7 @@ class SanFile:
             return b""
         started = time.monotonic()
         try:
-            data = pread_full(self.fd, offset, length)     # short reads happen (FUSE)
+            data = pread_full(self.fd, offset, length)  # short reads happen (FUSE)
         except OSError as exc:
             raise self._read_error(offset, exc) from exc
         self._stats.add(bytes_read=len(data), requests=1, seconds=time.monotonic() - started)
@@ -94,7 +102,8 @@ class SanFile:
             if not data:
                 raise errors.TransportError(
                     f"{self.location} ({self.path}) ended at {pos}, before {end}: "
-                    f"it shrank while being read")
+                    f"it shrank while being read"
+                )
             pos += len(data)
             self._stats.add(bytes_read=len(data), seconds=time.monotonic() - started)
             yield data
@@ -190,8 +199,9 @@ class SanTransport(Transport):
                 self._by_url[_normalise_url(key)] = target
             else:
                 self._by_name[key] = target
-        self._urls = {name: _normalise_url(url)
-                      for name, url in (options.datastore_urls or {}).items()}
+        self._urls = {
+            name: _normalise_url(url) for name, url in (options.datastore_urls or {}).items()
+        }
 
     def root_of(self, datastore: str) -> Path:
         """The local directory holding ``datastore``; TransportError when unmapped."""
@@ -201,15 +211,18 @@ class SanTransport(Transport):
         if root is None:
             raise errors.TransportError(
                 f"datastore '{datastore}' is not mapped for SAN mode; "
-                f"give --san-map {datastore}=/path")
+                f"give --san-map {datastore}=/path"
+            )
         if not root.is_dir():
             raise errors.TransportError(
-                f"SAN mapping of datastore '{datastore}' points to {root}, which is not a directory")
+                f"SAN mapping of datastore '{datastore}' points to {root}, which is not a directory"
+            )
         return root
 
     def can_serve(self, file: DatastorePath) -> bool:
         return file.datastore in self._by_name or (
-            file.datastore in self._urls and self._urls[file.datastore] in self._by_url)
+            file.datastore in self._urls and self._urls[file.datastore] in self._by_url
+        )
 
     def local_path(self, file: DatastorePath) -> Path:
         root = self.root_of(file.datastore).resolve()
@@ -218,7 +231,8 @@ class SanTransport(Transport):
         if path != root and root not in path.parents:
             raise errors.TransportError(
                 f"{file} resolves to {path}, outside the SAN mapping {root} of "
-                f"datastore '{file.datastore}'")
+                f"datastore '{file.datastore}'"
+            )
         return path
 
     def open(self, *, file: DatastorePath) -> SanFile:

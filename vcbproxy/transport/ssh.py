@@ -67,13 +67,13 @@ from vcbproxy.transport.sshstream import (
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-SEGMENT = 32 << 20                # largest unit of parallel fetches
+SEGMENT = 32 << 20  # largest unit of parallel fetches
 # Fetched-ahead segments held at once with --ssh-channels > 1, whatever the channel count:
 # 4 channels once held 5 x 32 MiB and peaked at 275 MiB RSS.
 BUFFER_BUDGET = 64 << 20
-PARALLEL_MIN = 128 << 20          # smaller ranges go over one channel
-WINDOW = 16 << 20                 # SSH flow-control window: deep enough for a loopback/LAN pipe
-MAX_PACKET = 256 << 10            # what we accept per packet; 32 KiB costs 3-4x in paramiko
+PARALLEL_MIN = 128 << 20  # smaller ranges go over one channel
+WINDOW = 16 << 20  # SSH flow-control window: deep enough for a loopback/LAN pipe
+MAX_PACKET = 256 << 10  # what we accept per packet; 32 KiB costs 3-4x in paramiko
 # Small reads (descriptors, sparse headers and grain tables) fetch this much ahead and are
 # served from it: a remote command costs as much as reading tens of MiB.
 READAHEAD = 1 << 20
@@ -83,8 +83,12 @@ LISTED_FILE_MAX = 256 << 10
 LISTED_BYTES_MAX = 8 << 20
 # Measured here (paramiko 5, cryptography's OpenSSL): GCM needs no separate HMAC pass.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
-MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512-etm@openssh.com",
-        "hmac-sha2-512")
+MACS = (
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha2-512",
+)
 
 
 class SshUnreachable(errors.ConnectionFailure):
@@ -102,11 +106,13 @@ class _Connection:
             sock = socket.create_connection((self.host, self.port), timeout=o.timeout)
         except OSError as exc:
             raise SshUnreachable(
-                f"cannot reach SSH on {self.host}:{self.port}: {describe(exc)}") from exc
+                f"cannot reach SSH on {self.host}:{self.port}: {describe(exc)}"
+            ) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.t = paramiko.Transport(sock, default_window_size=WINDOW,
-                                        default_max_packet_size=MAX_PACKET)
+            self.t = paramiko.Transport(
+                sock, default_window_size=WINDOW, default_max_packet_size=MAX_PACKET
+            )
             security = self.t.get_security_options()
             security.ciphers = _prefer(security.ciphers, CIPHERS)
             security.digests = _prefer(security.digests, MACS)
@@ -114,15 +120,15 @@ class _Connection:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             sock.close()
             raise SshUnreachable(
-                f"SSH handshake with {self.host}:{self.port} failed: {describe(exc)}") from exc
+                f"SSH handshake with {self.host}:{self.port} failed: {describe(exc)}"
+            ) from exc
         try:
             owner.host_keys.check(self.host, self.port, self.t.get_remote_server_key())
             self._authenticate(o)
         except BaseException:
             self.t.close()
             raise
-        log.debug("SSH connection to %s:%d, cipher %s", self.host, self.port,
-                  self.t.remote_cipher)
+        log.debug("SSH connection to %s:%d, cipher %s", self.host, self.port, self.t.remote_cipher)
 
     def _authenticate(self, o) -> None:
         tried: list[str] = []
@@ -159,15 +165,17 @@ class _Connection:
                 ) from exc
         raise errors.AuthError(
             f"SSH login as {o.ssh_user}@{self.host}:{self.port} refused "
-            f"(tried: {', '.join(tried) or 'nothing: give --ssh-key, an agent or a password'})")
+            f"(tried: {', '.join(tried) or 'nothing: give --ssh-key, an agent or a password'})"
+        )
 
     @property
     def alive(self) -> bool:
         return self.t.is_active()
 
     def exec(self, command: str, window: int = WINDOW) -> paramiko.Channel:
-        chan = self.t.open_session(window_size=window, max_packet_size=MAX_PACKET,
-                                   timeout=self.owner.options.timeout)
+        chan = self.t.open_session(
+            window_size=window, max_packet_size=MAX_PACKET, timeout=self.owner.options.timeout
+        )
         # Before the command runs, so no data has arrived yet (see sshstream.FastPipe).
         chan.in_buffer = FastPipe()
         chan.settimeout(self.owner.options.timeout)
@@ -198,7 +206,9 @@ class _Connection:
 
 
 def _prefer(available: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(w for w in wanted if w in available) + tuple(a for a in available if a not in wanted)
+    return tuple(w for w in wanted if w in available) + tuple(
+        a for a in available if a not in wanted
+    )
 
 
 class SshFile:
@@ -222,7 +232,7 @@ class SshFile:
 
     def _cached(self, offset: int, end: int) -> bytes | None:
         if self._ahead_at <= offset and end <= self._ahead_at + len(self._ahead):
-            return self._ahead[offset - self._ahead_at:end - self._ahead_at]
+            return self._ahead[offset - self._ahead_at : end - self._ahead_at]
         return None
 
     def pread(self, offset: int, length: int) -> bytes:
@@ -234,7 +244,9 @@ class SshFile:
             return cached
         if length >= READAHEAD:
             return b"".join(self._t.fetch(self, offset, offset + length, CHUNK))
-        self._ahead = b"".join(self._t.fetch(self, offset, min(self.size, offset + READAHEAD), CHUNK))
+        self._ahead = b"".join(
+            self._t.fetch(self, offset, min(self.size, offset + READAHEAD), CHUNK)
+        )
         self._ahead_at = offset
         return self._ahead[:length]
 
@@ -245,7 +257,7 @@ class SshFile:
         chunk = max(1, chunk)
         cached = self._cached(offset, end)
         if cached is not None and end > offset:
-            return iter([cached[i:i + chunk] for i in range(0, len(cached), chunk)])
+            return iter([cached[i : i + chunk] for i in range(0, len(cached), chunk)])
         if self._t.channels > 1 and end - offset >= PARALLEL_MIN:
             return self._t.fetch_parallel(self, offset, end, chunk)
         return self._t.fetch(self, offset, end, chunk)
@@ -267,9 +279,11 @@ class SshTransport(Transport):
             raise errors.UsageError("no SSH host: give --ssh-host")
         self.channels = max(1, int(options.ssh_channels))
         self.root = options.ssh_root.rstrip("/") or "/"
-        self.host_keys = HostKeyChecker(known_hosts=options.ssh_known_hosts,
-                                        pinned=options.ssh_fingerprint,
-                                        accept_new=options.ssh_accept_new)
+        self.host_keys = HostKeyChecker(
+            known_hosts=options.ssh_known_hosts,
+            pinned=options.ssh_fingerprint,
+            accept_new=options.ssh_accept_new,
+        )
         self._idle: deque[_Connection] = deque()
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
@@ -277,10 +291,13 @@ class SshTransport(Transport):
         self._executor: ThreadPoolExecutor | None = None
         # Remote readers still worth trying, best first; the first read that works confirms
         # readers[0] for the rest of the run (see sshstream).
-        self._readers = list(READERS if getattr(options, "ssh_reader", "auto") == "auto"
-                             else READERS[READERS.index(options.ssh_reader):])
+        self._readers = list(
+            READERS
+            if getattr(options, "ssh_reader", "auto") == "auto"
+            else READERS[READERS.index(options.ssh_reader) :]
+        )
         self._reader_confirmed = False
-        self._listed: set[str] = set()       # remote directories whose sizes were listed
+        self._listed: set[str] = set()  # remote directories whose sizes were listed
         self._sizes: dict[str, int] = {}
         self._contents: dict[str, bytes] = {}  # small files' contents, from the listing
 
@@ -328,7 +345,9 @@ class SshTransport(Transport):
 
     def remote_path(self, file: DatastorePath) -> str:
         if not file.datastore or "/" in file.datastore or file.datastore in (".", ".."):
-            raise errors.TransportError(f"datastore name {file.datastore!r} is not usable as a path")
+            raise errors.TransportError(
+                f"datastore name {file.datastore!r} is not usable as a path"
+            )
         path = posixpath.normpath(file.path.lstrip("/"))
         if path in (".", "..") or path.startswith("../"):
             raise errors.TransportError(f"{file} leaves the datastore")
@@ -357,27 +376,31 @@ class SshTransport(Transport):
             return int(out.strip())
         except ValueError as exc:
             raise errors.TransportError(
-                f"size of {location} on {self.host}: unexpected answer {out[:80]!r}") from exc
+                f"size of {location} on {self.host}: unexpected answer {out[:80]!r}"
+            ) from exc
 
     def _list_sizes(self, directory: str) -> dict[str, int]:
         """{path: size} of the regular files of ``directory``, in one command; empty if the
         listing fails (each file is then asked for on its own). A VM's files are opened one
         after the other, and a command each would cost more than the copy of the small ones,
         so with the host's Python the listing also brings their contents along."""
-        command = listing_command(directory, LISTED_FILE_MAX, LISTED_BYTES_MAX,
-                                  python="python" in self._readers)
+        command = listing_command(
+            directory, LISTED_FILE_MAX, LISTED_BYTES_MAX, python="python" in self._readers
+        )
         status, out, _ = self._run_with_retry(command, f"listing {directory}")
         try:
             sizes, contents = parse_listing(out, directory)
         except ValueError as exc:
-            log.info("%s: unusable listing of %s (%s); files asked one by one", self.host,
-                     directory, exc)
+            log.info(
+                "%s: unusable listing of %s (%s); files asked one by one", self.host, directory, exc
+            )
             return {}
         with self._lock:
             self._contents.update(contents)
         if status != 0 and not sizes:
-            log.debug("listing %s on %s failed (%d); sizes asked one by one", directory,
-                      self.host, status)
+            log.debug(
+                "listing %s on %s failed (%d); sizes asked one by one", directory, self.host, status
+            )
         return sizes
 
     def listed_content(self, remote: str) -> bytes | None:
@@ -402,8 +425,9 @@ class SshTransport(Transport):
             return result
 
     def _backoff(self) -> Backoff:
-        return Backoff(self.options.retries, self.options.backoff,
-                       on_retry=lambda: self.stats.add(retries=1))
+        return Backoff(
+            self.options.retries, self.options.backoff, on_retry=lambda: self.stats.add(retries=1)
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -426,9 +450,10 @@ class SshTransport(Transport):
             started = time.monotonic()
             try:
                 conn = self._acquire()
-                reader = self.reader      # one reader per attempt, for command and decoder
-                chan = conn.exec(reader_command(reader, file.remote, pos, end, end - pos,
-                                                end - pos))
+                reader = self.reader  # one reader per attempt, for command and decoder
+                chan = conn.exec(
+                    reader_command(reader, file.remote, pos, end, end - pos, end - pos)
+                )
                 self.stats.add(requests=1)
                 incoming = Incoming(chan)
                 try:
@@ -454,8 +479,11 @@ class SshTransport(Transport):
                     backoff.progressed()
                 backoff.failed(f"reading {file.location} at offset {pos}", exc)
             finally:
-                self.stats.add(bytes_read=got, seconds=time.monotonic() - started,
-                               bytes_on_wire=incoming.received if incoming else 0)
+                self.stats.add(
+                    bytes_read=got,
+                    seconds=time.monotonic() - started,
+                    bytes_on_wire=incoming.received if incoming else 0,
+                )
                 if chan is not None:
                     chan.close()
                 if conn is not None:
@@ -465,13 +493,17 @@ class SshTransport(Transport):
 
     def _next_reader(self, failed: str, exc: _UnsupportedReader) -> None:
         with self._lock:
-            if failed in self._readers[:-1]:      # the last one (tail) is never given up
+            if failed in self._readers[:-1]:  # the last one (tail) is never given up
                 self._readers.remove(failed)
-        log.info("%s: the %s reader does not work there (%s); trying %s", self.host, failed,
-                 exc, self.reader)
+        log.info(
+            "%s: the %s reader does not work there (%s); trying %s",
+            self.host,
+            failed,
+            exc,
+            self.reader,
+        )
 
-    def _command_failed(self, chan: paramiko.Channel, reader: str, file: SshFile,
-                        pos: int) -> None:
+    def _command_failed(self, chan: paramiko.Channel, reader: str, file: SshFile, pos: int) -> None:
         """The stream ended early. Returns if that is a drop, a short file or a garbled
         stream (the caller drops the connection and retries); raises
         :class:`_UnsupportedReader` for a reader this host lacks, and ``TransportError`` with
@@ -500,13 +532,16 @@ class SshTransport(Transport):
     def _remote_failure(self, file: SshFile, pos: int, status: int, err: str) -> Exception:
         return errors.TransportError(
             f"reading {file.location} on {self.host} at offset {pos}: remote command failed "
-            f"({status}): {err}")
+            f"({status}): {err}"
+        )
 
     def fetch_parallel(self, file: SshFile, pos: int, end: int, chunk: int) -> Iterator[bytes]:
         """Segments striped over ``channels`` connections, yielded in order."""
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.channels, thread_name_prefix="vcbproxy-ssh")
+                self._executor = ThreadPoolExecutor(
+                    self.channels, thread_name_prefix="vcbproxy-ssh"
+                )
             executor = self._executor
         if not self._reader_confirmed:
             # Settle on a remote reader once before fanning out.
@@ -517,8 +552,10 @@ class SshTransport(Transport):
         stripes = min(self.channels, len(segments))
         handoffs = [queue.Queue(maxsize=1) for _ in range(stripes)]
         stop = threading.Event()
-        futures = [executor.submit(self._stripe, file, segments[i::stripes], segment, handoffs[i], stop)
-                   for i in range(stripes)]
+        futures = [
+            executor.submit(self._stripe, file, segments[i::stripes], segment, handoffs[i], stop)
+            for i in range(stripes)
+        ]
         try:
             for k in range(len(segments)):
                 item = handoffs[k % stripes].get()
@@ -527,14 +564,20 @@ class SshTransport(Transport):
                 yield from _drain(item, chunk)
         finally:
             stop.set()
-            for handoff in handoffs:   # a stripe blocked handing over sees `stop` next
+            for handoff in handoffs:  # a stripe blocked handing over sees `stop` next
                 with contextlib.suppress(queue.Empty):
                     handoff.get_nowait()
             for future in futures:
                 future.cancel()
 
-    def _stripe(self, file: SshFile, segments: list[tuple[int, int]], segment: int,
-                handoff: queue.Queue, stop: threading.Event) -> None:
+    def _stripe(
+        self,
+        file: SshFile,
+        segments: list[tuple[int, int]],
+        segment: int,
+        handoff: queue.Queue,
+        stop: threading.Event,
+    ) -> None:
         """Read ``segments`` (every ``stripes``-th one) with one remote command; hand each over.
 
         If the command breaks, the segment it was in and the rest are read one by one with
@@ -548,23 +591,32 @@ class SshTransport(Transport):
                 first, end = segments[0][0], segments[-1][1]
                 stride = segments[1][0] - first if len(segments) > 1 else segment
                 reader = self.reader
-                chan = conn.exec(reader_command(reader, file.remote, first, end, segment,
-                                                stride), window=segment)
+                chan = conn.exec(
+                    reader_command(reader, file.remote, first, end, segment, stride), window=segment
+                )
                 self.stats.add(requests=len(segments))
                 incoming = Incoming(chan)
                 for start, stop_at in segments:
                     started = time.monotonic()
                     on_wire = incoming.received
                     parts = list(self._chunks(reader, incoming, stop_at - start, CHUNK))
-                    self.stats.add(bytes_read=stop_at - start, seconds=time.monotonic() - started,
-                                   bytes_on_wire=incoming.received - on_wire)
+                    self.stats.add(
+                        bytes_read=stop_at - start,
+                        seconds=time.monotonic() - started,
+                        bytes_on_wire=incoming.received - on_wire,
+                    )
                     if not _hand_over(handoff, parts, stop):
                         return
                     done += 1
                 self._finish_command(chan, file, segments[-1][1])
             except (OSError, EOFError, paramiko.SSHException, StreamEnded, SshUnreachable) as exc:
-                log.info("reading %s: a parallel channel broke (%s); re-reading %d segment(s) "
-                         "one by one", file.location, describe(exc), len(segments) - done)
+                log.info(
+                    "reading %s: a parallel channel broke (%s); re-reading %d segment(s) "
+                    "one by one",
+                    file.location,
+                    describe(exc),
+                    len(segments) - done,
+                )
                 self.stats.add(retries=1)
                 if conn is not None:
                     self._discard(conn)
@@ -572,7 +624,7 @@ class SshTransport(Transport):
                 for start, stop_at in segments[done:]:
                     if not _hand_over(handoff, list(self.fetch(file, start, stop_at, CHUNK)), stop):
                         return
-        except BaseException as exc:   # noqa: BLE001 - raised again in the consuming thread
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
             _hand_over(handoff, exc, stop)
         finally:
             if chan is not None:
@@ -609,7 +661,7 @@ def _drain(parts: list[bytes], chunk: int) -> Iterator[bytes]:
             yield part
             continue
         for i in range(0, len(part), chunk):
-            yield part[i:i + chunk]
+            yield part[i : i + chunk]
 
 
 class _UnsupportedReader(Exception):
@@ -619,7 +671,7 @@ class _UnsupportedReader(Exception):
 def _reader_missing(reader: str, status: int, err: str, remote: str) -> bool:
     """Whether a failed first command means the host lacks ``reader`` (so the next one is
     tried) rather than that the file cannot be read (reported as it is)."""
-    err = err.replace(remote, "")           # a path may hold any of the words below
+    err = err.replace(remote, "")  # a path may hold any of the words below
     if reader == "python":
         # The script reports the file's own errors with READER_FILE_ERROR; anything else
         # (no Python: 127, exec refused: 126, an interpreter that cannot start) is the reader.

@@ -32,8 +32,11 @@ class HostKeyChecker:
     """known_hosts (RejectPolicy) + optional fingerprint pin + optional accept-new."""
 
     def __init__(self, *, known_hosts: str | None, pinned: str | None, accept_new: bool):
-        self.path = Path(known_hosts).expanduser() if known_hosts else \
-            Path("~/.ssh/known_hosts").expanduser()
+        self.path = (
+            Path(known_hosts).expanduser()
+            if known_hosts
+            else Path("~/.ssh/known_hosts").expanduser()
+        )
         self.pinned = pinned.strip() if pinned else None
         self.accept_new = accept_new
         self._lock = threading.Lock()
@@ -51,13 +54,15 @@ class HostKeyChecker:
                     known.load(str(self.path))
                 except (OSError, paramiko.SSHException) as exc:
                     raise errors.ConnectionFailure(
-                        f"cannot read known_hosts file {self.path}: {describe(exc)}") from exc
+                        f"cannot read known_hosts file {self.path}: {describe(exc)}"
+                    ) from exc
             entries = known.lookup(name) or {}
             if self.pinned:
                 if self.pinned.rstrip("=") != actual:
                     raise errors.ConnectionFailure(
                         f"SSH host key of {name} is {key.get_name()} {actual}, not the pinned "
-                        f"{self.pinned}")
+                        f"{self.pinned}"
+                    )
                 return
             stored = entries.get(key.get_name())
             if stored is not None:
@@ -66,20 +71,28 @@ class HostKeyChecker:
                 raise errors.ConnectionFailure(
                     f"SSH host key of {name} CHANGED: the server offers {key.get_name()} {actual}, "
                     f"{self.path} has {fingerprint(stored)}; refusing (possible "
-                    f"man-in-the-middle). If the host was reinstalled, remove the old entry")
+                    f"man-in-the-middle). If the host was reinstalled, remove the old entry"
+                )
             if entries:
                 # Known host, but with other key types only: treat like a changed key.
                 raise errors.ConnectionFailure(
                     f"SSH host key of {name} ({key.get_name()} {actual}) does not match the "
-                    f"{', '.join(entries.keys())} key(s) recorded in {self.path}; refusing")
+                    f"{', '.join(entries.keys())} key(s) recorded in {self.path}; refusing"
+                )
             if not self.accept_new:
                 raise errors.ConnectionFailure(
                     f"SSH host key of {name} is unknown ({key.get_name()} {actual}, not in "
                     f"{self.path}); verify it and pin it with --ssh-fingerprint {actual}, "
-                    f"or record it with --ssh-accept-new")
+                    f"or record it with --ssh-accept-new"
+                )
             self._record(name, key)
-            log.warning("recorded new SSH host key of %s (%s %s) in %s", name, key.get_name(),
-                        actual, self.path)
+            log.warning(
+                "recorded new SSH host key of %s (%s %s) in %s",
+                name,
+                key.get_name(),
+                actual,
+                self.path,
+            )
 
     def _record(self, name: str, key: paramiko.PKey) -> None:
         try:
@@ -89,4 +102,5 @@ class HostKeyChecker:
                 f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
         except OSError as exc:
             raise errors.ConnectionFailure(
-                f"cannot record the SSH host key in {self.path}: {exc.strerror}") from exc
+                f"cannot record the SSH host key in {self.path}: {exc.strerror}"
+            ) from exc

@@ -32,14 +32,15 @@ from collections.abc import Iterator
 BLOCK = 64 << 10
 READ_SIZE = 1 << 20
 ZEROS = bytes(READ_SIZE)
-_HEADER = struct.Struct(">BI")        # kind (0 zeros, 1 data), length
+_HEADER = struct.Struct(">BI")  # kind (0 zeros, 1 data), length
 KIND_ZEROS, KIND_DATA = 0, 1
 
-READER_SHORT_FILE = 3      # the python reader's exit status when the file ends too early
-READER_FILE_ERROR = 4      # ... when the file cannot be opened or read (stderr says why)
+READER_SHORT_FILE = 3  # the python reader's exit status when the file ends too early
+READER_FILE_ERROR = 4  # ... when the file cannot be opened or read (stderr says why)
 # Kept to what Python 2.7 also runs (no f-strings, no os.pread), as older ESXi builds ship
 # 2.7 only; the tests run it with the Python 3 of the test host. argv: path first end size stride.
-READER_SCRIPT = """\
+READER_SCRIPT = (
+    """\
 import errno, os, struct, sys
 try:
     fd = os.open(sys.argv[1], os.O_RDONLY)
@@ -119,8 +120,11 @@ while o < end:
         sys.exit(@SHORT@)
     o += stride
 out.flush()
-""".replace("@BLOCK@", str(BLOCK)).replace("@READ@", str(READ_SIZE)) \
-    .replace("@SHORT@", str(READER_SHORT_FILE)).replace("@FILE_ERROR@", str(READER_FILE_ERROR))
+""".replace("@BLOCK@", str(BLOCK))
+    .replace("@READ@", str(READ_SIZE))
+    .replace("@SHORT@", str(READER_SHORT_FILE))
+    .replace("@FILE_ERROR@", str(READER_FILE_ERROR))
+)
 
 # A VM directory in one command: every regular file's size, and the content of the small
 # ones (.vmx, .nvram, descriptors, short logs), each a command of its own otherwise (~140 ms
@@ -163,8 +167,9 @@ for name in sorted(os.listdir(d)):
     out.write(data)
 out.write(b"@END@")
 out.flush()
-""".replace("@MAGIC@", LISTING_MAGIC.decode("ascii").replace("\n", "\\n")) \
-    .replace("@END@", LISTING_END.decode("ascii").replace("\n", "\\n"))
+""".replace("@MAGIC@", LISTING_MAGIC.decode("ascii").replace("\n", "\\n")).replace(
+    "@END@", LISTING_END.decode("ascii").replace("\n", "\\n")
+)
 
 
 def listing_command(directory: str, small: int, budget: int, *, python: bool) -> str:
@@ -177,8 +182,10 @@ def listing_command(directory: str, small: int, budget: int, *, python: bool) ->
     args = f"{shlex.quote(LISTING_SCRIPT)} {quoted} {small} {budget}"
     # A Python that fails (it may print part of a listing first: parse_listing then refuses
     # the whole answer) still leaves stat's listing to the parser.
-    return (f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-            f"{{ $p -E -S -c {args} && exit 0; break; }}; done; {plain}")
+    return (
+        f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
+        f"{{ $p -E -S -c {args} && exit 0; break; }}; done; {plain}"
+    )
 
 
 def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str, bytes]]:
@@ -208,14 +215,14 @@ def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str,
         name_len, size, sent = (int(x) for x in out[at:newline].split())
         if newline + 1 + name_len > stop:
             raise ValueError(f"listing of {directory}: a name runs past the end")
-        name = out[newline + 1:newline + 1 + name_len].decode("utf-8", "surrogateescape")
+        name = out[newline + 1 : newline + 1 + name_len].decode("utf-8", "surrogateescape")
         at = newline + 1 + name_len
         path = f"{directory}/{name}"
         sizes[path] = size
         if sent >= 0:
             if sent != size or at + sent > stop:
                 raise ValueError(f"listing of {directory}: {name!r} sent {sent} of {size} bytes")
-            contents[path] = out[at:at + sent]
+            contents[path] = out[at : at + sent]
             at += sent
     return sizes, contents
 
@@ -226,9 +233,15 @@ READERS = ("python", "dd", "tail")
 # Interpreters the python reader looks for, the system's own first: a name looked up in
 # PATH may be a user's shim (pyenv's costs ~0.1 s per start) or not the system's at all.
 # ESXi has /bin/python.
-PYTHONS = ("/bin/python3", "/usr/bin/python3", "/bin/python", "/usr/bin/python", "python3",
-           "python")
-DD_FLAGS = "skip_bytes,count_bytes"         # GNU dd; busybox's lacks them
+PYTHONS = (
+    "/bin/python3",
+    "/usr/bin/python3",
+    "/bin/python",
+    "/usr/bin/python",
+    "python3",
+    "python",
+)
+DD_FLAGS = "skip_bytes,count_bytes"  # GNU dd; busybox's lacks them
 
 
 def reader_command(reader: str, remote: str, first: int, end: int, size: int, stride: int) -> str:
@@ -237,8 +250,10 @@ def reader_command(reader: str, remote: str, first: int, end: int, size: int, st
     if reader == "python":
         # exit 127 when the host has no Python: the caller then falls back to dd.
         args = f"{shlex.quote(READER_SCRIPT)} {quoted} {first} {end} {size} {stride}"
-        return (f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
-                f"exec $p -E -S -c {args}; done; exit 127")
+        return (
+            f"for p in {' '.join(PYTHONS)}; do command -v $p >/dev/null 2>&1 && "
+            f"exec $p -E -S -c {args}; done; exit 127"
+        )
     if reader not in ("dd", "tail"):
         raise ValueError(f"unknown remote reader {reader!r}")
 
@@ -251,9 +266,11 @@ def reader_command(reader: str, remote: str, first: int, end: int, size: int, st
         return read(str(first), str(end - first))
     # A file's size was taken at open and a snapshot's disk does not change, so every range
     # is exactly its length; a short one shows as a short stream (a retry).
-    return (f"o={first}; while [ $o -lt {end} ]; do n=$(({end} - o)); "
-            f"if [ $n -gt {size} ]; then n={size}; fi; {read('$o', '$n')} || exit 1; "
-            f"o=$((o + {stride})); done")
+    return (
+        f"o={first}; while [ $o -lt {end} ]; do n=$(({end} - o)); "
+        f"if [ $n -gt {size} ]; then n={size}; fi; {read('$o', '$n')} || exit 1; "
+        f"o=$((o + {stride})); done"
+    )
 
 
 class StreamEnded(Exception):
@@ -268,7 +285,7 @@ class Incoming:
         self._recv = chan.recv
         self._buf = b""
         self._at = 0
-        self.received = 0          # bytes that came over the channel
+        self.received = 0  # bytes that came over the channel
 
     def _fill(self) -> None:
         data = self._recv(1 << 30)
@@ -284,7 +301,7 @@ class Incoming:
         if self._at == 0 and len(self._buf) <= most:
             piece = self._buf
         else:
-            piece = self._buf[self._at:self._at + most]
+            piece = self._buf[self._at : self._at + most]
         self._at += len(piece)
         return piece
 

@@ -23,11 +23,26 @@ log = logging.getLogger(__name__)
 MAX_DESCRIPTOR = 1 << 20  # a text descriptor is a few hundred bytes; refuse to slurp a flat file
 MAX_DEPTH = 255  # VMware allows 32 snapshots; a loop in parent hints must not hang us
 
-FLAT_TYPES = ("monolithicFlat", "vmfs", "twoGbMaxExtentFlat", "vmfsPreallocated",
-              "vmfsEagerZeroedThick", "vmfsThin", "custom")
+FLAT_TYPES = (
+    "monolithicFlat",
+    "vmfs",
+    "twoGbMaxExtentFlat",
+    "vmfsPreallocated",
+    "vmfsEagerZeroedThick",
+    "vmfsThin",
+    "custom",
+)
 SPARSE_TYPES = ("monolithicSparse", "twoGbMaxExtentSparse")
-UNSUPPORTED_TYPES = ("vmfsSparse", "seSparse", "streamOptimized", "vmfsRaw", "vmfsRawDeviceMap",
-                     "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice")
+UNSUPPORTED_TYPES = (
+    "vmfsSparse",
+    "seSparse",
+    "streamOptimized",
+    "vmfsRaw",
+    "vmfsRawDeviceMap",
+    "vmfsPassthroughRawDeviceMap",
+    "fullDevice",
+    "partitionedDevice",
+)
 
 
 @dataclass
@@ -82,7 +97,7 @@ class DiskChain:
 
         The caller owns what ``opener`` returns (it closes the files; the chain only reads).
         """
-        opener = OpenFiles(opener).open      # never closed here: the caller owns the files
+        opener = OpenFiles(opener).open  # never closed here: the caller owns the files
         layers: list[_Layer] = []
         name = descriptor_name
         seen: set[str] = set()
@@ -100,15 +115,21 @@ class DiskChain:
             if child.descriptor.parent_cid not in (NO_PARENT_CID, parent.descriptor.cid):
                 # VMware refuses such a chain ("parent modified since the child was created");
                 # we only read, so warn and go on: the data may still be what the user wants.
-                log.warning("%s: parentCID %08x does not match the CID %08x of its parent %s",
-                            child.name, child.descriptor.parent_cid, parent.descriptor.cid,
-                            parent.name)
+                log.warning(
+                    "%s: parentCID %08x does not match the CID %08x of its parent %s",
+                    child.name,
+                    child.descriptor.parent_cid,
+                    parent.descriptor.cid,
+                    parent.name,
+                )
         layers.reverse()
         top_capacity = layers[-1].descriptor.capacity
         for layer in layers[:-1]:
             if layer.descriptor.capacity > top_capacity:
-                raise VmdkError(f"{layer.name}: parent is larger than the disk "
-                                f"({layer.descriptor.capacity} > {top_capacity})")
+                raise VmdkError(
+                    f"{layer.name}: parent is larger than the disk "
+                    f"({layer.descriptor.capacity} > {top_capacity})"
+                )
         return cls(layers, opener)
 
     @property
@@ -139,9 +160,14 @@ class DiskChain:
         for run in self._resolve(len(self._layers) - 1, 0, self.capacity):
             if run.length == 0:
                 continue
-            if pending is not None and pending.source == run.source and (
+            if (
+                pending is not None
+                and pending.source == run.source
+                and (
                     run.source is None
-                    or pending.source_offset + pending.length == run.source_offset):
+                    or pending.source_offset + pending.length == run.source_offset
+                )
+            ):
                 pending.length += run.length
                 continue
             if pending is not None:
@@ -241,7 +267,9 @@ def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
                 yield pos, stop - pos
             else:
                 offset = pos
-                for chunk in stream_of(run.source, run.source_offset + (pos - run.offset), stop - pos):
+                for chunk in stream_of(
+                    run.source, run.source_offset + (pos - run.offset), stop - pos
+                ):
                     yield offset, chunk
                     offset += len(chunk)
                 if offset != stop:
@@ -259,9 +287,12 @@ def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -
     """
     for run in runs:
         source = open_file(run.source) if open_file is not None and run.source is not None else None
-        if (source is None or not getattr(source, "holes_known", False)
-                or not hasattr(source, "data_ranges")
-                or run.source_offset + run.length > source.size):
+        if (
+            source is None
+            or not getattr(source, "holes_known", False)
+            or not hasattr(source, "data_ranges")
+            or run.source_offset + run.length > source.size
+        ):
             yield run
             continue
         shift = run.offset - run.source_offset
@@ -306,11 +337,14 @@ def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
     return _Layer(name, descriptor, _layer_extents(name, descriptor, opener, {}))
 
 
-def _layer_extents(name: str, d: Descriptor, opener, preopened: dict[str, SparseExtent]
-                   ) -> list[_LayerExtent]:
+def _layer_extents(
+    name: str, d: Descriptor, opener, preopened: dict[str, SparseExtent]
+) -> list[_LayerExtent]:
     if d.create_type == "streamOptimized":
-        raise VmdkError(f"{name}: createType streamOptimized is unsupported in a disk chain "
-                        "(read it with vcbproxy.vmdk.content.disk_pieces)")
+        raise VmdkError(
+            f"{name}: createType streamOptimized is unsupported in a disk chain "
+            "(read it with vcbproxy.vmdk.content.disk_pieces)"
+        )
     if d.create_type in UNSUPPORTED_TYPES:
         raise VmdkError(f"{name}: createType {d.create_type} is unsupported")
     out: list[_LayerExtent] = []
@@ -331,11 +365,13 @@ def _layer_extents(name: str, d: Descriptor, opener, preopened: dict[str, Sparse
                 ra = opener(fname)
                 sparse = SparseExtent.from_reader(ra)
             if sparse.compressed:
-                raise VmdkError(f"{fname}: compressed (streamOptimized) extents are unsupported "
-                                "in a disk chain")
+                raise VmdkError(
+                    f"{fname}: compressed (streamOptimized) extents are unsupported in a disk chain"
+                )
             if sparse.capacity < length:
-                raise VmdkError(f"{fname}: extent holds {sparse.capacity} bytes, "
-                                f"the descriptor says {length}")
+                raise VmdkError(
+                    f"{fname}: extent holds {sparse.capacity} bytes, the descriptor says {length}"
+                )
             out.append(_LayerExtent(pos, length, "sparse", fname, 0, sparse))
         else:
             raise VmdkError(f"{name}: extent type {e.type} is unsupported")

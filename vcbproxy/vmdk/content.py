@@ -20,12 +20,16 @@ CHUNK = 1 << 20
 def is_stream_optimized(ra) -> bool:
     """True if the file is a compressed (streamOptimized) sparse extent."""
     head = ra.pread(0, 12)
-    return (len(head) == 12 and int.from_bytes(head[:4], "little") == MAGIC
-            and bool(int.from_bytes(head[8:12], "little") & FLAG_COMPRESSED))
+    return (
+        len(head) == 12
+        and int.from_bytes(head[:4], "little") == MAGIC
+        and bool(int.from_bytes(head[8:12], "little") & FLAG_COMPRESSED)
+    )
 
 
-def disk_pieces(descriptor_name: str, opener: Callable[[str], object]
-                ) -> tuple[int, Iterator[tuple[int, bytes | int]]]:
+def disk_pieces(
+    descriptor_name: str, opener: Callable[[str], object]
+) -> tuple[int, Iterator[tuple[int, bytes | int]]]:
     """``(capacity, pieces)``: ``(offset, bytes)`` for data and ``(offset, n)`` for ``n`` zero
     bytes, in order, covering ``[0, capacity)`` exactly. A file shorter than the data it maps
     raises :class:`VmdkError` while iterating."""
@@ -39,8 +43,11 @@ def disk_pieces(descriptor_name: str, opener: Callable[[str], object]
 
 def _from_runs(chain: DiskChain, opener) -> Iterator[tuple[int, bytes | int]]:
     # Holes of local flat extents are never read: a mostly empty disk verifies at CPU speed.
-    return read_areas(skip_holes(chain.runs(), opener), lambda name, offset, length: opener(
-        name).stream(offset, length, CHUNK), [(0, chain.capacity)])
+    return read_areas(
+        skip_holes(chain.runs(), opener),
+        lambda name, offset, length: opener(name).stream(offset, length, CHUNK),
+        [(0, chain.capacity)],
+    )
 
 
 def _fill_gaps(capacity: int, grains, name: str) -> Iterator[tuple[int, bytes | int]]:

@@ -95,8 +95,15 @@ def parse(text: str) -> Descriptor:
                 raise VmdkError(f"descriptor line {lineno}: unknown extent type {etype!r}")
             if etype != "ZERO" and not name:
                 raise VmdkError(f"descriptor line {lineno}: {etype} extent without a file name")
-            d.extents.append(Extent(m.group("access"), int(m.group("sectors")), etype,
-                                    name or None, int(m.group("offset") or 0)))
+            d.extents.append(
+                Extent(
+                    m.group("access"),
+                    int(m.group("sectors")),
+                    etype,
+                    name or None,
+                    int(m.group("offset") or 0),
+                )
+            )
             continue
         if "=" not in line:
             if not seen_version and not d.extents:
@@ -136,8 +143,7 @@ def render(d: Descriptor) -> str:
     lines = ["# Disk DescriptorFile", f"version={d.version}"]
     if d.encoding:
         lines.append(f'encoding="{d.encoding}"')
-    lines += [f"CID={d.cid:08x}", f"parentCID={d.parent_cid:08x}",
-              f'createType="{d.create_type}"']
+    lines += [f"CID={d.cid:08x}", f"parentCID={d.parent_cid:08x}", f'createType="{d.create_type}"']
     if d.parent_hint:
         lines.append(f'parentFileNameHint="{d.parent_hint}"')
     lines += ["", "# Extent description"]
@@ -165,9 +171,16 @@ def geometry(capacity: int, adapter: str) -> tuple[int, int, int]:
     return cylinders, heads, sectors
 
 
-def new_descriptor(create_type: str, extents: list[Extent], *, capacity: int,
-                   uuid: str | None = None, parent_hint: str | None = None,
-                   parent_cid: int | None = None, adapter: str = "lsilogic") -> Descriptor:
+def new_descriptor(
+    create_type: str,
+    extents: list[Extent],
+    *,
+    capacity: int,
+    uuid: str | None = None,
+    parent_hint: str | None = None,
+    parent_cid: int | None = None,
+    adapter: str = "lsilogic",
+) -> Descriptor:
     """A fresh descriptor with a random CID and a complete disk database."""
     if adapter not in ADAPTERS:
         raise VmdkError(f"unknown adapter type {adapter!r}; use one of: {', '.join(ADAPTERS)}")
@@ -183,10 +196,15 @@ def new_descriptor(create_type: str, extents: list[Extent], *, capacity: int,
         "virtualHWVersion": "4",
     }
     cid = secrets.randbelow(0xFFFFFFFD) + 1
-    return Descriptor(version=1, cid=cid,
-                      parent_cid=NO_PARENT_CID if parent_cid is None else parent_cid,
-                      create_type=create_type, parent_hint=parent_hint,
-                      extents=list(extents), ddb=ddb)
+    return Descriptor(
+        version=1,
+        cid=cid,
+        parent_cid=NO_PARENT_CID if parent_cid is None else parent_cid,
+        create_type=create_type,
+        parent_hint=parent_hint,
+        extents=list(extents),
+        ddb=ddb,
+    )
 
 
 def ddb_uuid(value: str) -> str:
@@ -195,5 +213,5 @@ def ddb_uuid(value: str) -> str:
     hexdigits = value.replace("-", "").replace(" ", "").lower()
     if len(hexdigits) != 32 or any(c not in "0123456789abcdef" for c in hexdigits):
         return value  # already in some other form: keep as given
-    pairs = [hexdigits[i:i + 2] for i in range(0, 32, 2)]
+    pairs = [hexdigits[i : i + 2] for i in range(0, 32, 2)]
     return " ".join(pairs[:8]) + "-" + " ".join(pairs[8:])

@@ -47,7 +47,7 @@ def data_ranges(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
         try:
             data = os.lseek(fd, pos, os.SEEK_DATA)
         except OSError as exc:
-            if exc.errno == errno.ENXIO:                  # only holes from here to EOF
+            if exc.errno == errno.ENXIO:  # only holes from here to EOF
                 return
             if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
                 yield pos, end - pos
@@ -83,8 +83,7 @@ class LocalFile:
             yield data
             offset += len(data)
 
-    def data_ranges(self, offset: int = 0, length: int | None = None
-                    ) -> Iterator[tuple[int, int]]:
+    def data_ranges(self, offset: int = 0, length: int | None = None) -> Iterator[tuple[int, int]]:
         end = self.size if length is None else min(self.size, offset + length)
         return data_ranges(self._fd, offset, end)
 

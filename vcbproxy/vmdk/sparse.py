@@ -49,9 +49,22 @@ def _ceil_div(a: int, b: int) -> int:
 class SparseHeader:
     """The 512-byte header (also the footer of streamOptimized files)."""
 
-    def __init__(self, *, version=1, flags=FLAG_VALID_NEWLINE | FLAG_REDUNDANT_GT, capacity=0,
-                 grain_size=128, descriptor_offset=0, descriptor_size=0, gtes_per_gt=GTES_PER_GT,
-                 rgd_offset=0, gd_offset=0, overhead=0, unclean=0, compress=0):
+    def __init__(
+        self,
+        *,
+        version=1,
+        flags=FLAG_VALID_NEWLINE | FLAG_REDUNDANT_GT,
+        capacity=0,
+        grain_size=128,
+        descriptor_offset=0,
+        descriptor_size=0,
+        gtes_per_gt=GTES_PER_GT,
+        rgd_offset=0,
+        gd_offset=0,
+        overhead=0,
+        unclean=0,
+        compress=0,
+    ):
         self.version = version
         self.flags = flags
         self.capacity = capacity  # sectors
@@ -69,8 +82,22 @@ class SparseHeader:
     def unpack(cls, data: bytes) -> SparseHeader:
         if len(data) < SECTOR:
             raise VmdkError("sparse extent: file too short for a header")
-        (magic, version, flags, capacity, grain, doff, dsize, gtes, rgd, gd, overhead, unclean,
-         _nl, compress) = HEADER.unpack_from(data)
+        (
+            magic,
+            version,
+            flags,
+            capacity,
+            grain,
+            doff,
+            dsize,
+            gtes,
+            rgd,
+            gd,
+            overhead,
+            unclean,
+            _nl,
+            compress,
+        ) = HEADER.unpack_from(data)
         if magic != MAGIC:
             raise VmdkError("not a hosted sparse extent (no KDMV magic)")
         if version not in (1, 2, 3):
@@ -79,16 +106,38 @@ class SparseHeader:
             raise VmdkError(f"sparse extent: grain size {grain} sectors is not a power of two")
         if gtes < 1:
             raise VmdkError("sparse extent: numGTEsPerGT is 0")
-        return cls(version=version, flags=flags, capacity=capacity, grain_size=grain,
-                   descriptor_offset=doff, descriptor_size=dsize, gtes_per_gt=gtes,
-                   rgd_offset=rgd, gd_offset=gd, overhead=overhead, unclean=unclean,
-                   compress=compress)
+        return cls(
+            version=version,
+            flags=flags,
+            capacity=capacity,
+            grain_size=grain,
+            descriptor_offset=doff,
+            descriptor_size=dsize,
+            gtes_per_gt=gtes,
+            rgd_offset=rgd,
+            gd_offset=gd,
+            overhead=overhead,
+            unclean=unclean,
+            compress=compress,
+        )
 
     def pack(self) -> bytes:
-        body = HEADER.pack(MAGIC, self.version, self.flags, self.capacity, self.grain_size,
-                           self.descriptor_offset, self.descriptor_size, self.gtes_per_gt,
-                           self.rgd_offset, self.gd_offset, self.overhead, self.unclean,
-                           NEWLINE_CHARS, self.compress)
+        body = HEADER.pack(
+            MAGIC,
+            self.version,
+            self.flags,
+            self.capacity,
+            self.grain_size,
+            self.descriptor_offset,
+            self.descriptor_size,
+            self.gtes_per_gt,
+            self.rgd_offset,
+            self.gd_offset,
+            self.overhead,
+            self.unclean,
+            NEWLINE_CHARS,
+            self.compress,
+        )
         return body.ljust(SECTOR, b"\0")
 
     @property
@@ -140,14 +189,14 @@ class SparseExtent:
         if writable:
             size = backend.size
             grain_bytes = self.grain_bytes
-            self._end = max(_ceil_div(size, grain_bytes) * grain_bytes,
-                            header.overhead * SECTOR)
+            self._end = max(_ceil_div(size, grain_bytes) * grain_bytes, header.overhead * SECTOR)
 
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path, capacity: int, *, descriptor: str | None = None,
-               grain_size: int = 128) -> SparseExtent:
+    def create(
+        cls, path, capacity: int, *, descriptor: str | None = None, grain_size: int = 128
+    ) -> SparseExtent:
         """A new, empty extent of ``capacity`` bytes at ``path`` (overwritten if present)."""
         if capacity <= 0 or capacity % SECTOR:
             raise VmdkError(f"sparse extent capacity {capacity} is not a positive multiple of 512")
@@ -240,8 +289,10 @@ class SparseExtent:
         if self._gd is None:
             h = self.header
             if h.gd_offset == GD_AT_END:
-                raise VmdkError("streamOptimized extent with the grain directory in a footer: "
-                                "read it sequentially (vcbproxy.vmdk.stream)")
+                raise VmdkError(
+                    "streamOptimized extent with the grain directory in a footer: "
+                    "read it sequentially (vcbproxy.vmdk.stream)"
+                )
             raw = self._io.pread(h.gd_offset * SECTOR, h.num_gts * GTE_SIZE)
             if len(raw) != h.num_gts * GTE_SIZE:
                 raise VmdkError("sparse extent: grain directory is truncated")
@@ -265,16 +316,19 @@ class SparseExtent:
             gt_bytes = n * GTE_SIZE
             gt_sectors = _ceil_div(gt_bytes, SECTOR)
             count = 1
-            while (count < GT_BATCH and gt_index + count < len(gd)
-                   and gt_index + count not in self._gts
-                   and gd[gt_index + count] == sector + count * gt_sectors):
+            while (
+                count < GT_BATCH
+                and gt_index + count < len(gd)
+                and gt_index + count not in self._gts
+                and gd[gt_index + count] == sector + count * gt_sectors
+            ):
                 count += 1
             stride = gt_sectors * SECTOR
             raw = self._io.pread(sector * SECTOR, (count - 1) * stride + gt_bytes)
             if len(raw) < gt_bytes:
                 raise VmdkError(f"sparse extent: grain table {gt_index} is truncated")
             for i in range(count):
-                piece = raw[i * stride:i * stride + gt_bytes]
+                piece = raw[i * stride : i * stride + gt_bytes]
                 if len(piece) == gt_bytes:
                     self._gts[gt_index + i] = _from_le(piece)
             gt = self._gts[gt_index]
@@ -381,23 +435,25 @@ class SparseExtent:
         if not self.writable:
             raise VmdkError("extent opened read-only")
         if offset < 0 or offset + len(data) > self.capacity:
-            raise VmdkError(f"write {offset}+{len(data)} outside the extent ({self.capacity} bytes)")
+            raise VmdkError(
+                f"write {offset}+{len(data)} outside the extent ({self.capacity} bytes)"
+            )
         gb = self.grain_bytes
         view = memoryview(data)
         pos = 0
         while pos < len(view):
             g, within = divmod(offset + pos, gb)
             n = min(gb - within, len(view) - pos)
-            piece = view[pos:pos + n]
+            piece = view[pos : pos + n]
             where = self.grain_offset(g)
             if where:
                 self._io.pwrite(where + within, piece)
-            elif n == gb:                      # a whole grain: written as it is, no copy
+            elif n == gb:  # a whole grain: written as it is, no copy
                 if force or not is_zero(piece):
                     self._append_grain(g, piece)
             elif force or not is_zero(piece):
                 grain = bytearray(gb)  # an unallocated (or zero) grain reads as zeros
-                grain[within:within + n] = piece
+                grain[within : within + n] = piece
                 self._append_grain(g, grain)
             pos += n
         if flush:
@@ -483,7 +539,7 @@ def is_zero(data) -> bool:
     """True if every byte of ``data`` is zero (fast: compares against a shared zero buffer)."""
     view = memoryview(data).cast("B")
     for start in range(0, len(view), len(_ZEROS)):
-        if not _ZEROS.startswith(view[start:start + len(_ZEROS)]):
+        if not _ZEROS.startswith(view[start : start + len(_ZEROS)]):
             return False
     return True
 

@@ -49,8 +49,16 @@ class StreamOptimizedWriter:
     tables, the footer and the end-of-stream marker; it never closes ``out``.
     """
 
-    def __init__(self, out, capacity: int, *, descriptor: str | None = None,
-                 grain_size: int = 128, level: int = 1, name: str = "disk.vmdk"):
+    def __init__(
+        self,
+        out,
+        capacity: int,
+        *,
+        descriptor: str | None = None,
+        grain_size: int = 128,
+        level: int = 1,
+        name: str = "disk.vmdk",
+    ):
         if capacity <= 0 or capacity % SECTOR:
             raise VmdkError(f"capacity {capacity} is not a positive multiple of 512")
         if descriptor is None:  # e.g. an NFC download, which has no file name of its own
@@ -67,10 +75,16 @@ class StreamOptimizedWriter:
         dsize = max(DESCRIPTOR_SECTORS, _ceil_div(len(desc) + 1, SECTOR))
         overhead = _ceil_div(1 + dsize, grain_size) * grain_size
         self._header = SparseHeader(
-            version=3, flags=FLAG_VALID_NEWLINE | FLAG_COMPRESSED | FLAG_MARKERS,
-            capacity=capacity // SECTOR, grain_size=grain_size, descriptor_offset=1,
-            descriptor_size=dsize, gd_offset=GD_AT_END, overhead=overhead,
-            compress=COMPRESSION_DEFLATE)
+            version=3,
+            flags=FLAG_VALID_NEWLINE | FLAG_COMPRESSED | FLAG_MARKERS,
+            capacity=capacity // SECTOR,
+            grain_size=grain_size,
+            descriptor_offset=1,
+            descriptor_size=dsize,
+            gd_offset=GD_AT_END,
+            overhead=overhead,
+            compress=COMPRESSION_DEFLATE,
+        )
         self._gd = array("I", bytes(self._header.num_gts * GTE_SIZE))
         self._gt = array("I", bytes(GTES_PER_GT * GTE_SIZE))
         self._gt_index = 0
@@ -98,7 +112,7 @@ class StreamOptimizedWriter:
         while pos < len(view):
             g, within = divmod(offset + pos, gb)
             n = min(gb - within, len(view) - pos)
-            piece = view[pos:pos + n]
+            piece = view[pos : pos + n]
             if g != self._grain:
                 self._flush_grain()
                 if is_zero(piece):  # nothing to store yet for this grain
@@ -106,7 +120,7 @@ class StreamOptimizedWriter:
                     continue
                 self._grain = g
                 self._buf = bytearray(gb)
-            self._buf[within:within + n] = piece
+            self._buf[within : within + n] = piece
             pos += n
         self._next = offset + len(data)
 
@@ -178,8 +192,9 @@ def _skip(reader, n: int) -> None:
         n -= len(data)
 
 
-def iter_stream_optimized(reader, *, require_end: bool = False
-                          ) -> tuple[int, Iterator[tuple[int, bytes]]]:
+def iter_stream_optimized(
+    reader, *, require_end: bool = False
+) -> tuple[int, Iterator[tuple[int, bytes]]]:
     """``(capacity, grains)`` from a sequential reader (``.read(n)``; never seeks).
 
     The header is read before returning, so a bad stream fails early; ``grains`` yields
@@ -214,16 +229,17 @@ def iter_stream_optimized(reader, *, require_end: bool = False
                 body = sector + _read_exact(reader, total - SECTOR) if total > SECTOR else sector
                 if len(body) != total:
                     raise VmdkError("streamOptimized stream ends inside a grain")
-                packed = body[_GRAIN_MARKER.size:_GRAIN_MARKER.size + size]
+                packed = body[_GRAIN_MARKER.size : _GRAIN_MARKER.size + size]
                 try:
                     data = zlib.decompress(packed)
                 except zlib.error as exc:
-                    raise VmdkError(f"streamOptimized: grain at sector {lba} is corrupt "
-                                    f"({exc})") from None
+                    raise VmdkError(
+                        f"streamOptimized: grain at sector {lba} is corrupt ({exc})"
+                    ) from None
                 offset = lba * SECTOR
                 if offset % grain_bytes or offset >= capacity or len(data) > grain_bytes:
                     raise VmdkError(f"streamOptimized: bad grain at sector {lba}")
-                yield offset, data[:capacity - offset]
+                yield offset, data[: capacity - offset]
                 continue
             (mtype,) = struct.unpack_from("<I", sector, 12)
             if mtype == MARKER_EOS:

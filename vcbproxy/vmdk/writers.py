@@ -48,7 +48,7 @@ class EarlyWriteback:
     """
 
     def __init__(self, fd: int | None):
-        self.fd = fd                   # None: nothing to sync (not a local file)
+        self.fd = fd  # None: nothing to sync (not a local file)
         self._dirty = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -57,7 +57,7 @@ class EarlyWriteback:
 
     def wrote(self, length: int) -> None:
         if self._error is not None:
-            self.stop()                  # the disk failed: stop copying onto it now
+            self.stop()  # the disk failed: stop copying onto it now
         self._dirty += length
         if self._dirty < WRITEBACK_EVERY or self.fd is None:
             return
@@ -103,8 +103,9 @@ def _create(path):
 class DiskWriter(ABC):
     """Common bookkeeping: capacity and ordering checks, partial files, rename on close."""
 
-    def __init__(self, directory: Path, basename: str, capacity: int, *, uuid: str | None,
-                 adapter: str):
+    def __init__(
+        self, directory: Path, basename: str, capacity: int, *, uuid: str | None, adapter: str
+    ):
         if capacity <= 0 or capacity % SECTOR:
             raise VmdkError(f"disk capacity {capacity} is not a positive multiple of 512 bytes")
         self.directory = Path(directory)
@@ -188,8 +189,11 @@ class DiskWriter(ABC):
                 self._partial(name).unlink(missing_ok=True)
 
     def _descriptor_text(self, create_type: str, extents: list[Extent]) -> str:
-        return render(new_descriptor(create_type, extents, capacity=self.capacity,
-                                     uuid=self.uuid, adapter=self.adapter))
+        return render(
+            new_descriptor(
+                create_type, extents, capacity=self.capacity, uuid=self.uuid, adapter=self.adapter
+            )
+        )
 
     def _write_descriptor(self, text: str) -> None:
         path = self._partial(self._names[0])
@@ -206,8 +210,9 @@ class FlatWriter(DiskWriter):
         super().__init__(*args, **kwargs)
         self._register(self.basename + ".vmdk")
         self.flat_name = self.basename + "-flat.vmdk"
-        self._fd = os.open(self._register(self.flat_name),
-                           os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self._fd = os.open(
+            self._register(self.flat_name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE
+        )
         self._writeback = EarlyWriteback(self._fd)
 
     @property
@@ -250,11 +255,12 @@ class MonolithicSparseWriter(DiskWriter):
         extent = Extent("RW", self.capacity // SECTOR, "SPARSE", name)
         text = self._descriptor_text("monolithicSparse", [extent])
         self._extent: SparseExtent | None = SparseExtent.create(
-            self._register(name), self.capacity, descriptor=text)
+            self._register(name), self.capacity, descriptor=text
+        )
         self._writeback = EarlyWriteback(self._extent.fileno())
 
     def _write(self, offset: int, data: bytes) -> None:
-        self._extent.write(offset, data, flush=False)     # tables flushed once, by close()
+        self._extent.write(offset, data, flush=False)  # tables flushed once, by close()
         self._writeback.wrote(len(data))
 
     def _finish(self) -> None:
@@ -300,7 +306,7 @@ class SplitSparseWriter(DiskWriter):
         while pos < len(view):
             index, within = divmod(offset + pos, self._extent_bytes)
             n = min(self._extent_bytes - within, len(view) - pos)
-            piece = view[pos:pos + n]
+            piece = view[pos : pos + n]
             if index > self._current:
                 if is_zero(piece):  # don't open an extent for zeros; _finish creates it empty
                     pos += n
@@ -313,8 +319,10 @@ class SplitSparseWriter(DiskWriter):
     def _finish(self) -> None:
         self._switch(len(self._sizes) - 1)
         self._close_handles(sync=True)
-        extents = [Extent("RW", size // SECTOR, "SPARSE", name)
-                   for size, name in zip(self._sizes, self._extent_names, strict=True)]
+        extents = [
+            Extent("RW", size // SECTOR, "SPARSE", name)
+            for size, name in zip(self._sizes, self._extent_names, strict=True)
+        ]
         self._write_descriptor(self._descriptor_text("twoGbMaxExtentSparse", extents))
 
     def _close_handles(self, sync: bool = False) -> None:
@@ -358,12 +366,23 @@ class StreamWriter(DiskWriter):
             self._file = None
 
 
-_WRITERS = {"2gbsparse": SplitSparseWriter, "monolithic": MonolithicSparseWriter,
-            "flat": FlatWriter, "stream": StreamWriter}
+_WRITERS = {
+    "2gbsparse": SplitSparseWriter,
+    "monolithic": MonolithicSparseWriter,
+    "flat": FlatWriter,
+    "stream": StreamWriter,
+}
 
 
-def open_writer(fmt: str, directory: Path, basename: str, capacity: int, *,
-                uuid: str | None = None, adapter: str = "lsilogic") -> DiskWriter:
+def open_writer(
+    fmt: str,
+    directory: Path,
+    basename: str,
+    capacity: int,
+    *,
+    uuid: str | None = None,
+    adapter: str = "lsilogic",
+) -> DiskWriter:
     """A writer for ``fmt`` (one of :data:`FORMATS`); the descriptor is ``<basename>.vmdk``."""
     cls = _WRITERS.get(fmt)
     if cls is None:

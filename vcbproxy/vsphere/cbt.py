@@ -18,7 +18,7 @@ from vcbproxy.vsphere.faults import fault_message, translated
 from vcbproxy.vsphere.inventory import vm_object
 from vcbproxy.vsphere.tasks import wait_for_task
 
-ALL = "*"   # the change ID meaning "every allocated area" (a first, full backup)
+ALL = "*"  # the change ID meaning "every allocated area" (a first, full backup)
 
 
 def set_tracking(session, vm: VmRef, enabled: bool, *, timeout: float = 600.0) -> None:
@@ -29,8 +29,9 @@ def set_tracking(session, vm: VmRef, enabled: bool, *, timeout: float = 600.0) -
     wait_for_task(session, task, timeout=timeout, what=what)
 
 
-def query_changed_areas(session, vm: VmRef, snapshot: SnapshotRef, device_key: int, change_id: str,
-                        capacity: int) -> Iterator[ChangedArea]:
+def query_changed_areas(
+    session, vm: VmRef, snapshot: SnapshotRef, device_key: int, change_id: str, capacity: int
+) -> Iterator[ChangedArea]:
     """Areas changed between ``change_id`` and ``snapshot`` (or allocated, for ``"*"``).
 
     The server answers for a window (startOffset, length) at a time; ask again from the
@@ -45,14 +46,16 @@ def query_changed_areas(session, vm: VmRef, snapshot: SnapshotRef, device_key: i
     while offset < capacity:
         try:
             with translated(what, errors.SnapshotError):
-                info = obj.QueryChangedDiskAreas(snapshot=snap, deviceKey=device_key,
-                                                 startOffset=offset, changeId=change_id)
+                info = obj.QueryChangedDiskAreas(
+                    snapshot=snap, deviceKey=device_key, startOffset=offset, changeId=change_id
+                )
         except errors.SnapshotError as exc:
             cause = exc.__cause__
             if isinstance(cause, vmodl.fault.InvalidArgument | vim.fault.FileFault):
                 raise errors.ChangeIdRejected(
                     f"the server rejected change ID {change_id} for disk {device_key}: "
-                    f"{fault_message(cause)}") from cause
+                    f"{fault_message(cause)}"
+                ) from cause
             raise
         for area in info.changedArea or []:
             start, length = int(area.start), int(area.length)
@@ -62,5 +65,7 @@ def query_changed_areas(session, vm: VmRef, snapshot: SnapshotRef, device_key: i
                 yield ChangedArea(start, length)
         window_end = int(info.startOffset) + int(info.length)
         if window_end <= offset:
-            raise errors.SnapshotError(f"{what}: the server returned an empty window at offset {offset}")
+            raise errors.SnapshotError(
+                f"{what}: the server returned an empty window at offset {offset}"
+            )
         offset = window_end

@@ -38,11 +38,13 @@ def object_props(session, obj, paths: list[str]) -> dict:
 def container_view(session, types: list, root=None):
     """A recursive ContainerView; the caller destroys it (``view.DestroyView()``)."""
     return session.content.viewManager.CreateContainerView(
-        container=root or session.content.rootFolder, type=types, recursive=True)
+        container=root or session.content.rootFolder, type=types, recursive=True
+    )
 
 
 def view_spec(view):
     """The ObjectSpec selecting every object a ContainerView holds (not the view itself)."""
     traverse = vmodl.query.PropertyCollector.TraversalSpec(
-        name="view", path="view", skip=False, type=type(view))
+        name="view", path="view", skip=False, type=type(view)
+    )
     return vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traverse])

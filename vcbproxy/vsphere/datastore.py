@@ -30,7 +30,9 @@ def delete_file(session, path: DatastorePath, *, timeout: float = DEFAULT_TIMEOU
     dc = find_datacenter(session)
     try:
         with translated(what, errors.StagingError):
-            task = session.content.fileManager.DeleteDatastoreFile_Task(name=str(path), datacenter=dc)
+            task = session.content.fileManager.DeleteDatastoreFile_Task(
+                name=str(path), datacenter=dc
+            )
         wait_for_task(session, task, timeout=timeout, what=what, error=errors.StagingError)
     except errors.VcbProxyError as exc:
         if _not_found(exc):
@@ -45,8 +47,9 @@ def make_directory(session, path: DatastorePath, *, parents: bool = True) -> boo
     dc = find_datacenter(session)
     try:
         with translated(what, errors.StagingError):
-            session.content.fileManager.MakeDirectory(name=str(path), datacenter=dc,
-                                                      createParentDirectories=parents)
+            session.content.fileManager.MakeDirectory(
+                name=str(path), datacenter=dc, createParentDirectories=parents
+            )
     except errors.StagingError as exc:
         if isinstance(exc.__cause__, vim.fault.FileAlreadyExists):
             return False

@@ -24,7 +24,9 @@ def fault_message(fault: BaseException) -> str:
     return f"{msg} ({name})" if msg else name
 
 
-def translate(exc: BaseException, what: str, error: type[errors.VcbProxyError]) -> errors.VcbProxyError:
+def translate(
+    exc: BaseException, what: str, error: type[errors.VcbProxyError]
+) -> errors.VcbProxyError:
     """The vcbproxy error for ``exc`` raised while doing ``what``; ``error`` is the caller's
     class for faults that are not about the session or the connection."""
     if isinstance(exc, errors.VcbProxyError):
@@ -37,8 +39,12 @@ def translate(exc: BaseException, what: str, error: type[errors.VcbProxyError]) 
         return errors.AuthError(f"{what}: permission denied: {fault_message(exc)}")
     if isinstance(exc, vmodl.fault.ManagedObjectNotFound):
         return errors.NotFoundError(f"{what}: object no longer exists: {fault_message(exc)}")
-    if isinstance(exc, vmodl.fault.MethodNotFound | vmodl.fault.NotSupported | vmodl.fault.NotImplemented):
-        return errors.UnsupportedError(f"{what}: the server does not support this: {fault_message(exc)}")
+    if isinstance(
+        exc, vmodl.fault.MethodNotFound | vmodl.fault.NotSupported | vmodl.fault.NotImplemented
+    ):
+        return errors.UnsupportedError(
+            f"{what}: the server does not support this: {fault_message(exc)}"
+        )
     if isinstance(exc, socket.timeout | TimeoutError):
         return errors.ConnectionFailure(f"{what}: the server did not answer in time")
     if isinstance(exc, ssl.SSLError):

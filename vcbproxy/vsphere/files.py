@@ -30,7 +30,12 @@ _BUS_PREFIX = [
 
 def _path(name: str, vm_dir: DatastorePath | None) -> DatastorePath:
     loc = DatastorePath.parse(name)
-    if vm_dir is not None and "/" not in loc.path and loc.datastore == vm_dir.datastore and vm_dir.path:
+    if (
+        vm_dir is not None
+        and "/" not in loc.path
+        and loc.datastore == vm_dir.datastore
+        and vm_dir.path
+    ):
         loc = DatastorePath(loc.datastore, posixpath.join(vm_dir.path, loc.path))
     return loc
 
@@ -66,12 +71,16 @@ class _Layout:
                 seen.add(str(f.location))
                 result.append(f)
         if vmx_path and not any(f.kind == "config" for f in result):
-            result.insert(0, DatastoreFile(DatastorePath.parse(vmx_path), 0, "config", self.datacenter))
+            result.insert(
+                0, DatastoreFile(DatastorePath.parse(vmx_path), 0, "config", self.datacenter)
+            )
         return result
 
     def layer(self, name: str, units: list[list[int]]) -> DiskLayer:
         loc = _path(name, None)
-        desc = self.by_name.get(str(loc)) or DatastoreFile(loc, 0, "diskDescriptor", self.datacenter)
+        desc = self.by_name.get(str(loc)) or DatastoreFile(
+            loc, 0, "diskDescriptor", self.datacenter
+        )
         extents: tuple[DatastoreFile, ...] = ()
         for unit in units:
             files = [self.by_key[k] for k in unit if k in self.by_key]
@@ -108,41 +117,58 @@ def _disks(devices, layout: _Layout, units: dict[int, list[list[int]]]) -> list[
             names.append(b.fileName)
             b = getattr(b, "parent", None)
         if not names:
-            continue   # raw device mappings without a file, etc.: nothing we can read
-        names.reverse()   # base first
+            continue  # raw device mappings without a file, etc.: nothing we can read
+        names.reverse()  # base first
         chain = tuple(layout.layer(n, units.get(dev.key, [])) for n in names)
         capacity = int(dev.capacityInBytes or 0) or int(dev.capacityInKB or 0) * 1024
         label = dev.deviceInfo.label if dev.deviceInfo else f"disk {dev.key}"
         bus = controllers.get(dev.controllerKey, f"ctl{dev.controllerKey}")
-        disks.append(DiskInfo(
-            key=dev.key, label=label, device_id=f"{bus}:{dev.unitNumber}", capacity=capacity,
-            chain=chain, change_id=getattr(backing, "changeId", None) or "",
-            disk_mode=getattr(backing, "diskMode", None) or "persistent",
-            uuid=getattr(backing, "uuid", None) or ""))
+        disks.append(
+            DiskInfo(
+                key=dev.key,
+                label=label,
+                device_id=f"{bus}:{dev.unitNumber}",
+                capacity=capacity,
+                chain=chain,
+                change_id=getattr(backing, "changeId", None) or "",
+                disk_mode=getattr(backing, "diskMode", None) or "persistent",
+                uuid=getattr(backing, "uuid", None) or "",
+            )
+        )
     return sorted(disks, key=lambda d: d.device_id)
 
 
 def live_disks(session, vm: VmRef) -> list[DiskInfo]:
     """The VM's disks as configured now (capacity, mode, CBT change ID, current chain)."""
     with translated(f"reading the disks of {vm.name}"):
-        props = object_props(session, vm_object(session, vm), ["config.hardware.device", "layoutEx"])
+        props = object_props(
+            session, vm_object(session, vm), ["config.hardware.device", "layoutEx"]
+        )
     if "config.hardware.device" not in props:
-        raise errors.NotFoundError(f"{vm.name}: its configuration is not readable (inaccessible VM?)")
+        raise errors.NotFoundError(
+            f"{vm.name}: its configuration is not readable (inaccessible VM?)"
+        )
     layout = _Layout(props.get("layoutEx"), vm.vmx_path, vm.datacenter)
     return _disks(props["config.hardware.device"], layout, layout.live_units)
 
 
-def vm_files_at_snapshot(session, vm: VmRef, snapshot: SnapshotRef) -> tuple[list[DatastoreFile], list[DiskInfo]]:
+def vm_files_at_snapshot(
+    session, vm: VmRef, snapshot: SnapshotRef
+) -> tuple[list[DatastoreFile], list[DiskInfo]]:
     """(config files, disks) of the VM as of ``snapshot``: .vmx, .nvram and logs (not snapshot
     data/memory files, not disk files), and each disk's chain up to the frozen layer."""
     from vcbproxy.vsphere.snapshots import snapshot_object
 
-    with translated(f"reading the files of {vm.name} at snapshot {snapshot.moref}", errors.SnapshotError):
+    with translated(
+        f"reading the files of {vm.name} at snapshot {snapshot.moref}", errors.SnapshotError
+    ):
         vm_props = object_props(session, vm_object(session, vm), ["layoutEx"])
         snap_props = object_props(session, snapshot_object(session, snapshot), ["config"])
     config = snap_props.get("config")
     if config is None or config.hardware is None:
-        raise errors.SnapshotError(f"snapshot {snapshot.moref} of {vm.name} has no readable configuration")
+        raise errors.SnapshotError(
+            f"snapshot {snapshot.moref} of {vm.name} has no readable configuration"
+        )
     vmx_path = (config.files.vmPathName if config.files else "") or vm.vmx_path
     layout = _Layout(vm_props.get("layoutEx"), vmx_path, vm.datacenter)
     units = layout.snapshot_units.get(snapshot.moref) or layout.live_units

@@ -15,11 +15,27 @@ from vcbproxy.selectors import POWER_STATES, Selector, normalise_uuid
 from vcbproxy.vsphere.collector import container_view, props_of, retrieve, view_spec
 from vcbproxy.vsphere.faults import translated
 
-VM_PROPS = ["name", "config.uuid", "config.instanceUuid", "guest.ipAddress", "guest.net",
-            "runtime.powerState", "runtime.host", "resourcePool", "parent", "config.files.vmPathName",
-            "guest.toolsRunningStatus"]
+VM_PROPS = [
+    "name",
+    "config.uuid",
+    "config.instanceUuid",
+    "guest.ipAddress",
+    "guest.net",
+    "runtime.powerState",
+    "runtime.host",
+    "resourcePool",
+    "parent",
+    "config.files.vmPathName",
+    "guest.toolsRunningStatus",
+]
 # Everything a VM's paths are built from: names and parents of the containers above it.
-CONTAINER_TYPES = [vim.Folder, vim.Datacenter, vim.ComputeResource, vim.ResourcePool, vim.HostSystem]
+CONTAINER_TYPES = [
+    vim.Folder,
+    vim.Datacenter,
+    vim.ComputeResource,
+    vim.ResourcePool,
+    vim.HostSystem,
+]
 
 _ESCAPE = re.compile(r"%(2[fF]|25|5[cC])")
 _UNESCAPE = {"2f": "/", "25": "%", "5c": "\\"}
@@ -40,9 +56,15 @@ class _Inventory:
     def __init__(self, session):
         view = container_view(session, [vim.VirtualMachine, *CONTAINER_TYPES])
         try:
-            prop_specs = [vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPS)]
-            prop_specs += [vmodl.query.PropertyCollector.PropertySpec(type=t, pathSet=["name", "parent"])
-                           for t in CONTAINER_TYPES]
+            prop_specs = [
+                vmodl.query.PropertyCollector.PropertySpec(
+                    type=vim.VirtualMachine, pathSet=VM_PROPS
+                )
+            ]
+            prop_specs += [
+                vmodl.query.PropertyCollector.PropertySpec(type=t, pathSet=["name", "parent"])
+                for t in CONTAINER_TYPES
+            ]
             contents = retrieve(session, [view_spec(view)], prop_specs)
         finally:
             view.DestroyView()
@@ -87,7 +109,9 @@ class _Inventory:
             ip_address=p.get("guest.ipAddress") or "",
             power_state=str(p.get("runtime.powerState") or ""),
             host=self.name(p.get("runtime.host")),
-            resource_pool=self.path(p.get("resourcePool")) if p.get("resourcePool") is not None else "",
+            resource_pool=self.path(p.get("resourcePool"))
+            if p.get("resourcePool") is not None
+            else "",
             folder=self.path(p.get("parent")) if p.get("parent") is not None else "",
             vmx_path=p.get("config.files.vmPathName") or "",
             datacenter=self.datacenter_of(obj),
@@ -156,7 +180,8 @@ def resolve_vm(session, selector: Selector) -> VmRef:
     if len(found) > 1:
         listed = "; ".join(f"moref:{v.moref} in {v.folder or '?'}" for v in found)
         raise errors.AmbiguousError(
-            f"{len(found)} VMs match {selector}: {listed}; pick one with moref:<id>")
+            f"{len(found)} VMs match {selector}: {listed}; pick one with moref:<id>"
+        )
     return found[0]
 
 

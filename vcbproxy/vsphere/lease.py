@@ -32,10 +32,14 @@ class ExportLease:
         self.done = False
 
     @classmethod
-    def for_snapshot(cls, session, snapshot: SnapshotRef, *, timeout: float = READY_TIMEOUT) -> ExportLease:
+    def for_snapshot(
+        cls, session, snapshot: SnapshotRef, *, timeout: float = READY_TIMEOUT
+    ) -> ExportLease:
         from vcbproxy.vsphere.snapshots import snapshot_object
 
-        with translated(f"opening an export lease on snapshot {snapshot.moref}", errors.TransportError):
+        with translated(
+            f"opening an export lease on snapshot {snapshot.moref}", errors.TransportError
+        ):
             lease = snapshot_object(session, snapshot).ExportSnapshot()
         self = cls(session, lease, snapshot)
         try:
@@ -56,13 +60,21 @@ class ExportLease:
             if state == "ready":
                 info = props.get("info")
                 self.device_urls = [
-                    {"key": u.key, "url": u.url, "disk": bool(u.disk), "target_id": u.targetId or "",
-                     "size": int(u.fileSize or 0)}
-                    for u in (info.deviceUrl if info else None) or []]
+                    {
+                        "key": u.key,
+                        "url": u.url,
+                        "disk": bool(u.disk),
+                        "target_id": u.targetId or "",
+                        "size": int(u.fileSize or 0),
+                    }
+                    for u in (info.deviceUrl if info else None) or []
+                ]
                 return
             if state == "error":
                 fault = props.get("error")
-                raise errors.TransportError(f"{what} failed: {fault_message(fault) if fault else 'error'}")
+                raise errors.TransportError(
+                    f"{what} failed: {fault_message(fault) if fault else 'error'}"
+                )
             if state == "done":
                 raise errors.TransportError(f"{what} ended before it was ready")
             if time.monotonic() >= deadline:
@@ -87,7 +99,9 @@ class ExportLease:
             return
         self.done = True
         try:
-            fault = vmodl.fault.SystemError(msg=msg or "aborted by vcbproxy", reason=msg or "aborted")
+            fault = vmodl.fault.SystemError(
+                msg=msg or "aborted by vcbproxy", reason=msg or "aborted"
+            )
             self.lease.HttpNfcLeaseAbort(fault=fault)
         except Exception as exc:  # noqa: BLE001 - an abort on a failure path must not mask the failure
             log.warning("aborting the export lease failed: %s", exc)

@@ -49,20 +49,31 @@ def _defaults(session):
                 pool = entity.resourcePool
                 break
     if pool is None:
-        raise errors.NotFoundError(f"datacenter {session.datacenter} has no compute resource to register into")
+        raise errors.NotFoundError(
+            f"datacenter {session.datacenter} has no compute resource to register into"
+        )
     return folder, pool
 
 
-def register_vm(session, vmx_path: DatastorePath, *, name: str, folder: str | None = None,
-                pool: str | None = None, host: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> VmRef:
+def register_vm(
+    session,
+    vmx_path: DatastorePath,
+    *,
+    name: str,
+    folder: str | None = None,
+    pool: str | None = None,
+    host: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> VmRef:
     default_folder, default_pool = _defaults(session)
     folder_obj = find_folder(session, folder) if folder else default_folder
     pool_obj = find_pool(session, pool) if pool else default_pool
     host_obj = find_host(session, host) if host else None
     what = f"registering {vmx_path} as {name!r}"
     with translated(what):
-        task = folder_obj.RegisterVM_Task(path=str(vmx_path), name=name, asTemplate=False,
-                                          pool=pool_obj, host=host_obj)
+        task = folder_obj.RegisterVM_Task(
+            path=str(vmx_path), name=name, asTemplate=False, pool=pool_obj, host=host_obj
+        )
     vm = wait_for_task(session, task, timeout=timeout, what=what)
     ref = get_vm(session, vm._moId)
     if ref is None:
@@ -99,8 +110,11 @@ def vm_files(session, moref: str) -> list[DatastorePath]:
     from vcbproxy.vsphere.collector import object_props
 
     with translated(f"listing the files of VM {moref}"):
-        props = object_props(session, vim.VirtualMachine(moref, session.stub),
-                             ["layoutEx.file", "config.files.vmPathName"])
+        props = object_props(
+            session,
+            vim.VirtualMachine(moref, session.stub),
+            ["layoutEx.file", "config.files.vmPathName"],
+        )
     vmx = props.get("config.files.vmPathName") or ""
     vm_dir = posixpath.dirname(DatastorePath.parse(vmx).path) if vmx else ""
     out: list[DatastorePath] = []

@@ -31,13 +31,13 @@ from vcbproxy.vsphere.faults import translate
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "vim.version.v8_0_3_0"   # what the lab speaks; vcsim and vSphere 7/8 accept it
+API_VERSION = "vim.version.v8_0_3_0"  # what the lab speaks; vcsim and vSphere 7/8 accept it
 DEFAULT_PORT = 443
 IDLE_RECONNECT_SECONDS = 20
 
 
 def parse_server(server: str) -> tuple[str, int, str]:
-    """"host", "host:port", "[v6]:port" or "https://host:port/sdk" -> (host, port, path)."""
+    """ "host", "host:port", "[v6]:port" or "https://host:port/sdk" -> (host, port, path)."""
     text = (server or "").strip()
     if not text:
         raise errors.UsageError("no server given")
@@ -63,8 +63,10 @@ def fetch_certificate(host: str, port: int, timeout: float) -> bytes:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock, \
-                context.wrap_socket(sock, server_hostname=host) as tls:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
         raise _unreachable(host, port, exc) from exc
@@ -80,8 +82,9 @@ def _unreachable(host: str, port: int, exc: BaseException) -> errors.VcbProxyErr
     return errors.ConnectionFailure(f"cannot reach {host}:{port}: {reason}")
 
 
-def _verified_context(host: str, port: int, ca_file: str | None, timeout: float
-                      ) -> tuple[ssl.SSLContext, bytes]:
+def _verified_context(
+    host: str, port: int, ca_file: str | None, timeout: float
+) -> tuple[ssl.SSLContext, bytes]:
     """A verifying context, proven against the server by one handshake so a failure says why,
     and the certificate (DER) that handshake verified."""
     try:
@@ -89,16 +92,21 @@ def _verified_context(host: str, port: int, ca_file: str | None, timeout: float
     except (OSError, ssl.SSLError) as exc:
         raise errors.UsageError(f"cannot load CA file {ca_file}: {exc}") from exc
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock, \
-                context.wrap_socket(sock, server_hostname=host) as tls:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
             der = tls.getpeercert(binary_form=True)
     except ssl.SSLCertVerificationError as exc:
-        presented = pretty_thumbprint(hashlib.sha256(fetch_certificate(host, port, timeout)).hexdigest())
+        presented = pretty_thumbprint(
+            hashlib.sha256(fetch_certificate(host, port, timeout)).hexdigest()
+        )
         source = f"CA file {ca_file}" if ca_file else "the system trust store"
         raise errors.ConnectionFailure(
             f"TLS certificate of {host}:{port} cannot be verified against {source} "
             f"({exc.verify_message}); its SHA-256 thumbprint is {presented}: if that is the "
-            f"server's, pin it with --thumbprint {presented} or give --ca-file") from exc
+            f"server's, pin it with --thumbprint {presented} or give --ca-file"
+        ) from exc
     except (OSError, ssl.SSLError) as exc:
         raise _unreachable(host, port, exc) from exc
     if not der:
@@ -115,18 +123,30 @@ def _pinned_context(host: str, port: int, pin: str, timeout: float) -> tuple[ssl
         raise errors.ConnectionFailure(
             f"TLS certificate of {host}:{port} does not match the pinned {algorithm} thumbprint "
             f"{pretty_thumbprint(pin)}: it presents SHA-256 {presented}. Not connecting; if the "
-            f"server's certificate really changed, pin it with --thumbprint {presented}")
+            f"server's certificate really changed, pin it with --thumbprint {presented}"
+        )
     context = ssl.create_default_context()
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE   # safe only because the pin was just checked
+    context.verify_mode = ssl.CERT_NONE  # safe only because the pin was just checked
     return context, der
 
 
 class Session:
     """A logged-in session; use :meth:`connect` and ``with`` so it logs out at the end."""
 
-    def __init__(self, *, host: str, port: int, path: str, si, stub, ssl_context: ssl.SSLContext,
-                 thumbprint: str | None, thumbprint_sha256: str, timeout: float):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        path: str,
+        si,
+        stub,
+        ssl_context: ssl.SSLContext,
+        thumbprint: str | None,
+        thumbprint_sha256: str,
+        timeout: float,
+    ):
         self.host = host
         self.port = port
         self.path = path
@@ -148,16 +168,30 @@ class Session:
         else:
             context, der = _verified_context(host, port, opts.ca_file, opts.timeout)
         stub = SoapAdapter.SoapStubAdapter(
-            host=host, port=port, path=path, version=API_VERSION, sslContext=context,
-            thumbprint=pin, httpConnectionTimeout=opts.timeout,
+            host=host,
+            port=port,
+            path=path,
+            version=API_VERSION,
+            sslContext=context,
+            thumbprint=pin,
+            httpConnectionTimeout=opts.timeout,
             # A disk copy can leave the SOAP connection idle for many minutes, and servers close
             # idle connections (the lab after 60 s); reusing one fails with an SSL EOF. Never reuse
             # a pooled connection idle for longer than this.
-            connectionPoolTimeout=IDLE_RECONNECT_SECONDS)
+            connectionPoolTimeout=IDLE_RECONNECT_SECONDS,
+        )
         si = vim.ServiceInstance("ServiceInstance", stub)
-        session = cls(host=host, port=port, path=path, si=si, stub=stub, ssl_context=context,
-                      thumbprint=pin, thumbprint_sha256=pretty_thumbprint(hashlib.sha256(der).hexdigest()),
-                      timeout=opts.timeout)
+        session = cls(
+            host=host,
+            port=port,
+            path=path,
+            si=si,
+            stub=stub,
+            ssl_context=context,
+            thumbprint=pin,
+            thumbprint_sha256=pretty_thumbprint(hashlib.sha256(der).hexdigest()),
+            timeout=opts.timeout,
+        )
         try:
             session.content = si.RetrieveContent()
             session.content.sessionManager.Login(opts.user, opts.password)
@@ -165,7 +199,9 @@ class Session:
             stub.DropConnections()
             if isinstance(exc, errors.VcbProxyError):
                 raise
-            raise translate(exc, f"logging in to {host}:{port} as {opts.user}", errors.ConnectionFailure) from exc
+            raise translate(
+                exc, f"logging in to {host}:{port} as {opts.user}", errors.ConnectionFailure
+            ) from exc
         log.info("logged in to %s:%d as %s", host, port, opts.user)
         return session
 
@@ -209,20 +245,34 @@ class Session:
             self._datacenter = names[0]
         return self._datacenter
 
-    def file_url(self, file: DatastorePath, *, scheme: str = "https", port: int | None = None,
-                 datacenter: str | None = None) -> str:
-        return build_file_url(self.host, port or self.port, file, scheme=scheme,
-                              datacenter=datacenter or self.datacenter)
+    def file_url(
+        self,
+        file: DatastorePath,
+        *,
+        scheme: str = "https",
+        port: int | None = None,
+        datacenter: str | None = None,
+    ) -> str:
+        return build_file_url(
+            self.host,
+            port or self.port,
+            file,
+            scheme=scheme,
+            datacenter=datacenter or self.datacenter,
+        )
 
     def mo(self, cls, moref: str):
         """A pyVmomi managed object bound to this session (e.g. ``mo(vim.VirtualMachine, "vm-1")``)."""
         return cls(moref, self.stub)
 
 
-def build_file_url(host: str, port: int, file: DatastorePath, *, scheme: str, datacenter: str) -> str:
+def build_file_url(
+    host: str, port: int, file: DatastorePath, *, scheme: str, datacenter: str
+) -> str:
     """``https://host:port/folder/<quoted path>?dcPath=<dc>&dsName=<ds>`` (datastore file service)."""
     netloc = f"[{host}]" if ":" in host else host
     path = urllib.parse.quote(file.path.lstrip("/"), safe="/")
-    query = urllib.parse.urlencode({"dcPath": datacenter, "dsName": file.datastore},
-                                   quote_via=urllib.parse.quote)
+    query = urllib.parse.urlencode(
+        {"dcPath": datacenter, "dsName": file.datastore}, quote_via=urllib.parse.quote
+    )
     return f"{scheme}://{netloc}:{port}/folder/{path}?{query}"

@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 1800.0
 # What vSphere raises when a quiesced snapshot cannot be taken (no Tools, or the guest's
 # VSS/sync driver failed); other snapshot faults get no --no-quiesce hint.
-QUIESCE_FAULTS = (vim.fault.ApplicationQuiesceFault, vim.fault.ToolsUnavailable,
-                  vim.fault.QuiesceDatastoreIOForHAFailed)
+QUIESCE_FAULTS = (
+    vim.fault.ApplicationQuiesceFault,
+    vim.fault.ToolsUnavailable,
+    vim.fault.QuiesceDatastoreIOForHAFailed,
+)
 
 
 def _iso(dt) -> str:
@@ -31,9 +34,16 @@ def _refs(trees, vm_moref: str) -> list[SnapshotRef]:
     """VirtualMachineSnapshotTree list -> SnapshotRef list (same shape, children nested)."""
     out = []
     for t in trees or []:
-        out.append(SnapshotRef(moref=t.snapshot._moId, name=unescape_name(t.name),
-                               description=t.description or "", created=_iso(t.createTime),
-                               vm_moref=vm_moref, children=tuple(_refs(t.childSnapshotList, vm_moref))))
+        out.append(
+            SnapshotRef(
+                moref=t.snapshot._moId,
+                name=unescape_name(t.name),
+                description=t.description or "",
+                created=_iso(t.createTime),
+                vm_moref=vm_moref,
+                children=tuple(_refs(t.childSnapshotList, vm_moref)),
+            )
+        )
     return out
 
 
@@ -46,7 +56,7 @@ def _flatten(refs) -> list[SnapshotRef]:
 
 
 def _sorted(refs: list[SnapshotRef]) -> list[SnapshotRef]:
-    return sorted(refs, key=lambda s: s.created)   # stable: tree order when times tie
+    return sorted(refs, key=lambda s: s.created)  # stable: tree order when times tie
 
 
 def list_snapshots(session, vm: VmRef) -> list[SnapshotRef]:
@@ -65,7 +75,9 @@ def find_all_vcb_snapshots(session, *, name: str) -> list[tuple[VmRef, SnapshotR
     snapshot trees, then the VmRefs of only the VMs that have one."""
     view = container_view(session, [vim.VirtualMachine])
     try:
-        spec = vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["snapshot"])
+        spec = vmodl.query.PropertyCollector.PropertySpec(
+            type=vim.VirtualMachine, pathSet=["snapshot"]
+        )
         with translated("listing snapshots", errors.SnapshotError):
             contents = retrieve(session, [view_spec(view)], [spec])
     finally:
@@ -84,20 +96,31 @@ def find_all_vcb_snapshots(session, *, name: str) -> list[tuple[VmRef, SnapshotR
     return [(vms[m], s) for m in sorted(hits) if m in vms for s in hits[m]]
 
 
-def create_snapshot(session, vm: VmRef, name: str, *, description: str = "", memory: bool = False,
-                    quiesce: bool = False, timeout: float = DEFAULT_TIMEOUT) -> SnapshotRef:
+def create_snapshot(
+    session,
+    vm: VmRef,
+    name: str,
+    *,
+    description: str = "",
+    memory: bool = False,
+    quiesce: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> SnapshotRef:
     what = f"taking snapshot {name!r} of {vm.name}"
     obj = vm_object(session, vm)
     try:
         # The quiesce fault may come back from the call itself or from the task.
         with translated(what, errors.SnapshotError):
-            task = obj.CreateSnapshot_Task(name=name, description=description, memory=memory, quiesce=quiesce)
+            task = obj.CreateSnapshot_Task(
+                name=name, description=description, memory=memory, quiesce=quiesce
+            )
         snap = wait_for_task(session, task, timeout=timeout, what=what, error=errors.SnapshotError)
     except errors.SnapshotError as exc:
         if quiesce and isinstance(exc.__cause__, QUIESCE_FAULTS):
             raise errors.SnapshotError(
                 f"{exc}; quiescing needs VMware Tools running in the guest: retry with --no-quiesce "
-                f"for a crash-consistent snapshot") from exc.__cause__
+                f"for a crash-consistent snapshot"
+            ) from exc.__cause__
         raise
     moref = snap._moId if snap is not None else ""
     for s in list_snapshots(session, vm):
@@ -107,7 +130,9 @@ def create_snapshot(session, vm: VmRef, name: str, *, description: str = "", mem
     return SnapshotRef(moref=moref, name=name, description=description, vm_moref=vm.moref)
 
 
-def remove_snapshot(session, moref: str, *, timeout: float = DEFAULT_TIMEOUT, consolidate: bool = True) -> None:
+def remove_snapshot(
+    session, moref: str, *, timeout: float = DEFAULT_TIMEOUT, consolidate: bool = True
+) -> None:
     """Remove one snapshot (not its children); one that is already gone is NotFoundError."""
     what = f"removing snapshot {moref}"
     snap = vim.vm.Snapshot(moref, session.stub)

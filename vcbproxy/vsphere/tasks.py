@@ -15,8 +15,14 @@ from vcbproxy.vsphere.faults import fault_message, translated
 FIELDS = ["info.state", "info.error", "info.result", "info.progress"]
 
 
-def wait_for_task(session, task, *, timeout: float, what: str,
-                  error: type[errors.VcbProxyError] = errors.VcbProxyError):
+def wait_for_task(
+    session,
+    task,
+    *,
+    timeout: float,
+    what: str,
+    error: type[errors.VcbProxyError] = errors.VcbProxyError,
+):
     """The task's result once it succeeds; its fault as ``error`` (``raise ... from fault``,
     so callers can look at ``__cause__``); ``error`` too when ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
@@ -35,6 +41,8 @@ def wait_for_task(session, task, *, timeout: float, what: str,
                 raise exc from fault
             raise exc
         if time.monotonic() >= deadline:
-            raise error(f"{what} did not finish within {timeout:.0f} s (task {task._moId} is {state or 'unknown'})")
+            raise error(
+                f"{what} did not finish within {timeout:.0f} s (task {task._moId} is {state or 'unknown'})"
+            )
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 1.0)

@@ -19,8 +19,18 @@ from vcbproxy.lab.model import Lab, Session, session_key_from_cookie
 HANDLERS: dict[str, Callable] = {}
 # Methods a client calls before it has a session.
 NO_SESSION = {"RetrieveServiceContent", "Login", "CurrentTime"}
-_MODULES = ("service", "properties", "search", "vm", "snapshot", "lease", "task", "folder",
-            "entity", "files")
+_MODULES = (
+    "service",
+    "properties",
+    "search",
+    "vm",
+    "snapshot",
+    "lease",
+    "task",
+    "folder",
+    "entity",
+    "files",
+)
 _loaded = False
 
 
@@ -36,6 +46,7 @@ def method(*names: str):
         for name in names:
             HANDLERS[name] = fn
         return fn
+
     return register
 
 
@@ -54,14 +65,16 @@ def dispatch(lab: Lab, request, cookie_header: str | None) -> tuple[Any, str | N
         raise vmodl.fault.NotImplemented(msg=f"the lab does not implement {request.method}")
     session = lab.session(session_key_from_cookie(cookie_header))
     if session is None and request.method not in NO_SESSION:
-        raise vim.fault.NotAuthenticated(msg="The session is not authenticated.",
-                                         object=request.this, privilegeId="System.View")
+        raise vim.fault.NotAuthenticated(
+            msg="The session is not authenticated.", object=request.this, privilegeId="System.View"
+        )
     moref = getattr(request.this, "_moId", None)
     this = lab.obj(moref) if moref else None
     if this is None:
         raise vmodl.fault.ManagedObjectNotFound(
-            msg=f"The object '{moref}' has already been deleted or has not been completely "
-                "created", obj=request.this)
+            msg=f"The object '{moref}' has already been deleted or has not been completely created",
+            obj=request.this,
+        )
     call = Call(lab=lab, session=session)
     lab.caller.session = session
     result = handler(call, this, **request.args)

@@ -17,4 +17,5 @@ def rename(call, this, newName):
         this.name = newName
         if hasattr(this, "touch_config"):
             this.touch_config()
+
     return start_task(call, this, "Rename_Task", "ManagedEntity.rename", work)

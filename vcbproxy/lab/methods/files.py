@@ -13,8 +13,9 @@ from vcbproxy.lab.tasks import start_task
 def _path(call, name: str):
     path = call.lab.datastore_path(name or "")
     if path is None:
-        raise vim.fault.InvalidDatastorePath(msg=f"Invalid datastore path '{name}'.",
-                                             datastorePath=name or "")
+        raise vim.fault.InvalidDatastorePath(
+            msg=f"Invalid datastore path '{name}'.", datastorePath=name or ""
+        )
     return path
 
 
@@ -28,6 +29,7 @@ def delete_datastore_file(call, this, name, datacenter=None):
             path.unlink()
         else:
             raise vim.fault.FileNotFound(msg=f"File {name} was not found", file=name)
+
     return start_task(call, None, "DeleteDatastoreFile_Task", "FileManager.deleteFile", work)
 
 
@@ -35,8 +37,10 @@ def delete_datastore_file(call, this, name, datacenter=None):
 def make_directory(call, this, name, datacenter=None, createParentDirectories=False):
     path = _path(call, name)
     if path.exists():
-        raise vim.fault.FileAlreadyExists(msg=f"Cannot complete the operation because the "
-                                              f"file or folder {name} already exists", file=name)
+        raise vim.fault.FileAlreadyExists(
+            msg=f"Cannot complete the operation because the file or folder {name} already exists",
+            file=name,
+        )
     if not path.parent.exists() and not createParentDirectories:
         raise vim.fault.FileNotFound(msg=f"File {name} was not found", file=name)
     path.mkdir(parents=True)
@@ -45,6 +49,7 @@ def make_directory(call, this, name, datacenter=None, createParentDirectories=Fa
 @method("DeleteVirtualDisk_Task")
 def delete_virtual_disk(call, this, name, datacenter=None):
     """The descriptor and the files named after it (extent, delta, ctk)."""
+
     def work(task):
         path = _path(call, name)
         if not path.is_file():
@@ -53,5 +58,7 @@ def delete_virtual_disk(call, this, name, datacenter=None):
         for suffix in ("-flat.vmdk", "-delta.vmdk", "-sesparse.vmdk", "-ctk.vmdk"):
             (path.parent / f"{stem}{suffix}").unlink(missing_ok=True)
         path.unlink()
-    return start_task(call, None, "DeleteVirtualDisk_Task", "VirtualDiskManager.deleteVirtualDisk",
-                      work)
+
+    return start_task(
+        call, None, "DeleteVirtualDisk_Task", "VirtualDiskManager.deleteVirtualDisk", work
+    )

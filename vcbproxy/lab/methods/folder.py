@@ -34,27 +34,38 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
     values = parse_vmx(host_path.read_text(encoding="utf-8", errors="replace"))
     instance = _uuid(values.get("vc.uuid"))
     if any(vm.instance_uuid == instance for vm in lab.vms()):
-        instance = str(uuidlib.uuid4())   # vCenter hands a copy a new instance UUID
-    vm = LabVm(lab, lab.next_moref("vm"), name or values.get("displayname") or host_path.stem,
-               folder, datastore=datastore, directory=directory,
-               uuid=_uuid(values.get("uuid.bios")), instance_uuid=instance,
-               guest_id=values.get("guestos", "otherLinux64Guest"),
-               memory_mb=int(values.get("memsize", "1024") or 1024),
-               cpus=int(values.get("numvcpus", "1") or 1), tools=True, powered_on=False)
+        instance = str(uuidlib.uuid4())  # vCenter hands a copy a new instance UUID
+    vm = LabVm(
+        lab,
+        lab.next_moref("vm"),
+        name or values.get("displayname") or host_path.stem,
+        folder,
+        datastore=datastore,
+        directory=directory,
+        uuid=_uuid(values.get("uuid.bios")),
+        instance_uuid=instance,
+        guest_id=values.get("guestos", "otherLinux64Guest"),
+        memory_mb=int(values.get("memsize", "1024") or 1024),
+        cpus=int(values.get("numvcpus", "1") or 1),
+        tools=True,
+        powered_on=False,
+    )
     try:
         for disk in vmx.disks_of(values):
             match = _VOLUME.match(disk["file"])
-            ds, ddir, fname = (match.groups() if match else (datastore, directory, disk["file"]))
+            ds, ddir, fname = match.groups() if match else (datastore, directory, disk["file"])
             if ds not in lab.datastores:
                 raise vim.fault.NotFound(msg=f"Datastore {ds} of disk {disk['file']} not found")
             try:
                 lab_disk = LabDisk.load(lab.datastores[ds] / ddir, fname, None)
             except (OSError, ValueError) as exc:
-                raise vim.fault.FileNotFound(msg=f"Cannot open the disk {disk['file']}: {exc}",
-                                             file=f"[{ds}] {ddir}/{fname}") from None
+                raise vim.fault.FileNotFound(
+                    msg=f"Cannot open the disk {disk['file']}: {exc}", file=f"[{ds}] {ddir}/{fname}"
+                ) from None
             key = DISK_KEY_BASE + disk["unit"]
-            vm.slots[key] = DiskSlot(datastore=ds, directory=ddir, unit=disk["unit"],
-                                     mode=disk["mode"])
+            vm.slots[key] = DiskSlot(
+                datastore=ds, directory=ddir, unit=disk["unit"], mode=disk["mode"]
+            )
             vm.disks[key] = lab_disk
         vm.cbt_enabled = values.get("ctkenabled", "FALSE").upper() == "TRUE"
         if vm.cbt_enabled:
@@ -62,7 +73,7 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
                 d.cbt.enable()
         lab.add(vm)
     except BaseException:
-        for lab_disk in vm.disks.values():   # nothing registered: close the disks loaded so far
+        for lab_disk in vm.disks.values():  # nothing registered: close the disks loaded so far
             lab_disk.close()
         raise
     return vm
@@ -72,6 +83,7 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
 def register_vm_task(call, this, path, asTemplate, name=None, pool=None, host=None):
     def work(task):
         return register_vm(call.lab, this, path, name).ref()
+
     return start_task(call, this, "RegisterVM_Task", "Folder.registerVm", work)
 
 
@@ -80,9 +92,11 @@ def create_folder(call, this, name):
     lab = call.lab
     with lab.lock:
         if any(c.name == name for c in this.children()):
-            raise vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name,
-                                          object=this.ref())
-        folder = Folder(lab, lab.next_moref("group-v"), name, this,
-                        ("Folder", "VirtualMachine", "VirtualApp"))
+            raise vim.fault.DuplicateName(
+                msg=f"The name '{name}' already exists.", name=name, object=this.ref()
+            )
+        folder = Folder(
+            lab, lab.next_moref("group-v"), name, this, ("Folder", "VirtualMachine", "VirtualApp")
+        )
         lab.add(folder)
         return folder.ref()

@@ -14,7 +14,10 @@ def export_vm(call, this):
         if this.powered_on:
             raise vim.fault.InvalidPowerState(
                 msg="The attempted operation cannot be performed in the current state "
-                    "(Powered on).", requestedState="poweredOff", existingState="poweredOn")
+                "(Powered on).",
+                requestedState="poweredOff",
+                existingState="poweredOn",
+            )
         return open_lease(call.lab, this, {k: d.mark() for k, d in this.disks.items()}).ref()
 
 

@@ -13,18 +13,20 @@ from vcbproxy.lab.model import LabObject
 
 PC = vmodl.query.PropertyCollector
 _ids = itertools.count(1)
-MAX_WAIT = 60.0     # cap of a WaitForUpdates(Ex) that asked to wait forever
+MAX_WAIT = 60.0  # cap of a WaitForUpdates(Ex) that asked to wait forever
 POLL = 0.05
 
 
 # -- reading properties ------------------------------------------------------------------
 
+
 def read_path(obj: LabObject, path: str):
     """Value of a dotted property path ('summary.config.name'); None when unset."""
     head, *rest = path.split(".")
     if not _has_property(obj.vim_type, head):
-        raise vmodl.query.InvalidProperty(msg=f"{obj.vim_type._wsdlName} has no property "
-                                              f"{head!r}", name=path)
+        raise vmodl.query.InvalidProperty(
+            msg=f"{obj.vim_type._wsdlName} has no property {head!r}", name=path
+        )
     val = obj.get(head)
     for part in rest:
         if val is None:
@@ -32,12 +34,13 @@ def read_path(obj: LabObject, path: str):
         try:
             val = getattr(val, part)
         except AttributeError:
-            raise vmodl.query.InvalidProperty(msg=f"invalid property path {path!r}",
-                                              name=path) from None
+            raise vmodl.query.InvalidProperty(
+                msg=f"invalid property path {path!r}", name=path
+            ) from None
     if isinstance(val, list):
         if not val:
-            return None     # vSphere leaves empty arrays out of a property set
-        if not hasattr(type(val), "Item"):   # a plain list cannot be serialised as anyType
+            return None  # vSphere leaves empty arrays out of a property set
+        if not hasattr(type(val), "Item"):  # a plain list cannot be serialised as anyType
             val = _declared_type(obj.vim_type, path)(val)
     return val
 
@@ -47,8 +50,14 @@ def _declared_type(vim_type, path: str):
     t = vim_type
     for part in path.split("."):
         t = getattr(t, "Item", t)
-        info = next((getattr(c, "_propInfo", {})[part] for c in t.__mro__
-                     if part in getattr(c, "_propInfo", {})), None)
+        info = next(
+            (
+                getattr(c, "_propInfo", {})[part]
+                for c in t.__mro__
+                if part in getattr(c, "_propInfo", {})
+            ),
+            None,
+        )
         if info is None:
             return VmomiSupport.GetVmodlType("anyType[]")
         t = info.type
@@ -77,6 +86,7 @@ def _names(spec) -> dict:
                     visit(sel.selectSet)
                 elif not sel.name:
                     visit(sel.selectSet)
+
     for os in spec.objectSet or []:
         visit(os.selectSet)
     return named
@@ -127,9 +137,16 @@ def contents(lab, specs) -> list:
         for spec in specs:
             for obj in select_objects(lab, spec):
                 values = object_values(obj, spec.propSet)
-                out.append(PC.ObjectContent(obj=obj.ref(), propSet=[
-                    vmodl.DynamicProperty(name=k, val=v) for k, v in values.items()
-                    if v is not None]))
+                out.append(
+                    PC.ObjectContent(
+                        obj=obj.ref(),
+                        propSet=[
+                            vmodl.DynamicProperty(name=k, val=v)
+                            for k, v in values.items()
+                            if v is not None
+                        ],
+                    )
+                )
     return out
 
 
@@ -141,6 +158,7 @@ def fetch(call, this, prop):
 
 
 # -- retrieve --------------------------------------------------------------------------------
+
 
 @method("RetrievePropertiesEx")
 def retrieve_properties_ex(call, this, specSet, options=None):
@@ -164,8 +182,9 @@ def _page(call, objects, limit):
 def continue_retrieve(call, this, token):
     entry = call.session.retrievals.pop(token, None)
     if entry is None:
-        raise vmodl.fault.InvalidArgument(msg=f"unknown or finished token {token!r}",
-                                          invalidProperty="token")
+        raise vmodl.fault.InvalidArgument(
+            msg=f"unknown or finished token {token!r}", invalidProperty="token"
+        )
     rest, limit = entry
     return _page(call, rest, limit)
 
@@ -182,6 +201,7 @@ def retrieve_contents(call, this, specSet):
 
 # -- filters and updates ---------------------------------------------------------------------
 
+
 class PropertyFilter(LabObject):
     vim_type = PC.Filter
 
@@ -189,7 +209,7 @@ class PropertyFilter(LabObject):
         super().__init__(lab, moref)
         self.spec = spec
         self.session = session
-        self.reported: dict[str, dict[str, str]] = {}   # moref -> path -> repr last sent
+        self.reported: dict[str, dict[str, str]] = {}  # moref -> path -> repr last sent
 
     def p_spec(self):
         return self.spec
@@ -198,9 +218,10 @@ class PropertyFilter(LabObject):
 @method("CreateFilter")
 def create_filter(call, this, spec, partialUpdates):
     lab = call.lab
-    flt = PropertyFilter(lab, f"session[{call.session.key[:8]}]filter-{next(_ids)}", spec,
-                         call.session)
-    select_objects(lab, spec)   # a bad spec faults now, as vSphere does
+    flt = PropertyFilter(
+        lab, f"session[{call.session.key[:8]}]filter-{next(_ids)}", spec, call.session
+    )
+    select_objects(lab, spec)  # a bad spec faults now, as vSphere does
     lab.add(flt)
     call.session.filters[flt.moref] = flt
     return flt.ref()
@@ -224,10 +245,16 @@ def _changes(lab, flt: PropertyFilter):
         shown = {k: repr(v) for k, v in values.items()}
         if before == shown:
             continue
-        changes = [PC.Change(name=k, op="assign" if v is not None else "remove", val=v)
-                   for k, v in values.items() if before is None or before.get(k) != shown[k]]
-        updates.append(PC.ObjectUpdate(kind="enter" if before is None else "modify",
-                                       obj=obj.ref(), changeSet=changes))
+        changes = [
+            PC.Change(name=k, op="assign" if v is not None else "remove", val=v)
+            for k, v in values.items()
+            if before is None or before.get(k) != shown[k]
+        ]
+        updates.append(
+            PC.ObjectUpdate(
+                kind="enter" if before is None else "modify", obj=obj.ref(), changeSet=changes
+            )
+        )
         flt.reported[moref] = shown
     for moref in set(flt.reported) - set(current):
         del flt.reported[moref]
@@ -237,7 +264,7 @@ def _changes(lab, flt: PropertyFilter):
 
 def _wait(call, version, max_wait):
     session = call.session
-    if not version:   # a first call reports everything from scratch
+    if not version:  # a first call reports everything from scratch
         for flt in session.filters.values():
             flt.reported.clear()
     deadline = time.monotonic() + (MAX_WAIT if max_wait is None else max_wait)
@@ -249,8 +276,9 @@ def _wait(call, version, max_wait):
                 filter_updates.append(PC.FilterUpdate(filter=flt.ref(), objectSet=updates))
         if filter_updates:
             new_version = str(int(version or 0) + 1)
-            return vmodl.query.PropertyCollector.UpdateSet(version=new_version,
-                                                           filterSet=filter_updates)
+            return vmodl.query.PropertyCollector.UpdateSet(
+                version=new_version, filterSet=filter_updates
+            )
         if time.monotonic() >= deadline or session.logged_out:
             return None
         time.sleep(POLL)
@@ -274,6 +302,7 @@ def check_for_updates(call, this, version=None):
 
 # -- views -----------------------------------------------------------------------------------
 
+
 class ContainerView(LabObject):
     vim_type = vim.view.ContainerView
 
@@ -288,8 +317,11 @@ class ContainerView(LabObject):
                 yield from self._members(child)
 
     def p_view(self):
-        members = [m for m in self._members(self.container)
-                   if not self.types or any(issubclass(m.vim_type, t) for t in self.types)]
+        members = [
+            m
+            for m in self._members(self.container)
+            if not self.types or any(issubclass(m.vim_type, t) for t in self.types)
+        ]
         return vim.ManagedObject.Array([m.ref() for m in members])
 
     def p_container(self):
@@ -306,10 +338,16 @@ class ContainerView(LabObject):
 def create_container_view(call, this, container, type=None, recursive=False):
     root = call.lab.obj(container._moId)
     if not isinstance(root, Entity):
-        raise vmodl.fault.ManagedObjectNotFound(msg=f"no container {container._moId}",
-                                                obj=container)
-    view = ContainerView(call.lab, f"session[{call.session.key[:8]}]view-{next(_ids)}", root,
-                         list(type or []), bool(recursive))
+        raise vmodl.fault.ManagedObjectNotFound(
+            msg=f"no container {container._moId}", obj=container
+        )
+    view = ContainerView(
+        call.lab,
+        f"session[{call.session.key[:8]}]view-{next(_ids)}",
+        root,
+        list(type or []),
+        bool(recursive),
+    )
     call.lab.add(view)
     return view.ref()
 

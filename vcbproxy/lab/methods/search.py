@@ -22,7 +22,7 @@ def find_by_uuid(call, this, uuid, vmSearch, datacenter=None, instanceUuid=None)
 @method("FindAllByUuid")
 def find_all_by_uuid(call, this, uuid, vmSearch, datacenter=None, instanceUuid=None):
     if not vmSearch:
-        return []   # the lab's hosts have no hardware UUIDs worth searching
+        return []  # the lab's hosts have no hardware UUIDs worth searching
     want = (uuid or "").lower()
     attr = "instance_uuid" if instanceUuid else "uuid"
     return [vm.ref() for vm in _vms(call, datacenter) if getattr(vm, attr).lower() == want]

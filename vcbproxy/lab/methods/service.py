@@ -24,8 +24,9 @@ def current_time(call, this):
 def login(call, this, userName, password, locale=None):
     session = call.lab.login(userName or "", password or "")
     if session is None:
-        raise vim.fault.InvalidLogin(msg="Cannot complete login due to an incorrect user name "
-                                         "or password.")
+        raise vim.fault.InvalidLogin(
+            msg="Cannot complete login due to an incorrect user name or password."
+        )
     call.new_cookie = session.key
     return session.user_session()
 
@@ -42,9 +43,18 @@ def session_is_active(call, this, sessionID, userName):
 
 def about():
     return vim.AboutInfo(
-        name="VMware vCenter Server (vcbproxy lab)", fullName="VMware vCenter Server 8.0.3 "
-        "build-24022515 (vcbproxy lab)", vendor="VMware, Inc.", version="8.0.3",
-        build="24022515", localeVersion="INTL", localeBuild="000", osType="linux-x64",
-        productLineId="vpx", apiType="VirtualCenter", apiVersion=soap.API_VERSION,
+        name="VMware vCenter Server (vcbproxy lab)",
+        fullName="VMware vCenter Server 8.0.3 build-24022515 (vcbproxy lab)",
+        vendor="VMware, Inc.",
+        version="8.0.3",
+        build="24022515",
+        localeVersion="INTL",
+        localeBuild="000",
+        osType="linux-x64",
+        productLineId="vpx",
+        apiType="VirtualCenter",
+        apiVersion=soap.API_VERSION,
         instanceUuid="52c1a3e0-0d6f-4f3c-9a55-6c6162000001",
-        licenseProductName="VMware VirtualCenter Server", licenseProductVersion="8.0")
+        licenseProductName="VMware VirtualCenter Server",
+        licenseProductVersion="8.0",
+    )

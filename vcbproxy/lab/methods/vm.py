@@ -19,13 +19,19 @@ def create_snapshot(call, this, name, description=None, memory=False, quiesce=Fa
     def work(task):
         snap = snapshots.create_snapshot(call.lab, this, name, description, memory, quiesce)
         return snap.ref()
+
     return start_task(call, this, "CreateSnapshot_Task", "VirtualMachine.createSnapshot", work)
 
 
 @method("RemoveAllSnapshots_Task")
 def remove_all_snapshots(call, this, consolidate=None, spec=None):
-    return start_task(call, this, "RemoveAllSnapshots_Task", "VirtualMachine.removeAllSnapshots",
-                      lambda task: snapshots.remove_all(call.lab, this))
+    return start_task(
+        call,
+        this,
+        "RemoveAllSnapshots_Task",
+        "VirtualMachine.removeAllSnapshots",
+        lambda task: snapshots.remove_all(call.lab, this),
+    )
 
 
 @method("ReconfigVM_Task")
@@ -44,6 +50,7 @@ def reconfigure(call, this, spec):
                 elif not this.cbt_enabled and disk.cbt.enabled:
                     disk.cbt.disable()
         this.touch_config()
+
     return start_task(call, this, "ReconfigVM_Task", "VirtualMachine.reconfigure", work)
 
 
@@ -51,32 +58,38 @@ MAX_AREAS_PER_CALL = 2048
 
 
 @method("QueryChangedDiskAreas")
-def query_changed_disk_areas(call, this, snapshot=None, deviceKey=None, startOffset=0,
-                             changeId=None):
+def query_changed_disk_areas(
+    call, this, snapshot=None, deviceKey=None, startOffset=0, changeId=None
+):
     lab = call.lab
     with lab.lock:
         disk = this.disks.get(deviceKey)
         if disk is None:
-            raise vmodl.fault.InvalidArgument(msg="A specified parameter was not correct: "
-                                                  "deviceKey", invalidProperty="deviceKey")
+            raise vmodl.fault.InvalidArgument(
+                msg="A specified parameter was not correct: deviceKey", invalidProperty="deviceKey"
+            )
         snap = lab.obj(snapshot._moId) if snapshot is not None else this.current_snapshot
         entry = lab.snapshot_history.get(snap.moref) if snap is not None else None
         if entry is None or getattr(snap, "vm", None) is not this:
-            raise vmodl.fault.InvalidArgument(msg="A specified parameter was not correct: "
-                                                  "snapshot", invalidProperty="snapshot")
+            raise vmodl.fault.InvalidArgument(
+                msg="A specified parameter was not correct: snapshot", invalidProperty="snapshot"
+            )
         until = entry["change_ids"].get(deviceKey)
         if until is None:
             raise vim.fault.FileFault(
                 msg=f"Change tracking was not enabled on {this.slots[deviceKey].datastore} "
-                    f"disk {deviceKey} of {this.name} when the snapshot was taken.",
-                file=this._backing(deviceKey).fileName)
+                f"disk {deviceKey} of {this.name} when the snapshot was taken.",
+                file=this._backing(deviceKey).fileName,
+            )
         try:
-            areas, covered = disk.query_changed(changeId or "", until, int(startOffset or 0),
-                                                lab.faults.get("cbt_page_bytes"))
+            areas, covered = disk.query_changed(
+                changeId or "", until, int(startOffset or 0), lab.faults.get("cbt_page_bytes")
+            )
         except (InvalidChangeId, ValueError) as exc:
             raise vmodl.fault.InvalidArgument(
                 msg=f"A specified parameter was not correct: changeId ({exc})",
-                invalidProperty="changeId") from None
+                invalidProperty="changeId",
+            ) from None
     max_areas = lab.faults.get("cbt_max_areas") or MAX_AREAS_PER_CALL
     if len(areas) > max_areas:
         # Like ESXi, answer a bounded number of areas and say how far the answer reaches; the
@@ -84,9 +97,12 @@ def query_changed_disk_areas(call, this, snapshot=None, deviceKey=None, startOff
         areas = areas[:max_areas]
         covered = areas[-1][0] + areas[-1][1] - int(startOffset or 0)
     return vim.VirtualMachine.DiskChangeInfo(
-        startOffset=int(startOffset or 0), length=covered,
-        changedArea=[vim.VirtualMachine.DiskChangeInfo.DiskChangeExtent(start=o, length=n)
-                     for o, n in areas])
+        startOffset=int(startOffset or 0),
+        length=covered,
+        changedArea=[
+            vim.VirtualMachine.DiskChangeInfo.DiskChangeExtent(start=o, length=n) for o, n in areas
+        ],
+    )
 
 
 def _power(call, this, on: bool, name: str, desc: str):
@@ -94,11 +110,13 @@ def _power(call, this, on: bool, name: str, desc: str):
         if this.powered_on == on:
             raise vim.fault.InvalidPowerState(
                 msg=f"The attempted operation cannot be performed in the current state "
-                    f"({'Powered on' if on else 'Powered off'}).",
+                f"({'Powered on' if on else 'Powered off'}).",
                 requestedState="poweredOn" if on else "poweredOff",
-                existingState="poweredOn" if this.powered_on else "poweredOff")
+                existingState="poweredOn" if this.powered_on else "poweredOff",
+            )
         this.powered_on = on
         this.boot_time = now() if on else None
+
     return start_task(call, this, name, desc, work)
 
 
@@ -124,9 +142,11 @@ def _forget(lab, vm) -> None:
 def unregister(call, this):
     with call.lab.lock:
         if this.powered_on:
-            raise vim.fault.InvalidPowerState(msg="The VM must be powered off to unregister.",
-                                              requestedState="poweredOff",
-                                              existingState="poweredOn")
+            raise vim.fault.InvalidPowerState(
+                msg="The VM must be powered off to unregister.",
+                requestedState="poweredOff",
+                existingState="poweredOn",
+            )
         _forget(call.lab, this)
 
 
@@ -139,20 +159,30 @@ def destroy(call, this):
         if this.powered_on:
             raise vim.fault.InvalidPowerState(
                 msg="The attempted operation cannot be performed in the current state "
-                    "(Powered on).", requestedState="poweredOff", existingState="poweredOn")
+                "(Powered on).",
+                requestedState="poweredOff",
+                existingState="poweredOn",
+            )
         _forget(call.lab, this)
         dirs = {this.dir_path} | {this.disk_dir(k) for k in this.slots}
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
+
     return start_task(call, this, "Destroy_Task", "VirtualMachine.destroy", work)
 
 
 def _destroy_entity(call, this):
     """Destroy a folder (empty ones only: the lab does not cascade)."""
+
     def work(task):
-        if this.children() or this.parent is None or this is getattr(
-                call.lab.datacenter, "vm_folder", None):
-            raise vim.fault.InvalidState(msg=f"The lab can only destroy empty folders, not "
-                                             f"{this.name!r}.")
+        if (
+            this.children()
+            or this.parent is None
+            or this is getattr(call.lab.datacenter, "vm_folder", None)
+        ):
+            raise vim.fault.InvalidState(
+                msg=f"The lab can only destroy empty folders, not {this.name!r}."
+            )
         call.lab.remove(this.moref)
+
     return start_task(call, this, "Destroy_Task", "ManagedEntity.destroy", work)
