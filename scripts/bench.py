@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench_sections"))
 
 from _common import EMPTY_VM, log, warm  # noqa: E402
 
-from vcbproxy.lab.client import LabClient  # noqa: E402
-from vcbproxy.lab.process import start_lab  # noqa: E402
+from vcblab.client import LabClient  # noqa: E402
+from vcblab.process import start_lab  # noqa: E402
 
 SECTIONS: dict[str, Callable[[Bench], dict]] = {}
 

@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the export and the lab's files")
     args = parser.parse_args()
 
-    from vcbproxy.lab.process import start_lab
+    from vcblab.process import start_lab
 
     work = Path(tempfile.mkdtemp(prefix="vcbproxy-demo-"))
     target = ROOT / "staging" / f"{args.vm}-fullVM"
@@ -93,7 +93,7 @@ def main() -> int:
         for p in sorted(target.iterdir()):
             print(f"  {p.stat().st_size:>12}  {p.name}")
         meta = json.loads((target / "vcbproxy.json").read_text())
-        from vcbproxy.lab.client import LabClient
+        from vcblab.client import LabClient
 
         truth = LabClient(info)
         print(

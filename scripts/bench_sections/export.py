@@ -35,8 +35,8 @@ from _common import (  # noqa: E402
     warm,
 )
 
+from vcblab.process import start_lab  # noqa: E402
 from vcbproxy.cli.lab import parse_size  # noqa: E402
-from vcbproxy.lab.process import start_lab  # noqa: E402
 
 CASES = [("nbdssl", "flat"), ("nbdssl", "2gbsparse"), ("nbd", "flat"), ("nbd", "2gbsparse")]
 

@@ -117,7 +117,7 @@ def bench_san(b) -> dict:
                 )
             )
     result["low_fill"] = (
-        f"the lab fills every disk ~40 % (vcbproxy.lab.content.base_extents, no serve option); "
+        f"the lab fills every disk ~40 % (vcblab.content.base_extents, no serve option); "
         f"the mostly-empty case maps the datastore to a copy of {EMPTY_VM}'s directory whose "
         f"flat extent keeps only the data of its first {LOW_FILL_SHARE:.0%} (holes elsewhere): "
         f"the lab still describes the disk, the bytes come from that copy"

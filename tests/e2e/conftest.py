@@ -9,7 +9,7 @@ from tests.e2e.cli import cli_env
 
 @pytest.fixture(scope="session")
 def lab_client(lab):
-    from vcbproxy.lab.client import LabClient
+    from vcblab.client import LabClient
 
     return LabClient(lab.info)
 

@@ -6,7 +6,7 @@ import pytest
 from pyVmomi import vim, vmodl
 
 from tests.fixtures.lab import connect, run_task
-from vcbproxy.lab.client import LabClient
+from vcblab.client import LabClient
 
 BLOCK = 64 * 1024
 

@@ -19,9 +19,9 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from tests.fixtures.lab import connect, find_vm
+from vcblab.client import LabClient
+from vcblab.faults import SWITCHES
 from vcbproxy import errors
-from vcbproxy.lab.client import LabClient
-from vcbproxy.lab.faults import SWITCHES
 
 VM = "web01"
 

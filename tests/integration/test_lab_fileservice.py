@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from vcbproxy.lab.client import LabClient
+from vcblab.client import LabClient
 
 PORTS = ["http", "https"]
 

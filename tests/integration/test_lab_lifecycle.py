@@ -12,7 +12,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from tests.fixtures.lab import connect, run_task
-from vcbproxy.lab.client import LabClient
+from vcblab.client import LabClient
 
 
 def _find(si, path):

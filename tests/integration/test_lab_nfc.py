@@ -20,7 +20,7 @@ from pyVmomi import vim
 
 from tests.e2e.oracle import raw_sha256
 from tests.fixtures.lab import connect, find_vm
-from vcbproxy.lab.client import LabClient
+from vcblab.client import LabClient
 
 VM = "web01"  # powered on: exported through a snapshot
 VM_OFF = "files01"  # powered off: ExportVm

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from vcbproxy.lab.process import start_lab
+from vcblab.process import start_lab
 
 
 def test_serve_prints_info_and_starts_fast(tmp_path):

@@ -10,7 +10,7 @@ from pyVim.connect import SmartConnect
 from pyVmomi import vim
 
 from tests.fixtures.lab import connect
-from vcbproxy.lab.client import LabClient
+from vcblab.client import LabClient
 
 
 def test_wrong_password_is_invalid_login(lab):

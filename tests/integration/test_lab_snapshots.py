@@ -13,7 +13,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from tests.fixtures.lab import run_task
-from vcbproxy.lab.client import LabClient
+from vcblab.client import LabClient
 
 
 def _vm(si, path):

@@ -69,7 +69,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _lab_source(ep, env) -> SourceVm:
-    from vcbproxy.lab.client import LabClient
+    from vcblab.client import LabClient
 
     client = LabClient(ep.peer.info)
     vm = vm_by_name(env, "web01")

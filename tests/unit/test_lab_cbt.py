@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from vcbproxy.lab.cbt import BLOCK, ChangeTracker, InvalidChangeId
-from vcbproxy.lab.disks import LabDisk
+from vcblab.cbt import BLOCK, ChangeTracker, InvalidChangeId
+from vcblab.disks import LabDisk
 
 MIB = 1 << 20
 CAP = 8 * MIB

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vcbproxy.lab import content
-from vcbproxy.lab.disks import BLOCK, LabDisk
+from vcblab import content
+from vcblab.disks import BLOCK, LabDisk
 from vcbproxy.vmdk import descriptor
 from vcbproxy.vmdk.chain import DiskChain
 from vcbproxy.vmdk.io import local_opener

@@ -247,16 +247,17 @@ def compare(
     from vcbproxy.progress import Progress
     from vcbproxy.vsphere.inventory import resolve_vm
 
-    lab = None
+    churn = None
     if churn_percent:
         if lab_info is None:
             raise errors.UsageError(
                 "--churn writes into the guest through the lab: give --lab-info"
             )
-        from vcbproxy.lab.client import LabClient
+        from vcblab.client import LabClient
 
         try:
             lab = LabClient(json.loads(lab_info.readline()))
+            churn = lab.churn_bytes
         except (ValueError, TypeError, KeyError) as exc:
             raise errors.UsageError(
                 f"--lab-info {lab_info.name} is not the JSON line 'vcbproxy lab serve' "
@@ -272,7 +273,7 @@ def compare(
         fmt=fmt,
         transport_options=transport(spec),
         churn_percent=churn_percent,
-        lab=lab,
+        churn=churn,
     )
     progress = Progress.create(progress_mode(json_output, quiet))
     try:

@@ -74,8 +74,8 @@ def lab() -> None:
 )
 def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) -> None:
     """Serve a lab until SIGINT/SIGTERM; prints one JSON line describing it."""
-    from vcbproxy.lab import app
-    from vcbproxy.lab.faults import FaultError
+    from vcblab import app
+    from vcblab.faults import FaultError
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,7 +117,7 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) ->
 @click.option("--seed", type=int, default=None, help="Seed of the written blocks.")
 def churn(root, vm, percent, seed) -> None:
     """Write blocks into a running VM's disks, as its guest would (CBT records them)."""
-    from vcbproxy.lab.client import LabClient
+    from vcblab.client import LabClient
 
     info_file = Path(root) / INFO_FILE
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from vcbproxy.jobs.export import ExportOptions, export_vm, read_metadata
 from vcbproxy.models import VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging.exportdir import ExportDir
+
+Churn = Callable[[str, float, int], int]
 
 FIELDS = [
     "run",
@@ -46,7 +49,9 @@ class CompareOptions:
     fmt: str = "2gbsparse"
     transport_options: object = None
     churn_percent: float = 0.0
-    lab: object = None  # vcbproxy.lab.client.LabClient, to write into the guest between runs
+    # Makes the guest write between runs: (vm name, percent of each disk, seed) -> bytes
+    # written. The CLI builds one from the lab's client; the job never sees the lab itself.
+    churn: Churn | None = None
 
 
 def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> list[dict]:
@@ -58,8 +63,8 @@ def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> 
     rows = []
     for number in range(1, options.runs + 1):
         churned = 0
-        if number > 1 and options.churn_percent and options.lab is not None:
-            churned = options.lab.churn(vm.name, options.churn_percent, seed=number)["bytes"]
+        if number > 1 and options.churn_percent and options.churn is not None:
+            churned = options.churn(vm.name, options.churn_percent, number)
         row = {"run": number, "churn_bytes": churned}
         row.update(_full(session, vm, options, number, progress))
         row.update(_cbt(session, vm, options, repo, progress))

@@ -14,7 +14,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from vcbproxy.lab.model import Lab, Session, session_key_from_cookie
+from vcblab.model import Lab, Session, session_key_from_cookie
 
 HANDLERS: dict[str, Callable] = {}
 # Methods a client calls before it has a session.

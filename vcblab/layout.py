@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pyVmomi import vim
 
-from vcbproxy.lab.vimdata import now
-from vcbproxy.lab.vm import ds_path
+from vcblab.vimdata import now
+from vcblab.vm import ds_path
 
 _KIND = {"ctk": "diskDescriptor"}  # vSphere lists -ctk.vmdk files as descriptors
 

@@ -10,10 +10,10 @@ import secrets
 import shutil
 from pathlib import Path
 
-from vcbproxy.lab import tls
-from vcbproxy.lab.inventory import build_lab
-from vcbproxy.lab.model import Lab
-from vcbproxy.lab.server import LabServer
+from vcblab import tls
+from vcblab.inventory import build_lab
+from vcblab.model import Lab
+from vcblab.server import LabServer
 
 
 def start(
@@ -47,7 +47,7 @@ def start(
     lab.password_file = pwfile
     if faults:
         lab.faults.set(faults)
-    from vcbproxy.lab.defaults import populate
+    from vcblab.defaults import populate
 
     populate(lab, extra_vms=vms, disk_size=disk_size, big_vms=big_vms)
     cert_file, key_file = tls.ensure_certificate(root)

@@ -61,7 +61,7 @@ def start_lab(
     log_file=None,
     big_vms: dict | None = None,
 ) -> LabProcess:
-    """Start `python -m vcbproxy lab serve` on `root` and wait for its JSON line."""
+    """Start `python -m vcbproxy lab serve` (the lab lives in vcblab) on `root` and wait for its JSON line."""
     argv = [
         sys.executable,
         "-m",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pyVmomi import VmomiSupport, vim
 
-from vcbproxy.lab.model import Lab, LabObject
-from vcbproxy.lab.vmx import escape_name
+from vcblab.model import Lab, LabObject
+from vcblab.vmx import escape_name
 
 DATASTORES = ("datastore1", "datastore2")
 HOSTS = ("esx01.lab.local", "esx02.lab.local")
@@ -220,7 +220,7 @@ class ServiceInstance(LabObject):
     vim_type = vim.ServiceInstance
 
     def p_content(self):
-        from vcbproxy.lab.methods.service import about
+        from vcblab.methods.service import about
 
         lab = self.lab
         s = lab.singletons

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vcbproxy.lab.inventory import Entity
-from vcbproxy.lab.methods import method
+from vcblab.inventory import Entity
+from vcblab.methods import method
 
 
 def _vms(call, datacenter):

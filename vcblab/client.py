@@ -1,4 +1,4 @@
-"""Python client of the lab's control API (``vcbproxy.lab.control``).
+"""Python client of the lab's control API (``vcblab.control``).
 
 Used by the tests, the demo and ``vcbproxy lab churn``. Talks to the lab's plain-HTTP port
 (loopback, no certificate to pin) with the lab password as a bearer token. Failures come
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from vcblab.faults import SWITCHES
 from vcbproxy import errors
-from vcbproxy.lab.faults import SWITCHES
 
 TIMEOUT = 120.0  # churn of a large disk takes a while
 
@@ -68,6 +68,10 @@ class LabClient:
         ``{"bytes": total, "disks": {key: bytes}, "seed": seed}``."""
         return self._call("POST", "/lab/churn", {"vm": vm, "percent": percent, "seed": seed})
 
+    def churn_bytes(self, vm: str, percent: float, seed: int) -> int:
+        """``churn`` as ``vcbproxy compare`` wants it: the number of bytes written."""
+        return int(self.churn(vm, percent, seed=seed)["bytes"])
+
     def faults(self) -> dict:
         return self._call("GET", "/lab/faults")
 
@@ -76,7 +80,7 @@ class LabClient:
         return self._call("POST", "/lab/faults", switches)
 
     def reset_faults(self) -> dict:
-        """Set every fault switch back to its default (all of ``vcbproxy.lab.faults.SWITCHES``,
+        """Set every fault switch back to its default (all of ``vcblab.faults.SWITCHES``,
         so a switch added there is reset too); returns all switches."""
         return self.set_faults(**{name: default for name, (_, default) in SWITCHES.items()})
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import uuid as uuidlib
 
-from vcbproxy.lab.disks import LabDisk
-from vcbproxy.lab.snapshots import create_snapshot
-from vcbproxy.lab.vm import DISK_KEY_BASE, DiskSlot, new_vm
+from vcblab.disks import LabDisk
+from vcblab.snapshots import create_snapshot
+from vcblab.vm import DISK_KEY_BASE, DiskSlot, new_vm
 
 # name, folder (None = the datacenter's vm folder), power, tools, ip, disks [(datastore, mode)]
 DEFAULT_VMS = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vcbproxy.lab import snapshots
-from vcbproxy.lab.methods import method
-from vcbproxy.lab.tasks import start_task
+from vcblab import snapshots
+from vcblab.methods import method
+from vcblab.tasks import start_task
 
 
 @method("RemoveSnapshot_Task")

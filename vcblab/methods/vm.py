@@ -6,12 +6,12 @@ import shutil
 
 from pyVmomi import vim, vmodl
 
-from vcbproxy.lab import snapshots
-from vcbproxy.lab.cbt import InvalidChangeId
-from vcbproxy.lab.methods import method
-from vcbproxy.lab.tasks import start_task
-from vcbproxy.lab.vimdata import now
-from vcbproxy.lab.vm import LabVm
+from vcblab import snapshots
+from vcblab.cbt import InvalidChangeId
+from vcblab.methods import method
+from vcblab.tasks import start_task
+from vcblab.vimdata import now
+from vcblab.vm import LabVm
 
 
 @method("CreateSnapshot_Task")

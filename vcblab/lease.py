@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from vcbproxy.lab.model import LabObject, LeaseState
+from vcblab.model import LabObject, LeaseState
 
 
 class LabLease(LabObject):

@@ -7,12 +7,12 @@ import uuid as uuidlib
 
 from pyVmomi import vim
 
-from vcbproxy.lab import vmx
-from vcbproxy.lab.disks import LabDisk, plain_uuid
-from vcbproxy.lab.inventory import Folder
-from vcbproxy.lab.methods import method
-from vcbproxy.lab.tasks import start_task
-from vcbproxy.lab.vm import DISK_KEY_BASE, DiskSlot, LabVm
+from vcblab import vmx
+from vcblab.disks import LabDisk, plain_uuid
+from vcblab.inventory import Folder
+from vcblab.methods import method
+from vcblab.tasks import start_task
+from vcblab.vm import DISK_KEY_BASE, DiskSlot, LabVm
 from vcbproxy.staging.vmx import parse_vmx
 
 _VOLUME = re.compile(r"^/vmfs/volumes/([^/]+)/(.+)/([^/]+)$")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from vcbproxy.lab.lease import open_lease
-from vcbproxy.lab.methods import method
+from vcblab.lease import open_lease
+from vcblab.methods import method
 
 
 @method("ExportVm")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pyVmomi import vim
 
-from vcbproxy.lab import vmx
-from vcbproxy.lab.inventory import Entity, refs
-from vcbproxy.lab.model import LabObject
-from vcbproxy.lab.vimdata import complete, now
+from vcblab import vmx
+from vcblab.inventory import Entity, refs
+from vcblab.model import LabObject
+from vcblab.vimdata import complete, now
 
 SCSI_KEY = 1000
 DISK_KEY_BASE = 2000
@@ -354,7 +354,7 @@ class LabVm(Entity):
         return refs(self.root_snapshots, vim.vm.Snapshot.Array) if self.root_snapshots else None
 
     def p_layoutEx(self):
-        from vcbproxy.lab.layout import layout_ex
+        from vcblab.layout import layout_ex
 
         return layout_ex(self)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 
-from vcbproxy.lab.faults import Faults
+from vcblab.faults import Faults
 
 # Largest piece sent between two looks at the bucket: small enough that a throttled
 # transfer paces smoothly, large enough that an unthrottled one costs nothing.

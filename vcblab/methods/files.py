@@ -6,8 +6,8 @@ import shutil
 
 from pyVmomi import vim
 
-from vcbproxy.lab.methods import method
-from vcbproxy.lab.tasks import start_task
+from vcblab.methods import method
+from vcblab.tasks import start_task
 
 
 def _path(call, name: str):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import re
 
-from vcbproxy.lab.fileservice import HttpError, query_of, reply_error, session_of
-from vcbproxy.lab.throttle import Dropped, Pacer, cut
+from vcblab.fileservice import HttpError, query_of, reply_error, session_of
+from vcblab.throttle import Dropped, Pacer, cut
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Files in the disk's datastore directory (``b`` = basename)::
     b-flat.vmdk         the extent: a sparse host file, only data regions written
     b-000001.vmdk ...   snapshot deltas: hosted monolithicSparse with an embedded descriptor whose
                         parentFileNameHint/parentCID name the layer below (qemu-img reads the chain)
-    b-ctk.vmdk          change tracking log (vcbproxy.lab.cbt), only while tracking is on
+    b-ctk.vmdk          change tracking log (vcblab.cbt), only while tracking is on
     b.labjournal        the oracle's journal: every guest write, appended (lab-internal)
     b.labbase           raw copy of an uploaded disk's content at registration (lab-internal)
 
@@ -31,8 +31,8 @@ import threading
 import uuid as uuidlib
 from pathlib import Path
 
-from vcbproxy.lab import content
-from vcbproxy.lab.cbt import BLOCK, ChangeTracker, InvalidChangeId, clip, window_end
+from vcblab import content
+from vcblab.cbt import BLOCK, ChangeTracker, InvalidChangeId, clip, window_end
 from vcbproxy.staging.manifest import hash_zeros
 from vcbproxy.vmdk import VmdkError, descriptor
 from vcbproxy.vmdk.sparse import SECTOR, SparseExtent, SparseHeader, is_zero

@@ -7,9 +7,9 @@ import time
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from vcbproxy.lab.inventory import Entity
-from vcbproxy.lab.methods import method
-from vcbproxy.lab.model import LabObject
+from vcblab.inventory import Entity
+from vcblab.methods import method
+from vcblab.model import LabObject
 
 PC = vmodl.query.PropertyCollector
 _ids = itertools.count(1)

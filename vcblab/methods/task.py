@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from vcbproxy.lab.methods import method
+from vcblab.methods import method
 
 
 @method("CancelTask")

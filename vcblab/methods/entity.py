@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from vcbproxy.lab.methods import method
-from vcbproxy.lab.tasks import start_task
+from vcblab.methods import method
+from vcblab.tasks import start_task
 
 
 @method("Rename_Task")

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pyVmomi import vmodl
 
-from vcbproxy.lab import control, fileservice, nfc, soap
-from vcbproxy.lab.methods import dispatch
-from vcbproxy.lab.model import COOKIE_NAME, Lab
+from vcblab import control, fileservice, nfc, soap
+from vcblab.methods import dispatch
+from vcblab.model import COOKIE_NAME, Lab
 
 log = logging.getLogger(__name__)
 

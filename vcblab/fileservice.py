@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from vcbproxy.lab.throttle import Dropped, Pacer, cut
+from vcblab.throttle import Dropped, Pacer, cut
 
 log = logging.getLogger(__name__)
 

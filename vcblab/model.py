@@ -34,7 +34,7 @@ from typing import Any
 
 from pyVmomi import vim
 
-from vcbproxy.lab.faults import Faults, TokenBucket
+from vcblab.faults import Faults, TokenBucket
 
 COOKIE_NAME = "vmware_soap_session"
 USER = "administrator@vsphere.local"
@@ -167,13 +167,13 @@ class Lab:
         return self.objects.get(moref)
 
     def vms(self) -> list:
-        from vcbproxy.lab.vm import LabVm
+        from vcblab.vm import LabVm
 
         return [o for o in self.objects.values() if isinstance(o, LabVm)]
 
     def find_vm(self, name_or_moref: str):
         """A VM by moref, or by (unescaped or %-escaped) name; None if absent or ambiguous."""
-        from vcbproxy.lab.vm import LabVm
+        from vcblab.vm import LabVm
 
         with self.lock:
             obj = self.objects.get(name_or_moref)

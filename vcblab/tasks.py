@@ -8,8 +8,8 @@ import time
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from vcbproxy.lab.model import LabObject
-from vcbproxy.lab.vimdata import now
+from vcblab.model import LabObject
+from vcblab.vimdata import now
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import datetime
 
 from pyVmomi import vim
 
-from vcbproxy.lab import soap
-from vcbproxy.lab.methods import method
+from vcblab import soap
+from vcblab.methods import method
 
 
 @method("RetrieveServiceContent")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from vcbproxy.lab.vm import LabSnapshot
+from vcblab.vm import LabSnapshot
 
 
 def create_snapshot(

@@ -22,8 +22,8 @@ import logging
 import random
 from pathlib import Path
 
-from vcbproxy.lab.faults import FaultError
-from vcbproxy.lab.fileservice import HttpError, query_of, reply_error, reply_json
+from vcblab.faults import FaultError
+from vcblab.fileservice import HttpError, query_of, reply_error, reply_json
 
 log = logging.getLogger(__name__)
 
