@@ -2,13 +2,23 @@
 
 Files in the disk's datastore directory (``b`` = basename)::
 
-    b.vmdk              descriptor, createType "vmfs", one FLAT extent (as ESXi keeps a base disk)
-    b-flat.vmdk         the extent: a sparse host file, only data regions written
-    b-000001.vmdk ...   snapshot deltas: hosted monolithicSparse with an embedded descriptor whose
-                        parentFileNameHint/parentCID name the layer below (qemu-img reads the chain)
-    b-ctk.vmdk          change tracking log (vcblab.cbt), only while tracking is on
-    b.labjournal        the oracle's journal: every guest write, appended (lab-internal)
-    b.labbase           raw copy of an uploaded disk's content at registration (lab-internal)
+    b.vmdk                   descriptor, createType "vmfs", one FLAT extent (as ESXi keeps a
+                             base disk); or "vmfsRawDeviceMap" / "vmfsPassthroughRawDeviceMap"
+                             with a VMFSRDM extent for a raw device mapping
+    b-flat.vmdk              the extent: a sparse host file, only data regions written
+    b-rdm.vmdk, b-rdmp.vmdk  an RDM's mapping file: presents the LUN's bytes (a hard link to
+                             the file standing in for the LUN)
+    b-000001.vmdk ...        snapshot deltas as ESXi writes them on the disk's datastore: a
+                             descriptor, createType "vmfsSparse" with a VMFSSPARSE extent
+                             b-000001-delta.vmdk (vcblab.cowd), or "seSparse" with a SESPARSE
+                             extent b-000001-sesparse.vmdk (vcblab.sesparse); its
+                             parentFileNameHint and parentCID name the layer below
+    b-ctk.vmdk               change tracking log (vcblab.cbt), only while tracking is on
+    b.labjournal             the oracle's journal: every guest write, appended (lab-internal)
+    b.labbase                raw copy of an uploaded disk's content at registration (lab-internal)
+
+A layer uploaded as a hosted monolithicSparse file (qemu-img's default VMDK) is adopted and
+written as it is; the lab itself only makes the ESXi formats.
 
 The oracle answers "what did the disk hold at mark m" independently of the VMDK files: the
 base content (regenerated from the seed, or ``b.labbase``) plus the journal's first m writes.
@@ -33,14 +43,27 @@ from pathlib import Path
 
 from vcblab import content
 from vcblab.cbt import BLOCK, ChangeTracker, InvalidChangeId, clip, window_end
+from vcblab.cowd import CowdExtent
+from vcblab.grains import DATA, PARENT, ZERO
+from vcblab.sesparse import SesparseExtent
 from vcbproxy.staging.manifest import hash_zeros
 from vcbproxy.vmdk import VmdkError, descriptor
 from vcbproxy.vmdk.sparse import SECTOR, SparseExtent, SparseHeader, is_zero
 
-__all__ = ["LabDisk", "InvalidChangeId", "BLOCK"]
+__all__ = ["LabDisk", "InvalidChangeId", "BLOCK", "DELTA_FORMATS"]
 
 CHUNK = 1 << 20
-STATE_VERSION = 1
+STATE_VERSION = 2
+# createType of a delta -> (extent type, extent file suffix, the lab's writer)
+DELTA_FORMATS = {
+    "vmfsSparse": ("VMFSSPARSE", "-delta.vmdk", CowdExtent),
+    "seSparse": ("SESPARSE", "-sesparse.vmdk", SesparseExtent),
+}
+HOSTED_DELTA = "monolithicSparse"
+RDM_TYPES = {
+    "vmfsRawDeviceMap": "-rdm.vmdk",
+    "vmfsPassthroughRawDeviceMap": "-rdmp.vmdk",
+}
 _DELTA_RE = re.compile(r"^(?P<base>.+)-(?P<n>\d{6})\.vmdk$")
 
 
@@ -102,7 +125,13 @@ class LabDisk:
         fill: float,
         base_ranges: list[tuple[int, int]] | None,
         next_delta: int,
+        delta_format: str = HOSTED_DELTA,
     ):
+        if delta_format not in DELTA_FORMATS and delta_format != HOSTED_DELTA:
+            raise ValueError(
+                f"delta format {delta_format!r} is not one ESXi writes: {sorted(DELTA_FORMATS)}"
+            )
+        self.delta_format = delta_format
         self.directory = Path(directory)
         self.basename = basename
         self.capacity = capacity
@@ -123,8 +152,8 @@ class LabDisk:
         except BaseException:
             self._journal.close()
             raise
-        self._writer = None  # open handle on the top layer: (kind, fd or SparseExtent)
-        self._extent_of: dict[str, str | None] = {}  # layer name -> its flat extent, if any
+        self._writer: _Layer | None = None  # open handle on the top layer
+        self._extent_of: dict[str, str | None] = {}  # layer name -> its extent file, if any
 
     # -- construction ------------------------------------------------------------------
 
@@ -138,8 +167,13 @@ class LabDisk:
         seed: int,
         fill: float = 0.4,
         uuid: str | None = None,
+        delta_format: str = HOSTED_DELTA,
     ) -> LabDisk:
-        """A new base disk holding the seed's content; any old files of that name are replaced."""
+        """A new base disk holding the seed's content; any old files of that name are replaced.
+
+        ``delta_format`` is the createType of the deltas its snapshots make (the datastore's:
+        ``vmfsSparse`` on VMFS5 and NFS below 2 TB, ``seSparse`` on VMFS6 and for larger disks).
+        """
         directory = Path(directory)
         if capacity <= 0 or capacity % SECTOR:
             raise ValueError(f"disk capacity {capacity} is not a positive multiple of 512")
@@ -173,10 +207,72 @@ class LabDisk:
             fill=fill,
             base_ranges=None,
             next_delta=1,
+            delta_format=delta_format,
         )
 
     @classmethod
-    def load(cls, directory, descriptor_name: str, state: dict | None = None) -> LabDisk:
+    def create_rdm(
+        cls,
+        directory,
+        basename: str,
+        lun: Path,
+        *,
+        physical: bool,
+        seed: int,
+        fill: float = 0.4,
+        uuid: str | None = None,
+        delta_format: str = HOSTED_DELTA,
+    ) -> LabDisk:
+        """A raw device mapping onto ``lun`` (a file standing in for the LUN, filled with the
+        seed's content here): descriptor ``b.vmdk`` and mapping file ``b-rdm.vmdk`` (virtual
+        compatibility) or ``b-rdmp.vmdk`` (physical). The mapping file is a hard link to the
+        LUN file: reading it gives the LUN's bytes, as reading it on VMFS does."""
+        directory, lun = Path(directory), Path(lun)
+        capacity = lun.stat().st_size
+        fd = os.open(lun, os.O_RDWR)
+        try:
+            for off, length in content.base_extents(capacity, seed, fill):
+                for pos in range(off, off + length, CHUNK):
+                    n = min(CHUNK, off + length - pos)
+                    os.pwrite(fd, content.fill_bytes(seed, pos, n), pos)
+        finally:
+            os.close(fd)
+        create_type = "vmfsPassthroughRawDeviceMap" if physical else "vmfsRawDeviceMap"
+        mapping = f"{basename}{RDM_TYPES[create_type]}"
+        (directory / mapping).unlink(missing_ok=True)
+        os.link(lun, directory / mapping)
+        uuid = uuid or str(uuidlib.uuid4())
+        desc = descriptor.new_descriptor(
+            create_type,
+            [descriptor.Extent("RW", capacity // SECTOR, "VMFSRDM", mapping)],
+            capacity=capacity,
+            uuid=uuid,
+        )
+        _write_text(directory / f"{basename}.vmdk", descriptor.render(desc))
+        for stale in (f"{basename}.labjournal", f"{basename}-ctk.vmdk", f"{basename}.labbase"):
+            (directory / stale).unlink(missing_ok=True)
+        return cls(
+            directory,
+            basename,
+            capacity,
+            uuid,
+            [f"{basename}.vmdk"],
+            seed=seed,
+            fill=fill,
+            base_ranges=None,
+            next_delta=1,
+            delta_format=delta_format,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        directory,
+        descriptor_name: str,
+        state: dict | None = None,
+        *,
+        delta_format: str = HOSTED_DELTA,
+    ) -> LabDisk:
         """Reopen a disk from its ``state()``, or adopt files that arrived some other way.
 
         Without state (a disk uploaded by PUT and registered later) the chain is found through
@@ -185,7 +281,7 @@ class LabDisk:
         """
         directory = Path(directory)
         if state is not None:
-            if state.get("version") != STATE_VERSION:
+            if state.get("version") not in (1, STATE_VERSION):
                 raise ValueError(f"lab disk state version {state.get('version')!r} is unknown")
             for name in state["layers"]:
                 if not (directory / name).exists():
@@ -200,6 +296,7 @@ class LabDisk:
                 fill=state.get("fill", 0.4),
                 base_ranges=state.get("base_ranges"),
                 next_delta=state["next_delta"],
+                delta_format=state.get("delta_format", delta_format),
             )
         layers = _find_chain(directory, descriptor_name)
         m = _DELTA_RE.match(layers[0])
@@ -220,6 +317,7 @@ class LabDisk:
             fill=0.0,
             base_ranges=[],
             next_delta=max(numbers, default=0) + 1,
+            delta_format=delta_format,
         )
         try:
             disk._base_ranges = disk._snapshot_base()
@@ -259,6 +357,7 @@ class LabDisk:
                 "seed": self.seed,
                 "fill": self.fill,
                 "change_id": self.cbt.change_id,
+                "delta_format": self.delta_format,
             }
             if self.seed is None:
                 out["base_ranges"] = [list(r) for r in self._base_ranges]
@@ -292,7 +391,7 @@ class LabDisk:
             for name in self._layers:
                 out.append((name, "diskDescriptor"))
                 if name not in self._extent_of:  # asked often (layoutEx): parse each layer once
-                    self._extent_of[name] = _layer_info(self.directory, name).flat_extent
+                    self._extent_of[name] = _layer_info(self.directory, name).extent
                 if self._extent_of[name]:
                     out.append((self._extent_of[name], "diskExtent"))
             if self.cbt.enabled:
@@ -322,8 +421,42 @@ class LabDisk:
             frozen = len(self._layers) - 1
             return mark, change_id, frozen, self.add_delta()
 
-    def add_delta(self) -> str:
-        """Snapshot-create for this disk: a new sparse delta over the current top becomes top."""
+    def add_delta(self, delta_format: str | None = None) -> str:
+        """Snapshot-create for this disk: a new delta over the current top becomes top.
+
+        Written as ESXi writes it (``delta_format``, default the disk's): descriptor
+        ``b-00000N.vmdk`` naming its parent and the parent's CID, and an empty extent.
+        """
+        delta_format = delta_format or self.delta_format
+        if delta_format == HOSTED_DELTA:
+            return self._add_hosted_delta()
+        extent_type, suffix, writer = DELTA_FORMATS[delta_format]
+        with self._lock:
+            self._close_writer()
+            parent = self._layers[-1]
+            parent_cid = _layer_info(self.directory, parent).desc.cid
+            stem = f"{self.basename}-{self._next_delta:06d}"
+            name, extent = f"{stem}.vmdk", f"{stem}{suffix}"
+            self._next_delta += 1
+            desc = descriptor.new_descriptor(
+                delta_format,
+                [descriptor.Extent("RW", self.capacity // SECTOR, extent_type, extent)],
+                capacity=self.capacity,
+                uuid=self.uuid,
+                parent_hint=parent,
+                parent_cid=parent_cid,
+            )
+            if delta_format == "vmfsSparse":
+                writer.create(self.directory / extent, self.capacity, parent).close()
+            else:
+                writer.create(self.directory / extent, self.capacity).close()
+            _write_text(self.directory / name, descriptor.render(desc))
+            self._layers.append(name)
+            return name
+
+    def _add_hosted_delta(self) -> str:
+        """A hosted monolithicSparse delta, as VMware's hosted products write them (ESXi never
+        does): the lab's deltas until its readers of the ESXi formats land."""
         with self._lock:
             self._close_writer()
             parent = self._layers[-1]
@@ -331,7 +464,7 @@ class LabDisk:
             name = f"{self.basename}-{self._next_delta:06d}.vmdk"
             self._next_delta += 1
             desc = descriptor.new_descriptor(
-                "monolithicSparse",
+                HOSTED_DELTA,
                 [descriptor.Extent("RW", self.capacity // SECTOR, "SPARSE", name)],
                 capacity=self.capacity,
                 uuid=self.uuid,
@@ -359,16 +492,20 @@ class LabDisk:
             self._close_writer()
             child_name, parent_name = self._layers[index], self._layers[index - 1]
             parent = _layer_info(self.directory, parent_name)
-            with SparseExtent.open(self.directory / child_name) as child:
-                ranges = child.allocated_ranges()
-                writer = self._open_layer(parent_name)
+            child = _open_layer(self.directory, child_name)
+            try:
+                writer = _open_layer(self.directory, parent_name, writable=True)
                 try:
-                    for off, length in ranges:
+                    for off, length, state in child.allocated():
                         for pos in range(off, off + length, CHUNK):
                             n = min(CHUNK, off + length - pos)
-                            _layer_write(writer, pos, child.read(pos, n))
+                            data = child.read_own(pos, n) if state == DATA else bytes(n)
+                            # a zero grain must hide what the layers below hold: written as zeros
+                            self._write_level(writer, index - 1, pos, data)
                 finally:
-                    _layer_sync_close(writer)
+                    writer.sync_close()
+            finally:
+                child.sync_close()
             # The parent's content changed: a new CID, and the layer above must name it.
             new_cid = _new_cid(parent.desc.cid)
             _rewrite_descriptor(self.directory, parent_name, cid=new_cid)
@@ -379,7 +516,10 @@ class LabDisk:
                     parent_hint=parent_name,
                     parent_cid=new_cid,
                 )
-            (self.directory / child_name).unlink()
+            child_info = _layer_info(self.directory, child_name)
+            if child_info.extent:
+                (self.directory / child_info.extent).unlink()
+            (self.directory / child_name).unlink(missing_ok=True)
             del self._layers[index]
             self._extent_of.pop(child_name, None)
 
@@ -393,15 +533,8 @@ class LabDisk:
             return
         with self._lock:
             if self._writer is None:
-                self._writer = self._open_layer(self._layers[-1])
-            kind, handle = self._writer
-            if kind == "sparse":
-                # Copy-on-write at grain granularity: a grain first written in a delta must
-                # carry the parent's bytes around the guest's, or they would read as zeros.
-                start, padded = self._grain_padded(offset, data, handle.grain_bytes)
-                _layer_write(self._writer, start, padded)
-            else:
-                _layer_write(self._writer, offset, data)
+                self._writer = _open_layer(self.directory, self._layers[-1], writable=True)
+            self._write_level(self._writer, len(self._layers) - 1, offset, data)
             self._journal.append(offset, data)
             self.cbt.record(offset, len(data))
 
@@ -543,52 +676,52 @@ class LabDisk:
 
     # -- layer access (lock held) ------------------------------------------------------
 
-    def _grain_padded(self, offset: int, data: bytes, grain: int) -> tuple[int, bytes]:
+    def _write_level(self, writer: _Layer, level: int, offset: int, data: bytes) -> None:
+        """Write into layer ``level`` through its open ``writer``, copy-on-write: a grain
+        first written in a delta must carry the bytes the chain below holds around the
+        guest's, or they would read as zeros."""
+        grain = writer.grain_bytes
         end = offset + len(data)
         start = offset // grain * grain
         stop = min(self.capacity, -(-end // grain) * grain)
-        if start == offset and stop == end:
-            return offset, data
-        head = self._chain_read(start, offset - start) if offset > start else b""
-        tail = self._chain_read(end, stop - end) if stop > end else b""
-        return start, head + bytes(data) + tail
-
-    def _open_layer(self, name: str):
-        info = _layer_info(self.directory, name)
-        if info.flat_extent:
-            return ("flat", os.open(self.directory / info.flat_extent, os.O_RDWR))
-        return ("sparse", SparseExtent.open(self.directory / name, writable=True))
+        if start != offset or stop != end:
+            head = self._chain_read(start, offset - start, level, writer) if offset > start else b""
+            tail = self._chain_read(end, stop - end, level, writer) if stop > end else b""
+            offset, data = start, head + bytes(data) + tail
+        writer.write(offset, data)
 
     def _close_writer(self) -> None:
         if self._writer is not None:
-            _layer_sync_close(self._writer)
+            self._writer.sync_close()
             self._writer = None
 
-    def _chain_read(self, offset: int, length: int, level: int | None = None) -> bytes:
-        """Bytes as the files hold them now, read through the chain from layer ``level`` down."""
+    def _chain_read(
+        self, offset: int, length: int, level: int | None = None, handle: _Layer | None = None
+    ) -> bytes:
+        """Bytes as the files hold them now, read through the chain from layer ``level`` down;
+        ``handle`` is that layer's open writer if it has one (it holds tables not yet synced)."""
         level = len(self._layers) - 1 if level is None else level
         if level < 0:
             return bytes(length)
-        name = self._layers[level]
-        info = _layer_info(self.directory, name)
-        if info.flat_extent:
-            with open(self.directory / info.flat_extent, "rb") as f:
-                return os.pread(f.fileno(), length, offset).ljust(length, b"\0")
+        if handle is None and self._writer is not None and level == len(self._layers) - 1:
+            handle = self._writer
+        if handle is not None:
+            return self._read_layer(handle, offset, length, level)
+        layer = _open_layer(self.directory, self._layers[level])
+        try:
+            return self._read_layer(layer, offset, length, level)
+        finally:
+            layer.sync_close()
+
+    def _read_layer(self, layer: _Layer, offset: int, length: int, level: int) -> bytes:
         out = bytearray()
-        with SparseExtent.open(self.directory / name) as ext:
-            gb = ext.grain_bytes
-            pos, end = offset, offset + length
-            while pos < end:
-                g = pos // gb
-                mine = ext.is_allocated(g)
-                run_end = min(end, (g + 1) * gb)
-                while run_end < end and ext.is_allocated(run_end // gb) == mine:
-                    run_end = min(end, run_end + gb)
-                if mine:
-                    out += ext.read(pos, run_end - pos)
-                else:
-                    out += self._chain_read(pos, run_end - pos, level - 1)
-                pos = run_end
+        for off, n, state in layer.spans(offset, length):
+            if state == DATA:
+                out += layer.read_own(off, n)
+            elif state == ZERO:
+                out += bytes(n)
+            else:
+                out += self._chain_read(off, n, level - 1)
         return bytes(out)
 
 
@@ -596,23 +729,33 @@ class LabDisk:
 
 
 class _LayerInfo:
-    """A layer's parsed descriptor and, for a flat layer, its one extent file."""
+    """A layer's parsed descriptor, its kind and its extent file (None when the layer is one
+    hosted sparse file holding its own descriptor)."""
 
-    def __init__(self, desc: descriptor.Descriptor, sparse: bool):
+    def __init__(self, name: str, desc: descriptor.Descriptor, hosted: bool):
         self.desc = desc
-        self.sparse = sparse
+        self.hosted = hosted
         self.capacity = desc.capacity
-        self.flat_extent = None
-        if not sparse:
-            kinds = [e.type for e in desc.extents]
-            if kinds not in (["FLAT"], ["VMFS"]):
-                raise VmdkError(
-                    f"lab disks have one FLAT extent or are monolithicSparse; "
-                    f"this descriptor has {kinds}"
-                )
-            self.flat_extent = desc.extents[0].filename
-            if desc.extents[0].offset:
-                raise VmdkError("lab disks do not use FLAT extents at an offset")
+        self.extent: str | None = None
+        self.kind = "hosted"
+        if hosted:
+            return
+        kinds = [e.type for e in desc.extents]
+        if len(kinds) != 1:
+            raise VmdkError(f"{name}: lab disks have one extent; this descriptor has {kinds}")
+        extent = desc.extents[0]
+        self.kind = {
+            "FLAT": "flat",
+            "VMFS": "flat",
+            "VMFSRDM": "flat",  # an RDM's mapping file reads as the LUN
+            "VMFSSPARSE": "vmfsSparse",
+            "SESPARSE": "seSparse",
+        }.get(extent.type)
+        if self.kind is None:
+            raise VmdkError(f"{name}: extent type {extent.type} is not one the lab writes")
+        if extent.offset:
+            raise VmdkError(f"{name}: lab disks do not use extents at an offset")
+        self.extent = extent.filename
 
 
 def _layer_info(directory: Path, name: str) -> _LayerInfo:
@@ -624,10 +767,9 @@ def _layer_info(directory: Path, name: str) -> _LayerInfo:
             text = ext.embedded_descriptor()
         if text is None:
             raise VmdkError(f"{name}: sparse extent without an embedded descriptor")
-        return _LayerInfo(descriptor.parse(text), sparse=True)
-    return _LayerInfo(
-        descriptor.parse(path.read_text(encoding="utf-8", errors="replace")), sparse=False
-    )
+        return _LayerInfo(name, descriptor.parse(text), hosted=True)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return _LayerInfo(name, descriptor.parse(text), hosted=False)
 
 
 def _find_chain(directory: Path, top: str) -> list[str]:
@@ -643,25 +785,127 @@ def _find_chain(directory: Path, top: str) -> list[str]:
         chain.append(name)
 
 
-def _layer_write(writer, offset: int, data: bytes) -> None:
-    kind, handle = writer
-    if kind == "flat":
+class _Layer:
+    """One open layer: its grains' states (spans), own bytes, writes and merge list."""
+
+    grain_bytes: int = 1
+
+    def spans(self, offset: int, length: int):
+        raise NotImplementedError
+
+    def read_own(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def allocated(self) -> list[tuple[int, int, int]]:
+        raise NotImplementedError
+
+    def sync_close(self) -> None:
+        raise NotImplementedError
+
+
+class _FlatLayer(_Layer):
+    """A flat extent (or an RDM's mapping file): every byte is the layer's own."""
+
+    def __init__(self, path: Path, capacity: int, writable: bool):
+        self.capacity = capacity
+        self.fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        self.writable = writable
+
+    def spans(self, offset, length):
+        return iter([(offset, length, DATA)])
+
+    def read_own(self, offset, length):
+        return os.pread(self.fd, length, offset).ljust(length, b"\0")
+
+    def write(self, offset, data):
         view = memoryview(data)
         while view:
-            n = os.pwrite(handle, view, offset)
+            n = os.pwrite(self.fd, view, offset)
             view, offset = view[n:], offset + n
-    else:
-        handle.write(offset, data, force=True)  # a written zero must hide the parent's data
+
+    def allocated(self):
+        return [(0, self.capacity, DATA)]
+
+    def sync_close(self):
+        if self.fd >= 0:
+            if self.writable:
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
 
 
-def _layer_sync_close(writer) -> None:
-    kind, handle = writer
-    if kind == "flat":
-        os.fsync(handle)
-        os.close(handle)
-    else:
-        handle.sync()
-        handle.close()
+class _HostedLayer(_Layer):
+    """An adopted hosted sparse file (KDMV), through vcbproxy's own hosted sparse code."""
+
+    def __init__(self, path: Path, writable: bool):
+        self.ext = SparseExtent.open(path, writable=writable)
+        self.grain_bytes = self.ext.grain_bytes
+
+    def spans(self, offset, length):
+        gb = self.grain_bytes
+        out = []
+        pos, end = offset, offset + length
+        while pos < end:
+            g, within = divmod(pos, gb)
+            n = min(gb - within, end - pos)
+            where = self.ext.grain_offset(g)
+            state = PARENT if where is None else ZERO if where == 0 else DATA
+            if out and out[-1][2] == state:
+                out[-1] = (out[-1][0], out[-1][1] + n, state)
+            else:
+                out.append((pos, n, state))
+            pos += n
+        return iter(out)
+
+    def read_own(self, offset, length):
+        return self.ext.read(offset, length)
+
+    def write(self, offset, data):
+        self.ext.write(offset, data, force=True)  # a written zero must hide the parent's data
+
+    def allocated(self):
+        return [(off, n, DATA) for off, n in self.ext.allocated_ranges()]
+
+    def sync_close(self):
+        if self.ext.writable:
+            self.ext.sync()
+        self.ext.close()
+
+
+class _DeltaLayer(_Layer):
+    """A vmfsSparse or SEsparse extent through the lab's own writer for that format."""
+
+    def __init__(self, extent):
+        self.ext = extent
+        self.grain_bytes = extent.grain_bytes
+
+    def spans(self, offset, length):
+        return self.ext.spans(offset, length)
+
+    def read_own(self, offset, length):
+        return self.ext.read_own(offset, length)
+
+    def write(self, offset, data):
+        self.ext.write(offset, data)
+
+    def allocated(self):
+        return self.ext.allocated()
+
+    def sync_close(self):
+        self.ext.close()
+
+
+def _open_layer(directory: Path, name: str, writable: bool = False) -> _Layer:
+    info = _layer_info(directory, name)
+    if info.hosted:
+        return _HostedLayer(directory / name, writable)
+    if info.kind == "flat":
+        return _FlatLayer(directory / info.extent, info.capacity, writable)
+    opener = DELTA_FORMATS[info.kind][2]
+    return _DeltaLayer(opener.open(directory / info.extent, writable=writable))
 
 
 def _rewrite_descriptor(directory: Path, name: str, **changes) -> None:
@@ -671,7 +915,7 @@ def _rewrite_descriptor(directory: Path, name: str, **changes) -> None:
     for key, value in changes.items():
         setattr(info.desc, key, value)
     text = descriptor.render(info.desc)
-    if not info.sparse:
+    if not info.hosted:
         _write_text(path, text)
         return
     fd = os.open(path, os.O_RDWR)
