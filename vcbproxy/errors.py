@@ -30,6 +30,8 @@ code  name               meaning
 
 from __future__ import annotations
 
+import signal
+
 OK = 0
 FAILURE = 1
 USAGE = 2
@@ -134,16 +136,20 @@ class UnsupportedError(VcbProxyError):
     exit_code = UNSUPPORTED
 
 
-class Interrupted(VcbProxyError):
-    """Raised from a signal handler so that ``finally`` blocks (snapshot removal) run."""
+class Interrupted(BaseException):
+    """Raised from a signal handler so that ``finally`` blocks (snapshot removal) run.
+
+    A ``BaseException``, as borg's ``SignalException`` is, and not a :class:`VcbProxyError`:
+    the handlers that turn a failure into "try the next mode", "a warning" or "a problem in
+    the report" catch ``VcbProxyError`` or ``Exception``, and must never swallow a Ctrl-C
+    (the first signal handler ignores later signals, so a swallowed one is lost for good).
+    """
 
     def __init__(self, signum: int):
-        import signal
-
         name = signal.Signals(signum).name
-        code = SIGINT if signum == signal.SIGINT else SIGTERM
-        super().__init__(f"interrupted by {name}; cleanup done", exit_code=code)
+        super().__init__(f"interrupted by {name}; cleanup done")
         self.signum = signum
+        self.exit_code = SIGINT if signum == signal.SIGINT else SIGTERM
 
 
 class Warnings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -313,6 +314,46 @@ def test_san_chain_falls_back_to_nbdssl_for_the_unmapped_datastore(env, lab, lab
             modes_by_datastore.setdefault(datastore, set()).add(served[source])
     assert modes_by_datastore == {"datastore1": {"san"}, "datastore2": {"nbdssl"}}, served
     assert_clean(lab_client, target)
+
+
+def test_ctrl_c_while_a_chains_first_mode_connects_is_not_a_fallback(env, lab_client, tmp_path):
+    """-m ssh:nbdssl with an SSH host that accepts the connection and never answers: Ctrl-C
+    while the export waits for it must stop the export (130, snapshot removed, nothing left),
+    not count as "ssh failed, trying the next mode" and go on over nbdssl."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody speaks
+    target = tmp_path / "o"
+    try:
+        proc = start(
+            env,
+            "mount",
+            "-a",
+            f"name:{VM}",
+            "-r",
+            str(target),
+            "-m",
+            "ssh:nbdssl",
+            "--ssh-host",
+            "127.0.0.1",
+            "--ssh-port",
+            str(silent.getsockname()[1]),
+            "--ssh-fingerprint",
+            "SHA256:" + "A" * 43,
+            "--timeout",
+            "10",  # bounds the run should the interrupt be swallowed and ssh tried again
+            "-q",
+        )
+        silent.settimeout(120)
+        waiting, _ = silent.accept()  # the export is now waiting for the SSH banner
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        waiting.close()
+    finally:
+        silent.close()
+    assert proc.returncode == 130, err
+    assert "trying the next mode" not in err and "Traceback" not in err
+    assert not target.exists()
+    assert not vcb_snapshots(lab_client, VM)
 
 
 # -- 3. SSH: host keys and a dropped connection ----------------------------------------------

@@ -14,9 +14,11 @@ import http.server
 import ipaddress
 import os
 import re
+import signal
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -620,6 +622,80 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
     assert any(c[0] == "progress" and c[1] < 100 for c in host_lease.calls)
     # the transport counts every byte it fetched: the lease stream and the .vmx read after it
     assert t.stats.bytes_read == target.stat().st_size + len(datastores[1]["vm 1/vm 1.vmx"])
+
+
+class CtrlCLease(RecordingLease):
+    """A host lease during whose calls the user presses Ctrl-C: a real SIGINT to this
+    process, turned into ``errors.Interrupted`` by the real handler while the call waits."""
+
+    def _interrupt(self) -> None:
+        if len(self.calls) == 1:  # the first call only: a swallowed Ctrl-C lets the copy end
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)  # the handler raises here, long before this is over
+
+    def HttpNfcLeaseProgress(self, percent: int) -> None:  # noqa: N802
+        super().HttpNfcLeaseProgress(percent)
+        self._interrupt()
+
+    def HttpNfcLeaseAbort(self, fault) -> None:  # noqa: N802
+        super().HttpNfcLeaseAbort(fault)
+        self._interrupt()
+
+
+def test_ctrl_c_during_a_lease_progress_call_stops_the_copy(
+    session, datastores, tmp_path, monkeypatch
+):
+    """A failed progress call is only a warning (the lease lives on), but a Ctrl-C during
+    one must stop the copy: the first signal handler ignores every later one."""
+    import subprocess
+
+    from vcbproxy.jobs.signals import signals_raise
+    from vcbproxy.models import SnapshotRef
+    from vcbproxy.transport import nfc
+    from vcbproxy.vsphere.lease import ExportLease
+
+    root, _ = datastores
+    (tmp_path / "disk.raw").write_bytes(os.urandom(4 << 20))
+    target = root / "datastore1" / "vm 1" / "export-ctrl-c.vmdk"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized"]
+        + [str(tmp_path / "disk.raw"), str(target)],
+        check=True,
+    )
+    entry = {
+        "key": "/vm-1/VirtualLsiLogicController0:0",
+        "disk": True,
+        "target_id": "",
+        "size": 0,
+        "url": session.file_url(DatastorePath("datastore1", "vm 1/export-ctrl-c.vmdk")),
+    }
+    host_lease = CtrlCLease()
+    monkeypatch.setattr(nfc, "PROGRESS_EVERY", 0.0)
+    grains = 0
+    with create("nfc", session=session, options=FAST) as t:
+        lease = ExportLease(session, host_lease, SnapshotRef(moref="snapshot-1", name="export"))
+        lease.device_urls = [entry]
+        t.attach(lease)
+        disk = t.open_disk(entry)
+        with signals_raise(), pytest.raises(errors.Interrupted):
+            for _ in disk.grains():
+                grains += 1
+        disk.close()
+    assert host_lease.calls[0][0] == "progress" and grains == 1
+
+
+def test_ctrl_c_while_a_lease_is_aborted_is_not_swallowed():
+    """Aborting a lease on a failure path never masks that failure with its own, but a
+    Ctrl-C during the abort is the user's, not the abort's."""
+    from vcbproxy.jobs.signals import signals_raise
+    from vcbproxy.models import SnapshotRef
+    from vcbproxy.vsphere.lease import ExportLease
+
+    host_lease = CtrlCLease()
+    lease = ExportLease(None, host_lease, SnapshotRef(moref="snapshot-1", name="export"))
+    with signals_raise(), pytest.raises(errors.Interrupted):
+        lease.abort("the copy failed")
+    assert host_lease.calls == [("abort", "the copy failed")]
 
 
 def test_nfc_disk_closed_before_its_first_grain_closes_its_connection(

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     except errors.VcbProxyError as exc:
         click.echo(f"vcbproxy: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except errors.Interrupted as exc:
+        click.echo(f"vcbproxy: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("vcbproxy: interrupted", err=True)
         sys.exit(errors.SIGINT)

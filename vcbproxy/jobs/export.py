@@ -125,9 +125,7 @@ def export(
         vm, directory = item
         try:
             return export_vm(session, vm, directory, options, progress)
-        except errors.Interrupted:
-            raise
-        except errors.VcbProxyError as exc:
+        except errors.VcbProxyError as exc:  # not Interrupted: a BaseException, it stops them all
             return VmExportResult(vm, directory, error=exc)
 
     if options.jobs <= 1:

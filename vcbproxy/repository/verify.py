@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vcbproxy import errors
 from vcbproxy.repository.store import RUN_FILE, Repository
 from vcbproxy.staging.manifest import verify_manifest
 
@@ -22,7 +23,7 @@ def verify_repository(repo_dir: Path) -> list[str]:
             problems += [f"{rel}: {p}" for p in verify_manifest(info.path)]
             try:
                 run = info.load()
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
+            except errors.VerifyError as exc:  # reported, not raised
                 problems.append(f"{rel}/{RUN_FILE}: {exc}")
                 continue
             for disk in run.get("disks", []):

@@ -65,6 +65,10 @@ from vcbproxy.transport.sshstream import (
 )
 
 log = logging.getLogger(__name__)
+# Where paramiko logs for a handshake we abandoned (Ctrl-C): nowhere.
+_ABORTED = logging.getLogger(f"{__name__}.aborted")
+_ABORTED.addHandler(logging.NullHandler())
+_ABORTED.propagate = False
 
 CHUNK = 1 << 20
 SEGMENT = 32 << 20  # largest unit of parallel fetches
@@ -108,9 +112,10 @@ class _Connection:
             raise SshUnreachable(
                 f"cannot reach SSH on {self.host}:{self.port}: {describe(exc)}"
             ) from exc
+        transport: paramiko.Transport | None = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.t = paramiko.Transport(
+            transport = self.t = paramiko.Transport(
                 sock, default_window_size=WINDOW, default_max_packet_size=MAX_PACKET
             )
             security = self.t.get_security_options()
@@ -122,6 +127,19 @@ class _Connection:
             raise SshUnreachable(
                 f"SSH handshake with {self.host}:{self.port} failed: {describe(exc)}"
             ) from exc
+        except BaseException:
+            # Ctrl-C while the host has not answered yet: stop paramiko's reader thread too
+            # (shut down, so it reads an end of file rather than a closed socket) ...
+            if transport is not None:
+                # ... and paramiko logs the banner it never got as an error with a traceback
+                # whatever the cause: a Ctrl-C is not one, so that goes nowhere.
+                transport.set_log_channel(_ABORTED.name)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            if transport is not None:
+                transport.close()
+            sock.close()
+            raise
         try:
             owner.host_keys.check(self.host, self.port, self.t.get_remote_server_key())
             self._authenticate(o)

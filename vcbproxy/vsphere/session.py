@@ -195,10 +195,10 @@ class Session:
         try:
             session.content = si.RetrieveContent()
             session.content.sessionManager.Login(opts.user, opts.password)
-        except Exception as exc:
+        except BaseException as exc:
             stub.DropConnections()
-            if isinstance(exc, errors.VcbProxyError):
-                raise
+            if not isinstance(exc, Exception) or isinstance(exc, errors.VcbProxyError):
+                raise  # Ctrl-C (errors.Interrupted), or already one of ours
             raise translate(
                 exc, f"logging in to {host}:{port} as {opts.user}", errors.ConnectionFailure
             ) from exc
