@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,3 +70,18 @@ def start(env: dict, *args: str) -> subprocess.Popen:
         text=True,
         cwd=ROOT,
     )
+
+
+def command_lines_while(proc: subprocess.Popen, busy, *, timeout: float = 300) -> list[bytes]:
+    """``/proc/<pid>/cmdline`` of ``proc``, sampled from the moment ``busy()`` is true (the tool
+    is doing its job, past any start-up) until it exits; what any local user could read."""
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if busy():
+            try:
+                seen.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+            except OSError:
+                break  # exited between poll() and the read
+        time.sleep(0.01)
+    return seen

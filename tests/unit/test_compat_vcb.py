@@ -12,6 +12,7 @@ import pytest
 from vcbproxy import errors
 from vcbproxy.compat import vcb
 from vcbproxy.compat.config import VcbConfig, parse
+from vcbproxy.compat.flags import without_password
 from vcbproxy.compat.prepost import post_argvs, pre_argvs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,26 +253,60 @@ def test_scripts_exit_with_vcbproxy_codes_and_never_echo_the_password(tmp_path):
     assert res.returncode == 0 and "-s SELECTOR" in res.stdout
 
 
-def test_wrapper_moves_p_out_of_the_python_argv(tmp_path):
-    """The process that lives for the whole job must not carry the password in its argv."""
-    probe = tmp_path / "venv" / "bin"
-    probe.mkdir(parents=True)
-    # A stand-in interpreter that records the argv and environment the wrapper execs it with.
-    (probe / "python").write_text(
-        f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/argv\n"
-        f"printf '%s' \"$VCBPROXY_PASSWORD\" > {tmp_path}/pw\n"
+@pytest.mark.parametrize(
+    "tool, args, rest, pw",
+    [
+        (
+            "vcbMounter",
+            ["-h", "vc", "-p", "hunter2", "-a", "name:-p", "-r", "/d"],
+            ["-h", "vc", "-a", "name:-p", "-r", "/d"],
+            "hunter2",
+        ),
+        (
+            "vcbMounter",
+            ["-phunter3", "-a", "any", "-r", "/d"],
+            ["-a", "any", "-r", "/d"],
+            "hunter3",
+        ),
+        ("vcbCleanup", ["-yp", "hunter4", "-r", "/s"], ["-y", "-r", "/s"], "hunter4"),
+        ("vcbCleanup", ["-yr/s", "-p", "a", "-p", "b"], ["-yr", "/s"], "b"),
+        ("vcbVmName", ["-s", "-p", "-L", "3"], ["-s", "-p", "-L", "3"], None),
+        ("vcbVmName", ["-s", "any", "--", "-p", "x"], ["-s", "any", "--", "-p", "x"], None),
+        ("vcbVmName", ["-s", "any", "-p"], ["-s", "any", "-p"], None),
+        ("pre-command", ["-p", "hunter5", "web01", "fullvm"], ["web01", "fullvm"], "hunter5"),
+    ],
+)
+def test_password_is_taken_out_of_argv_as_getopt_reads_it(tool, args, rest, pw):
+    assert without_password(tool, args) == (rest, pw)
+
+
+def test_p_moves_into_the_environment_and_the_process_restarts_without_it(tmp_path):
+    """The process that lives for the whole job must not carry the password in its argv: after
+    the restart the kernel's view of it (/proc/self/cmdline) has everything but ``-p``, with the
+    same interpreter options, and the password is in the environment instead of the file."""
+    probe = tmp_path / "probe.py"
+    # Stands in for a long job: the tool's own argv and environment after the restart.
+    probe.write_text(
+        "import os, sys\n"
+        "from vcbproxy.compat import console\n"
+        "console.password_out_of_argv('vcbMounter', sys.argv[1:])\n"
+        "print(open('/proc/self/cmdline', 'rb').read().rstrip(b'\\0').replace(b'\\0', b' ').decode())\n"
+        "print(os.environ.get('VCBPROXY_PASSWORD'), os.environ.get('VCBPROXY_PASSWORD_FILE'))\n"
     )
-    (probe / "python").chmod(0o755)
-    for args, pw, selector in (
-        (["-h", "vc", "-p", "hunter2", "-a", "name:-p", "-r", "/d"], "hunter2", "name:-p"),
-        (["-phunter3", "-a", "any", "-r", "/d"], "hunter3", "any"),
-    ):
-        res = script("vcbMounter", *args, env={"VCBPROXY_VENV": str(tmp_path / "venv")})
-        assert res.returncode == 0, res.stderr
-        argv = (tmp_path / "argv").read_text().split("\n")
-        assert "hunter" not in "".join(argv) and "-p" not in argv
-        assert argv[argv.index("-a") + 1] == selector
-        assert (tmp_path / "pw").read_text() == pw
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
+    res = subprocess.run(
+        [sys.executable, "-E", str(probe), "-a", "name:-p", "-phunter2", "-r", "/d"],
+        capture_output=True,
+        text=True,
+        env={**base, "VCBPROXY_PASSWORD_FILE": "/etc/pw"},
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    cmdline, env_line = res.stdout.splitlines()
+    assert "hunter2" not in cmdline and cmdline.split()[1] == "-E"  # same interpreter flags
+    assert cmdline.endswith("-a name:-p -r /d")
+    assert env_line == "hunter2 None"
 
 
 def test_compat_main_lists_tools_for_an_unknown_one():

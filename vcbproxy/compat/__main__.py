@@ -1,8 +1,16 @@
-"""``python -m vcbproxy.compat TOOL ARGS...`` — what the scripts/ wrappers exec."""
+"""``python -m vcbproxy.compat TOOL ARGS...`` — what the scripts/ wrappers exec.
+
+The same tools as the console scripts (:mod:`vcbproxy.compat.console`), with the same
+``-p PASSWORD`` handling: the password goes into the environment and the process
+re-executes itself without it.
+"""
 
 from __future__ import annotations
 
 import sys
+
+from vcbproxy.compat.console import password_out_of_argv, run
+from vcbproxy.compat.flags import SHORTOPTS
 
 
 def main() -> None:
@@ -14,13 +22,9 @@ def main() -> None:
         )
         sys.exit(2)
     tool, args = sys.argv[1], sys.argv[2:]
-    if tool in ("pre-command", "post-command"):
-        from vcbproxy.compat import prepost
-
-        sys.exit(prepost.run(tool, args))
-    from vcbproxy.compat import vcb
-
-    sys.exit(vcb.run(tool, args))
+    if tool in SHORTOPTS:
+        password_out_of_argv(tool, args, head=[tool])
+    sys.exit(run(tool, args))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ exit codes and one-line errors are vcbproxy's documented ones.
 
 Passwords: VCB took ``-p password``. We accept it, but it only ever travels in the
 environment (``VCBPROXY_PASSWORD``), never in a vcbproxy argv, a log line or a hook's
-environment (hooks strip ``*PASSWORD*``). The ``scripts/`` wrappers remove ``-p`` before
-they ``exec`` Python, so the process title no longer shows it; only the short-lived shell
-that parsed it did. The docs steer users to ``VCBPROXY_PASSWORD`` or a password file.
+environment (hooks strip ``*PASSWORD*``). The console scripts (:mod:`vcbproxy.compat.console`)
+move ``-p`` into the environment and re-execute themselves without it, so the process that
+runs the job never shows it; only its first moments did. The docs steer users to
+``VCBPROXY_PASSWORD`` or a password file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from vcbproxy import errors
 from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
+from vcbproxy.compat.flags import SHORTOPTS
 from vcbproxy.transport import HOTADD_REFUSAL, parse_chain
 
 TOOLS = ("vcbMounter", "vcbVmName", "vcbSnapshot", "vcbCleanup", "vcbRestore")
@@ -45,9 +47,9 @@ class Plan:
     dry_run: bool = False
 
 
-def _getopt(tool: str, args: list[str], shortopts: str) -> tuple[dict[str, str], list[str]]:
+def _getopt(tool: str, args: list[str]) -> tuple[dict[str, str], list[str]]:
     try:
-        pairs, rest = getopt.gnu_getopt(args, shortopts)
+        pairs, rest = getopt.gnu_getopt(args, SHORTOPTS[tool])
     except getopt.GetoptError as exc:
         raise errors.UsageError(f"{exc.msg}; see {tool} --help") from exc
     return {opt: value for opt, value in pairs}, rest
@@ -155,7 +157,7 @@ def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     """vcbMounter [-h host[:port]] [-u user] [-p pw] -a SELECTOR -r DIR [-t fullvm|file]
     [-m MODE] [-M 0|1] [-F 0|1] [-L 0..6]   or   vcbMounter ... -U DIR."""
     tool = "vcbMounter"
-    opts, rest = _getopt(tool, args, "h:u:p:a:r:t:m:M:F:L:U:")
+    opts, rest = _getopt(tool, args)
     if rest:
         raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     conn, added = _connection(opts, cfg, env)
@@ -185,7 +187,7 @@ def translate_mounter(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
 def translate_vmname(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
     """vcbVmName [-h host] [-u user] [-p pw] -s SELECTOR [-L level]."""
     tool = "vcbVmName"
-    opts, rest = _getopt(tool, args, "h:u:p:s:L:")
+    opts, rest = _getopt(tool, args)
     if rest:
         raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     if "-s" not in opts:
@@ -205,7 +207,7 @@ def _vm_selector(vm_id: str) -> str:
 def translate_snapshot(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
     """vcbSnapshot [-h -u -p] -c VM NAME | -d VM SSID | -f VM NAME | -l VM."""
     tool = "vcbSnapshot"
-    opts, rest = _getopt(tool, args, "h:u:p:c:d:f:l:L:")
+    opts, rest = _getopt(tool, args)
     actions = [flag for flag in ("-c", "-d", "-f", "-l") if flag in opts]
     if len(actions) != 1:
         raise errors.UsageError("give exactly one of -c VM NAME, -d VM SSID, -f VM NAME, -l VM")
@@ -240,7 +242,7 @@ def translate_cleanup(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     from vcbproxy.jobs.unmount import export_dirs_under
 
     tool = "vcbCleanup"
-    opts, rest = _getopt(tool, args, "h:u:p:r:yL:")
+    opts, rest = _getopt(tool, args)
     if rest:
         raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     conn, added = _connection(opts, cfg, env)
@@ -270,7 +272,7 @@ def translate_restore(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
     """vcbRestore [-h host[:port]] [-u user] [-p pw] -s DIR [-b keep|abort|overwrite] [-L 0..6]:
     put the VM exported in DIR back under its own name on its own datastore (the catalog's)."""
     tool = "vcbRestore"
-    opts, rest = _getopt(tool, args, "h:u:p:s:b:L:")
+    opts, rest = _getopt(tool, args)
     if rest:
         raise errors.UsageError(f"unexpected argument {rest[0]!r}")
     if "-s" not in opts:
@@ -347,7 +349,7 @@ def execute(plan: Plan) -> int:
 def usage(tool: str) -> str:
     return (TRANSLATORS[tool].__doc__ or "").strip() + (
         "\n\nPasswords: prefer VCBPROXY_PASSWORD or VCBPROXY_PASSWORD_FILE (or PASSWORD_FILE in the config) "
-        "to -p, which other local users can see in 'ps' while the wrapper starts."
+        "to -p, which other local users can see in 'ps' until the tool has restarted without it."
         "\nExit codes: " + ", ".join(f"{c} {n}" for c, n in errors.EXIT_CODES.items())
     )
 
