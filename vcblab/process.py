@@ -60,12 +60,16 @@ def start_lab(
     faults: dict | None = None,
     log_file=None,
     big_vms: dict | None = None,
+    program: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    cwd=None,
 ) -> LabProcess:
-    """Start `python -m vcbproxy lab serve` (the lab lives in vcblab) on `root` and wait for its JSON line."""
+    """Start `python -m vcbproxy lab serve` (the lab lives in vcblab) on `root` and wait for its JSON line.
+
+    ``program`` replaces ``python -m vcbproxy`` (an installed ``vcbproxy`` console script),
+    ``env`` the environment, ``cwd`` the directory it runs in."""
     argv = [
-        sys.executable,
-        "-m",
-        "vcbproxy",
+        *(program or [sys.executable, "-m", "vcbproxy"]),
         "lab",
         "serve",
         "--root",
@@ -89,8 +93,8 @@ def start_lab(
         argv += ["--big-vm", f"{name}={size}"]
     Path(root).mkdir(parents=True, exist_ok=True)
     stderr = open(log_file or Path(root) / "lab-serve.log", "ab")  # noqa: SIM115 (child owns it)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd)
     stderr.close()
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)

@@ -218,7 +218,11 @@ def restore_point(repo, run_number, out, fmt, vm):
     show_default=True,
     help="Format of the full exports.",
 )
-@click.option("--no-chart", is_flag=True, help="Skip the PNG chart (needs matplotlib).")
+@click.option(
+    "--no-chart",
+    is_flag=True,
+    help="Skip the PNG chart, which needs matplotlib (pip install 'vcbproxy[chart]').",
+)
 @transport_options
 @output_options
 @server_options
@@ -241,12 +245,14 @@ def compare(
     Reports bytes read from the host, bytes written, backup window and time on a snapshot,
     as a table, WORKDIR/compare.csv, compare.json and compare.png.
     """
-    from vcbproxy.jobs.compare import CompareOptions, render_table, write_reports
+    from vcbproxy.jobs.compare import CompareOptions, check_chart, render_table, write_reports
     from vcbproxy.jobs.compare import compare as do_compare
     from vcbproxy.jobs.signals import signals_raise
     from vcbproxy.progress import Progress
     from vcbproxy.vsphere.inventory import resolve_vm
 
+    if not no_chart:
+        check_chart()
     churn = None
     if churn_percent:
         if lab_info is None:

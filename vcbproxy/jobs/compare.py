@@ -9,12 +9,14 @@ in this run; nothing is assumed.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vcbproxy import errors
 from vcbproxy.jobs.backup import BackupOptions, backup
 from vcbproxy.jobs.export import ExportOptions, export_vm, read_metadata
 from vcbproxy.models import VmRef
@@ -137,6 +139,14 @@ def totals(rows: list[dict]) -> dict:
         round(total["full_seconds"] / total["cbt_seconds"], 2) if total["cbt_seconds"] else None
     )
     return total
+
+
+def check_chart() -> None:
+    """Before the first run: the chart needs matplotlib, which only the ``chart`` extra installs."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise errors.UsageError(
+            "the chart needs matplotlib: pip install 'vcbproxy[chart]', or give --no-chart"
+        )
 
 
 def write_reports(rows: list[dict], out: Path, *, chart: bool = True) -> dict[str, Path]:
