@@ -11,6 +11,7 @@ Also holds the small HTTP helpers the other data-plane handlers (NFC, control) s
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -20,6 +21,7 @@ import stat
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from vcblab.httpbody import BodyError, ChunkedReader, is_chunked
 from vcblab.throttle import Dropped, Pacer, cut
 
 log = logging.getLogger(__name__)
@@ -74,16 +76,34 @@ def reply_json(req, status: int, obj) -> None:
     reply(req, status, json.dumps(obj, sort_keys=True).encode(), "application/json")
 
 
+BASIC = "basic"  # session_of's answer for a request authenticated by Basic credentials
+
+
 def session_of(req, lab):
-    """The SOAP session named by the request's cookie, or raise 401 (vSphere's answer)."""
+    """The SOAP session named by the request's cookie, else ``BASIC`` for valid Basic
+    credentials (the 401 advertises Basic, and ESXi's file service takes them), else 401."""
     session = lab.session_for_cookie(req.headers.get("Cookie"))
-    if session is None:
-        raise HttpError(
-            401,
-            "not authenticated: no valid vmware_soap_session cookie",
-            {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'},
-        )
-    return session
+    if session is not None:
+        return session
+    credentials = _basic_credentials(req.headers.get("Authorization"))
+    if credentials is not None and lab.credentials_ok(*credentials):
+        return BASIC
+    raise HttpError(
+        401,
+        "not authenticated: no valid vmware_soap_session cookie or Basic credentials",
+        {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'},
+    )
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
 
 
 def query_of(req) -> tuple[str, dict[str, str]]:
@@ -231,13 +251,32 @@ def send_file(req, lab, f, offset: int, count: int) -> None:
         count -= got
 
 
+class _Bounded:
+    """``read(n)`` over the next ``length`` bytes of a Content-Length body."""
+
+    def __init__(self, rfile, length: int):
+        self.rfile, self.left = rfile, length
+
+    def read(self, n: int) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.rfile.read(min(n, self.left))
+        if not data:
+            raise BodyError(400, f"body ended {self.left} bytes short")
+        self.left -= len(data)
+        return data
+
+
 def _put(req, lab, target: Path) -> None:
-    if req.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        raise HttpError(411, "chunked uploads are not supported; send Content-Length")
-    length_header = req.headers.get("Content-Length")
-    if length_header is None or not length_header.strip().isdigit():
-        raise HttpError(411, "PUT needs a Content-Length")
-    length = int(length_header)
+    # Go's net/http (govmomi's Datastore.Upload of a stream) sends a body of unknown length
+    # chunked; ESXi's file service takes it as it takes one with a Content-Length.
+    if is_chunked(req.headers):
+        body = ChunkedReader(req.rfile)
+    else:
+        length_header = req.headers.get("Content-Length")
+        if length_header is None or not length_header.strip().isdigit():
+            raise HttpError(411, "PUT needs a Content-Length or chunked transfer coding")
+        body = _Bounded(req.rfile, int(length_header))
     if target.is_dir():
         raise HttpError(403, f"{target.name} is a directory")
     existed = target.exists()
@@ -252,18 +291,19 @@ def _put(req, lab, target: Path) -> None:
     pacer = Pacer(lab)
     try:
         with open(tmp, "wb") as out:
-            left = length
-            while left > 0:
-                n = pacer.next_chunk(left)
-                data = req.rfile.read(n)
+            while True:
+                data = body.read(pacer.next_chunk(TLS_CHUNK))
                 if not data:
-                    raise HttpError(400, f"body ended after {length - left} of {length} bytes")
+                    break
                 out.write(data)
                 pacer.done(len(data))
-                left -= len(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
+    except BodyError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise HttpError(err.status, err.reason) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

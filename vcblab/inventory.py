@@ -4,7 +4,10 @@ singletons) and build_lab(), which lays out the default inventory under a root d
 
 from __future__ import annotations
 
+import datetime
 import shutil
+import time
+import uuid as uuidlib
 from pathlib import Path
 
 from pyVmomi import VmomiSupport, vim
@@ -41,6 +44,26 @@ class Entity(LabObject):
 
     def children(self) -> list[Entity]:
         return [o for o in self.lab.objects.values() if isinstance(o, Entity) and o.parent is self]
+
+    def datacenter(self) -> Datacenter | None:
+        """The datacenter this entity is in (itself for a datacenter), from the inventory."""
+        node = self
+        while node is not None and not isinstance(node, Datacenter):
+            node = node.parent
+        return node
+
+    def datacenter_name(self) -> str:
+        dc = self.datacenter()
+        return dc.inventory_name if dc is not None else ""
+
+    def inventory_path(self) -> str:
+        """'/lab-dc/vm/teamA/dup': names as the inventory shows them, from the root folder
+        (which is not named in a path)."""
+        parts, node = [], self
+        while node is not None and node.parent is not None:
+            parts.append(node.inventory_name)
+            node = node.parent
+        return "/" + "/".join(reversed(parts))
 
 
 def refs(objs, array=vim.ManagedEntity.Array):
@@ -80,7 +103,48 @@ class Datacenter(Entity):
         return refs(self.lab.objects[m] for m in self.lab.datastore_morefs.values())
 
     def p_network(self):
-        return vim.Network.Array()
+        return refs(self.lab.networks, vim.Network.Array)
+
+
+class Network(Entity):
+    """A standard port group network ("VM Network"), every host connected, every VM's NIC on it."""
+
+    vim_type = vim.Network
+
+    def p_summary(self):
+        return vim.Network.Summary(
+            network=self.ref(), name=self.inventory_name, accessible=True, ipPoolName=""
+        )
+
+    def p_host(self):
+        return refs(self.lab.hosts, vim.HostSystem.Array)
+
+    def p_vm(self):
+        return refs((vm for vm in self.lab.vms() if vm.network is self), vim.VirtualMachine.Array)
+
+
+class DatastoreBrowser(LabObject):
+    """vim.host.DatastoreBrowser over some datastores (methods/browser.py searches them)."""
+
+    vim_type = vim.host.DatastoreBrowser
+
+    def __init__(self, lab, moref, datastores):
+        super().__init__(lab, moref)
+        self.datastores = datastores  # callable: -> list[Datastore]
+
+    def p_datastore(self):
+        return refs(self.datastores(), vim.Datastore.Array)
+
+    def p_supportedType(self):
+        return [
+            vim.host.DatastoreBrowser.FolderQuery(),
+            vim.host.DatastoreBrowser.VmConfigQuery(),
+            vim.host.DatastoreBrowser.VmDiskQuery(),
+            vim.host.DatastoreBrowser.VmLogQuery(),
+            vim.host.DatastoreBrowser.VmNvramQuery(),
+            vim.host.DatastoreBrowser.VmSnapshotQuery(),
+            vim.host.DatastoreBrowser.Query(),
+        ]
 
 
 class Datastore(Entity):
@@ -89,6 +153,10 @@ class Datastore(Entity):
     def __init__(self, lab, moref, name, parent, path: Path):
         super().__init__(lab, moref, name, parent)
         self.path = path
+        self.browser = lab.add(DatastoreBrowser(lab, f"datastoreBrowser-{moref}", lambda: [self]))
+
+    def p_browser(self):
+        return self.browser.ref()
 
     def _space(self) -> tuple[int, int]:
         usage = shutil.disk_usage(self.path)
@@ -144,23 +212,95 @@ class Datastore(Entity):
 
 class HostSystem(Entity):
     vim_type = vim.HostSystem
+    CPU_MHZ = 2400
+    CORES = 8
+    MEMORY = 64 << 30
+
+    def __init__(self, lab, moref, name, parent=None):
+        super().__init__(lab, moref, name, parent)
+        self.boot_time = time.time()
+        self.browser = lab.add(
+            DatastoreBrowser(lab, f"hostDatastoreBrowser-{moref}", self._datastores)
+        )
+
+    def _datastores(self):
+        return [self.lab.objects[m] for m in self.lab.datastore_morefs.values()]
+
+    def _running(self):
+        return [vm for vm in self.lab.vms() if vm.host is self and vm.powered_on]
+
+    def product(self):
+        """The ESXi build the host runs (summary.config.product, config.product)."""
+        return vim.AboutInfo(
+            name="VMware ESXi",
+            fullName="VMware ESXi 8.0.3 build-24022510 (vcbproxy lab)",
+            vendor="VMware, Inc.",
+            version="8.0.3",
+            build="24022510",
+            localeVersion="INTL",
+            localeBuild="000",
+            osType="vmnix-x86",
+            productLineId="embeddedEsx",
+            apiType="HostAgent",
+            apiVersion="8.0.3.0",
+            licenseProductName="VMware ESX Server",
+            licenseProductVersion="8.0",
+        )
 
     def p_runtime(self):
         return vim.host.RuntimeInfo(
-            connectionState="connected", powerState="poweredOn", inMaintenanceMode=False
+            connectionState="connected",
+            powerState="poweredOn",
+            inMaintenanceMode=False,
+            bootTime=datetime.datetime.fromtimestamp(self.boot_time, datetime.UTC),
         )
 
     def p_summary(self):
+        running = self._running()
         return vim.host.Summary(
             host=self.ref(),
             runtime=self.p_runtime(),
+            hardware=vim.host.Summary.HardwareSummary(
+                vendor="VMware, Inc.",
+                model="vcbproxy lab host",
+                uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, self.name)),
+                memorySize=self.MEMORY,
+                cpuModel="Lab CPU @ 2.40GHz",
+                cpuMhz=self.CPU_MHZ,
+                numCpuPkgs=1,
+                numCpuCores=self.CORES,
+                numCpuThreads=self.CORES * 2,
+                numNics=2,
+                numHBAs=1,
+            ),
             config=vim.host.Summary.ConfigSummary(
-                name=self.name, port=443, vmotionEnabled=True, faultToleranceEnabled=False
+                name=self.name,
+                port=443,
+                vmotionEnabled=True,
+                faultToleranceEnabled=False,
+                product=self.product(),
+            ),
+            # A running vCPU shows as a light load; memory as what the running VMs were given.
+            quickStats=vim.host.Summary.QuickStats(
+                overallCpuUsage=sum(50 * vm.cpus for vm in running),
+                overallMemoryUsage=1024 + sum(vm.memory_mb for vm in running),
+                distributedCpuFairness=1000,
+                distributedMemoryFairness=1000,
+                uptime=int(time.time() - self.boot_time),
             ),
             rebootRequired=False,
             overallStatus="green",
             managementServerIp="127.0.0.1",
         )
+
+    def p_config(self):
+        return vim.host.ConfigInfo(host=self.ref(), product=self.product())
+
+    def p_network(self):
+        return refs(self.lab.networks, vim.Network.Array)
+
+    def p_datastoreBrowser(self):
+        return self.browser.ref()
 
     def p_vm(self):
         return refs((vm for vm in self.lab.vms() if vm.host is self), vim.VirtualMachine.Array)
@@ -173,6 +313,27 @@ class HostSystem(Entity):
 
 class Cluster(Entity):
     vim_type = vim.ClusterComputeResource
+
+    def p_summary(self):
+        hosts = self.lab.hosts
+        mhz = sum(h.CPU_MHZ * h.CORES for h in hosts)
+        memory = sum(h.MEMORY for h in hosts)
+        return vim.ClusterComputeResource.Summary(
+            totalCpu=mhz,
+            totalMemory=memory,
+            numCpuCores=sum(h.CORES for h in hosts),
+            numCpuThreads=sum(2 * h.CORES for h in hosts),
+            effectiveCpu=mhz,
+            effectiveMemory=memory >> 20,
+            numHosts=len(hosts),
+            numEffectiveHosts=len(hosts),
+            overallStatus="green",
+            currentFailoverLevel=0,
+            numVmotions=0,
+        )
+
+    def p_network(self):
+        return refs(self.lab.networks, vim.Network.Array)
 
     def p_host(self):
         return refs(self.lab.hosts, vim.HostSystem.Array)
@@ -187,10 +348,56 @@ class Cluster(Entity):
 
 
 class ResourcePool(Entity):
+    """The cluster's root pool: unlimited, expandable, normal shares (vSphere's defaults)."""
+
     vim_type = vim.ResourcePool
 
     def p_owner(self):
         return self.parent.ref()
+
+    @staticmethod
+    def _allocation(shares: int):
+        return vim.ResourceAllocationInfo(
+            reservation=0,
+            expandableReservation=True,
+            limit=-1,
+            shares=vim.SharesInfo(shares=shares, level="normal"),
+            overheadLimit=-1,
+        )
+
+    def p_config(self):
+        return vim.ResourceConfigSpec(
+            entity=self.ref(),
+            changeVersion="1",
+            cpuAllocation=self._allocation(4000),
+            memoryAllocation=self._allocation(163840),
+        )
+
+    def _usage(self, capacity: int, used: int):
+        return vim.ResourcePool.ResourceUsage(
+            reservationUsed=0,
+            reservationUsedForVm=0,
+            unreservedForPool=capacity,
+            unreservedForVm=capacity,
+            overallUsage=used,
+            maxUsage=capacity,
+        )
+
+    def p_runtime(self):
+        hosts = self.lab.hosts
+        running = [vm for vm in self.lab.vms() if vm.pool is self and vm.powered_on]
+        mhz = sum(h.CPU_MHZ * h.CORES for h in hosts)
+        memory = sum(h.MEMORY for h in hosts)
+        return vim.ResourcePool.RuntimeInfo(
+            cpu=self._usage(mhz, sum(50 * vm.cpus for vm in running)),
+            memory=self._usage(memory, sum(vm.memory_mb << 20 for vm in running)),
+            overallStatus="green",
+        )
+
+    def p_summary(self):
+        return vim.ResourcePool.Summary(
+            name=self.inventory_name, config=self.p_config(), runtime=self.p_runtime()
+        )
 
     def p_vm(self):
         return refs((vm for vm in self.lab.vms() if vm.pool is self), vim.VirtualMachine.Array)
@@ -234,6 +441,8 @@ class ServiceInstance(LabObject):
             taskManager=s["taskManager"].ref(),
             fileManager=s["fileManager"].ref(),
             virtualDiskManager=s["virtualDiskManager"].ref(),
+            ovfManager=s["ovfManager"].ref(),
+            eventManager=s["eventManager"].ref(),
         )
 
     def p_serverClock(self):
@@ -250,6 +459,8 @@ _SINGLETONS = {
     "taskManager": ("TaskManager", vim.TaskManager),
     "fileManager": ("FileManager", vim.FileManager),
     "virtualDiskManager": ("VirtualDiskManager", vim.VirtualDiskManager),
+    "ovfManager": ("OvfManager", vim.OvfManager),
+    "eventManager": ("EventManager", vim.event.EventManager),
 }
 
 
@@ -258,10 +469,18 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
     root = Path(root)
     lab = Lab(root, password=password, seed=seed)
     lab.service_instance = lab.add(ServiceInstance(lab, "ServiceInstance"))
-    lab.singletons = {
-        key: lab.add((SessionManager if key == "sessionManager" else Singleton)(lab, moref, t))
-        for key, (moref, t) in _SINGLETONS.items()
-    }
+    from vcblab.history import EventManager, TaskManager
+
+    special = {"eventManager": EventManager, "taskManager": TaskManager}
+    lab.singletons = {}
+    for key, (moref, t) in _SINGLETONS.items():
+        if key in special:
+            obj = special[key](lab, moref)
+        elif key == "sessionManager":
+            obj = SessionManager(lab, moref, t)
+        else:
+            obj = Singleton(lab, moref, t)
+        lab.singletons[key] = lab.add(obj)
     lab.root_folder = lab.add(
         Folder(lab, "group-d1", "Datacenters", child_type=("Folder", "Datacenter"))
     )
@@ -279,6 +498,7 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
     lab.hosts = [
         lab.add(HostSystem(lab, f"host-{10 + i}", name, cluster)) for i, name in enumerate(HOSTS)
     ]
+    lab.networks = [lab.add(Network(lab, "network-9", "VM Network", dc.network_folder))]
     lab.datastore_morefs = {}
     for i, name in enumerate(DATASTORES):
         path = root / "datastores" / name

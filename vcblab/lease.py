@@ -49,7 +49,8 @@ class LabLease(LabObject):
                     sslThumbprint=thumb or "",
                     disk=True,
                     targetId=f"disk-{n}.vmdk",
-                    fileSize=disk.capacity,
+                    # No fileSize: the API reserves it for non-disk files; a disk's stream
+                    # size is unknown before it is made (clients use totalDiskCapacityInKB).
                 )
             )
         total = sum(d.capacity for d, _ in self.lease.disks.values()) // 1024
@@ -62,14 +63,16 @@ class LabLease(LabObject):
         )
 
 
-def open_lease(lab, vm, marks: dict) -> LabLease:
-    """A ready lease over `vm`'s disks at the given oracle marks (None = current content)."""
+def open_lease(lab, vm, marks: dict, task=None) -> LabLease:
+    """A ready lease over `vm`'s disks at the given oracle marks (None = current content);
+    `task` (the export's LabTask) ends when the lease does."""
     moref = lab.next_moref("lease")
     state = LeaseState(
         id=moref,
         vm_moref=vm.moref,
         disks={key: (vm.disks[key], mark) for key, mark in marks.items()},
         timeout=float(lab.faults.get("lease_timeout")),
+        task=task,
     )
     lease = LabLease(lab, moref, vm, state)
     lab.leases[moref] = state

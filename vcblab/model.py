@@ -34,6 +34,7 @@ from typing import Any
 
 from pyVmomi import vim
 
+from vcblab.events import EventLog
 from vcblab.faults import Faults, TokenBucket
 
 COOKIE_NAME = "vmware_soap_session"
@@ -72,7 +73,9 @@ class Session:
     user: str
     login_time: float
     last_active: float
-    filters: dict = field(default_factory=dict)  # filter moref -> PropertyFilter state
+    user_agent: str = ""  # the User-Agent of the Login request, as vSphere records it
+    ip_address: str = ""
+    collectors: dict = field(default_factory=dict)  # collector moref -> its filters (properties)
     retrievals: dict = field(default_factory=dict)  # paging token -> remaining contents
     logged_out: bool = False
 
@@ -87,15 +90,20 @@ class Session:
             locale="en",
             messageLocale="en",
             extensionSession=False,
-            ipAddress="127.0.0.1",
-            userAgent="pyvmomi",
+            ipAddress=self.ip_address or "127.0.0.1",
+            userAgent=self.user_agent,
             callCount=0,
         )
 
 
 @dataclass
 class LeaseState:
-    """One NFC export lease; nfc.py serves `.disks` while the state is "ready"."""
+    """One NFC export lease; nfc.py serves `.disks` while the state is "ready".
+
+    `task` is the vCenter task that holds the VM while the lease lives (ExportVm's
+    "VirtualMachine.ExportVmLRO"); it ends with the lease: success on complete, the lease's
+    error on abort or timeout.
+    """
 
     id: str
     vm_moref: str
@@ -104,18 +112,39 @@ class LeaseState:
     state: str = "ready"
     progress: int = 0
     error: Any = None
+    task: Any = None
     last_touch: float = field(default_factory=time.monotonic)
 
     def touch(self) -> None:
         self.last_touch = time.monotonic()
 
+    def set_progress(self, percent: int) -> None:
+        self.touch()
+        self.progress = percent
+        if self.task is not None:
+            self.task.set_progress(percent)
+
+    def end(self, state: str, error: Any = None) -> None:
+        """ready -> done | error, once; the lease's task ends with it."""
+        if self.state != "ready":
+            return
+        self.state, self.error = state, error
+        if self.task is not None:
+            self.task.finish(error=error if state == "error" else None)
+
     def expired(self) -> bool:
         if self.state == "ready" and time.monotonic() - self.last_touch > self.timeout:
-            self.state = "error"
-            self.error = vim.fault.Timedout(
-                msg="Operation timed out: the export lease got no progress call in time"
+            self.end(
+                "error",
+                vim.fault.Timedout(
+                    msg="Operation timed out: the export lease got no progress call in time"
+                ),
             )
         return self.state == "error" and isinstance(self.error, vim.fault.Timedout)
+
+    def finished(self) -> bool:
+        self.expired()
+        return self.state != "ready"
 
 
 def _dt(ts: float):
@@ -144,6 +173,7 @@ class Lab:
         self.datacenter_name = "lab-dc"
         self.snapshot_history: dict[str, dict] = {}
         self.leases: dict[str, LeaseState] = {}
+        self.events = EventLog()
         self._ids = itertools.count(100)
         self.faults.listeners.append(self._on_faults)
         # set by inventory.build_lab
@@ -184,8 +214,27 @@ class Lab:
 
     # -- datastores ---------------------------------------------------------------------
 
+    def datacenter_at(self, path: str):
+        """The datacenter at an inventory path ('lab-dc', '/lab-dc', 'folder/dc'), or None.
+
+        /folder's dcPath is this path; govmomi sends it with a leading slash, vCenter's own
+        URLs without one, and both name the same datacenter.
+        """
+        from vcblab.inventory import Datacenter
+
+        node = self.root_folder
+        for part in [p for p in (path or "").split("/") if p]:
+            node = next((c for c in node.children() if c.inventory_name == part), None)
+            if node is None:
+                return None
+        return node if isinstance(node, Datacenter) else None
+
     def datastore_dir(self, dc_path: str | None, ds_name: str) -> Path | None:
-        if dc_path not in (None, "", self.datacenter_name):
+        """The directory of datastore ``ds_name`` of the datacenter at ``dc_path``."""
+        dc = self.datacenter_at(dc_path or "")
+        if dc is None:
+            return None
+        if all(ref._moId != self.datastore_morefs.get(ds_name) for ref in dc.p_datastore()):
             return None
         return self.datastores.get(ds_name)
 
@@ -204,13 +253,25 @@ class Lab:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def login(self, user: str, password: str) -> Session | None:
-        if user != self.user or not secrets.compare_digest(
+    def credentials_ok(self, user: str, password: str) -> bool:
+        return user == self.user and secrets.compare_digest(
             password.encode(), self.password.encode()
-        ):
+        )
+
+    def login(
+        self, user: str, password: str, *, user_agent: str = "", address: str = ""
+    ) -> Session | None:
+        if not self.credentials_ok(user, password):
             return None
         now = time.time()
-        session = Session(key=secrets.token_hex(20), user=user, login_time=now, last_active=now)
+        session = Session(
+            key=secrets.token_hex(20),
+            user=user,
+            login_time=now,
+            last_active=now,
+            user_agent=user_agent,
+            ip_address=address,
+        )
         with self.lock:
             self.sessions[session.key] = session
         return session

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pyVmomi import vmodl
 
-from vcblab import control, fileservice, nfc, soap
-from vcblab.methods import dispatch
+from vcblab import control, fileservice, httpbody, nfc, soap
+from vcblab.methods import Client, dispatch
 from vcblab.model import COOKIE_NAME, Lab
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ class LabHandler(BaseHTTPRequestHandler):
         if not self.tls or self.path.split("?", 1)[0] != "/sdk":
             self._plain(404, "not found\n")
             return
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit() or int(length) > MAX_SOAP_BODY:
-            self.close_connection = True
-            self._plain(411 if not length.isdigit() else 413, "bad Content-Length\n")
+        try:
+            data = httpbody.read_all(self.rfile, self.headers, MAX_SOAP_BODY)
+        except httpbody.BodyError as err:
+            self.close_connection = True  # the rest of the body would be read as a request
+            self._plain(err.status, err.reason + "\n")
             return
-        data = self.rfile.read(int(length))
         status, body, cookie = self._soap(data)
         self.send_response(status)
         self.send_header("Content-Type", "text/xml; charset=utf-8")
@@ -90,7 +90,14 @@ class LabHandler(BaseHTTPRequestHandler):
         except soap.SoapError as exc:
             return 500, soap.serialize_fault(vmodl.fault.InvalidRequest(msg=str(exc))), None
         try:
-            result, cookie = dispatch(self.lab, request, self.headers.get("Cookie"))
+            result, cookie = dispatch(
+                self.lab,
+                request,
+                self.headers.get("Cookie"),
+                client=Client(
+                    address=self.client_address[0], user_agent=self.headers.get("User-Agent", "")
+                ),
+            )
             info = request.info
             if request.method == "Fetch":
                 info = soap.fetch_info(type(request.this), request.args["prop"])

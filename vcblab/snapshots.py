@@ -33,6 +33,9 @@ def create_snapshot(
                 msg="An error occurred while quiescing the virtual machine. The guest's "
                 "quiescing scripts or VSS writers failed (lab fault switch fail_quiesce)."
             )
+    # A snapshot stuns the VM: a change tracking setting made while it ran takes effect
+    # now, before the disks are frozen (so this snapshot already carries change IDs).
+    vm.apply_change_tracking()
     marks, change_ids, deltas, frozen = {}, {}, {}, {}
     for key, disk in sorted(vm.disks.items()):
         if vm.slots[key].independent:
@@ -101,6 +104,7 @@ def remove_snapshot(lab, snap: LabSnapshot, remove_children: bool) -> None:
     (vm.dir_path / snap.vmsn).unlink(missing_ok=True)
     (vm.dir_path / snap.vmem).unlink(missing_ok=True)
     _write_vmsd(vm)
+    vm.apply_change_tracking()  # removing a snapshot stuns the VM too
     vm.touch_config()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from io import StringIO
 from typing import Any
 from xml.parsers.expat import ParserCreate
 
@@ -149,11 +150,36 @@ def _envelope(body: str) -> bytes:
     ).encode("utf-8")
 
 
+class _WireSerializer(SoapAdapter.SoapSerializer):
+    """pyVmomi's serialiser, writing what vSphere writes where pyVmomi's own differs.
+
+    A reference inside ``anyType`` (a property value, a change, a task result) is typed
+    ``xsi:type="ManagedObjectReference"`` on vSphere's wire; pyVmomi writes "ManagedObject",
+    which only pyVmomi reads back (govmomi drops the value). Arrays already get
+    "ArrayOfManagedObjectReference" from pyVmomi.
+    """
+
+    def _QName(self, typ, defNS):
+        attr, name = super()._QName(typ, defNS)
+        if typ is VmomiSupport.ManagedObject:
+            name += "Reference"
+        return attr, name
+
+
+def _to_xml(val, field) -> str:
+    writer = StringIO()
+    _WireSerializer(writer, VERSION, _nsmap()).Serialize(val, field)
+    return writer.getvalue()
+
+
 def serialize_response(info, result) -> bytes:
     parts = [f'<{info.wsdlName}Response xmlns="{NS}">']
-    if result is not None and info.result is not type(None):
+    # vSphere leaves returnval out for "nothing" (an unset value or an empty array), even
+    # where the WSDL marks it required (RetrieveProperties' ObjectContent[]).
+    empty = result is None or (isinstance(result, list) and not result)
+    if not empty and info.result is not type(None):
         field = VmomiSupport.Object(name="returnval", type=info.result, version=VERSION, flags=0)
-        parts.append(SoapAdapter.SerializeToStr(result, field, VERSION, _nsmap()))
+        parts.append(_to_xml(result, field))
     parts.append(f"</{info.wsdlName}Response>")
     return _envelope("".join(parts))
 
@@ -165,7 +191,9 @@ def serialize_fault(fault: vmodl.MethodFault) -> bytes:
     field = VmomiSupport.Object(
         name=f"{type(fault)._wsdlName}Fault", type=object, version=VERSION, flags=0
     )
-    detail = SoapAdapter.SerializeFaultDetail(fault, field, VERSION, _nsmap())
+    writer = StringIO()
+    _WireSerializer(writer, VERSION, _nsmap()).SerializeFaultDetail(fault, field)
+    detail = writer.getvalue()
     code = "ClientFaultCode" if isinstance(fault, vmodl.fault.InvalidRequest) else "ServerFaultCode"
     body = (
         f"<{SoapAdapter.SOAP_FAULT_TAG}><faultcode>{code}</faultcode>"

@@ -19,6 +19,7 @@ from vcblab.vimdata import complete, now
 
 SCSI_KEY = 1000
 DISK_KEY_BASE = 2000
+NIC_KEY = 4000
 MODES = {
     "persistent": "persistent",
     "independent_persistent": "independent_persistent",
@@ -34,6 +35,7 @@ class DiskSlot:
     directory: str
     unit: int
     mode: str = "persistent"
+    ctk: bool | None = None  # scsi0:<unit>.ctkEnabled as configured (None: not set)
 
     @property
     def independent(self) -> bool:
@@ -73,11 +75,14 @@ class LabVm(Entity):
         self.tools, self.ip, self.powered_on = tools, ip, powered_on
         self.pool = lab.resource_pool
         self.host = lab.hosts[0]
+        self.network = lab.networks[0] if getattr(lab, "networks", None) else None
         self.disks: dict = {}  # device key -> LabDisk
         self.slots: dict[int, DiskSlot] = {}  # device key -> DiskSlot
         self.root_snapshots: list[LabSnapshot] = []
         self.current_snapshot: LabSnapshot | None = None
-        self.cbt_enabled = False
+        self.cbt_enabled = False  # ctkEnabled as configured; disks follow at a stun/unstun
+        self.annotation = "vcbproxy lab VM"
+        self.extra_config: dict[str, str] = {}  # extraConfig keys the lab has no meaning for
         self.change_version = 1
         self.boot_time = now() if powered_on else None
 
@@ -99,6 +104,15 @@ class LabVm(Entity):
     def vmx_path(self) -> str:
         return ds_path(self.datastore, self.directory, self.vmx_name)
 
+    @property
+    def mac(self) -> str:
+        """The NIC's address: VMware's 00:50:56 prefix for static MACs, the rest from the
+        VM's BIOS UUID so it stays the same across lab starts."""
+        tail = bytes.fromhex(self.uuid.replace("-", "")[-6:])
+        return "00:50:56:" + ":".join(
+            f"{b & 0x3F if i == 0 else b:02x}" for i, b in enumerate(tail)
+        )
+
     def disk_dir(self, key: int) -> Path:
         slot = self.slots[key]
         return self.lab.datastores[slot.datastore] / slot.directory
@@ -116,7 +130,9 @@ class LabVm(Entity):
                 if slot.datastore == self.datastore and slot.directory == self.directory
                 else f"/vmfs/volumes/{slot.datastore}/{slot.directory}/{top}"
             )
-            disks.append({"unit": slot.unit, "file": rel, "mode": slot.mode})
+            disks.append(
+                {"unit": slot.unit, "file": rel, "mode": slot.mode, "ctk": self.disk_ctk(key)}
+            )
         text = vmx.render(
             name=self.name,
             uuid=self.uuid,
@@ -127,12 +143,47 @@ class LabVm(Entity):
             disks=disks,
             cbt=self.cbt_enabled,
             nvram=f"{self.file_stem}.nvram",
+            annotation=self.annotation,
+            extra=self.extra_config,
+            nic={"network": self.network.name, "mac": self.mac}
+            if self.network is not None
+            else None,
         )
         (self.dir_path / self.vmx_name).write_text(text, encoding="utf-8")
 
     def touch_config(self) -> None:
         self.change_version += 1
         self.write_vmx()
+
+    # -- changed block tracking --------------------------------------------------------------
+
+    def disk_ctk(self, key: int) -> bool:
+        """scsi0:N.ctkEnabled as the .vmx and extraConfig show it: the disk's own setting,
+        else the VM's (vSphere writes both when changeTrackingEnabled is set)."""
+        slot = self.slots[key]
+        return self.cbt_enabled if slot.ctk is None else slot.ctk
+
+    def apply_change_tracking(self) -> None:
+        """Make the disks track (or stop) as configured. ESXi does this when it opens the
+        disks: at power on and at a stun/unstun (snapshot create/remove/revert, resume) of a
+        running VM, or at once for a powered-off one (VDDK guide, "Enable Changed Block
+        Tracking"); until then a running VM's disks keep the state they had."""
+        for key, disk in self.disks.items():
+            want = self.cbt_enabled and self.disk_ctk(key)
+            if want and not disk.cbt.enabled:
+                disk.cbt.enable()
+            elif not want and disk.cbt.enabled:
+                disk.cbt.disable()
+
+    def extra_config_values(self) -> list:
+        """config.extraConfig: ctkEnabled, scsi0:N.ctkEnabled per disk, then the rest."""
+        values = [("ctkEnabled", "TRUE" if self.cbt_enabled else "FALSE")]
+        for key, slot in sorted(self.slots.items()):
+            values.append(
+                (f"scsi0:{slot.unit}.ctkEnabled", "TRUE" if self.disk_ctk(key) else "FALSE")
+            )
+        values += sorted(self.extra_config.items())
+        return [vim.option.OptionValue(key=k, value=v) for k, v in values]
 
     # -- devices -------------------------------------------------------------------------
 
@@ -157,7 +208,7 @@ class LabVm(Entity):
                 deltaDiskFormat="redoLogFormat" if i else None,
             )
             backing = b
-        if self.cbt_enabled and disk.cbt.enabled:
+        if change_id or disk.cbt.enabled:  # the disk's own state, not the configured one
             backing.changeId = change_id or disk.cbt.change_id
         return backing
 
@@ -190,6 +241,29 @@ class LabVm(Entity):
                         key, (layer_of or {}).get(key), (change_ids or {}).get(key)
                     ),
                     diskObjectId=f"{self.moref[3:]}-{key}",
+                )
+            )
+        if self.network is not None:
+            devs.append(
+                vim.vm.device.VirtualVmxnet3(
+                    key=NIC_KEY,
+                    controllerKey=100,
+                    unitNumber=7,
+                    deviceInfo=vim.Description(
+                        label="Network adapter 1", summary=self.network.inventory_name
+                    ),
+                    backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+                        deviceName=self.network.inventory_name, network=self.network.ref()
+                    ),
+                    connectable=vim.vm.device.VirtualDevice.ConnectInfo(
+                        startConnected=True,
+                        allowGuestControl=True,
+                        connected=self.powered_on,
+                        status="ok",
+                    ),
+                    addressType="manual",
+                    macAddress=self.mac,
+                    wakeOnLanEnabled=True,
                 )
             )
         return devs
@@ -225,13 +299,9 @@ class LabVm(Entity):
             defaultPowerOps=complete(vim.vm.DefaultPowerOpInfo()),
             hardware=hw,
             changeTrackingEnabled=self.cbt_enabled,
-            annotation="vcbproxy lab VM",
+            annotation=self.annotation,
             firmware="bios",
-            extraConfig=[
-                vim.option.OptionValue(
-                    key="ctkEnabled", value="TRUE" if self.cbt_enabled else "FALSE"
-                )
-            ],
+            extraConfig=self.extra_config_values(),
         )
         return complete(cfg)
 
@@ -253,7 +323,7 @@ class LabVm(Entity):
         )
 
     def p_network(self):
-        return None
+        return refs([self.network], vim.Network.Array) if self.network is not None else None
 
     def p_capability(self):
         return complete(
@@ -334,7 +404,7 @@ class LabVm(Entity):
                         instanceUuid=self.instance_uuid,
                         guestId=self.guest_id,
                         guestFullName="Other Linux (64-bit)",
-                        numEthernetCards=0,
+                        numEthernetCards=1 if self.network is not None else 0,
                     )
                 ),
                 quickStats=complete(vim.vm.Summary.QuickStats(guestHeartbeatStatus="green")),

@@ -26,8 +26,15 @@ def render(
     disks: list[dict],
     cbt: bool,
     nvram: str,
+    annotation: str = "",
+    extra: dict[str, str] | None = None,
+    nic: dict | None = None,
 ) -> str:
-    """A .vmx as ESXi writes it: one key = "value" a line, disks by controller:unit."""
+    """A .vmx as ESXi writes it: one key = "value" a line, disks by controller:unit.
+
+    A disk's ``ctk`` (scsi0:N.ctkEnabled) defaults to ``cbt``; ``extra`` holds the
+    extraConfig keys a reconfigure set, written as ESXi keeps them, among the others.
+    """
     lines = [
         (".encoding", "UTF-8"),
         ("config.version", "8"),
@@ -40,6 +47,10 @@ def render(
         ("uuid.bios", ddb_uuid(uuid)),
         ("vc.uuid", ddb_uuid(instance_uuid)),
         ("ctkEnabled", "TRUE" if cbt else "FALSE"),
+    ]
+    if annotation:
+        lines.append(("annotation", _vmx_escape(annotation)))
+    lines += [
         ("scsi0.present", "TRUE"),
         ("scsi0.virtualDev", "lsilogic"),
     ]
@@ -49,9 +60,38 @@ def render(
             (f"{dev}.present", "TRUE"),
             (f"{dev}.fileName", disk["file"]),
             (f"{dev}.mode", disk["mode"]),
-            (f"{dev}.ctkEnabled", "TRUE" if cbt else "FALSE"),
+            (f"{dev}.ctkEnabled", "TRUE" if disk.get("ctk", cbt) else "FALSE"),
         ]
+    if nic:
+        lines += [
+            ("ethernet0.present", "TRUE"),
+            ("ethernet0.virtualDev", "vmxnet3"),
+            ("ethernet0.networkName", nic["network"]),
+            ("ethernet0.addressType", "static"),
+            ("ethernet0.address", nic["mac"]),
+        ]
+    lines += [(k, _vmx_escape(v)) for k, v in sorted((extra or {}).items())]
     return "".join(f'{k} = "{v}"\n' for k, v in lines)
+
+
+def _bool(value: str | None) -> bool | None:
+    return None if value is None else value.strip().upper() == "TRUE"
+
+
+def _vmx_escape(value: str) -> str:
+    """ESXi's escaping inside a quoted .vmx value: '|' as |7C, '"' as |22, newlines as |0A."""
+    out = []
+    for ch in value:
+        if ch in '|"' or ord(ch) < 0x20:
+            out.append(f"|{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unescape(value: str) -> str:
+    """The inverse of the |XX escaping (a value read back by RegisterVM)."""
+    return re.sub(r"\|([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
 
 def disks_of(values: dict[str, str]) -> list[dict]:
@@ -71,6 +111,7 @@ def disks_of(values: dict[str, str]) -> list[dict]:
                 "unit": int(match.group(3)),
                 "file": value,
                 "mode": values.get(f"{dev}.mode", "persistent"),
+                "ctk": _bool(values.get(f"{dev}.ctkenabled")),
             }
         )
     return sorted(disks, key=lambda d: (d["controller"], d["unit"]))

@@ -30,8 +30,19 @@ _MODULES = (
     "folder",
     "entity",
     "files",
+    "history",
+    "browser",
+    "ovf",
 )
 _loaded = False
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent a request: its address and its User-Agent header (a session records both)."""
+
+    address: str = ""
+    user_agent: str = ""
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Call:
     lab: Lab
     session: Session | None
     new_cookie: str | None = None
+    client: Client = Client()
 
 
 def method(*names: str):
@@ -58,7 +70,9 @@ def _load() -> None:
         _loaded = True
 
 
-def dispatch(lab: Lab, request, cookie_header: str | None) -> tuple[Any, str | None]:
+def dispatch(
+    lab: Lab, request, cookie_header: str | None, client: Client | None = None
+) -> tuple[Any, str | None]:
     _load()
     handler = HANDLERS.get(request.method)
     if handler is None:
@@ -75,7 +89,7 @@ def dispatch(lab: Lab, request, cookie_header: str | None) -> tuple[Any, str | N
             msg=f"The object '{moref}' has already been deleted or has not been completely created",
             obj=request.this,
         )
-    call = Call(lab=lab, session=session)
+    call = Call(lab=lab, session=session, client=client or Client())
     lab.caller.session = session
     result = handler(call, this, **request.args)
     return result, call.new_cookie

@@ -9,6 +9,7 @@ from pyVmomi import vim
 
 from vcblab import vmx
 from vcblab.disks import LabDisk, plain_uuid
+from vcblab.events import post_vm_event
 from vcblab.inventory import Folder
 from vcblab.methods import method
 from vcblab.tasks import start_task
@@ -64,13 +65,13 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
                 ) from None
             key = DISK_KEY_BASE + disk["unit"]
             vm.slots[key] = DiskSlot(
-                datastore=ds, directory=ddir, unit=disk["unit"], mode=disk["mode"]
+                datastore=ds, directory=ddir, unit=disk["unit"], mode=disk["mode"], ctk=disk["ctk"]
             )
             vm.disks[key] = lab_disk
         vm.cbt_enabled = values.get("ctkenabled", "FALSE").upper() == "TRUE"
-        if vm.cbt_enabled:
-            for d in vm.disks.values():
-                d.cbt.enable()
+        if "annotation" in values:
+            vm.annotation = vmx.unescape(values["annotation"])
+        vm.apply_change_tracking()  # registered powered off: the setting holds at once
         lab.add(vm)
     except BaseException:
         for lab_disk in vm.disks.values():  # nothing registered: close the disks loaded so far
@@ -81,8 +82,19 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
 
 @method("RegisterVM_Task")
 def register_vm_task(call, this, path, asTemplate, name=None, pool=None, host=None):
+    user = call.session.user
+
     def work(task):
-        return register_vm(call.lab, this, path, name).ref()
+        vm = register_vm(call.lab, this, path, name)
+        post_vm_event(
+            call.lab,
+            vim.event.VmRegisteredEvent,
+            vm,
+            user,
+            f"Registered {vm.inventory_name} on {vm.host.inventory_name} in {vm.datacenter_name()}",
+            chain_id=task.info.eventChainId,
+        )
+        return vm.ref()
 
     return start_task(call, this, "RegisterVM_Task", "Folder.registerVm", work)
 

@@ -1,4 +1,9 @@
-"""ExportVm / ExportSnapshot and the HttpNfcLease calls (progress, complete, abort)."""
+"""ExportVm / ExportSnapshot and the HttpNfcLease calls (progress, complete, abort).
+
+vCenter runs an export as a long-running operation: a task ("Export OVF template",
+VirtualMachine.ExportVmLRO) holds the VM from the lease's creation until it is completed,
+aborted or timed out, and other operations on the VM fault with TaskInProgress meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from pyVmomi import vim
 
 from vcblab.lease import open_lease
 from vcblab.methods import method
+from vcblab.tasks import check_not_busy, open_task
+
+EXPORT_TASK = "VirtualMachine.ExportVmLRO"
 
 
 @method("ExportVm")
@@ -18,16 +26,21 @@ def export_vm(call, this):
                 requestedState="poweredOff",
                 existingState="poweredOn",
             )
-        return open_lease(call.lab, this, {k: d.mark() for k, d in this.disks.items()}).ref()
+        check_not_busy(call.lab, this)
+        task = open_task(call, this, "ExportVm", EXPORT_TASK)
+        marks = {k: d.mark() for k, d in this.disks.items()}
+        return open_lease(call.lab, this, marks, task).ref()
 
 
 @method("ExportSnapshot")
 def export_snapshot(call, this):
     with call.lab.lock:
+        check_not_busy(call.lab, this.vm)
         entry = call.lab.snapshot_history[this.moref]
         # Independent disks are not in the snapshot: they export with their current content.
         marks = {k: entry["marks"].get(k) for k in this.vm.disks}
-        return open_lease(call.lab, this.vm, marks).ref()
+        task = open_task(call, this.vm, "ExportSnapshot", EXPORT_TASK)
+        return open_lease(call.lab, this.vm, marks, task).ref()
 
 
 def _live(this):
@@ -41,18 +54,15 @@ def _live(this):
 @method("HttpNfcLeaseProgress")
 def lease_progress(call, this, percent):
     _live(this)
-    this.lease.touch()
-    this.lease.progress = int(percent)
+    this.lease.set_progress(int(percent))
 
 
 @method("HttpNfcLeaseComplete")
 def lease_complete(call, this):
     _live(this)
-    this.lease.state = "done"
+    this.lease.end("done")
 
 
 @method("HttpNfcLeaseAbort")
 def lease_abort(call, this, fault=None):
-    if this.lease.state == "ready":
-        this.lease.state = "error"
-        this.lease.error = fault or vim.fault.InvalidState(msg="The lease was aborted.")
+    this.lease.end("error", fault or vim.fault.InvalidState(msg="The lease was aborted."))

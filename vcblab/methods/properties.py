@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid as uuidlib
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
@@ -21,9 +22,16 @@ POLL = 0.05
 
 
 def read_path(obj: LabObject, path: str):
-    """Value of a dotted property path ('summary.config.name'); None when unset."""
+    """Value of a dotted property path ('summary.config.name'); None when unset.
+
+    The value carries the type the property is declared with (an enum, a long, a typed
+    array), because in a property set it travels as anyType and the client learns its type
+    from xsi:type alone: vSphere sends ``xsi:type="HttpNfcLeaseState"`` for a lease's state,
+    and a Go client's type assertion on a plain ``xsd:string`` fails.
+    """
     head, *rest = path.split(".")
-    if not _has_property(obj.vim_type, head):
+    declared = _prop_type(obj.vim_type, head)
+    if declared is None:
         raise vmodl.query.InvalidProperty(
             msg=f"{obj.vim_type._wsdlName} has no property {head!r}", name=path
         )
@@ -31,37 +39,50 @@ def read_path(obj: LabObject, path: str):
     for part in rest:
         if val is None:
             return None
+        declared = _prop_type(type(val), part)
         try:
             val = getattr(val, part)
         except AttributeError:
             raise vmodl.query.InvalidProperty(
                 msg=f"invalid property path {path!r}", name=path
             ) from None
+    if isinstance(val, list) and not val:
+        return None  # vSphere leaves empty arrays out of a property set
+    return typed(val, declared)
+
+
+_INTEGERS = (VmomiSupport.long, VmomiSupport.short, VmomiSupport.byte)
+
+
+def typed(val, declared):
+    """``val`` as an instance of its declared vmodl type where Python's own type would
+    serialise as something else (str -> enum, int -> xsd:long, list -> ArrayOf...)."""
+    if val is None or declared is None:
+        return val
     if isinstance(val, list):
-        if not val:
-            return None  # vSphere leaves empty arrays out of a property set
-        if not hasattr(type(val), "Item"):  # a plain list cannot be serialised as anyType
-            val = _declared_type(obj.vim_type, path)(val)
+        if hasattr(type(val), "Item"):
+            return val
+        if issubclass(declared, list):
+            return declared(val)
+        return VmomiSupport.GetVmodlType("anyType[]")(val)
+    if isinstance(val, VmomiSupport.DataObject | VmomiSupport.ManagedObject):
+        return val
+    if issubclass(declared, VmomiSupport.Enum) and isinstance(val, str):
+        return val if isinstance(val, declared) else declared(val)
+    if declared in _INTEGERS and type(val) is int:
+        return declared(val)
+    if declared is VmomiSupport.double and type(val) is float:
+        return declared(val)
     return val
 
 
-def _declared_type(vim_type, path: str):
-    """The vmodl type a property path is declared with (an array type for lists)."""
-    t = vim_type
-    for part in path.split("."):
-        t = getattr(t, "Item", t)
-        info = next(
-            (
-                getattr(c, "_propInfo", {})[part]
-                for c in t.__mro__
-                if part in getattr(c, "_propInfo", {})
-            ),
-            None,
-        )
-        if info is None:
-            return VmomiSupport.GetVmodlType("anyType[]")
-        t = info.type
-    return t
+def _prop_type(cls, name: str):
+    """The declared type of property ``name`` of a vmodl class (inherited ones included)."""
+    for c in getattr(cls, "__mro__", ()):
+        info = getattr(c, "_propInfo", {}).get(name)
+        if info is not None:
+            return info.type
+    return None
 
 
 def _has_property(vim_type, name: str) -> bool:
@@ -199,37 +220,123 @@ def retrieve_contents(call, this, specSet):
     return contents(call.lab, specSet)
 
 
-# -- filters and updates ---------------------------------------------------------------------
+# -- collectors, filters and updates ---------------------------------------------------------
+#
+# Filters belong to a property collector and are private to the session that made them:
+# the default collector (ServiceContent.propertyCollector) has one set per session, and
+# CreatePropertyCollector gives a session a collector of its own (govmomi's property.Wait
+# makes one per wait and destroys it after), whose WaitForUpdates sees only its filters.
+
+DEFAULT_COLLECTOR = "propertyCollector"
+
+
+class CollectorState:
+    """One session's view of one collector: its filters, and a pending CancelWaitForUpdates."""
+
+    def __init__(self):
+        self.filters: dict[str, PropertyFilter] = {}
+        self.cancelled = False
+
+
+class SessionCollector(LabObject):
+    """A collector made by CreatePropertyCollector; usable only by the session that made it."""
+
+    vim_type = vmodl.query.PropertyCollector
+
+    def __init__(self, lab, moref, session):
+        super().__init__(lab, moref)
+        self.session = session
+
+    def p_filter(self):
+        state = self.session.collectors.get(self.moref)
+        return [f.ref() for f in state.filters.values()] if state else None
+
+
+def _own(call, obj) -> None:
+    """Another session's collector, filter or view does not exist for this caller."""
+    owner = getattr(obj, "session", None)
+    if owner is not None and owner is not call.session:
+        raise vmodl.fault.ManagedObjectNotFound(
+            msg=f"The object '{obj.moref}' has already been deleted or has not been completely "
+            "created",
+            obj=obj.ref(),
+        )
+
+
+def _state(call, collector) -> CollectorState:
+    _own(call, collector)
+    state = call.session.collectors.get(collector.moref)
+    if state is None:
+        if collector.moref != DEFAULT_COLLECTOR:
+            raise vmodl.fault.ManagedObjectNotFound(
+                msg=f"The collector '{collector.moref}' has been destroyed", obj=collector.ref()
+            )
+        state = call.session.collectors[DEFAULT_COLLECTOR] = CollectorState()
+    return state
+
+
+@method("CreatePropertyCollector")
+def create_property_collector(call, this):
+    moref = f"session[{call.session.key[:8]}]{uuidlib.uuid4()}"
+    collector = call.lab.add(SessionCollector(call.lab, moref, call.session))
+    call.session.collectors[moref] = CollectorState()
+    return collector.ref()
+
+
+@method("DestroyPropertyCollector")
+def destroy_property_collector(call, this):
+    if this.moref == DEFAULT_COLLECTOR:
+        raise vmodl.fault.NotSupported(msg="The session's default collector cannot be destroyed.")
+    state = _state(call, this)
+    for flt in list(state.filters.values()):
+        call.lab.remove(flt.moref)
+    state.cancelled = True  # a WaitForUpdates still running on it ends
+    call.session.collectors.pop(this.moref, None)
+    call.lab.remove(this.moref)
 
 
 class PropertyFilter(LabObject):
     vim_type = PC.Filter
 
-    def __init__(self, lab, moref, spec, session):
+    def __init__(self, lab, moref, spec, session, collector: str, partial: bool):
         super().__init__(lab, moref)
         self.spec = spec
         self.session = session
-        self.reported: dict[str, dict[str, str]] = {}  # moref -> path -> repr last sent
+        self.collector = collector
+        self.partial = partial
+        self.reported: dict[str, tuple] = {}  # moref -> (ref, {path: repr last sent})
 
     def p_spec(self):
         return self.spec
+
+    def p_partialUpdates(self):
+        return self.partial
 
 
 @method("CreateFilter")
 def create_filter(call, this, spec, partialUpdates):
     lab = call.lab
-    flt = PropertyFilter(
-        lab, f"session[{call.session.key[:8]}]filter-{next(_ids)}", spec, call.session
-    )
+    state = _state(call, this)
     select_objects(lab, spec)  # a bad spec faults now, as vSphere does
+    flt = PropertyFilter(
+        lab,
+        f"session[{call.session.key[:8]}]{uuidlib.uuid4()}",
+        spec,
+        call.session,
+        this.moref,
+        bool(partialUpdates),
+    )
     lab.add(flt)
-    call.session.filters[flt.moref] = flt
+    state.filters[flt.moref] = flt
     return flt.ref()
 
 
 @method("DestroyPropertyFilter")
 def destroy_filter(call, this):
-    call.session.filters.pop(this.moref, None)
+    _own(call, this)
+    state = call.session.collectors.get(this.collector)
+    if state is not None:
+        state.filters.pop(this.moref, None)
     call.lab.remove(this.moref)
 
 
@@ -241,7 +348,7 @@ def _changes(lab, flt: PropertyFilter):
         for obj in select_objects(lab, flt.spec):
             current[obj.moref] = (obj, object_values(obj, flt.spec.propSet))
     for moref, (obj, values) in current.items():
-        before = flt.reported.get(moref)
+        before = flt.reported.get(moref, (None, None))[1]
         shown = {k: repr(v) for k, v in values.items()}
         if before == shown:
             continue
@@ -250,35 +357,40 @@ def _changes(lab, flt: PropertyFilter):
             for k, v in values.items()
             if before is None or before.get(k) != shown[k]
         ]
+        if before is None:  # "enter" lists what is set; an unset property is simply absent
+            changes = [c for c in changes if c.val is not None]
         updates.append(
             PC.ObjectUpdate(
                 kind="enter" if before is None else "modify", obj=obj.ref(), changeSet=changes
             )
         )
-        flt.reported[moref] = shown
+        flt.reported[moref] = (obj.ref(), shown)
     for moref in set(flt.reported) - set(current):
-        del flt.reported[moref]
-        updates.append(PC.ObjectUpdate(kind="leave", obj=VmomiSupport.ManagedObject(moref)))
+        ref, _ = flt.reported.pop(moref)
+        updates.append(PC.ObjectUpdate(kind="leave", obj=ref))
     return updates
 
 
-def _wait(call, version, max_wait):
+def _wait(call, this, version, max_wait):
     session = call.session
+    state = _state(call, this)
+    state.cancelled = False
     if not version:  # a first call reports everything from scratch
-        for flt in session.filters.values():
+        for flt in state.filters.values():
             flt.reported.clear()
     deadline = time.monotonic() + (MAX_WAIT if max_wait is None else max_wait)
     while True:
         filter_updates = []
-        for flt in list(session.filters.values()):
+        for flt in list(state.filters.values()):
             updates = _changes(call.lab, flt)
             if updates:
                 filter_updates.append(PC.FilterUpdate(filter=flt.ref(), objectSet=updates))
         if filter_updates:
             new_version = str(int(version or 0) + 1)
-            return vmodl.query.PropertyCollector.UpdateSet(
-                version=new_version, filterSet=filter_updates
-            )
+            return PC.UpdateSet(version=new_version, filterSet=filter_updates)
+        if state.cancelled:
+            state.cancelled = False
+            raise vmodl.fault.RequestCanceled(msg="The wait was cancelled.")
         if time.monotonic() >= deadline or session.logged_out:
             return None
         time.sleep(POLL)
@@ -287,17 +399,22 @@ def _wait(call, version, max_wait):
 @method("WaitForUpdatesEx")
 def wait_for_updates_ex(call, this, version=None, options=None):
     max_wait = getattr(options, "maxWaitSeconds", None)
-    return _wait(call, version, max_wait)
+    return _wait(call, this, version, max_wait)
 
 
 @method("WaitForUpdates")
 def wait_for_updates(call, this, version=None):
-    return _wait(call, version, None)
+    return _wait(call, this, version, None)
 
 
 @method("CheckForUpdates")
 def check_for_updates(call, this, version=None):
-    return _wait(call, version, 0)
+    return _wait(call, this, version, 0)
+
+
+@method("CancelWaitForUpdates")
+def cancel_wait_for_updates(call, this):
+    _state(call, this).cancelled = True
 
 
 # -- views -----------------------------------------------------------------------------------

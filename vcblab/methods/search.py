@@ -7,10 +7,11 @@ from vcblab.methods import method
 
 
 def _vms(call, datacenter):
+    """The VMs of one datacenter (all of them without one), found through the inventory."""
     vms = call.lab.vms()
-    if datacenter is not None and datacenter._moId != call.lab.datacenter.moref:
-        return []
-    return vms
+    if datacenter is None:
+        return vms
+    return [vm for vm in vms if getattr(vm.datacenter(), "moref", None) == datacenter._moId]
 
 
 @method("FindByUuid")
