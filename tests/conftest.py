@@ -4,6 +4,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.sshd",
     "tests.fixtures.lab",
     "tests.fixtures.vcsim",
+    "tests.fixtures.govmomi",
     "tests.fixtures.endpoints",
     "tests.fixtures.bacula",
     "tests.fixtures.tools",

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Build govmomi's vCenter simulator (tests/interop/vcsim/main.go) from Debian packages only:
-# Debian's Go and golang-github-vmware-govmomi-dev, in GOPATH mode, with the network closed
-# to the Go tool (GOPROXY=off), so the interop peer is exactly what Debian ships.
-# The binary goes to tests/interop/vcsim/build/vcsim and is rebuilt only when the sources,
+# Build the Go interop peers from Debian packages only: Debian's Go and
+# golang-github-vmware-govmomi-dev, in GOPATH mode, with the network closed to the Go tool
+# (GOPROXY=off), so they are exactly what Debian ships:
+#   vcsim    tests/interop/vcsim/main.go     govmomi's vCenter simulator (the default)
+#   battery  tests/interop/govmomi/main.go   a govmomi client doing what backup tools do
+# A binary goes to tests/interop/<dir>/build/<name> and is rebuilt only when the sources,
 # the govmomi package or Go changed (a stamp beside it). Prints the binary's path.
-# Run it, or source it and call build_vcsim.
+# Run it (`build-vcsim.sh [vcsim|battery]`), or source it and call build_vcsim/build_battery.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
-build_vcsim() {
+# build_go_peer NAME DIR: build tests/interop/DIR/*.go into tests/interop/DIR/build/NAME.
+build_go_peer() {
     apt_need golang-go golang-github-vmware-govmomi-dev
-    local src="$ROOT/tests/interop/vcsim"
+    local name="$1" src="$ROOT/tests/interop/$2"
     local out="$src/build"
-    local bin="$out/vcsim"
+    local bin="$out/$name"
     local stamp
     stamp="$( { cat "$src"/*.go; go version;
                 dpkg-query -W -f='${Version}' golang-github-vmware-govmomi-dev; } | sha1sum | cut -c1-16)"
@@ -21,7 +24,7 @@ build_vcsim() {
         return 0
     fi
     mkdir -p "$out"
-    log "go build vcsim (GOPATH=/usr/share/gocode, offline)"
+    log "go build $name (GOPATH=/usr/share/gocode, offline)"
     # GOPATH's first entry is ours (writable); Debian's packaged sources come second.
     (cd "$src" && env GOPATH="$out/gopath:/usr/share/gocode" GO111MODULE=off GOFLAGS= \
         GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local GOCACHE="$out/gocache" \
@@ -31,6 +34,13 @@ build_vcsim() {
     echo "$bin"
 }
 
+build_vcsim() { build_go_peer vcsim vcsim; }
+build_battery() { build_go_peer battery govmomi; }
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    build_vcsim
+    case "${1:-vcsim}" in
+        vcsim) build_vcsim ;;
+        battery) build_battery ;;
+        *) echo "usage: $0 [vcsim|battery]" >&2; exit 2 ;;
+    esac
 fi
