@@ -175,9 +175,9 @@ def test_opener_reads_descriptor_neighbours(volume):
 
 def _flat_disk_copy(root, tmp_path, fmt, checksum=True):
     """Copy the volume's flat file as a one-run disk, the way the export does."""
-    from vcbproxy.jobs.diskcopy import copy_runs
-    from vcbproxy.jobs.diskread import LayerFiles
+    from vcbproxy.transport.chain import LayerFiles
     from vcbproxy.vmdk.chain import Run
+    from vcbproxy.vmdk.copy import copy_runs
     from vcbproxy.vmdk.writers import open_writer
 
     out = tmp_path / f"out-{fmt}-{checksum}"

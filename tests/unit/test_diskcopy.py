@@ -8,7 +8,7 @@ from collections import namedtuple
 
 import pytest
 
-from vcbproxy.jobs.diskcopy import copy_grains, copy_runs
+from vcbproxy.vmdk.copy import copy_grains, copy_runs
 
 Run = namedtuple("Run", "offset length source source_offset")
 
@@ -157,7 +157,7 @@ def test_a_raw_flat_extent_reports_its_file_hash():
 
 
 def test_only_areas_zeroes_everything_outside_the_allocation_map():
-    from vcbproxy.jobs.diskread import only_areas
+    from vcbproxy.transport.chain import only_areas
     from vcbproxy.vmdk.chain import Run
 
     runs = [Run(0, 100, "a", 1000), Run(100, 50, None, 0), Run(150, 100, "b", 0)]
@@ -178,7 +178,7 @@ def test_only_areas_zeroes_everything_outside_the_allocation_map():
 
 
 def test_coalesce_fills_holes_shorter_than_a_request():
-    from vcbproxy.jobs.diskread import coalesce
+    from vcbproxy.transport.chain import coalesce
 
     areas = [(0, 10), (15, 5), (40, 10), (100, 1)]
     assert coalesce(areas, 0) == areas

@@ -23,13 +23,13 @@ from vcbproxy.jobs.backup_snapshot import (
     remove_snapshot_after_copy,
     remove_snapshot_on_failure,
 )
-from vcbproxy.jobs.diskread import disk_chain
-from vcbproxy.jobs.export import copy_config_files
+from vcbproxy.jobs.configfiles import copy_config_files
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.repository.extents import ExtentWriter
 from vcbproxy.repository.store import Repository, RunWriter
+from vcbproxy.transport.chain import disk_chain
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import read_areas
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.jobs.backup import BackupOptions, backup
-from vcbproxy.jobs.export import ExportOptions, export_vm, read_metadata
+from vcbproxy.jobs.export import ExportOptions, export_vm
 from vcbproxy.models import VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging.exportdir import ExportDir
+from vcbproxy.staging.metadata import read_metadata
 
 Churn = Callable[[str, float, int], int]
 
@@ -101,10 +102,10 @@ def _full(session, vm, options: CompareOptions, number: int, progress) -> dict:
     written = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
     ExportDir.remove(target)
     return {
-        "full_read": meta["transport"]["bytes_read"],
+        "full_read": meta.transport.bytes_read,
         "full_written": written,
         "full_seconds": round(seconds, 3),
-        "full_snapshot_seconds": meta["snapshot_seconds"],
+        "full_snapshot_seconds": meta.snapshot_seconds,
     }
 
 

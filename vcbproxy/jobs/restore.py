@@ -20,6 +20,7 @@ pyVmomi stays in ``vcbproxy.vsphere``; this module sees sessions and dataclasses
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import posixpath
 import tempfile
@@ -31,7 +32,7 @@ from vcbproxy.jobs.upload import StagedDisk, adapter_type, upload_disk
 from vcbproxy.models import DatastorePath, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging import names
-from vcbproxy.staging.catalog import CATALOG, read_catalog
+from vcbproxy.staging.metadata import ExportMetadata, read_metadata, staged_vmx
 from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx, set_vmx_values
 
 log = logging.getLogger(__name__)
@@ -148,50 +149,46 @@ def plan_restore(
     source: Path, *, name: str | None = None, datastore: str | None = None
 ) -> RestorePlan:
     """Read the export and decide every name on the datastore; touches no server."""
-    from vcbproxy.jobs.export import read_metadata
-
     source = Path(source)
     meta = (
         _restore_point_metadata(source)
         if (source / RESTORE_POINT).is_file()
         else read_metadata(source)
     )
-    vm = meta.get("vm") or {}
-    name = name or vm.get("name")
+    name = name or meta.vm.name
     if not name:
         raise errors.UsageError(f"{source}: the export records no VM name; give --name")
     if datastore is None:
         try:
-            datastore = DatastorePath.parse(vm.get("vmx_path", "")).datastore
+            datastore = DatastorePath.parse(meta.vm.vmx_path).datastore
         except ValueError:
             raise errors.UsageError(
                 f"{source}: the export records no datastore; give --datastore"
             ) from None
-    vmx_name = _staged_vmx(source)
+    vmx_name = staged_vmx(source)
     vmx_text = (source / vmx_name).read_text(encoding="utf-8", errors="surrogateescape")
     vmx = parse_vmx(vmx_text)
     stem = names.safe_component(name)
     directory = stem
     disks: list[DiskPlan] = []
     disk_names: dict[str, str] = {}
-    for index, disk in enumerate(d for d in meta.get("disks", []) if not d.get("skipped")):
-        files = disk.get("files") or []
-        if not files:
-            raise errors.StagingError(f"{source}: disk {disk.get('device')} lists no files")
+    for index, disk in enumerate(meta.copied_disks):
+        if not disk.files:
+            raise errors.StagingError(f"{source}: disk {disk.device} lists no files")
         base = f"{stem}.vmdk" if index == 0 else f"{stem}_{index}.vmdk"
-        disk_names[disk["device"]] = base
+        disk_names[disk.device] = base
         disks.append(
             DiskPlan(
-                device=disk["device"],
+                device=disk.device,
                 staged=StagedDisk(
                     source,
-                    names.check_component(files[0]),
-                    int(disk["capacity"]),
-                    disk.get("content_sha256", ""),
+                    names.check_component(disk.files[0]),
+                    disk.capacity,
+                    disk.content_sha256,
                 ),
                 target=DatastorePath(datastore, f"{directory}/{base}"),
-                adapter=adapter_type(vmx, disk["device"]),
-                uuid=disk.get("uuid") or None,
+                adapter=adapter_type(vmx, disk.device),
+                uuid=disk.uuid or None,
             )
         )
     nvram = _staged_nvram(source, vmx)
@@ -212,10 +209,8 @@ def plan_restore(
     )
 
 
-def _restore_point_metadata(source: Path) -> dict:
-    """A rebuilt CBT run (``restore-point.json``) in the shape of an export's ``vcbproxy.json``."""
-    import json
-
+def _restore_point_metadata(source: Path) -> ExportMetadata:
+    """A rebuilt CBT run (``restore-point.json``) read as an export's ``vcbproxy.json``."""
     try:
         point = json.loads((source / RESTORE_POINT).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -229,18 +224,9 @@ def _restore_point_metadata(source: Path) -> dict:
         }
         for device, d in sorted(point.get("disks", {}).items())
     ]
-    return {"vm": point.get("vm") or {}, "disks": disks}
-
-
-def _staged_vmx(source: Path) -> str:
-    if (source / CATALOG).is_file():
-        name = read_catalog(source / CATALOG).get("config.vmxfile")
-        if name and (source / names.check_component(name)).is_file():
-            return name
-    found = sorted(p.name for p in source.iterdir() if p.suffix == ".vmx" and p.is_file())
-    if len(found) != 1:
-        raise errors.StagingError(f"{source}: expected one .vmx file, found {len(found)}")
-    return found[0]
+    return ExportMetadata.from_json(
+        {"vm": point.get("vm") or {}, "disks": disks}, str(source / RESTORE_POINT)
+    )
 
 
 def _staged_nvram(source: Path, vmx: dict[str, str]) -> Path | None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.jobs.backup_snapshot import VCB_SNAPSHOT
-from vcbproxy.jobs.export import METADATA, read_metadata
 from vcbproxy.staging.exportdir import ExportDir
+from vcbproxy.staging.metadata import METADATA, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +50,21 @@ def unmount(session_factory, directory: Path) -> UnmountResult:
         )
     with session_factory() as session:
         for export in exports:
-            meta = read_metadata(export)
-            moref = meta["vm"]["moref"]
+            exported = read_metadata(export).vm
+            moref = exported.moref
             try:
                 vm = get_vm(session, moref)
             except errors.NotFoundError:
                 log.warning(
-                    "VM %s (%s) no longer exists; removing the export only",
-                    moref,
-                    meta["vm"]["name"],
+                    "VM %s (%s) no longer exists; removing the export only", moref, exported.name
                 )
                 vm = None
-            if vm is not None and meta["vm"].get("uuid") and vm.uuid != meta["vm"]["uuid"]:
+            if vm is not None and exported.uuid and vm.uuid != exported.uuid:
                 log.warning(
                     "%s now names another VM (uuid %s, export has %s); its snapshots are left alone",
                     moref,
                     vm.uuid,
-                    meta["vm"]["uuid"],
+                    exported.uuid,
                 )
                 vm = None
             if vm is not None:

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.staging.catalog import CATALOG, read_catalog
-from vcbproxy.staging.exportdir import INCOMPLETE_MARKER, METADATA
+from vcbproxy.staging.exportdir import INCOMPLETE_MARKER
 from vcbproxy.staging.manifest import MANIFEST, hash_zeros, verify_manifest
+from vcbproxy.staging.metadata import METADATA
 from vcbproxy.staging.vmx import parse_vmx
 
 log = logging.getLogger(__name__)

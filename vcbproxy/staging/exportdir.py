@@ -16,12 +16,12 @@ from pathlib import Path
 
 from vcbproxy.errors import StagingError
 from vcbproxy.staging.atomic import fsync_dir, write_atomic
+from vcbproxy.staging.catalog import CATALOG
+from vcbproxy.staging.metadata import METADATA
 from vcbproxy.staging.names import check_component, inside
 
 log = logging.getLogger(__name__)
 
-METADATA = "vcbproxy.json"
-CATALOG = "catalog"
 INCOMPLETE_MARKER = ".vcbproxy-incomplete"
 OURS = (METADATA, CATALOG, INCOMPLETE_MARKER)
 POLICIES = ("fail", "delete")

@@ -16,15 +16,18 @@ Optional extensions of ``RandomAccess`` (used by the copier when present):
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from vcbproxy import errors
-from vcbproxy.models import DatastorePath
+from vcbproxy.models import DatastorePath, DiskInfo, SnapshotRef
+from vcbproxy.transport.chain import ChainDisks
+from vcbproxy.transport.disks import SnapshotDisks
 
 # Datastore files referenced by absolute host paths (a parentFileNameHint written by ESXi).
 VMFS_VOLUMES = "/vmfs/volumes/"
@@ -113,7 +116,7 @@ class Transport(ABC):
 
     name: ClassVar[str]
     # What one more request costs, in bytes one could have read instead: reading areas
-    # separated by less than this is cheaper as one range (see jobs.diskread.coalesce).
+    # separated by less than this is cheaper as one range (see transport.chain.coalesce).
     request_cost: ClassVar[int] = 0
 
     def __init__(self) -> None:
@@ -130,6 +133,22 @@ class Transport(ABC):
             return self.open(file=resolve_relative(directory, name))
 
         return open_name
+
+    def can_serve(self, file: DatastorePath) -> bool:
+        """Whether this mode can reach ``file`` at all (SAN: only mapped datastores); a
+        fallback chain skips a mode that cannot without trying it."""
+        return True
+
+    @property
+    def served_by(self) -> dict[str, str]:
+        """``{"[ds] path": mode}`` of the files opened, where a chain chose between modes."""
+        return {}
+
+    @contextlib.contextmanager
+    def disks_at(self, snapshot: SnapshotRef, disks: Sequence[DiskInfo]) -> Iterator[SnapshotDisks]:
+        """The whole disks of ``snapshot``, for as long as the block lasts. File modes read
+        each disk's chain of files through :meth:`open`; NFC overrides this with its lease."""
+        yield ChainDisks(self)
 
     def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release connections; files already opened must not be used afterwards."""

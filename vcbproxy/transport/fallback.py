@@ -24,12 +24,16 @@ class FallbackTransport(Transport):
         if not modes:
             raise errors.UsageError("a fallback chain needs at least one transport mode")
         self.modes = list(modes)
-        self.served_by: dict[str, str] = {}
+        self._served_by: dict[str, str] = {}
         self.reasons: dict[str, list[str]] = {}  # file → why earlier modes passed
 
     @property
     def request_cost(self) -> int:  # type: ignore[override]
         return max(m.request_cost for m in self.modes)
+
+    @property
+    def served_by(self) -> dict[str, str]:
+        return self._served_by
 
     @property
     def chain(self) -> str:
@@ -46,8 +50,7 @@ class FallbackTransport(Transport):
         reasons: list[str] = []
         failures: list[errors.VcbProxyError] = []
         for mode in self.modes:
-            can_serve = getattr(mode, "can_serve", None)
-            if can_serve is not None and not can_serve(file):
+            if not mode.can_serve(file):
                 reasons.append(f"{mode.name}: cannot serve datastore '{file.datastore}'")
                 log.info(
                     "%s: %s cannot serve datastore '%s'; trying the next mode",
@@ -63,7 +66,7 @@ class FallbackTransport(Transport):
                 failures.append(exc)
                 log.warning("%s: %s failed (%s); trying the next mode", file, mode.name, exc)
                 continue
-            self.served_by[str(file)] = mode.name
+            self._served_by[str(file)] = mode.name
             if reasons:
                 self.reasons[str(file)] = reasons
             return handle

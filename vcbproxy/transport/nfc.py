@@ -6,24 +6,31 @@ consolidated disk as of the snapshot, never a chain of layers: the export writes
 directly instead of going through ``DiskChain``. Config files (.vmx, .nvram, logs) are
 not in the lease; ``open`` serves them over the datastore file service (nbdssl).
 
-The lease (``vcbproxy.vsphere.lease.ExportLease``) is kept alive with progress calls
-while grains arrive; the lease's own ``with`` block completes it, or aborts it with the
-error message.
+The lease (``vcbproxy.vsphere.lease.ExportLease``, opened by :meth:`NfcTransport.disks_at`
+through the session) is kept alive with progress calls while grains arrive; the lease's own
+``with`` block completes it, or aborts it with the error message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from vcbproxy import errors
-from vcbproxy.models import DatastorePath
+from vcbproxy.models import DatastorePath, DiskInfo, SnapshotRef
+from vcbproxy.staging.atomic import AtomicFile
 from vcbproxy.transport.base import RandomAccess, Transport
+from vcbproxy.transport.disks import Areas, DiskSource, DiskTarget, SnapshotDisks
 from vcbproxy.transport.https import NbdSslTransport, _ConnectionPool
 from vcbproxy.transport.retry import describe
+from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.copy import DiskCopyResult, copy_grains
+from vcbproxy.vmdk.writers import DiskWriter, open_writer
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +269,15 @@ class NfcTransport(Transport):
 
     # -- Transport --------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def disks_at(self, snapshot: SnapshotRef, disks: Sequence[DiskInfo]) -> Iterator[LeaseDisks]:
+        """An ExportSnapshot lease for the block: completed when it ends normally, aborted
+        (naming the error) when it ends by an exception."""
+        with self.session.export_lease(snapshot) as lease:
+            self.attach(lease)
+            entries = [entry for entry in lease.device_urls if entry.get("disk")]
+            yield LeaseDisks(self, match_lease_disks(disks, entries))
+
     def open(self, *, file: DatastorePath) -> RandomAccess:
         """A file that is not in the lease (.vmx, .nvram, logs), read over nbdssl; lease
         disks are opened by their device URL with :meth:`open_disk`."""
@@ -274,3 +290,112 @@ class NfcTransport(Transport):
     def close(self) -> None:
         self.pool.close()
         self._files.close()
+
+
+def match_lease_disks(disks: Sequence[DiskInfo], entries: list[dict]) -> dict[str, dict]:
+    """Map each disk to its lease URL: by device key where the lease names it, else in device order."""
+    by_key = {}
+    for entry in entries:
+        tail = str(entry.get("key", "")).rstrip("/").rsplit("/", 1)[-1]
+        if tail.isdigit():
+            by_key[int(tail)] = entry
+    if all(d.key in by_key for d in disks if not d.independent) and by_key:
+        return {d.device_id: by_key[d.key] for d in disks if d.key in by_key}
+    if len(entries) != len(disks):
+        raise errors.TransportError(
+            f"the NFC lease offers {len(entries)} disks but the snapshot has {len(disks)}; use -m nbdssl"
+        )
+    return {d.device_id: e for d, e in zip(disks, entries, strict=True)}
+
+
+class LeaseDisks(SnapshotDisks):
+    """The disks of a lease: each is streamed whole by the host, only its allocated grains,
+    so the allocation map is never asked for."""
+
+    def __init__(self, transport: NfcTransport, entries: dict[str, dict]):
+        self.transport = transport
+        self.entries = entries  # device id -> device URL
+
+    def open(self, disk: DiskInfo, *, label: str, allocated: Callable[[], Areas]) -> LeaseDisk:
+        return LeaseDisk(self.transport, self.entries[disk.device_id], disk, label=label)
+
+
+class StoredStream:
+    """The writer for ``-m nfc --format stream``: the host already sends streamOptimized, so
+    its bytes are stored as they arrive (``sink``, fed by the transport) instead of being
+    inflated and deflated again. The grains ``copy_grains`` writes here were parsed from
+    those same bytes only to hash the content and prove the stream whole; they are dropped.
+
+    The embedded descriptor names the extent as the host chose; a streamOptimized VMDK is a
+    single monolithic extent, so readers (qemu-img, ``verify``) use the file itself, and
+    the export's .vmx names the file by its staged name."""
+
+    def __init__(self, path: Path):
+        self.sink = AtomicFile(path)
+        self.name = path.name
+        self.sha256 = ""
+
+    def write(self, offset: int, data: bytes) -> None:
+        pass
+
+    def close(self) -> list[str]:
+        self.sha256 = self.sink.commit()
+        return [self.name]
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+class LeaseDisk(DiskSource):
+    def __init__(self, transport: NfcTransport, entry: dict, disk: DiskInfo, *, label: str):
+        self.transport = transport
+        self.entry = entry
+        self.disk = disk
+        self.label = label
+        self.capacity = disk.capacity
+
+    def copy_to(
+        self, target: DiskTarget, *, advance: Callable[[int], None], checksum: bool
+    ) -> DiskCopyResult:
+        disk = self.disk
+        writer: StoredStream | DiskWriter
+        if target.fmt == "stream":
+            writer = StoredStream(target.directory / (target.basename + ".vmdk"))
+        else:
+            writer = open_writer(
+                target.fmt, target.directory, target.basename, disk.capacity, uuid=target.uuid
+            )
+        source = None
+        try:
+            sink = writer.sink if isinstance(writer, StoredStream) else None
+            source = self.transport.open_disk(self.entry, sink=sink)
+            if source.capacity != disk.capacity:
+                raise errors.TransportError(
+                    f"{disk.label}: the NFC stream has {source.capacity} bytes, the disk {disk.capacity}"
+                )
+            result = copy_grains(
+                source.grains(),
+                writer,
+                capacity=disk.capacity,
+                advance=advance,
+                checksum=checksum,
+            )
+            source.close()
+            closing = time.monotonic()
+            result.files = writer.close()
+            result.sync_seconds = time.monotonic() - closing
+            if isinstance(writer, StoredStream) and result.content_sha256:
+                # the stored bytes were hashed as they arrived
+                result.file_sha256[writer.name] = writer.sha256
+        except VmdkError as exc:
+            writer.abort()
+            raise errors.TransportError(
+                f"{self.label}: the NFC stream is not a valid streamOptimized VMDK: {exc}"
+            ) from exc
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            if source is not None:
+                source.close()
+        return result

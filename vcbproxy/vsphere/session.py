@@ -25,9 +25,10 @@ from http.cookies import SimpleCookie
 from pyVmomi import SoapAdapter, vim
 
 from vcbproxy import errors
-from vcbproxy.models import DatastorePath, ServerSpec
+from vcbproxy.models import DatastorePath, ServerSpec, SnapshotRef
 from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
 from vcbproxy.vsphere.faults import translate
+from vcbproxy.vsphere.lease import ExportLease
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,10 @@ class Session:
             scheme=scheme,
             datacenter=datacenter or self.datacenter,
         )
+
+    def export_lease(self, snapshot: SnapshotRef) -> ExportLease:
+        """An NFC export lease on ``snapshot``, ready (a context manager: completed or aborted)."""
+        return ExportLease.for_snapshot(self, snapshot)
 
     def mo(self, cls, moref: str):
         """A pyVmomi managed object bound to this session (e.g. ``mo(vim.VirtualMachine, "vm-1")``)."""

@@ -206,7 +206,7 @@ def copy_runs(
     """Copy ``runs`` (offset, length, source, source_offset) into ``writer``.
 
     ``stream_of(source, offset, length)`` yields the bytes of a layer file range; if it
-    also has ``open(source)`` (``vcbproxy.jobs.diskread.LayerFiles``), holes of the
+    also has ``open(source)`` (``vcbproxy.transport.chain.LayerFiles``), holes of the
     sources are skipped and a kernel copy is used where source and writer allow it. The
     content hash covers zeros too, so it equals ``sha256`` of the raw disk — the value
     tests and ``verify`` compare with the source. ``checksum=False`` leaves it empty.
