@@ -30,7 +30,10 @@ code  name               meaning
 
 from __future__ import annotations
 
+import logging
 import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 OK = 0
 FAILURE = 1
@@ -78,10 +81,6 @@ class VcbProxyError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
-
-    @property
-    def message(self) -> str:
-        return str(self)
 
 
 class UsageError(VcbProxyError):
@@ -152,21 +151,34 @@ class Interrupted(BaseException):
         self.exit_code = SIGINT if signum == signal.SIGINT else SIGTERM
 
 
-class Warnings:
-    """Collects warnings during a job; a job that finishes with any exits 3 (borg-style)."""
+def severity(code: int) -> int:
+    """How bad an exit code is: 0, then 3 (done with warnings), then every failure, the higher
+    code the more specific (the signals last)."""
+    return 0 if code == OK else 1 if code == WARNINGS else 2 + code
 
-    def __init__(self) -> None:
-        self.items: list[str] = []
 
-    def add(self, message: str) -> None:
-        import logging
+def worst(codes: Iterable[int]) -> int:
+    """The exit code of a run made of several (VMs of one mount, tools of one VCB call):
+    the most severe of ``codes``; 0 when there are none."""
+    return max(codes, key=severity, default=OK)
 
-        logging.getLogger("vcbproxy").warning(message)
-        self.items.append(message)
 
-    def __bool__(self) -> bool:
-        return bool(self.items)
+@dataclass
+class Outcome:
+    """What a job ended with, borg-style: the warnings it collected along the way (done, but
+    exit 3) or the error that stopped it. Job results extend it; :meth:`warn` is the one way
+    a job reports a warning."""
+
+    warnings: list[str] = field(default_factory=list, kw_only=True)
+    error: VcbProxyError | None = field(default=None, kw_only=True)
+
+    def warn(self, message: str, log: logging.Logger | None = None) -> None:
+        """Log ``message`` as a warning now and keep it for the summary and the exit code."""
+        (log or logging.getLogger("vcbproxy")).warning("%s", message)
+        self.warnings.append(message)
 
     @property
     def exit_code(self) -> int:
-        return WARNINGS if self.items else OK
+        if self.error is not None:
+            return self.error.exit_code
+        return WARNINGS if self.warnings else OK

@@ -6,7 +6,12 @@ package converts at its edge. Sizes are bytes, offsets are bytes.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
+
+from vcbproxy import errors
+
+DEFAULT_PORT = 443  # the SDK's HTTPS port
 
 
 @dataclass
@@ -19,6 +24,31 @@ class ServerSpec:
     thumbprint: str | None = None  # SHA-1 or SHA-256 pin, instead of CA verification
     ca_file: str | None = None
     timeout: float = 60.0
+
+    @property
+    def host(self) -> str:
+        """The host part of ``server`` (what SSH mode connects to by default)."""
+        return parse_server(self.server)[0]
+
+
+def parse_server(server: str) -> tuple[str, int, str]:
+    """ "host", "host:port", "[v6]:port" or "https://host:port/sdk" -> (host, port, path)."""
+    text = (server or "").strip()
+    if not text:
+        raise errors.UsageError("no server given")
+    if "://" not in text:
+        text = "https://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "https":
+        raise errors.UsageError(f"server {server!r}: only https is supported for the SDK")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise errors.UsageError(f"server {server!r}: bad port") from exc
+    if not parts.hostname:
+        raise errors.UsageError(f"server {server!r}: no host name")
+    path = parts.path.rstrip("/") or "/sdk"
+    return parts.hostname, port, path
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,52 @@ def test_san_with_an_unmapped_datastore_names_it_and_exits_13(env, lab, lab_clie
     assert "not mapped" in res.err and "--san-map datastore2=" in res.err, res
 
 
+def datastore_urls(si) -> dict[str, str]:
+    """{name: "ds:///vmfs/volumes/<uuid>/"} as the server reports them, read with pyVmomi."""
+    from pyVmomi import vim
+
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.Datastore], True)
+    try:
+        return {ds.name: ds.summary.url for ds in view.view}
+    finally:
+        view.Destroy()
+
+
+def test_san_map_by_datastore_url_reads_the_datastores_it_names(
+    env, lab, lab_si, lab_client, tmp_path
+):
+    """``--san-map ds:///vmfs/volumes/<uuid>/=PATH``: a mapping that survives a datastore's
+    rename. The server says which datastore has which URL."""
+    urls = datastore_urls(lab_si)
+    assert set(urls) >= set(lab.info["datastores"]) and all(
+        u.startswith("ds:///vmfs/volumes/") for u in urls.values()
+    )
+    maps = []
+    for name, path in lab.info["datastores"].items():
+        maps += ["--san-map", f"{urls[name]}={path}"]
+    target = tmp_path / "o"
+    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san", *maps, "-q")
+    assert res.code == 0, res
+    meta = assert_export_matches_lab(target, lab_client, tmp_path)
+    assert meta["transport"]["mode"] == "san"
+    assert_clean(lab_client, target)
+    # A URL no datastore has maps nothing: the datastore is named as unmapped.
+    res = run(
+        env,
+        "mount",
+        "-a",
+        f"name:{VM}",
+        "-r",
+        str(tmp_path / "none"),
+        "-m",
+        "san",
+        "--san-map",
+        f"ds:///vmfs/volumes/no-such-uuid/={tmp_path}",
+    )
+    assert_clean_failure(res, 13, "not mapped", lab_client, VM, tmp_path / "none")
+
+
 def test_san_disk_shorter_than_its_descriptor_is_a_transport_error_not_a_crash(
     env, lab, lab_client, tmp_path
 ):

@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create
+from vcbproxy.transport import HttpOptions, ModeOptions, NfcOptions, SanOptions, create
 
 COOKIE = 'vmware_soap_session="52e2c1a4-test"'
 
@@ -273,7 +273,10 @@ def session(https_server, pki):
     return LocalSession("127.0.0.1", https_server.server_address[1], COOKIE, context)
 
 
-FAST = TransportOptions(retries=3, backoff=0.01, timeout=10)
+FAST = ModeOptions(
+    http=HttpOptions(retries=3, backoff=0.01, timeout=10),
+    nfc=NfcOptions(retries=3, backoff=0.01, timeout=10),
+)
 DISK = DatastorePath("datastore1", "vm 1/disk-flat.vmdk")
 
 
@@ -482,7 +485,9 @@ def test_pinned_thumbprint_refuses_another_certificate(session):
 
 def test_nbd_plain_http(http_server, datastores):
     plain = LocalSession("127.0.0.1", 1, COOKIE, None)  # SOAP port unused by nbd
-    options = TransportOptions(nbd_port=http_server.server_address[1], retries=2, backoff=0.01)
+    options = ModeOptions(
+        http=HttpOptions(nbd_port=http_server.server_address[1], retries=2, backoff=0.01)
+    )
     with create("nbd", session=plain, options=options) as t:
         f = t.open(file=DISK)
         assert sha(b"".join(f.stream(0, f.size))) == sha(datastores[1]["vm 1/disk-flat.vmdk"])
@@ -493,7 +498,7 @@ def test_nbd_without_plain_service_is_refused_clearly(session):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    options = TransportOptions(nbd_port=port, retries=2, backoff=0.01)
+    options = ModeOptions(http=HttpOptions(nbd_port=port, retries=2, backoff=0.01))
     with (
         create("nbd", session=session, options=options) as t,
         pytest.raises(
@@ -517,8 +522,9 @@ def test_closed_transport_refuses_use(session):
 
 def test_fallback_san_then_nbdssl_records_who_served(session, datastores):
     root, files = datastores
-    options = TransportOptions(
-        retries=1, backoff=0.01, san_map={"datastore2": str(root / "datastore2")}
+    options = ModeOptions(
+        http=HttpOptions(retries=1, backoff=0.01),
+        san=SanOptions(san_map={"datastore2": str(root / "datastore2")}),
     )
     with create("san:nbdssl", session=session, options=options) as t:
         f = t.open(file=DISK)  # datastore1 is not mapped: nbdssl serves it
@@ -534,7 +540,10 @@ def test_fallback_open_failure_falls_through_and_all_failing_is_clear(session, d
     root, files = datastores
     # SAN mapped to an empty directory: the file is missing there, the network has it.
     empty = root / "datastore2"
-    options = TransportOptions(retries=1, backoff=0.01, san_map={"datastore1": str(empty)})
+    options = ModeOptions(
+        http=HttpOptions(retries=1, backoff=0.01),
+        san=SanOptions(san_map={"datastore1": str(empty)}),
+    )
     with create("san:nbdssl", session=session, options=options) as t:
         assert t.open(file=DISK).pread(0, 8) == files["vm 1/disk-flat.vmdk"][:8]
         assert t.served_by[str(DISK)] == "nbdssl"

@@ -9,7 +9,8 @@ import pytest
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create
+from vcbproxy.transport import ModeOptions, SanOptions, create
+from vcbproxy.transport.san import SanTransport
 
 MiB = 1 << 20
 # 64 KiB-aligned data regions so every filesystem reports the same extents.
@@ -36,9 +37,9 @@ def volume(tmp_path):
     return root, bytes(expected)
 
 
-def san(root, **kw):
+def san(root):
     return create(
-        "san", session=None, options=TransportOptions(san_map={"datastore1": str(root)}, **kw)
+        "san", session=None, options=ModeOptions(san=SanOptions(san_map={"datastore1": str(root)}))
     )
 
 
@@ -140,10 +141,9 @@ def test_unmapped_datastore_is_refused_with_the_fix(volume):
 def test_mapping_by_datastore_url(volume):
     root, expected = volume
     url = "ds:///vmfs/volumes/5f1a2b3c-aaaa/"
-    options = TransportOptions(
-        san_map={url.rstrip("/"): str(root)}, datastore_urls={"datastore1": url}
-    )
-    with create("san", session=None, options=options) as t:
+    # The session says which datastore has which URL (Session.datastore_urls); here, by hand.
+    options = SanOptions(san_map={url.rstrip("/"): str(root)})
+    with SanTransport(options=options, datastore_urls={"datastore1": url}) as t:
         assert t.open(file=DISK).pread(0, 100) == expected[:100]
         assert t.can_serve(DISK)
         assert not t.can_serve(DatastorePath("other", "x"))

@@ -9,7 +9,7 @@ import pytest
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create, sshstream
+from vcbproxy.transport import ModeOptions, SshOptions, create, sshstream
 from vcbproxy.transport import ssh as ssh_module
 
 MiB = 1 << 20
@@ -32,20 +32,20 @@ def files(sshd):
     return data
 
 
-def options(sshd, **kw) -> TransportOptions:
+def options(sshd, **kw) -> ModeOptions:
     base = dict(
-        ssh_host=sshd.host,
-        ssh_port=sshd.port,
-        ssh_user=sshd.user,
-        ssh_key=sshd.client_key,
-        ssh_known_hosts=sshd.known_hosts,
-        ssh_root=str(sshd.volumes_root),
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key=sshd.client_key,
+        known_hosts=sshd.known_hosts,
+        root=str(sshd.volumes_root),
         retries=4,
         backoff=0.05,
         timeout=20,
     )
     base.update(kw)
-    return TransportOptions(**base)
+    return ModeOptions(ssh=SshOptions(**base))
 
 
 DISK = DatastorePath(DS, f"{DIR}/disk-flat.vmdk")
@@ -110,7 +110,7 @@ def test_python_reader_sends_zero_blocks_as_records(sshd, files, mostly_zeros, c
 
 
 def test_ssh_reader_dd_sends_every_byte(sshd, files, mostly_zeros):
-    with create("ssh", session=None, options=options(sshd, ssh_reader="dd")) as t:
+    with create("ssh", session=None, options=options(sshd, reader="dd")) as t:
         f = t.open(file=DatastorePath(DS, f"{DIR}/zeros-flat.vmdk"))
         assert b"".join(f.stream(0, f.size)) == mostly_zeros
         assert t.reader == "dd"
@@ -177,7 +177,7 @@ def test_parallel_channels_yield_in_order(sshd, files, monkeypatch):
     monkeypatch.setattr(ssh_module, "SEGMENT", 4 * MiB)
     monkeypatch.setattr(ssh_module, "PARALLEL_MIN", 8 * MiB)
     expected = files["disk-flat.vmdk"]
-    with create("ssh", session=None, options=options(sshd, ssh_channels=3)) as t:
+    with create("ssh", session=None, options=options(sshd, channels=3)) as t:
         f = t.open(file=DISK)
         start = 777
         assert (
@@ -220,7 +220,7 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(sshd, files, tmp_path)
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with (
-        create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(empty))) as t,
+        create("ssh", session=None, options=options(sshd, known_hosts=str(empty))) as t,
         pytest.raises(errors.ConnectionFailure) as info,
     ):
         t.open(file=DISK)
@@ -232,22 +232,22 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(sshd, files, tmp_path)
 def test_accept_new_records_the_key(sshd, files, tmp_path):
     known = tmp_path / "sub" / "known_hosts"
     with create(
-        "ssh", session=None, options=options(sshd, ssh_known_hosts=str(known), ssh_accept_new=True)
+        "ssh", session=None, options=options(sshd, known_hosts=str(known), accept_new=True)
     ) as t:
         assert t.open(file=DISK).size == len(files["disk-flat.vmdk"])
     assert f"[{sshd.host}]:{sshd.port} " in known.read_text()
     # recorded: later runs need no flag
-    with create("ssh", session=None, options=options(sshd, ssh_known_hosts=str(known))) as t:
+    with create("ssh", session=None, options=options(sshd, known_hosts=str(known))) as t:
         assert t.open(file=DISK).pread(0, 4) == files["disk-flat.vmdk"][:4]
 
 
 def test_pinned_fingerprint(sshd, files, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    pinned = options(sshd, ssh_known_hosts=str(empty), ssh_fingerprint=sshd.host_key_fingerprint)
+    pinned = options(sshd, known_hosts=str(empty), fingerprint=sshd.host_key_fingerprint)
     with create("ssh", session=None, options=pinned) as t:
         assert t.open(file=DISK).pread(0, 4) == files["disk-flat.vmdk"][:4]
-    wrong = options(sshd, ssh_known_hosts=str(empty), ssh_fingerprint="SHA256:" + "A" * 43)
+    wrong = options(sshd, known_hosts=str(empty), fingerprint="SHA256:" + "A" * 43)
     with (
         create("ssh", session=None, options=wrong) as t,
         pytest.raises(errors.ConnectionFailure, match="not the pinned SHA256:AAAA"),
@@ -267,7 +267,7 @@ def test_changed_host_key_is_refused(sshd, files, tmp_path):
         create(
             "ssh",
             session=None,
-            options=options(sshd, ssh_known_hosts=str(known), ssh_accept_new=True),
+            options=options(sshd, known_hosts=str(known), accept_new=True),
         ) as t,
         pytest.raises(errors.ConnectionFailure, match="refusing"),
     ):
@@ -281,7 +281,7 @@ def test_wrong_client_key_is_auth_error(sshd, files, tmp_path):
     path = tmp_path / "id_ecdsa"
     key.write_private_key_file(str(path))
     with (
-        create("ssh", session=None, options=options(sshd, ssh_key=str(path))) as t,
+        create("ssh", session=None, options=options(sshd, key=str(path))) as t,
         pytest.raises(errors.AuthError, match="SSH login as .* refused"),
     ):
         t.open(file=DISK)
@@ -293,7 +293,7 @@ def test_sizes_come_from_one_listing_and_small_reads_from_one_command(sshd, file
     the host's Python, the listing also brings the small files' contents), and the small
     reads of a VMDK's metadata are served from one read-ahead window."""
     expected = files["disk-flat.vmdk"]
-    with create("ssh", session=None, options=options(sshd, ssh_reader=ssh_reader)) as t:
+    with create("ssh", session=None, options=options(sshd, reader=ssh_reader)) as t:
         opened = {name: t.open(file=DatastorePath(DS, f"{DIR}/{name}")) for name in files}
         assert {name: f.size for name, f in opened.items()} == {n: len(d) for n, d in files.items()}
         assert t.stats.requests == 1

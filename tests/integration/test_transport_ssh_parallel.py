@@ -10,7 +10,7 @@ import os
 import pytest
 
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create, sshstream
+from vcbproxy.transport import ModeOptions, SshOptions, create, sshstream
 from vcbproxy.transport import ssh as ssh_module
 
 MIB = 1 << 20
@@ -19,21 +19,21 @@ DIRECTORY = "vm 'x' $(y)"  # quoting: a name a shell would misread
 DISK = DatastorePath(DATASTORE, f"{DIRECTORY}/disk-flat.vmdk")
 
 
-def options(sshd, **extra) -> TransportOptions:
+def options(sshd, **extra) -> ModeOptions:
     base = dict(
-        ssh_host=sshd.host,
-        ssh_port=sshd.port,
-        ssh_user=sshd.user,
-        ssh_key=sshd.client_key,
-        ssh_known_hosts=sshd.known_hosts,
-        ssh_root=str(sshd.volumes_root),
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key=sshd.client_key,
+        known_hosts=sshd.known_hosts,
+        root=str(sshd.volumes_root),
         retries=4,
         backoff=0.05,
         timeout=20,
-        ssh_channels=3,
+        channels=3,
     )
     base.update(extra)
-    return TransportOptions(**base)
+    return ModeOptions(ssh=SshOptions(**base))
 
 
 @pytest.fixture(scope="module")

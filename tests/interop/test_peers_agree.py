@@ -20,7 +20,7 @@ import pytest
 from pyVim.connect import Disconnect, SmartConnect
 
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import TransportOptions, create
+from vcbproxy.transport import HttpOptions, ModeOptions, SshOptions, create
 
 MiB = 1 << 20
 
@@ -89,7 +89,7 @@ def test_nbdssl_reads_what_the_endpoint_stores(vsphere_endpoint, disk):
             datacenter=ep.datacenter,
             thumbprint=ep.thumbprint_sha256,
         )
-        options = TransportOptions(retries=2, backoff=0.05, timeout=20)
+        options = ModeOptions(http=HttpOptions(retries=2, backoff=0.05, timeout=20))
         with create("nbdssl", session=session, options=options) as t:
             f = t.open(file=DatastorePath(disk.datastore, disk.rel))
             assert f.size == len(disk.data)
@@ -102,16 +102,18 @@ def test_nbdssl_reads_what_the_endpoint_stores(vsphere_endpoint, disk):
 def test_ssh_over_openssh_reads_what_the_endpoint_stores(vsphere_endpoint, disk, sshd):
     ep = vsphere_endpoint
     sshd.expose(disk.datastore, ep.datastores[disk.datastore])
-    options = TransportOptions(
-        ssh_host=sshd.host,
-        ssh_port=sshd.port,
-        ssh_user=sshd.user,
-        ssh_key=sshd.client_key,
-        ssh_known_hosts=sshd.known_hosts,
-        ssh_root=sshd.root,
-        retries=2,
-        backoff=0.05,
-        timeout=20,
+    options = ModeOptions(
+        ssh=SshOptions(
+            host=sshd.host,
+            port=sshd.port,
+            user=sshd.user,
+            key=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+            root=sshd.root,
+            retries=2,
+            backoff=0.05,
+            timeout=20,
+        )
     )
     with create("ssh", session=None, options=options) as t:
         f = t.open(file=DatastorePath(disk.datastore, disk.rel))

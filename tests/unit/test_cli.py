@@ -89,6 +89,47 @@ def test_version_and_exit_code_table_in_help():
     ],
 )
 def test_ssh_host_defaults_to_the_servers_host_ipv6_included(server, host):
-    from vcbproxy.cli.options import _server_host
+    # what transport_options gives -m ssh when --ssh-host is not given
+    from vcbproxy.models import ServerSpec
 
-    assert _server_host(server) == host
+    assert ServerSpec(server=server, user="u").host == host
+
+
+VM_COMMANDS = {
+    ("mount",): ["-r", "/nonexistent/o"],
+    ("backup",): ["--repo", "/nonexistent/r"],
+    ("compare",): ["--workdir", "/nonexistent/w", "--no-chart"],
+    ("cbt", "enable"): [],
+    ("cbt", "disable"): [],
+    ("cbt", "status"): [],
+    ("snapshot", "create"): [],
+    ("snapshot", "list"): [],
+    ("snapshot", "delete"): ["snapshot-1"],
+}
+
+
+def test_every_command_naming_a_vm_takes_the_one_vm_option():
+    """-a/--vm comes from one decorator (cli.options.vm_option), whatever the command."""
+    found = set()
+    for path in all_commands():
+        cmd = cli
+        for name in path:
+            cmd = cmd.commands[name]
+        for param in cmd.params:
+            if "-a" in getattr(param, "opts", ()):
+                assert param.opts == ["-a", "--vm"] and param.name == "vm_text", path
+                found.add(path)
+    assert found == set(VM_COMMANDS)
+
+
+@pytest.mark.parametrize("path", list(VM_COMMANDS), ids=lambda p: " ".join(p))
+def test_a_bad_vm_selector_is_refused_before_anything_connects(path, monkeypatch, capsys):
+    from vcbproxy.cli import main
+
+    for name in ("VCBPROXY_SERVER", "VCBPROXY_USER", "VCBPROXY_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VCBPROXY_PASSWORD", "p")  # no prompt, and no server to reach
+    with pytest.raises(SystemExit) as exit_:
+        main([*path, "-a", "colour:blue", *VM_COMMANDS[path]])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "bad selector 'colour:blue'" in err, err

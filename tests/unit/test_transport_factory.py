@@ -6,7 +6,7 @@ import pytest
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import MODES, TransportOptions, create, parse_chain
+from vcbproxy.transport import MODES, ModeOptions, SanOptions, SshOptions, create, parse_chain
 from vcbproxy.transport.base import resolve_relative
 from vcbproxy.transport.fallback import FallbackTransport
 from vcbproxy.transport.san import SanTransport
@@ -25,14 +25,14 @@ def test_parse_chain():
 
 def test_unknown_mode_lists_modes():
     with pytest.raises(errors.UsageError) as info:
-        create("tape", session=None, options=TransportOptions())
+        create("tape", session=None, options=ModeOptions())
     assert all(m in str(info.value) for m in MODES)
     assert info.value.exit_code == errors.USAGE
 
 
 def test_hotadd_is_refused_not_faked():
     with pytest.raises(errors.UnsupportedError) as info:
-        create("hotadd", session=None, options=TransportOptions())
+        create("hotadd", session=None, options=ModeOptions())
     assert str(info.value) == (
         "hotadd needs the proxy to be a VM on the same ESXi host as the VM and is not available; "
         "use one of: nbdssl, nbd, san, ssh, nfc"
@@ -44,7 +44,9 @@ def test_chain_builds_fallback(tmp_path):
     t = create(
         "san:ssh",
         session=None,
-        options=TransportOptions(san_map={"ds": str(tmp_path)}, ssh_host="127.0.0.1"),
+        options=ModeOptions(
+            san=SanOptions(san_map={"ds": str(tmp_path)}), ssh=SshOptions(host="127.0.0.1")
+        ),
     )
     assert isinstance(t, FallbackTransport)
     assert [m.name for m in t.modes] == ["san", "ssh"]
@@ -53,12 +55,12 @@ def test_chain_builds_fallback(tmp_path):
 
 
 def test_password_not_in_repr():
-    assert "hunter2" not in repr(TransportOptions(ssh_password="hunter2"))
+    assert "hunter2" not in repr(ModeOptions(ssh=SshOptions(password="hunter2")))
 
 
 def test_ssh_needs_a_host():
     with pytest.raises(errors.UsageError, match="--ssh-host"):
-        create("ssh", session=None, options=TransportOptions())
+        create("ssh", session=None, options=ModeOptions())
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,23 @@ from pathlib import Path
 import click
 
 from vcbproxy import errors
-from vcbproxy.cli.options import output_options, progress_mode, server_options, transport_options
-from vcbproxy.cli.vms import SELECTOR_HELP
+from vcbproxy.cli.options import (
+    VmFlag,
+    output_options,
+    progress_mode,
+    server_options,
+    transport_options,
+    vm_option,
+)
+from vcbproxy.jobs import cbt as cbt_job
+from vcbproxy.jobs.backup import BackupOptions
+from vcbproxy.jobs.backup import backup as do_backup
+from vcbproxy.jobs.compare import CompareOptions, check_chart, render_table, write_reports
+from vcbproxy.jobs.compare import compare as do_compare
 from vcbproxy.jobs.connection import connect
-from vcbproxy.selectors import parse_selector
+from vcbproxy.jobs.restore_point import restore_point as do_restore_point
+from vcbproxy.jobs.signals import signals_raise
+from vcbproxy.progress import Progress
 from vcbproxy.vmdk.writers import FORMATS
 
 
@@ -20,48 +33,45 @@ def cbt() -> None:
     """Changed block tracking of a VM: enable, disable, status."""
 
 
-def _tracking(selector: str, server, enabled: bool | None) -> None:
-    from vcbproxy.jobs import cbt as cbt_job
-    from vcbproxy.vsphere.inventory import resolve_vm
-
+def _tracking(vm: VmFlag, server, enabled: bool | None) -> None:
     with connect(server()) as session:
-        vm = resolve_vm(session, parse_selector(selector))
+        ref = vm.resolve(session)
         disks = (
-            cbt_job.status(session, vm)
+            cbt_job.status(session, ref)
             if enabled is None
-            else cbt_job.set_tracking(session, vm, enabled)
+            else cbt_job.set_tracking(session, ref, enabled)
         )
     for disk in disks:
         state = disk.change_id or ("independent: not tracked" if disk.independent else "off")
-        click.echo(f"{vm.name} {disk.device_id} ({disk.label}): {state}")
+        click.echo(f"{ref.name} {disk.device_id} ({disk.label}): {state}")
 
 
 @cbt.command("enable")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @server_options
-def enable(selector, server):
+def enable(vm, server):
     """Turn CBT on (reconfigure, then a snapshot cycle so it takes effect) and show the change IDs."""
-    _tracking(selector, server, True)
+    _tracking(vm, server, True)
 
 
 @cbt.command("disable")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @server_options
-def disable(selector, server):
+def disable(vm, server):
     """Turn CBT off; the next backup of this VM will be a full read."""
-    _tracking(selector, server, False)
+    _tracking(vm, server, False)
 
 
 @cbt.command("status")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @server_options
-def status(selector, server):
+def status(vm, server):
     """Show each disk's current change ID (or that tracking is off)."""
-    _tracking(selector, server, None)
+    _tracking(vm, server, None)
 
 
 @click.command("backup")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @click.option(
     "--repo",
     required=True,
@@ -98,7 +108,7 @@ def status(selector, server):
 @output_options
 @server_options
 def backup(
-    selector,
+    vm,
     repo,
     mode,
     quiesce,
@@ -111,12 +121,6 @@ def backup(
 ):
     """Back up a VM into a CBT repository: the first run reads the allocated areas, later runs
     only what changed since the previous run's change ID."""
-    from vcbproxy.jobs.backup import BackupOptions
-    from vcbproxy.jobs.backup import backup as do_backup
-    from vcbproxy.jobs.signals import signals_raise
-    from vcbproxy.progress import Progress
-    from vcbproxy.vsphere.inventory import resolve_vm
-
     spec = server()
     options = BackupOptions(
         repo=repo,
@@ -129,8 +133,7 @@ def backup(
     progress = Progress.create(progress_mode(json_output, quiet))
     try:
         with signals_raise(), connect(spec) as session:
-            vm = resolve_vm(session, parse_selector(selector))
-            result = do_backup(session, vm, options, progress)
+            result = do_backup(session, vm.resolve(session), options, progress)
     finally:
         progress.close()
     summary = {
@@ -176,15 +179,13 @@ def backup(
 @click.option("--vm", help="VM name or uuid, when the repository holds several.")
 def restore_point(repo, run_number, out, fmt, vm):
     """Rebuild every disk of a VM as of run N of a CBT repository."""
-    from vcbproxy.jobs.restore_point import restore_point as do_restore_point
-
     result = do_restore_point(repo, run_number, out, fmt=fmt, vm=vm)
     for device, disk in result.disks.items():
         click.echo(f"{device}: {disk['files'][0]} sha256 {disk['sha256']}")
 
 
 @click.command("compare")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @click.option(
     "--runs", type=click.IntRange(1), default=3, show_default=True, help="Backup runs of each kind."
 )
@@ -227,7 +228,7 @@ def restore_point(repo, run_number, out, fmt, vm):
 @output_options
 @server_options
 def compare(
-    selector,
+    vm,
     runs,
     churn_percent,
     lab_info,
@@ -245,12 +246,6 @@ def compare(
     Reports bytes read from the host, bytes written, backup window and time on a snapshot,
     as a table, WORKDIR/compare.csv, compare.json and compare.png.
     """
-    from vcbproxy.jobs.compare import CompareOptions, check_chart, render_table, write_reports
-    from vcbproxy.jobs.compare import compare as do_compare
-    from vcbproxy.jobs.signals import signals_raise
-    from vcbproxy.progress import Progress
-    from vcbproxy.vsphere.inventory import resolve_vm
-
     if not no_chart:
         check_chart()
     churn = None
@@ -259,7 +254,7 @@ def compare(
             raise errors.UsageError(
                 "--churn writes into the guest through the lab: give --lab-info"
             )
-        from vcblab.client import LabClient
+        from vcblab.client import LabClient  # the lab: only for --churn, never otherwise
 
         try:
             lab = LabClient(json.loads(lab_info.readline()))
@@ -284,8 +279,7 @@ def compare(
     progress = Progress.create(progress_mode(json_output, quiet))
     try:
         with signals_raise(), connect(spec) as session:
-            vm = resolve_vm(session, parse_selector(selector))
-            rows = do_compare(session, vm, options, progress)
+            rows = do_compare(session, vm.resolve(session), options, progress)
     finally:
         progress.close()
     paths = write_reports(rows, workdir, chart=not no_chart)

@@ -7,16 +7,24 @@ from pathlib import Path
 import click
 
 from vcbproxy import errors
-from vcbproxy.cli.options import output_options, progress_mode, server_options, transport_options
-from vcbproxy.cli.vms import SELECTOR_HELP
+from vcbproxy.cli.options import (
+    output_options,
+    progress_mode,
+    server_options,
+    transport_options,
+    vm_option,
+)
 from vcbproxy.hooks import Hook, parse_hook
 from vcbproxy.jobs.connection import connect
-from vcbproxy.selectors import parse_selector
+from vcbproxy.jobs.export import ExportOptions, export
+from vcbproxy.jobs.signals import signals_raise
+from vcbproxy.jobs.unmount import unmount as do_unmount
+from vcbproxy.progress import Progress
 from vcbproxy.vmdk.writers import FORMATS
 
 
 @click.command("mount")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @click.option(
     "-r",
     "--dir",
@@ -116,7 +124,7 @@ from vcbproxy.vmdk.writers import FORMATS
 @output_options
 @server_options
 def mount(
-    selector,
+    vm,
     target,
     export_type,
     mode,
@@ -142,15 +150,10 @@ def mount(
     catalog, MANIFEST.sha256, vcbproxy.json and the run's log. The snapshot is removed on
     every path, including errors, Ctrl-C and SIGTERM.
     """
-    from vcbproxy.jobs.export import ExportOptions, export
-    from vcbproxy.jobs.signals import signals_raise
-    from vcbproxy.progress import Progress
-
     if export_type == "file":
         raise errors.UnsupportedError(
             "-t file (file-level mount of a guest file system) is not offered; use -t fullvm"
         )
-    sel = parse_selector(selector)
     spec = server()
     options = ExportOptions(
         target=target,
@@ -170,10 +173,9 @@ def mount(
     progress = Progress.create(progress_mode(json_output, quiet))
     try:
         with signals_raise(), connect(spec) as session:
-            results = export(session, sel, options, progress)
+            results = export(session, vm.selector, options, progress)
     finally:
         progress.close()
-    worst = 0
     for res in results:
         if res.error is not None:
             click.echo(f"vcbproxy: error: {res.vm.name}: {res.error}", err=True)
@@ -183,13 +185,7 @@ def mount(
                 + (f" with {len(res.warnings)} warning(s)" if res.warnings else ""),
                 err=True,
             )
-        worst = max(worst, res.exit_code, key=_severity)
-    return worst
-
-
-def _severity(code: int) -> int:
-    # Failures outrank "done with warnings" (3) whatever their number.
-    return 0 if code == 0 else (1 if code == errors.WARNINGS else 2 + code)
+    return errors.worst(res.exit_code for res in results)
 
 
 @click.command("unmount")
@@ -207,9 +203,6 @@ def unmount(target, server):
 
     Safe to run twice. A directory that is not a vcbproxy export is refused, not deleted.
     """
-    from vcbproxy.jobs.signals import signals_raise
-    from vcbproxy.jobs.unmount import unmount as do_unmount
-
     with signals_raise():
         result = do_unmount(lambda: connect(server()), target)
     if result.already_gone:

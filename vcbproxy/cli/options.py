@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import functools
+import os
+from dataclasses import dataclass
 
 import click
 
+from vcbproxy import errors
+from vcbproxy.jobs import inventory
 from vcbproxy.jobs.connection import read_password
-from vcbproxy.models import ServerSpec
+from vcbproxy.models import ServerSpec, VmRef
+from vcbproxy.selectors import VALID as SELECTOR_HELP
+from vcbproxy.selectors import Selector, parse_selector
+from vcbproxy.transport import HttpOptions, ModeOptions, NfcOptions, SanOptions, SshOptions
 
 
 def server_options(func):
@@ -76,6 +83,30 @@ def server_options(func):
     return wrapper
 
 
+@dataclass(frozen=True)
+class VmFlag:
+    """``-a/--vm SELECTOR``, parsed when the command starts and resolved once it has a
+    session (govc's VirtualMachineFlag)."""
+
+    selector: Selector
+
+    def resolve(self, session) -> VmRef:
+        """The one VM the selector names; NotFoundError or AmbiguousError (exit 11) otherwise."""
+        return inventory.resolve_vm(session, self.selector)
+
+
+def vm_option(func):
+    """Adds ``-a/--vm SELECTOR``; the command receives ``vm``, a :class:`VmFlag`. A bad
+    selector is a usage error (exit 2) before anything connects."""
+
+    @click.option("-a", "--vm", "vm_text", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+    @functools.wraps(func)
+    def wrapper(*args, vm_text: str, **kwargs):
+        return func(*args, vm=VmFlag(parse_selector(vm_text)), **kwargs)
+
+    return wrapper
+
+
 def output_options(func):
     @click.option(
         "--json", "json_output", is_flag=True, help="Machine-readable output: JSON (lines)."
@@ -96,16 +127,9 @@ def progress_mode(json_output: bool, quiet: bool) -> str | None:
     return None
 
 
-def _server_host(server: str) -> str:
-    """The host part of --server ("host", "host:port", "[v6]:port", "https://host/sdk")."""
-    from vcbproxy.vsphere.session import parse_server
-
-    return parse_server(server)[0]
-
-
 def transport_options(func):
     """The options of every transport (-m): the command receives ``transport``, a function
-    of the ServerSpec returning a TransportOptions (the SSH host defaults to the server)."""
+    of the ServerSpec returning the ModeOptions (the SSH host defaults to the server's)."""
 
     @click.option(
         "--nbd-port",
@@ -125,7 +149,8 @@ def transport_options(func):
         "--san-map",
         multiple=True,
         metavar="DS=PATH",
-        help="Where a datastore (name or ds:/// URL) is visible locally, for -m san. Repeatable.",
+        help="Where a datastore is visible locally, for -m san: by name, or by its "
+        "ds:///vmfs/volumes/<uuid>/ URL (asked of the server). Repeatable.",
     )
     @click.option("--ssh-host", metavar="HOST", help="ESXi host for -m ssh [default: the server].")
     @click.option("--ssh-port", type=int, default=22, show_default=True)
@@ -184,35 +209,32 @@ def transport_options(func):
         ssh_reader,
         **kwargs,
     ):
-        def build(spec: ServerSpec):
-            import os
-
-            from vcbproxy import errors
-            from vcbproxy.transport import TransportOptions
-
+        def build(spec: ServerSpec) -> ModeOptions:
             mapping = {}
             for item in san_map:
                 ds, sep, path = item.partition("=")
                 if not sep or not ds or not path:
                     raise errors.UsageError(f"bad --san-map {item!r}: use DATASTORE=PATH")
                 mapping[ds] = path
-            host = ssh_host or _server_host(spec.server)
-            return TransportOptions(
-                nbd_port=nbd_port,
-                timeout=spec.timeout,
-                retries=retries,
-                san_map=mapping,
-                ssh_host=host,
-                ssh_port=ssh_port,
-                ssh_user=ssh_user,
-                ssh_key=ssh_key,
-                ssh_password=os.environ.get("VCBPROXY_SSH_PASSWORD"),
-                ssh_known_hosts=ssh_known_hosts,
-                ssh_fingerprint=ssh_fingerprint,
-                ssh_accept_new=ssh_accept_new,
-                ssh_root=ssh_root,
-                ssh_channels=ssh_channels,
-                ssh_reader=ssh_reader,
+            return ModeOptions(
+                http=HttpOptions(timeout=spec.timeout, retries=retries, nbd_port=nbd_port),
+                san=SanOptions(san_map=mapping),
+                ssh=SshOptions(
+                    host=ssh_host or spec.host,
+                    port=ssh_port,
+                    user=ssh_user,
+                    key=ssh_key,
+                    password=os.environ.get("VCBPROXY_SSH_PASSWORD"),
+                    known_hosts=ssh_known_hosts,
+                    fingerprint=ssh_fingerprint,
+                    accept_new=ssh_accept_new,
+                    root=ssh_root,
+                    channels=ssh_channels,
+                    reader=ssh_reader,
+                    timeout=spec.timeout,
+                    retries=retries,
+                ),
+                nfc=NfcOptions(timeout=spec.timeout, retries=retries),
             )
 
         return func(*args, transport=build, **kwargs)

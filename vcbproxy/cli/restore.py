@@ -9,6 +9,10 @@ import click
 from vcbproxy import errors
 from vcbproxy.cli.options import output_options, progress_mode, server_options
 from vcbproxy.jobs.connection import connect
+from vcbproxy.jobs.restore import RestoreOptions
+from vcbproxy.jobs.restore import restore as do_restore
+from vcbproxy.jobs.signals import signals_raise
+from vcbproxy.progress import Progress
 
 
 @click.command("restore")
@@ -79,11 +83,6 @@ def restore(
     A failed restore deletes what it uploaded (and the folder it created) and leaves an existing
     VM registered and untouched.
     """
-    from vcbproxy.jobs.restore import RestoreOptions
-    from vcbproxy.jobs.restore import restore as do_restore
-    from vcbproxy.jobs.signals import signals_raise
-    from vcbproxy.progress import Progress
-
     if (source is None) == (repo is None):
         raise errors.UsageError("give either -s DIR (an export) or --repo DIR --run N")
     if repo is not None and run_number is None:

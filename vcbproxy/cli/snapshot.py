@@ -7,10 +7,9 @@ import json
 import click
 
 from vcbproxy import errors
-from vcbproxy.cli.options import server_options
-from vcbproxy.cli.vms import SELECTOR_HELP
+from vcbproxy.cli.options import server_options, vm_option
+from vcbproxy.jobs import snapshots
 from vcbproxy.jobs.connection import connect
-from vcbproxy.selectors import parse_selector
 
 
 @click.group("snapshot")
@@ -19,37 +18,35 @@ def snapshot() -> None:
 
 
 @snapshot.command("create")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @click.option("-n", "--name", default="_VCB-BACKUP_", show_default=True)
 @click.option("--description", default="")
 @click.option("--quiesce/--no-quiesce", default=False, show_default=True)
 @click.option("--memory/--no-memory", default=False, show_default=True)
 @server_options
-def create(selector, name, description, quiesce, memory, server):
+def create(vm, name, description, quiesce, memory, server):
     """Take a snapshot and print SsId:<moref> (vcbSnapshot -c)."""
-    from vcbproxy.vsphere import snapshots
-    from vcbproxy.vsphere.inventory import resolve_vm
-
     with connect(server()) as session:
-        vm = resolve_vm(session, parse_selector(selector))
-        snap = snapshots.create_snapshot(
-            session, vm, name, description=description, memory=memory, quiesce=quiesce
+        snap = snapshots.create(
+            session,
+            vm.resolve(session),
+            name,
+            description=description,
+            memory=memory,
+            quiesce=quiesce,
         )
     click.echo(f"SsId:{snap.moref}")
 
 
 @snapshot.command("list")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @click.option("--json", "json_output", is_flag=True)
 @server_options
-def list_(selector, json_output, server):
+def list_(vm, json_output, server):
     """List a VM's snapshots, oldest first (vcbSnapshot -l)."""
-    from vcbproxy.vsphere import snapshots
-    from vcbproxy.vsphere.inventory import resolve_vm
-
     with connect(server()) as session:
-        vm = resolve_vm(session, parse_selector(selector))
-        snaps = snapshots.list_snapshots(session, vm)
+        ref = vm.resolve(session)
+        snaps = snapshots.list_snapshots(session, ref)
     if json_output:
         click.echo(
             json.dumps(
@@ -70,28 +67,21 @@ def list_(selector, json_output, server):
     for s in snaps:
         click.echo(f"SsId:{s.moref}\nname:{s.name}\ncreated:{s.created}\n")
     if not snaps:
-        click.echo(f"{vm.name} has no snapshots", err=True)
+        click.echo(f"{ref.name} has no snapshots", err=True)
 
 
 @snapshot.command("delete")
-@click.option("-a", "--vm", "selector", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
+@vm_option
 @click.argument("ssid")
 @server_options
-def delete(selector, ssid, server):
+def delete(vm, ssid, server):
     """Remove the snapshot SSID of a VM (vcbSnapshot -d).
 
     An SSID the VM does not have (unknown, or already removed) is an error (exit 11),
     so a mistyped ID never passes for a successful delete.
     """
-    from vcbproxy.vsphere import snapshots
-    from vcbproxy.vsphere.inventory import resolve_vm
-
     with connect(server()) as session:
-        vm = resolve_vm(session, parse_selector(selector))
-        known = {s.moref for s in snapshots.list_snapshots(session, vm)}
-        if ssid not in known:
-            raise errors.NotFoundError(f"{vm.name} has no snapshot {ssid}")
-        snapshots.remove_snapshot(session, ssid)
+        snapshots.delete(session, vm.resolve(session), ssid)
     click.echo(f"removed SsId:{ssid}")
 
 
@@ -108,12 +98,9 @@ def delete(selector, ssid, server):
 @server_options
 def sweep(older_than, name, dry_run, server):
     """Find and remove stale backup snapshots across the whole inventory."""
-    from vcbproxy.jobs.snapshots import parse_age
-    from vcbproxy.jobs.snapshots import sweep as do_sweep
-
-    age = parse_age(older_than)
+    age = snapshots.parse_age(older_than)
     with connect(server()) as session:
-        items = do_sweep(session, older_than=age, dry_run=dry_run, name=name)
+        items = snapshots.sweep(session, older_than=age, dry_run=dry_run, name=name)
     failed = 0
     for item in items:
         state = (

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from vcbproxy import errors
+from vcbproxy.jobs.verify import verify_export, verify_repository
 
 
 @click.command("verify")
@@ -27,8 +28,6 @@ def verify(directory, repo, no_qemu_img, json_output):
 
     Each problem is printed on its own line, naming the file; any problem exits 16.
     """
-    from vcbproxy.jobs.verify import verify_export, verify_repository
-
     if (directory is None) == (repo is None):
         raise errors.UsageError("give either an export DIRECTORY or --repo DIR")
     report = (

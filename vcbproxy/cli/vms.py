@@ -6,7 +6,9 @@ import json
 
 import click
 
+from vcbproxy import errors
 from vcbproxy.cli.options import server_options
+from vcbproxy.jobs import inventory
 from vcbproxy.jobs.connection import connect
 from vcbproxy.selectors import VALID as SELECTOR_HELP
 from vcbproxy.selectors import parse_selector
@@ -28,24 +30,16 @@ def vms(selector: str, json_output: bool, server) -> None:
     by two VMs is an error (exit 11) that lists their morefs, so the right one can be
     picked with moref:.
     """
-    from vcbproxy.vsphere.inventory import find_vms, resolve_vm
-
     sel = parse_selector(selector)
     with connect(server()) as session:
-        found = (
-            find_vms(session, sel)
-            if sel.kind in ("any", "powerstate")
-            else [resolve_vm(session, sel)]
-        )
+        found = inventory.matching_vms(session, sel)
     if json_output:
         click.echo(json.dumps([vm_dict(v) for v in found], indent=2, ensure_ascii=False))
     else:
         for vm in found:
             click.echo(vm_block(vm))
     if not found:
-        from vcbproxy.errors import NotFoundError
-
-        raise NotFoundError(f"no VM matches {selector}")
+        raise errors.NotFoundError(f"no VM matches {selector}")
 
 
 def vm_dict(vm) -> dict:

@@ -333,17 +333,15 @@ def execute(plan: Plan) -> int:
     os.environ.update(plan.env)
     if os.environ.get("VCBPROXY_PASSWORD_FILE") == "":
         del os.environ["VCBPROXY_PASSWORD_FILE"]  # cleared because -p was given
-    worst = 0
+    codes = []
     for argv in plan.runs:
         if argv[0] == "#would-unmount":
             print(f"would unmount {argv[1]}")
             continue
-        code = _find(argv, plan.find_name) if plan.find_name is not None else invoke(argv)
-        if code != 0 and (worst in (0, errors.WARNINGS)):
-            worst = code
+        codes.append(_find(argv, plan.find_name) if plan.find_name is not None else invoke(argv))
     if plan.dry_run:
         print("vcbCleanup: nothing removed; run with -y to remove the above", file=sys.stderr)
-    return worst
+    return errors.worst(codes)
 
 
 def usage(tool: str) -> str:

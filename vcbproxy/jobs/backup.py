@@ -29,6 +29,8 @@ from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.repository.extents import ExtentWriter
 from vcbproxy.repository.store import Repository, RunWriter
+from vcbproxy.transport import ModeOptions
+from vcbproxy.transport import create as create_transport
 from vcbproxy.transport.chain import disk_chain
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import read_areas
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 class BackupOptions:
     repo: Path
     mode: str = "nbdssl"
-    transport_options: object = None
+    transport_options: ModeOptions = field(default_factory=ModeOptions)
     quiesce: bool | None = None
     fallback: bool = True
     preexisting_snapshot: str = "fail"
@@ -49,7 +51,7 @@ class BackupOptions:
 
 
 @dataclass
-class BackupResult:
+class BackupResult(errors.Outcome):
     vm: VmRef
     run: int = 0
     path: Path | None = None
@@ -59,15 +61,9 @@ class BackupResult:
     changed_bytes: int = 0  # sum of the areas the server reported
     seconds: float = 0.0
     snapshot_seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return errors.WARNINGS if self.warnings else errors.OK
 
 
 def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> BackupResult:
-    from vcbproxy import transport as transports
     from vcbproxy.vsphere import files as vm_files
     from vcbproxy.vsphere import snapshots
 
@@ -101,16 +97,18 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
             config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
             writer = repo.new_run(vm.uuid)
             entries = []
-            with transports.create(
+            with create_transport(
                 options.mode, session=session, options=options.transport_options
             ) as transport:
                 before = transport.stats.bytes_read
                 copy_config_files(transport, config_files, _ConfigSink(writer))
                 for disk in disks:
                     if disk.independent:
-                        message = f"{vm.name}: {disk.label} is {disk.disk_mode} and cannot be snapshotted; skipped"
-                        result.warnings.append(message)
-                        log.warning("%s", message)
+                        result.warn(
+                            f"{vm.name}: {disk.label} is {disk.disk_mode} and cannot be "
+                            f"snapshotted; skipped",
+                            log,
+                        )
                         continue
                     entries.append(
                         _backup_disk(
@@ -127,7 +125,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                         )
                     )
                 result.bytes_read = transport.stats.bytes_read - before
-            remove_snapshot_after_copy(session, snapshot, options, result.warnings)  # retried once
+            remove_snapshot_after_copy(session, snapshot, options, result)  # retried once
             removed, snapshot = snapshot, None
             result.snapshot_seconds = time.monotonic() - snap_started
             result.seconds = time.monotonic() - started
@@ -210,11 +208,10 @@ def _backup_disk(
             raise errors.ChangeIdRejected(
                 f"{vm.name} {disk.label}: {exc}; not falling back (--no-fallback)"
             ) from exc
-        message = (
-            f"{vm.name} {disk.label}: change ID {since} rejected ({exc}); reading the whole disk"
+        result.warn(
+            f"{vm.name} {disk.label}: change ID {since} rejected ({exc}); reading the whole disk",
+            log,
         )
-        result.warnings.append(message)
-        log.warning("%s", message)
         since = cbt.ALL
         areas = [
             (a.start, a.length)

@@ -37,7 +37,7 @@ def handle_stale_snapshots(session, vm: VmRef, options) -> None:
 
 
 def remove_snapshot_after_copy(
-    session, snapshot: SnapshotRef, options, warnings: list[str]
+    session, snapshot: SnapshotRef, options, outcome: errors.Outcome
 ) -> None:
     """Remove the backup snapshot once the data is safe; one retry, as a removal task can
     fail transiently (a busy host, a consolidation already running)."""
@@ -46,11 +46,9 @@ def remove_snapshot_after_copy(
     try:
         snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
     except errors.SnapshotError as exc:
-        message = f"removing snapshot {snapshot.moref} failed ({exc}); retried"
-        log.warning("%s", message)
+        outcome.warn(f"removing snapshot {snapshot.moref} failed ({exc}); retried", log)
         time.sleep(1.0)
         snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-        warnings.append(message)
     log.info("snapshot %s removed", snapshot.moref)
 
 

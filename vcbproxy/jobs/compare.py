@@ -13,7 +13,7 @@ import importlib.util
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
@@ -23,6 +23,7 @@ from vcbproxy.models import VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging.exportdir import ExportDir
 from vcbproxy.staging.metadata import read_metadata
+from vcbproxy.transport import ModeOptions
 
 Churn = Callable[[str, float, int], int]
 
@@ -50,7 +51,7 @@ class CompareOptions:
     workdir: Path
     mode: str = "nbdssl"
     fmt: str = "2gbsparse"
-    transport_options: object = None
+    transport_options: ModeOptions = field(default_factory=ModeOptions)
     churn_percent: float = 0.0
     # Makes the guest write between runs: (vm name, percent of each disk, seed) -> bytes
     # written. The CLI builds one from the lab's client; the job never sees the lab itself.

@@ -130,16 +130,11 @@ class RestorePlan:
 
 
 @dataclass
-class RestoreResult:
+class RestoreResult(errors.Outcome):
     vm: VmRef
     vmx_path: DatastorePath
     uploaded: list[DatastorePath] = field(default_factory=list)
     replaced: VmRef | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return errors.WARNINGS if self.warnings else errors.OK
 
 
 # -- planning (local only) ---------------------------------------------------------------
@@ -480,9 +475,10 @@ def _delete_old_files(
             log.warning("could not delete %s of the replaced VM: %s", path, exc)
             left.append(str(path))
     if left:
-        result.warnings.append(
+        result.warn(
             f"files of the replaced VM {old.name} ({old.moref}) are left on the "
-            f"datastore: {', '.join(left)}"
+            f"datastore: {', '.join(left)}",
+            log,
         )
 
 
@@ -506,8 +502,7 @@ def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
         power_on(session, vm.moref)
     except errors.VcbProxyError as exc:
         # The VM is restored and registered; not starting it is worth a warning, not a rollback.
-        result.warnings.append(f"{vm.name} restored but not powered on: {exc}")
-        log.warning("%s", result.warnings[-1])
+        result.warn(f"{vm.name} restored but not powered on: {exc}", log)
 
 
 def _delete_uploaded(session, uploaded: list[DatastorePath]) -> None:

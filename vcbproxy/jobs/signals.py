@@ -31,6 +31,13 @@ def signals_raise() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def raise_if_cancelled(cancel: threading.Event) -> None:
+    """In a worker thread (``mount --jobs``), where no signal arrives: stop as the main thread
+    was told to, with the same exception."""
+    if cancel.is_set():
+        raise Interrupted(signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
     """Block SIGINT/SIGTERM for a critical cleanup step; they are delivered afterwards."""

@@ -46,6 +46,35 @@ class SweepItem:
     error: str = ""
 
 
+def create(
+    session, vm: VmRef, name: str, *, description: str, memory: bool, quiesce: bool
+) -> SnapshotRef:
+    """Take a snapshot (vcbSnapshot -c)."""
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+    return snapshots.create_snapshot(
+        session, vm, name, description=description, memory=memory, quiesce=quiesce
+    )
+
+
+def list_snapshots(session, vm: VmRef) -> list[SnapshotRef]:
+    """A VM's snapshots, oldest first (vcbSnapshot -l)."""
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+    return snapshots.list_snapshots(session, vm)
+
+
+def delete(session, vm: VmRef, ssid: str) -> None:
+    """Remove snapshot ``ssid`` of ``vm`` (vcbSnapshot -d). An SSID the VM does not have
+    (unknown, or already removed) is NotFoundError, so a mistyped ID never passes for a
+    successful delete."""
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+    if ssid not in {s.moref for s in snapshots.list_snapshots(session, vm)}:
+        raise errors.NotFoundError(f"{vm.name} has no snapshot {ssid}")
+    snapshots.remove_snapshot(session, ssid)
+
+
 def sweep(
     session, *, older_than: timedelta, dry_run: bool = False, name: str = VCB_SNAPSHOT
 ) -> list[SweepItem]:

@@ -7,17 +7,33 @@ turns a fallback chain into validated names, and ``create`` accepts such a chain
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 from vcbproxy import errors
-from vcbproxy.transport.base import RandomAccess, TransferStats, Transport
+from vcbproxy.transport.base import RandomAccess, Session, TransferStats, Transport
+from vcbproxy.transport.fallback import FallbackTransport
+from vcbproxy.transport.https import NbdSslTransport, NbdTransport
+from vcbproxy.transport.nfc import NfcTransport
+from vcbproxy.transport.options import (
+    HttpOptions,
+    ModeOptions,
+    NfcOptions,
+    SanOptions,
+    SshOptions,
+)
+from vcbproxy.transport.san import SanTransport
 
 __all__ = [
     "MODES",
+    "HttpOptions",
+    "ModeOptions",
+    "NfcOptions",
     "RandomAccess",
+    "SanOptions",
+    "Session",
+    "SshOptions",
     "TransferStats",
     "Transport",
-    "TransportOptions",
     "create",
     "parse_chain",
 ]
@@ -29,33 +45,6 @@ HOTADD_REFUSAL = (
     "hotadd needs the proxy to be a VM on the same ESXi host as the VM and is not available; "
     "use one of: " + ", ".join(WORKING_MODES)
 )
-
-
-@dataclass
-class TransportOptions:
-    nbd_port: int = 80
-    timeout: float = 60
-    retries: int = 5
-    backoff: float = 0.5
-    # datastore name or "ds:///vmfs/volumes/<uuid>/" url → local directory
-    san_map: dict[str, str] = field(default_factory=dict)
-    ssh_host: str | None = None
-    ssh_port: int = 22
-    ssh_user: str = "root"
-    ssh_key: str | None = None
-    ssh_password: str | None = field(default=None, repr=False)
-    ssh_known_hosts: str | None = None
-    ssh_fingerprint: str | None = None
-    ssh_accept_new: bool = False
-    ssh_root: str = "/vmfs/volumes"
-    # Connections per large range. 1 by default: with 256 KiB SSH packets one paramiko
-    # channel keeps up with OpenSSH, and more connections contend for the GIL (see ssh.py).
-    ssh_channels: int = 1
-    # How the host prints file ranges: "auto" tries a small script for the host's Python
-    # (zero blocks sent as records), then dd, then tail|head; "dd" never runs a script.
-    ssh_reader: str = "auto"
-    # datastore name → url, from the session, so san_map may be keyed by URL
-    datastore_urls: dict[str, str] = field(default_factory=dict)
 
 
 def parse_chain(spec: str) -> list[str]:
@@ -73,13 +62,12 @@ def parse_chain(spec: str) -> list[str]:
     return names
 
 
-def create(mode: str, *, session, options: TransportOptions | None = None) -> Transport:
-    """A transport for ``mode`` (one name, or a ``a:b`` fallback chain)."""
-    options = options if options is not None else TransportOptions()
+def create(mode: str, *, session: Session | None, options: ModeOptions | None = None) -> Transport:
+    """A transport for ``mode`` (one name, or a ``a:b`` fallback chain); each mode gets its
+    own part of ``options``. Only san and ssh (with ``options.ssh.host``) work without a session."""
+    options = options if options is not None else ModeOptions()
     names = parse_chain(mode)
     if len(names) > 1:
-        from vcbproxy.transport.fallback import FallbackTransport
-
         usable = [n for n in names if n != "hotadd"]
         if not usable:
             raise errors.UnsupportedError(HOTADD_REFUSAL)
@@ -87,27 +75,27 @@ def create(mode: str, *, session, options: TransportOptions | None = None) -> Tr
     return _create_one(names[0], session, options)
 
 
-def _create_one(name: str, session, options: TransportOptions) -> Transport:
+def _create_one(name: str, session: Session | None, options: ModeOptions) -> Transport:
     if name == "hotadd":
         raise errors.UnsupportedError(HOTADD_REFUSAL)
-    if name == "nbdssl":
-        from vcbproxy.transport.https import NbdSslTransport
-
-        return NbdSslTransport(session=session, options=options)
-    if name == "nbd":
-        from vcbproxy.transport.https import NbdTransport
-
-        return NbdTransport(session=session, options=options)
     if name == "san":
-        from vcbproxy.transport.san import SanTransport
-
-        return SanTransport(session=session, options=options)
+        # Datastores mapped by URL: the server says which datastore has which URL.
+        urls = session.datastore_urls() if session is not None and options.san.by_url else {}
+        return SanTransport(options=options.san, datastore_urls=urls)
     if name == "ssh":
+        # paramiko (and the invoke it imports) costs ~0.15 s to load: only for -m ssh.
         from vcbproxy.transport.ssh import SshTransport
 
-        return SshTransport(session=session, options=options)
-    if name == "nfc":
-        from vcbproxy.transport.nfc import NfcTransport
-
-        return NfcTransport(session=session, options=options)
-    raise errors.UsageError(f"unknown transport mode {name!r}; use one of: {', '.join(MODES)}")
+        ssh = options.ssh
+        if ssh.host is None and session is not None:
+            ssh = replace(ssh, host=session.host)
+        return SshTransport(options=ssh)
+    if name not in ("nbdssl", "nbd", "nfc"):
+        raise errors.UsageError(f"unknown transport mode {name!r}; use one of: {', '.join(MODES)}")
+    if session is None:
+        raise errors.UsageError(f"-m {name} reads through the server: it needs a session")
+    if name == "nbdssl":
+        return NbdSslTransport(session=session, options=options.http)
+    if name == "nbd":
+        return NbdTransport(session=session, options=options.http)
+    return NfcTransport(session=session, options=options.nfc)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import ssl
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +32,45 @@ from vcbproxy.transport.disks import SnapshotDisks
 
 # Datastore files referenced by absolute host paths (a parentFileNameHint written by ESXi).
 VMFS_VOLUMES = "/vmfs/volumes/"
+
+
+class Lease(Protocol):
+    """An NFC export lease, ready (``vcbproxy.vsphere.lease.ExportLease``): its device URLs,
+    kept alive with progress calls; leaving its ``with`` block completes or aborts it."""
+
+    device_urls: list[dict]
+
+    def progress(self, pct: int) -> None: ...
+
+    def __enter__(self) -> Lease: ...
+
+    def __exit__(self, exc_type, exc, tb) -> None: ...
+
+
+class Session(Protocol):
+    """What the transports use of a logged-in session (``vcbproxy.vsphere.session.Session``):
+    where the server is, how to trust it and authenticate to it, and the few things only
+    the server can say."""
+
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None
+    thumbprint: str | None  # a pinned certificate, instead of CA verification
+
+    @property
+    def cookie(self) -> str:
+        """The ``Cookie`` header that authenticates file-service requests."""
+        ...
+
+    def file_url(
+        self, file: DatastorePath, *, scheme: str = "https", port: int | None = None
+    ) -> str: ...
+
+    def export_lease(self, snapshot: SnapshotRef) -> Lease: ...
+
+    def datastore_urls(self) -> dict[str, str]:
+        """``{datastore name: "ds:///vmfs/volumes/<uuid>/"}`` of every datastore."""
+        ...
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 ``nbdssl`` reads over HTTPS, verified with the session's TLS context (and its pinned
 thumbprint, if any); ``nbd`` reads the same service over plain HTTP on
-``options.nbd_port``, which only some servers offer. Both authenticate with the
+``HttpOptions.nbd_port``, which only some servers offer. Both authenticate with the
 session cookie and read ranges with ``Range`` requests, so an interrupted transfer
 resumes from the last byte received instead of starting the file again.
 
@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
-from vcbproxy.transport.base import TransferStats, Transport
+from vcbproxy.transport.base import Session, Transport
+from vcbproxy.transport.options import HttpOptions
 from vcbproxy.transport.retry import Backoff, describe
 
 log = logging.getLogger(__name__)
@@ -321,18 +322,17 @@ class HttpFile:
 class _FileServiceTransport(Transport):
     scheme: str = "https"
 
-    def __init__(self, *, session, options) -> None:
+    def __init__(self, *, session: Session, options: HttpOptions) -> None:
         super().__init__()
         self.session = session
         self.options = options
-        self.cookie = getattr(session, "cookie", "") or ""
-        context = getattr(session, "ssl_context", None) if self.scheme == "https" else None
+        self.cookie = session.cookie
+        tls = self.scheme == "https"
         self.pool = _ConnectionPool(
-            ssl_context=context,
+            ssl_context=session.ssl_context if tls else None,
             timeout=options.timeout,
-            thumbprint=getattr(session, "thumbprint", None) if self.scheme == "https" else None,
+            thumbprint=session.thumbprint if tls else None,
         )
-        self.stats = TransferStats()
 
     def url(self, file: DatastorePath) -> str:
         return self.session.file_url(file, scheme="https")
@@ -358,7 +358,7 @@ class NbdSslTransport(_FileServiceTransport):
 
 
 class NbdTransport(_FileServiceTransport):
-    """Plain HTTP to the file service on ``options.nbd_port``: the session cookie and the
+    """Plain HTTP to the file service on ``HttpOptions.nbd_port``: the session cookie and the
     data travel unencrypted, as VCB's nbd mode did; use it on a trusted backup network."""
 
     name = "nbd"

@@ -24,9 +24,10 @@ from urllib.parse import urlsplit, urlunsplit
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath, DiskInfo, SnapshotRef
 from vcbproxy.staging.atomic import AtomicFile
-from vcbproxy.transport.base import RandomAccess, Transport
+from vcbproxy.transport.base import Lease, RandomAccess, Session, Transport
 from vcbproxy.transport.disks import Areas, DiskSource, DiskTarget, SnapshotDisks
 from vcbproxy.transport.https import NbdSslTransport, _ConnectionPool
+from vcbproxy.transport.options import NfcOptions
 from vcbproxy.transport.retry import describe
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.copy import DiskCopyResult, copy_grains
@@ -148,24 +149,26 @@ class NfcDisk:
 class NfcTransport(Transport):
     name = "nfc"
 
-    def __init__(self, *, session, options, lease=None) -> None:
+    def __init__(
+        self, *, session: Session, options: NfcOptions, lease: Lease | None = None
+    ) -> None:
         super().__init__()
         self.session = session
         self.options = options
         self.lease = lease
         self.pool = _ConnectionPool(
-            ssl_context=getattr(session, "ssl_context", None),
+            ssl_context=session.ssl_context,
             timeout=options.timeout,
-            thumbprint=getattr(session, "thumbprint", None),
+            thumbprint=session.thumbprint,
         )
-        self._files = NbdSslTransport(session=session, options=options)
+        self._files = NbdSslTransport(session=session, options=options.files)
         self._files.stats = self.stats
         self._done_disks = 0
         self._last_progress = 0.0
 
     # -- the lease --------------------------------------------------------------------
 
-    def attach(self, lease) -> None:
+    def attach(self, lease: Lease) -> None:
         """Use ``lease`` (an ExportLease, ready) for the disks opened from now on."""
         self.lease = lease
         self._done_disks = 0
@@ -175,7 +178,7 @@ class NfcTransport(Transport):
         # the endpoint of the session, port included (govmomi does the same), not port 443.
         parts = urlsplit(raw)
         if parts.hostname in ("*", None):
-            port = parts.port or getattr(self.session, "port", None)
+            port = parts.port or self.session.port
             host = self.session.host
             host = f"[{host}]" if ":" in host else host
             parts = parts._replace(netloc=f"{host}:{port}" if port else host)
@@ -218,7 +221,8 @@ class NfcTransport(Transport):
         try:
             self.pool.connect(conn)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            headers = {"Cookie": self.session.cookie} if getattr(self.session, "cookie", "") else {}
+            cookie = self.session.cookie
+            headers = {"Cookie": cookie} if cookie else {}
             conn.request("GET", target, headers=headers)
             resp = conn.getresponse()
         except errors.VcbProxyError:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
+from vcbproxy.transport.base import Session
 from vcbproxy.transport.https import _ConnectionPool
 from vcbproxy.transport.retry import describe
 
@@ -29,13 +30,11 @@ log = logging.getLogger(__name__)
 class FileUploader:
     """PUT and HEAD on datastore files of one session; a context manager."""
 
-    def __init__(self, session, *, timeout: float = 60.0):
+    def __init__(self, session: Session, *, timeout: float = 60.0):
         self.session = session
-        self.cookie = getattr(session, "cookie", "") or ""
+        self.cookie = session.cookie
         self.pool = _ConnectionPool(
-            ssl_context=getattr(session, "ssl_context", None),
-            timeout=timeout,
-            thumbprint=getattr(session, "thumbprint", None),
+            ssl_context=session.ssl_context, timeout=timeout, thumbprint=session.thumbprint
         )
 
     def __enter__(self) -> FileUploader:

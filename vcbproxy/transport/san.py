@@ -15,12 +15,13 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.transport.base import Transport
+from vcbproxy.transport.options import SanOptions
 from vcbproxy.vmdk.io import data_ranges, pread_full
 
 log = logging.getLogger(__name__)
@@ -184,24 +185,25 @@ def _open_readonly(path: Path, location: DatastorePath) -> int:
 
 
 class SanTransport(Transport):
-    """Direct storage access through ``options.san_map``."""
+    """Direct storage access through ``SanOptions.san_map``; ``datastore_urls`` (name -> URL,
+    from the server) resolves the datastores mapped by URL."""
 
     name = "san"
 
-    def __init__(self, *, session=None, options) -> None:
+    def __init__(
+        self, *, options: SanOptions, datastore_urls: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.options = options
         self._by_name: dict[str, Path] = {}
         self._by_url: dict[str, Path] = {}
-        for key, local in (options.san_map or {}).items():
+        for key, local in options.san_map.items():
             target = Path(local).expanduser()
             if "://" in key:
                 self._by_url[_normalise_url(key)] = target
             else:
                 self._by_name[key] = target
-        self._urls = {
-            name: _normalise_url(url) for name, url in (options.datastore_urls or {}).items()
-        }
+        self._urls = {name: _normalise_url(url) for name, url in (datastore_urls or {}).items()}
 
     def root_of(self, datastore: str) -> Path:
         """The local directory holding ``datastore``; TransportError when unmapped."""

@@ -1,6 +1,6 @@
 """SSH mode: read datastore files through the ESXi host's shell, as Veeam FastSCP did.
 
-Files live under ``<ssh_root>/<datastore>/<path>`` on the host. Each read is one remote
+Files live under ``<SshOptions.root>/<datastore>/<path>`` on the host. Each read is one remote
 command printing a range (see ``sshstream`` for the readers: a short script for the host's
 Python that sends zero blocks as 5-byte records, else ``dd``, else busybox ``tail | head``),
 so a dropped connection resumes at the last byte received.
@@ -14,7 +14,7 @@ Paramiko reads one SSH packet per trip through its Python packet loop, so with t
 32 KiB packets it reaches about a third of OpenSSH's ``ssh host cat file``. The receiver
 chooses the packet size (RFC 4254 5.1), so channels here ask for 256 KiB packets (OpenSSH's
 own limit) and a 16 MiB window, and hand packets on without paramiko's copies
-(``sshstream.FastPipe``). ``ssh_channels > 1`` additionally cuts ranges of at least
+(``sshstream.FastPipe``). ``SshOptions.channels > 1`` additionally cuts ranges of at least
 ``PARALLEL_MIN`` into segments yielded in order, striped over that many connections:
 segment k goes to stripe k % channels, and each stripe is ONE remote command that prints
 its segments back to back. Per stripe at most one segment waits for the consumer, one is
@@ -48,6 +48,7 @@ import paramiko
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
 from vcbproxy.transport.base import Transport
+from vcbproxy.transport.options import SshOptions
 from vcbproxy.transport.retry import Backoff, describe
 from vcbproxy.transport.sshkeys import HostKeyChecker, fingerprint
 from vcbproxy.transport.sshstream import (
@@ -105,7 +106,7 @@ class _Connection:
     def __init__(self, owner: SshTransport):
         o = owner.options
         self.owner = owner
-        self.host, self.port = owner.host, o.ssh_port
+        self.host, self.port = owner.host, o.port
         try:
             sock = socket.create_connection((self.host, self.port), timeout=o.timeout)
         except OSError as exc:
@@ -148,14 +149,14 @@ class _Connection:
             raise
         log.debug("SSH connection to %s:%d, cipher %s", self.host, self.port, self.t.remote_cipher)
 
-    def _authenticate(self, o) -> None:
+    def _authenticate(self, o: SshOptions) -> None:
         tried: list[str] = []
         keys: list[paramiko.PKey] = []
-        if o.ssh_key:
+        if o.key:
             try:
-                keys.append(paramiko.PKey.from_path(o.ssh_key))
+                keys.append(paramiko.PKey.from_path(o.key))
             except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise errors.AuthError(f"cannot load SSH key {o.ssh_key}: {describe(exc)}") from exc
+                raise errors.AuthError(f"cannot load SSH key {o.key}: {describe(exc)}") from exc
         else:
             try:
                 keys.extend(paramiko.Agent().get_keys())
@@ -163,7 +164,7 @@ class _Connection:
                 pass
         for key in keys:
             try:
-                self.t.auth_publickey(o.ssh_user, key)
+                self.t.auth_publickey(o.user, key)
                 return
             except paramiko.AuthenticationException:
                 tried.append(f"key {fingerprint(key)}")
@@ -171,9 +172,9 @@ class _Connection:
                 raise errors.ConnectionFailure(
                     f"SSH authentication with {self.host}:{self.port} broke off: {describe(exc)}"
                 ) from exc
-        if o.ssh_password:
+        if o.password:
             try:
-                self.t.auth_password(o.ssh_user, o.ssh_password)
+                self.t.auth_password(o.user, o.password)
                 return
             except paramiko.AuthenticationException:
                 tried.append("password")
@@ -182,7 +183,7 @@ class _Connection:
                     f"SSH authentication with {self.host}:{self.port} broke off: {describe(exc)}"
                 ) from exc
         raise errors.AuthError(
-            f"SSH login as {o.ssh_user}@{self.host}:{self.port} refused "
+            f"SSH login as {o.user}@{self.host}:{self.port} refused "
             f"(tried: {', '.join(tried) or 'nothing: give --ssh-key, an agent or a password'})"
         )
 
@@ -289,18 +290,18 @@ class SshTransport(Transport):
     # A remote command costs ~140 ms to start: about 32 MiB of reading at LAN speed.
     request_cost = 32 << 20
 
-    def __init__(self, *, session=None, options) -> None:
+    def __init__(self, *, options: SshOptions) -> None:
         super().__init__()
         self.options = options
-        self.host = options.ssh_host or getattr(session, "host", None)
-        if not self.host:
+        if not options.host:
             raise errors.UsageError("no SSH host: give --ssh-host")
-        self.channels = max(1, int(options.ssh_channels))
-        self.root = options.ssh_root.rstrip("/") or "/"
+        self.host: str = options.host
+        self.channels = max(1, int(options.channels))
+        self.root = options.root.rstrip("/") or "/"
         self.host_keys = HostKeyChecker(
-            known_hosts=options.ssh_known_hosts,
-            pinned=options.ssh_fingerprint,
-            accept_new=options.ssh_accept_new,
+            known_hosts=options.known_hosts,
+            pinned=options.fingerprint,
+            accept_new=options.accept_new,
         )
         self._idle: deque[_Connection] = deque()
         self._all: list[_Connection] = []
@@ -310,9 +311,7 @@ class SshTransport(Transport):
         # Remote readers still worth trying, best first; the first read that works confirms
         # readers[0] for the rest of the run (see sshstream).
         self._readers = list(
-            READERS
-            if getattr(options, "ssh_reader", "auto") == "auto"
-            else READERS[READERS.index(options.ssh_reader) :]
+            READERS if options.reader == "auto" else READERS[READERS.index(options.reader) :]
         )
         self._reader_confirmed = False
         self._listed: set[str] = set()  # remote directories whose sizes were listed

@@ -1,4 +1,5 @@
-"""Datastore files through the FileManager: deleting what a restore uploaded, making folders.
+"""Datastores: their URLs, and files through the FileManager (deleting what a restore
+uploaded, making folders).
 
 The file service (``/folder``) can PUT and GET but not delete; vSphere deletes datastore
 files with ``FileManager.DeleteDatastoreFile_Task`` (in the session's datacenter). A file
@@ -8,15 +9,37 @@ PUT that never created its file can tell "already gone" from a real failure.
 
 from __future__ import annotations
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
+from vcbproxy.vsphere.collector import container_view, props_of, retrieve, view_spec
 from vcbproxy.vsphere.faults import translated
+from vcbproxy.vsphere.inventory import unescape_name
 from vcbproxy.vsphere.register import find_datacenter
 from vcbproxy.vsphere.tasks import wait_for_task
 
 DEFAULT_TIMEOUT = 600.0
+
+
+def datastore_urls(session) -> dict[str, str]:
+    """``{name: url}`` of every datastore: ``ds:///vmfs/volumes/<uuid>/`` (``summary.url``),
+    which names a datastore whatever it is called, so ``--san-map`` may use it."""
+    view = container_view(session, [vim.Datastore])
+    try:
+        spec = vmodl.query.PropertyCollector.PropertySpec(
+            type=vim.Datastore, pathSet=["name", "summary.url"]
+        )
+        with translated("listing datastores"):
+            contents = retrieve(session, [view_spec(view)], [spec])
+    finally:
+        view.DestroyView()
+    urls = {}
+    for content in contents:
+        props = props_of(content)
+        if props.get("summary.url"):
+            urls[unescape_name(props.get("name", ""))] = str(props["summary.url"])
+    return urls
 
 
 def _not_found(exc: BaseException) -> bool:

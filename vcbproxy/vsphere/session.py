@@ -25,36 +25,17 @@ from http.cookies import SimpleCookie
 from pyVmomi import SoapAdapter, vim
 
 from vcbproxy import errors
-from vcbproxy.models import DatastorePath, ServerSpec, SnapshotRef
+from vcbproxy.models import DatastorePath, ServerSpec, SnapshotRef, parse_server
 from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
+from vcbproxy.vsphere.datastore import datastore_urls
 from vcbproxy.vsphere.faults import translate
+from vcbproxy.vsphere.inventory import datacenter_names
 from vcbproxy.vsphere.lease import ExportLease
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "vim.version.v8_0_3_0"  # what the lab speaks; vcsim and vSphere 7/8 accept it
-DEFAULT_PORT = 443
 IDLE_RECONNECT_SECONDS = 20
-
-
-def parse_server(server: str) -> tuple[str, int, str]:
-    """ "host", "host:port", "[v6]:port" or "https://host:port/sdk" -> (host, port, path)."""
-    text = (server or "").strip()
-    if not text:
-        raise errors.UsageError("no server given")
-    if "://" not in text:
-        text = "https://" + text
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme != "https":
-        raise errors.UsageError(f"server {server!r}: only https is supported for the SDK")
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError as exc:
-        raise errors.UsageError(f"server {server!r}: bad port") from exc
-    if not parts.hostname:
-        raise errors.UsageError(f"server {server!r}: no host name")
-    path = parts.path.rstrip("/") or "/sdk"
-    return parts.hostname, port, path
 
 
 def fetch_certificate(host: str, port: int, timeout: float) -> bytes:
@@ -238,8 +219,6 @@ class Session:
     def datacenter(self) -> str:
         """Name of the first datacenter (VCB assumed one; file URLs need its name)."""
         if self._datacenter is None:
-            from vcbproxy.vsphere.inventory import datacenter_names
-
             names = datacenter_names(self)
             if not names:
                 raise errors.NotFoundError(f"{self.host} has no datacenter")
@@ -261,6 +240,10 @@ class Session:
             scheme=scheme,
             datacenter=datacenter or self.datacenter,
         )
+
+    def datastore_urls(self) -> dict[str, str]:
+        """``{datastore name: "ds:///vmfs/volumes/<uuid>/"}`` (for ``--san-map`` by URL)."""
+        return datastore_urls(self)
 
     def export_lease(self, snapshot: SnapshotRef) -> ExportLease:
         """An NFC export lease on ``snapshot``, ready (a context manager: completed or aborted)."""

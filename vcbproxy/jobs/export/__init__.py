@@ -12,12 +12,14 @@ The export directory's files and ``vcbproxy.json`` are described in docs/formats
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.jobs.export.options import ExportOptions, VmExportResult
 from vcbproxy.jobs.export.vm import export_vm
+from vcbproxy.jobs.inventory import MULTI_VM_KINDS, find_vms, resolve_vm
 from vcbproxy.models import VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.selectors import Selector
@@ -25,16 +27,11 @@ from vcbproxy.staging import names
 
 __all__ = ["ExportOptions", "VmExportResult", "export", "export_vm"]
 
-MULTI_VM_KINDS = {"any", "powerstate"}
-
 
 def export(
     session, selector: Selector, options: ExportOptions, progress: Progress
 ) -> list[VmExportResult]:
     """Export every VM the selector names; one VM straight into DIR, several into DIR/<vm>-fullVM."""
-    # pyVmomi: loaded only when a job talks to a server
-    from vcbproxy.vsphere.inventory import find_vms, resolve_vm
-
     plan: list[tuple[VmRef, Path]]
     if selector.kind in MULTI_VM_KINDS:
         vms = find_vms(session, selector)
@@ -57,10 +54,14 @@ def export(
         vm, directory = plan[0]
         return [export_vm(session, vm, directory, options, progress)]
 
+    # Set when the command is interrupted: exports running in worker threads (--jobs) stop at
+    # their next chunk and clean up, queued ones never start.
+    cancel = threading.Event()
+
     def one(item: tuple[VmRef, Path]) -> VmExportResult:
         vm, directory = item
         try:
-            return export_vm(session, vm, directory, options, progress)
+            return export_vm(session, vm, directory, options, progress, cancel=cancel)
         except errors.VcbProxyError as exc:  # not Interrupted: a BaseException, it stops them all
             return VmExportResult(vm, directory, error=exc)
 
@@ -73,7 +74,7 @@ def export(
             return [f.result() for f in futures]
         except BaseException:
             # Ctrl-C/SIGTERM arrive in this (main) thread: stop the workers, start no more.
-            options.cancel.set()
+            cancel.set()
             for f in futures:
                 f.cancel()
             raise

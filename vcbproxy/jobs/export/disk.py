@@ -4,10 +4,12 @@ directory, hashed on the way, reading only the allocated areas where the host te
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.jobs.export.options import ExportOptions
+from vcbproxy.jobs.signals import raise_if_cancelled
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging import names
@@ -33,12 +35,13 @@ def copy_disk(
     basename: str,
     options: ExportOptions,
     progress: Progress,
+    cancel: threading.Event,
 ) -> DiskCopyResult:
     key = f"{vm.name}:{disk.device_id}"
     label = f"{vm.name} {disk.label}"
 
     def advance(n: int) -> None:
-        options.check_cancelled()
+        raise_if_cancelled(cancel)
         progress.advance(key, n)
 
     with disks.open(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.hooks import Hook
 from vcbproxy.models import VmRef
+from vcbproxy.transport import ModeOptions
 
 
 @dataclass
@@ -24,7 +23,7 @@ class ExportOptions:
     fail_on_independent: bool = False
     pre_command: Hook | None = None
     post_command: Hook | None = None
-    transport_options: object = None  # vcbproxy.transport.TransportOptions
+    transport_options: ModeOptions = field(default_factory=ModeOptions)
     lock_dir: Path | None = None
     snapshot_timeout: float = 1800.0
     # With CBT on at the snapshot, ask the host which areas of each disk are allocated
@@ -33,24 +32,9 @@ class ExportOptions:
     # "sha256": every disk's content and every file hashed (MANIFEST.sha256, vcbproxy.json);
     # "none": disks are not hashed, which leaves the copy to the kernel in SAN mode.
     checksum: str = "sha256"
-    # Set when the command is interrupted: exports running in worker threads (--jobs) stop at
-    # their next chunk and clean up, queued ones never start.
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def check_cancelled(self) -> None:
-        if self.cancel.is_set():
-            raise errors.Interrupted(signal.SIGTERM)
 
 
 @dataclass
-class VmExportResult:
+class VmExportResult(errors.Outcome):
     vm: VmRef
     directory: Path
-    warnings: list[str] = field(default_factory=list)
-    error: errors.VcbProxyError | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.error is not None:
-            return self.error.exit_code
-        return errors.WARNINGS if self.warnings else errors.OK

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vcbproxy import __version__, errors
 from vcbproxy.hooks import run_hook
@@ -25,6 +27,7 @@ from vcbproxy.jobs.export.disk import copy_disk, disk_basename
 from vcbproxy.jobs.export.options import ExportOptions, VmExportResult
 from vcbproxy.jobs.export.runlog import RUN_LOG, RunLog
 from vcbproxy.jobs.locks import vm_lock
+from vcbproxy.jobs.signals import raise_if_cancelled
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging import names
@@ -46,17 +49,29 @@ from vcbproxy.transport import TransferStats
 from vcbproxy.transport import create as create_transport
 from vcbproxy.vmdk.copy import DiskCopyResult
 
+if TYPE_CHECKING:  # pyVmomi: loaded only when a job talks to a server
+    from vcbproxy.vsphere.session import Session as VSession
+
 log = logging.getLogger(__name__)
 
 
 def export_vm(
-    session, vm: VmRef, directory: Path, options: ExportOptions, progress: Progress
+    session: VSession,
+    vm: VmRef,
+    directory: Path,
+    options: ExportOptions,
+    progress: Progress,
+    *,
+    cancel: threading.Event | None = None,
 ) -> VmExportResult:
+    """Export ``vm`` into ``directory``; ``cancel``, set by another thread, stops it as a
+    SIGTERM would."""
     # pyVmomi: loaded only when a job talks to a server
     from vcbproxy.vsphere import files as vm_files
     from vcbproxy.vsphere import snapshots
 
-    options.check_cancelled()
+    cancel = cancel or threading.Event()
+    raise_if_cancelled(cancel)
     result = VmExportResult(vm, directory)
     started = time.time()
     with vm_lock(options.lock_dir, session, vm):
@@ -122,12 +137,13 @@ def export_vm(
                         basename,
                         options,
                         progress,
+                        cancel,
                     )
                     taken.add(res.files[0])
                 served_by = dict(transport.served_by)
                 stats = transport.stats
 
-            remove_snapshot_after_copy(session, snapshot, options, result.warnings)
+            remove_snapshot_after_copy(session, snapshot, options, result)
             removed, snapshot = snapshot, None
             meta = ExportMetadata(
                 vm=VmRecord.of(vm),
@@ -174,8 +190,7 @@ def export_vm(
                 context=_hook_context(vm, directory, status="ok"),
             )
         except errors.HookError as exc:
-            result.warnings.append(f"post-command failed: {exc}")
-            log.warning("post-command failed: %s", exc)
+            result.warn(f"post-command failed: {exc}", log)
     return result
 
 
@@ -190,9 +205,8 @@ def _skip_independent(
         raise errors.SnapshotError(
             message.replace("; skipped", "; refusing (--fail-on-independent)")
         )
-    result.warnings.append(message)
+    result.warn(message, log)
     progress.event("warning", vm=vm.name, message=message)
-    log.warning("%s", message)
 
 
 def _disk_record(disk: DiskInfo, res: DiskCopyResult | None) -> DiskRecord:
