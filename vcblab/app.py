@@ -67,6 +67,7 @@ def start(
         "cert_file": str(cert_file),
         "datacenter": lab.datacenter_name,
         "datastores": {name: str(path) for name, path in lab.datastores.items()},
+        "datastore_kinds": dict(lab.datastore_kinds),
         "root": str(root),
     }
     return lab, server, info

@@ -182,7 +182,14 @@ class CowdExtent(GrainExtent):
         return gt
 
     def sync(self) -> None:
-        """Grain tables, then the directory, then the header's freeSector, then fsync."""
+        """:meth:`flush`, then fsync."""
+        if self.writable:
+            self.flush()
+            os.fsync(self.fd)
+
+    def flush(self) -> None:
+        """Changed grain tables, then the directory, then the header's freeSector: the file
+        says what was written (a reader opening it now sees every write)."""
         if not self.writable:
             return
         for index in sorted(self._dirty):
@@ -192,7 +199,6 @@ class CowdExtent(GrainExtent):
             pwrite(self.fd, self._gd_offset * SECTOR, le_bytes(self._gd))
             self._gd_dirty = False
         pwrite(self.fd, 0, _HEAD.pack(*self._head_fields()))
-        os.fsync(self.fd)
 
     def _head_fields(self):
         return (

@@ -40,8 +40,12 @@ DEFAULT_VMS = [
     ("my vm ünïcode / test", None, True, True, "10.0.0.15", [("datastore1", "persistent")]),
     ("dup", "teamA", False, True, "10.0.0.16", [("datastore1", "persistent")]),
     ("dup", "teamB", False, True, "10.0.0.17", [("datastore2", "persistent")]),
-    ("chain01", None, True, True, "10.0.0.18", [("datastore1", "persistent")]),
+    ("chain01", None, True, True, "10.0.0.18", [("datastore1", "persistent")]),  # VMFS6: SEsparse
+    ("chain02", None, True, True, "10.0.0.19", [("datastore2", "persistent")]),  # VMFS5: vmfsSparse
+    ("nfs01", None, True, True, "10.0.0.20", [("nfsstore", "persistent")]),
 ]
+# VMs that come with a chain of user snapshots, each with guest writes in every layer
+CHAINS = ("chain01", "chain02")
 
 
 def _derive(seed: int, *parts) -> bytes:
@@ -97,6 +101,7 @@ def make_vm(
             disk_size,
             seed=_int(seed, index, name, unit),
             uuid=_uuid(seed, index, name, "disk", unit),
+            delta_format=lab.delta_format(datastore, disk_size),
         )
     vm.write_vmx()
     (vm.dir_path / f"{vm.file_stem}.nvram").write_bytes(
@@ -139,7 +144,9 @@ def populate(
                 disks=disks,
                 disk_size=(big_vms or {}).get(name, disk_size),
             )
-            if name == "chain01":
+            if name in CHAINS:
                 create_snapshot(lab, vm, "before-upgrade", "user snapshot 1", False, False)
-                vm.disks[DISK_KEY_BASE].churn(2.0, _int(lab.seed, "chain01-churn"))
+                vm.disks[DISK_KEY_BASE].churn(2.0, _int(lab.seed, f"{name}-churn"))
                 create_snapshot(lab, vm, "after-upgrade", "user snapshot 2", False, False)
+                # the running delta holds guest writes too, as a VM's does
+                vm.disks[DISK_KEY_BASE].churn(1.0, _int(lab.seed, f"{name}-churn-2"))

@@ -59,7 +59,23 @@ DELTA_FORMATS = {
     "vmfsSparse": ("VMFSSPARSE", "-delta.vmdk", CowdExtent),
     "seSparse": ("SESPARSE", "-sesparse.vmdk", SesparseExtent),
 }
-HOSTED_DELTA = "monolithicSparse"
+VMFSSPARSE_LIMIT = 2 << 40  # vmfsSparse maps sectors with 32-bit numbers: less than 2 TiB
+
+
+def delta_format(datastore_kind: str, capacity: int) -> str:
+    """The delta ESXi writes for a disk of ``capacity`` on a datastore of that kind.
+
+    vSphere Storage guide, "Snapshot formats": VMFS6 uses SEsparse for every disk, VMFS5
+    vmfsSparse below 2 TB and SEsparse from there. NFS is not in that table; ESXi writes
+    vmfsSparse redo logs there as on VMFS5 (the lab's reading, noted in its README).
+    """
+    if datastore_kind not in ("vmfs5", "vmfs6", "nfs"):
+        raise ValueError(f"datastore kind {datastore_kind!r} is not vmfs5, vmfs6 or nfs")
+    if datastore_kind == "vmfs6" or capacity >= VMFSSPARSE_LIMIT:
+        return "seSparse"
+    return "vmfsSparse"
+
+
 RDM_TYPES = {
     "vmfsRawDeviceMap": "-rdm.vmdk",
     "vmfsPassthroughRawDeviceMap": "-rdmp.vmdk",
@@ -125,9 +141,9 @@ class LabDisk:
         fill: float,
         base_ranges: list[tuple[int, int]] | None,
         next_delta: int,
-        delta_format: str = HOSTED_DELTA,
+        delta_format: str = "seSparse",
     ):
-        if delta_format not in DELTA_FORMATS and delta_format != HOSTED_DELTA:
+        if delta_format not in DELTA_FORMATS:
             raise ValueError(
                 f"delta format {delta_format!r} is not one ESXi writes: {sorted(DELTA_FORMATS)}"
             )
@@ -154,6 +170,7 @@ class LabDisk:
             raise
         self._writer: _Layer | None = None  # open handle on the top layer
         self._extent_of: dict[str, str | None] = {}  # layer name -> its extent file, if any
+        self._format_of: dict[str, str] = {}  # layer name -> its createType
 
     # -- construction ------------------------------------------------------------------
 
@@ -167,7 +184,7 @@ class LabDisk:
         seed: int,
         fill: float = 0.4,
         uuid: str | None = None,
-        delta_format: str = HOSTED_DELTA,
+        delta_format: str = "seSparse",
     ) -> LabDisk:
         """A new base disk holding the seed's content; any old files of that name are replaced.
 
@@ -221,7 +238,7 @@ class LabDisk:
         seed: int,
         fill: float = 0.4,
         uuid: str | None = None,
-        delta_format: str = HOSTED_DELTA,
+        delta_format: str = "seSparse",
     ) -> LabDisk:
         """A raw device mapping onto ``lun`` (a file standing in for the LUN, filled with the
         seed's content here): descriptor ``b.vmdk`` and mapping file ``b-rdm.vmdk`` (virtual
@@ -271,7 +288,7 @@ class LabDisk:
         descriptor_name: str,
         state: dict | None = None,
         *,
-        delta_format: str = HOSTED_DELTA,
+        delta_format: str = "seSparse",
     ) -> LabDisk:
         """Reopen a disk from its ``state()``, or adopt files that arrived some other way.
 
@@ -401,6 +418,16 @@ class LabDisk:
     def files(self) -> list[str]:
         return [name for name, _ in self.file_kinds()]
 
+    def layer_formats(self) -> list[str]:
+        """Each layer's createType, base first (``vmfs``, ``vmfsSparse``, ``seSparse``...)."""
+        with self._lock:
+            out = []
+            for name in self._layers:
+                if name not in self._format_of:
+                    self._format_of[name] = _layer_info(self.directory, name).desc.create_type
+                out.append(self._format_of[name])
+            return out
+
     # -- snapshots ---------------------------------------------------------------------
 
     @property
@@ -428,8 +455,6 @@ class LabDisk:
         ``b-00000N.vmdk`` naming its parent and the parent's CID, and an empty extent.
         """
         delta_format = delta_format or self.delta_format
-        if delta_format == HOSTED_DELTA:
-            return self._add_hosted_delta()
         extent_type, suffix, writer = DELTA_FORMATS[delta_format]
         with self._lock:
             self._close_writer()
@@ -451,29 +476,6 @@ class LabDisk:
             else:
                 writer.create(self.directory / extent, self.capacity).close()
             _write_text(self.directory / name, descriptor.render(desc))
-            self._layers.append(name)
-            return name
-
-    def _add_hosted_delta(self) -> str:
-        """A hosted monolithicSparse delta, as VMware's hosted products write them (ESXi never
-        does): the lab's deltas until its readers of the ESXi formats land."""
-        with self._lock:
-            self._close_writer()
-            parent = self._layers[-1]
-            parent_cid = _layer_info(self.directory, parent).desc.cid
-            name = f"{self.basename}-{self._next_delta:06d}.vmdk"
-            self._next_delta += 1
-            desc = descriptor.new_descriptor(
-                HOSTED_DELTA,
-                [descriptor.Extent("RW", self.capacity // SECTOR, "SPARSE", name)],
-                capacity=self.capacity,
-                uuid=self.uuid,
-                parent_hint=parent,
-                parent_cid=parent_cid,
-            )
-            SparseExtent.create(
-                self.directory / name, self.capacity, descriptor=descriptor.render(desc)
-            ).close()
             self._layers.append(name)
             return name
 
@@ -522,6 +524,7 @@ class LabDisk:
             (self.directory / child_name).unlink(missing_ok=True)
             del self._layers[index]
             self._extent_of.pop(child_name, None)
+            self._format_of.pop(child_name, None)
 
     # -- guest I/O ---------------------------------------------------------------------
 
@@ -535,6 +538,7 @@ class LabDisk:
             if self._writer is None:
                 self._writer = _open_layer(self.directory, self._layers[-1], writable=True)
             self._write_level(self._writer, len(self._layers) - 1, offset, data)
+            self._writer.flush()  # a reader of the files (qemu-img, the file service) sees it
             self._journal.append(offset, data)
             self.cbt.record(offset, len(data))
 
@@ -805,6 +809,9 @@ class _Layer:
     def sync_close(self) -> None:
         raise NotImplementedError
 
+    def flush(self) -> None:
+        """Metadata of the writes so far into the file (no fsync)."""
+
 
 class _FlatLayer(_Layer):
     """A flat extent (or an RDM's mapping file): every byte is the layer's own."""
@@ -896,6 +903,9 @@ class _DeltaLayer(_Layer):
 
     def sync_close(self):
         self.ext.close()
+
+    def flush(self):
+        self.ext.flush()
 
 
 def _open_layer(directory: Path, name: str, writable: bool = False) -> _Layer:

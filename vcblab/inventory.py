@@ -15,7 +15,9 @@ from pyVmomi import VmomiSupport, vim
 from vcblab.model import Lab, LabObject
 from vcblab.vmx import escape_name
 
-DATASTORES = ("datastore1", "datastore2")
+# name -> file system: it decides how ESXi writes snapshot deltas there (vcblab.disks.delta_format)
+DATASTORES = {"datastore1": "vmfs6", "datastore2": "vmfs5", "nfsstore": "nfs"}
+VMFS_VERSIONS = {"vmfs5": "5.81", "vmfs6": "6.82"}
 HOSTS = ("esx01.lab.local", "esx02.lab.local")
 
 
@@ -150,9 +152,10 @@ class DatastoreBrowser(LabObject):
 class Datastore(Entity):
     vim_type = vim.Datastore
 
-    def __init__(self, lab, moref, name, parent, path: Path):
+    def __init__(self, lab, moref, name, parent, path: Path, kind: str = "vmfs6"):
         super().__init__(lab, moref, name, parent)
         self.path = path
+        self.kind = kind  # "vmfs5", "vmfs6" or "nfs"
         self.browser = lab.add(DatastoreBrowser(lab, f"datastoreBrowser-{moref}", lambda: [self]))
 
     def p_browser(self):
@@ -172,7 +175,7 @@ class Datastore(Entity):
             freeSpace=free,
             accessible=True,
             multipleHostAccess=True,
-            type="VMFS",
+            type="NFS" if self.kind == "nfs" else "VMFS",
         )
 
     @property
@@ -181,12 +184,45 @@ class Datastore(Entity):
 
     def p_info(self):
         total, free = self._space()
+        if self.kind == "nfs":
+            return vim.host.NasDatastoreInfo(
+                name=self.name,
+                url=self.url,
+                freeSpace=free,
+                maxFileSize=62 << 40,
+                maxVirtualDiskCapacity=62 << 40,
+                nas=vim.host.NasVolume(
+                    name=self.name,
+                    type="NFS",
+                    capacity=total,
+                    remoteHost="nas.lab.local",
+                    remotePath=f"/export/{self.name}",
+                ),
+            )
         return vim.host.VmfsDatastoreInfo(
             name=self.name,
             url=self.url,
             freeSpace=free,
             maxFileSize=62 << 40,
             maxVirtualDiskCapacity=62 << 40,
+            vmfs=vim.host.VmfsVolume(
+                name=self.name,
+                type="VMFS",
+                capacity=total,
+                blockSizeMb=1,
+                maxBlocks=63 << 20,
+                majorVersion=int(self.kind[-1]),
+                version=VMFS_VERSIONS[self.kind],
+                uuid=f"{self.moref}-{self.kind}",
+                ssd=False,
+                local=False,
+                extent=[
+                    vim.host.ScsiDisk.Partition(
+                        diskName=f"naa.6000c29{self.moref[-2:]:0>29}", partition=1
+                    )
+                ],
+                vmfsUpgradable=self.kind == "vmfs5",
+            ),
         )
 
     def p_host(self):
@@ -500,11 +536,12 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
     ]
     lab.networks = [lab.add(Network(lab, "network-9", "VM Network", dc.network_folder))]
     lab.datastore_morefs = {}
-    for i, name in enumerate(DATASTORES):
+    for i, (name, kind) in enumerate(DATASTORES.items()):
         path = root / "datastores" / name
         path.mkdir(parents=True, exist_ok=True)
         lab.datastores[name] = path
-        ds = lab.add(Datastore(lab, f"datastore-{20 + i}", name, dc.datastore_folder, path))
+        lab.datastore_kinds[name] = kind
+        ds = lab.add(Datastore(lab, f"datastore-{20 + i}", name, dc.datastore_folder, path, kind))
         lab.datastore_morefs[name] = ds.moref
     lab.team_folders = {
         name: lab.add(

@@ -10,6 +10,8 @@ This is the interface the HTTP side modules (fileservice, nfc, control) use:
     lab.session_for_cookie(header)    -> Session | None (valid, not expired; touched)
     lab.datastore_dir(dc_path, ds)    -> Path | None
     lab.datastores                    {datastore name: Path}
+    lab.datastore_kinds               {datastore name: "vmfs5" | "vmfs6" | "nfs"}
+    lab.delta_format(datastore, cap)  createType of the snapshot deltas ESXi writes there
     lab.find_vm(name_or_moref)        -> LabVm | None
     LabVm.moref/.name/.disks/.powered_on   disks: {device key: LabDisk}
     lab.snapshot_history[snapshot moref] -> {"vm": vm moref, "marks": {key: mark},
@@ -170,6 +172,7 @@ class Lab:
         self.objects: dict[str, LabObject] = {}
         self.sessions: dict[str, Session] = {}
         self.datastores: dict[str, Path] = {}
+        self.datastore_kinds: dict[str, str] = {}  # name -> "vmfs5" | "vmfs6" | "nfs"
         self.datacenter_name = "lab-dc"
         self.snapshot_history: dict[str, dict] = {}
         self.leases: dict[str, LeaseState] = {}
@@ -237,6 +240,11 @@ class Lab:
         if all(ref._moId != self.datastore_morefs.get(ds_name) for ref in dc.p_datastore()):
             return None
         return self.datastores.get(ds_name)
+
+    def delta_format(self, datastore: str, capacity: int) -> str:
+        from vcblab.disks import delta_format
+
+        return delta_format(self.datastore_kinds.get(datastore, "vmfs6"), capacity)
 
     def datastore_path(self, ds_path: str) -> Path | None:
         """'[ds] dir/file' -> host path, or None if the datastore is unknown or it escapes."""

@@ -271,7 +271,14 @@ class SesparseExtent(GrainExtent):
         return gt
 
     def sync(self) -> None:
-        """Grain tables, directory, volatile header, then fsync."""
+        """:meth:`flush`, then fsync."""
+        if self.writable:
+            self.flush()
+            os.fsync(self.fd)
+
+    def flush(self) -> None:
+        """Changed grain tables, directory, free bitmap and volatile header: the file says
+        what was written (a reader opening it now sees every write)."""
         if not self.writable:
             return
         for index in sorted(self._dirty):
@@ -285,7 +292,6 @@ class SesparseExtent(GrainExtent):
             self._bitmap_dirty = False
         volatile = _VOLATILE.pack(VOLATILE_MAGIC, self.tables_used, 0, 0)
         pwrite(self.fd, self.regions["volatile"][0] * SECTOR, volatile)
-        os.fsync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -18,6 +18,7 @@ from vcblab.model import LabObject
 from vcblab.vimdata import complete, now
 
 SCSI_KEY = 1000
+DELTA_DISK_FORMAT = {"vmfsSparse": "redoLogFormat", "seSparse": "seSparseFormat"}
 DISK_KEY_BASE = 2000
 NIC_KEY = 4000
 MODES = {
@@ -191,6 +192,7 @@ class LabVm(Entity):
         """The FlatVer2 backing of a disk at `layer_index` (default: top), parents chained."""
         disk, slot = self.disks[key], self.slots[key]
         layers = list(disk.layers)
+        formats = disk.layer_formats()
         top = len(layers) - 1 if layer_index is None else layer_index
         ds_ref = self.lab.objects[self.lab.datastore_morefs[slot.datastore]].ref()
         backing = None
@@ -205,7 +207,9 @@ class LabVm(Entity):
                 uuid=_disk_uuid(disk.uuid, i),
                 contentId=f"{abs(hash((disk.uuid, i))):032x}"[:32],
                 parent=backing,
-                deltaDiskFormat="redoLogFormat" if i else None,
+                # what the API says of each delta: vmfsSparse is a redo log, SEsparse has 4 KiB grains
+                deltaDiskFormat=DELTA_DISK_FORMAT.get(formats[i]) if i else None,
+                deltaGrainSize=4 if i and formats[i] == "seSparse" else None,
             )
             backing = b
         if change_id or disk.cbt.enabled:  # the disk's own state, not the configured one

@@ -30,3 +30,10 @@ def env(lab, lab_client):
         cbt_max_areas=2048,
         reset_cbt=None,
     )
+
+
+@pytest.fixture
+def lab_sshd(sshd, lab):
+    """The session's sshd serving every lab datastore under its volumes root."""
+    sshd.expose_all(lab.info["datastores"])
+    return sshd

@@ -31,13 +31,6 @@ MODES = ["nbdssl", "nbd", "san", "ssh", "nfc", "san:nbdssl"]
 VM = "web01"  # two disks: one on datastore1, one on datastore2
 
 
-@pytest.fixture
-def lab_sshd(sshd, lab):
-    """The session's sshd serving every lab datastore under its volumes root."""
-    sshd.expose_all(lab.info["datastores"])
-    return sshd
-
-
 def ssh_args(sshd, *, known_hosts: bool = True) -> list[str]:
     args = [
         "--ssh-host",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pyVmomi import vim, vmodl
 
@@ -54,7 +56,18 @@ def test_default_vms_and_escaped_names(lab_si):
     view = _vm_view(lab_si)
     names = sorted(vm.name for vm in view.view)
     assert names == sorted(
-        ["web01", "db01", "files01", "notools", "my vm ünïcode %2f test", "dup", "dup", "chain01"]
+        [
+            "web01",
+            "db01",
+            "files01",
+            "notools",
+            "my vm ünïcode %2f test",
+            "dup",
+            "dup",
+            "chain01",
+            "chain02",
+            "nfs01",
+        ]
     )
     view.DestroyView()
 
@@ -67,7 +80,7 @@ def test_paging_with_max_objects(lab_si):
         ["name", "summary.config.name", "guest.ipAddress", "runtime.powerState"],
         max_objects=3,
     )
-    assert [len(p.objects) for p in pages] == [3, 3, 2]
+    assert [len(p.objects) for p in pages] == [3, 3, 3, 1]
     assert all(p.token for p in pages[:-1]) and pages[-1].token is None
     vms = _by_name(pages)
     assert len(vms["dup"]) == 2
@@ -95,7 +108,7 @@ def test_view_type_filter_and_folders(lab_si):
         "esx01.lab.local",
         "esx02.lab.local",
     }
-    assert {d.name for d in dc.datastore} == {"datastore1", "datastore2"}
+    assert {d.name for d in dc.datastore} == {"datastore1", "datastore2", "nfsstore"}
     team_a = [f for f in view.view if f.name == "teamA"][0]
     assert [vm.name for vm in _vm_view(lab_si, container=team_a).view] == ["dup"]
 
@@ -177,3 +190,43 @@ def test_wait_for_updates_reports_changes(lab_si):
         assert none is None
     finally:
         flt.DestroyPropertyFilter()
+
+
+def test_datastores_have_a_vmfs_version_or_are_nfs(lab_si):
+    dc = lab_si.content.rootFolder.childEntity[0]
+    by_name = {d.name: d for d in dc.datastore}
+    for name, major in (("datastore1", 6), ("datastore2", 5)):
+        assert by_name[name].summary.type == "VMFS"
+        info = by_name[name].info
+        assert isinstance(info, vim.host.VmfsDatastoreInfo) and info.vmfs.majorVersion == major
+    nfs = by_name["nfsstore"]
+    assert nfs.summary.type == "NFS"
+    assert isinstance(nfs.info, vim.host.NasDatastoreInfo) and nfs.info.nas.type == "NFS"
+
+
+@pytest.mark.parametrize(
+    "vm_name, datastore, create_type, extent, delta_format",
+    [
+        ("chain01", "datastore1", "seSparse", "SESPARSE", "seSparseFormat"),  # VMFS6
+        ("chain02", "datastore2", "vmfsSparse", "VMFSSPARSE", "redoLogFormat"),  # VMFS5
+    ],
+)
+def test_snapshot_deltas_are_what_esxi_writes_on_that_datastore(
+    lab, lab_si, vm_name, datastore, create_type, extent, delta_format
+):
+    from vcbproxy.vmdk import descriptor
+
+    vm = lab_si.content.searchIndex.FindByInventoryPath(f"lab-dc/vm/{vm_name}")
+    disk = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)][0]
+    assert disk.backing.deltaDiskFormat == delta_format
+    assert disk.backing.parent.deltaDiskFormat == delta_format
+    assert disk.backing.parent.parent.deltaDiskFormat is None  # the base is flat
+    root = Path(lab.info["datastores"][datastore]) / vm_name
+    top = descriptor.parse((root / f"{vm_name}-000002.vmdk").read_text())
+    assert top.create_type == create_type
+    assert [e.type for e in top.extents] == [extent]
+    suffix = "-sesparse.vmdk" if extent == "SESPARSE" else "-delta.vmdk"
+    assert top.extents[0].filename == f"{vm_name}-000002{suffix}"
+    files = {f.name: f.type for f in vm.layoutEx.file}
+    assert files[f"[{datastore}] {vm_name}/{vm_name}-000002{suffix}"] == "diskExtent"
+    assert files[f"[{datastore}] {vm_name}/{vm_name}-000002.vmdk"] == "diskDescriptor"

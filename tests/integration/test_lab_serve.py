@@ -39,7 +39,12 @@ def test_serve_prints_info_and_starts_fast(tmp_path):
         ):
             assert field in info, field
         assert info["sdk_url"] == f"https://127.0.0.1:{info['https_port']}/sdk"
-        assert set(info["datastores"]) == {"datastore1", "datastore2"}
+        assert set(info["datastores"]) == {"datastore1", "datastore2", "nfsstore"}
+        assert info["datastore_kinds"] == {
+            "datastore1": "vmfs6",
+            "datastore2": "vmfs5",
+            "nfsstore": "nfs",
+        }
         assert all(os.path.isdir(d) for d in info["datastores"].values())
         mode = stat.S_IMODE(os.stat(info["password_file"]).st_mode)
         assert mode == 0o600

@@ -163,3 +163,30 @@ def test_memory_snapshot_has_a_memory_file(lab, lab_si):
     finally:
         run_task(snap.RemoveSnapshot_Task(removeChildren=False))
     assert not _host_path(lab, memory.name).exists()
+
+
+@pytest.mark.parametrize("vm_name", ["chain01", "chain02"])
+def test_every_default_delta_chain_is_the_oracle_for_qemu_and_dissect(
+    lab, lab_si, tmp_path, vm_name
+):
+    """The default VMs' user snapshot chains (SEsparse on VMFS6, vmfsSparse on VMFS5): the
+    layer each snapshot froze, and the running top, read as the oracle by qemu-img and
+    dissect.hypervisor, neither of which vcbproxy or the lab wrote."""
+    from tests.vmdk_peers import dissect_sha256, qemu_compare
+
+    client = LabClient(lab.info)
+    vm = _vm(lab_si, vm_name)
+    checked = 0
+    for layout in vm.layoutEx.snapshot:
+        files = {f.key: f.name for f in vm.layoutEx.file}
+        descriptor = files[layout.disk[0].chain[-1].fileKey[0]]
+        truth = client.oracle(snapshot=layout.key._moId, key=layout.disk[0].key, raw=True)
+        qemu_compare(_host_path(lab, descriptor), Path(truth["path"]))
+        assert dissect_sha256(_host_path(lab, descriptor)) == truth["sha256"], descriptor
+        checked += 1
+    top = _disks(vm.config)[0].backing.fileName
+    assert "-00000" in top
+    now = client.oracle(vm=vm_name, key=2000, raw=True)  # the guest writes only when asked
+    qemu_compare(_host_path(lab, top), Path(now["path"]))
+    assert dissect_sha256(_host_path(lab, top)) == now["sha256"]
+    assert checked == 2

@@ -202,18 +202,27 @@ def test_zero_extent_and_smaller_parent(tmp_path, opener):
     assert check_runs(DiskChain.open("z.vmdk", opener)) == [Run(0, 8192, None, 0)]
 
 
-@pytest.mark.parametrize("create_type", ["vmfsSparse", "seSparse", "streamOptimized"])
-def test_unsupported_types_are_refused(tmp_path, opener, create_type):
-    (tmp_path / "u.vmdk").write_text(
-        f'version=1\ncreateType="{create_type}"\nRW 8 SPARSE "u-delta.vmdk"\n'
-    )
+@pytest.mark.parametrize(
+    "create_type, extent",
+    [
+        ("streamOptimized", 'SPARSE "u-s.vmdk"'),
+        ("vmfsPassthroughRawDeviceMap", 'VMFSRDM "u-rdmp.vmdk"'),
+        ("fullDevice", 'FLAT "/dev/sda" 0'),
+    ],
+)
+def test_unsupported_types_are_refused(tmp_path, opener, create_type, extent):
+    (tmp_path / "u.vmdk").write_text(f'version=1\ncreateType="{create_type}"\nRW 8 {extent}\n')
     with pytest.raises(VmdkError, match="unsupported"):
         DiskChain.open("u.vmdk", opener)
 
 
-def test_cowd_delta_is_refused(tmp_path, opener):
-    (tmp_path / "c.vmdk").write_bytes(b"COWD" + bytes(2044))
-    with pytest.raises(VmdkError, match="vmfsSparse"):
+@pytest.mark.parametrize(
+    "head, kind",
+    [(b"COWD" + bytes(2044), "vmfsSparse"), ((0xCAFEBABE).to_bytes(8, "little"), "SEsparse")],
+)
+def test_a_delta_extent_is_not_taken_for_a_descriptor(tmp_path, opener, head, kind):
+    (tmp_path / "c.vmdk").write_bytes(head.ljust(4096, b"\0"))
+    with pytest.raises(VmdkError, match=f"a {kind} extent, not a descriptor"):
         DiskChain.open("c.vmdk", opener)
 
 

@@ -59,6 +59,7 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
                 raise vim.fault.NotFound(msg=f"Datastore {ds} of disk {disk['file']} not found")
             try:
                 lab_disk = LabDisk.load(lab.datastores[ds] / ddir, fname, None)
+                lab_disk.delta_format = lab.delta_format(ds, lab_disk.capacity)
             except (OSError, ValueError) as exc:
                 raise vim.fault.FileNotFound(
                     msg=f"Cannot open the disk {disk['file']}: {exc}", file=f"[{ds}] {ddir}/{fname}"

@@ -31,9 +31,10 @@ from vcbproxy.repository.extents import ExtentWriter
 from vcbproxy.repository.store import Repository, RunWriter
 from vcbproxy.transport import ModeOptions
 from vcbproxy.transport import create as create_transport
-from vcbproxy.transport.chain import disk_chain
+from vcbproxy.transport.chain import disk_chain, only_areas
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import read_areas
+from vcbproxy.vmdk.readplan import planned
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,11 @@ def _backup_disk(
     out = ExtentWriter(writer.file(f"disk-{disk.key}.data"))
     try:
         with disk_chain(transport, disk) as (chain, stream_of):
-            for offset, piece in read_areas(chain.runs(), stream_of, areas):
+            # one stream per layer file rather than a request per run (vcbproxy.vmdk.readplan)
+            runs, reader = planned(
+                only_areas(chain.runs(), areas), stream_of, transport.request_cost
+            )
+            for offset, piece in read_areas(runs, reader, areas):
                 if isinstance(piece, int):
                     out.zeros(offset, piece)
                     progress.advance(key, piece)

@@ -22,6 +22,7 @@ from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import DiskChain, Run
 from vcbproxy.vmdk.copy import DiskCopyResult, copy_runs
 from vcbproxy.vmdk.io import OpenFiles
+from vcbproxy.vmdk.readplan import planned
 from vcbproxy.vmdk.writers import DiskWriter, open_writer
 
 if TYPE_CHECKING:  # the transports import this module
@@ -115,8 +116,10 @@ class ChainDisk(DiskSource):
                 target.fmt, target.directory, target.basename, self.capacity, uuid=target.uuid
             )
             runs = self.chain.runs() if areas is None else only_areas(self.chain.runs(), areas)
+            # one stream per layer file rather than a request per run (vcbproxy.vmdk.readplan)
+            runs, stream_of = planned(runs, self.files, self.transport.request_cost)
             result = copy_runs(
-                runs, self.files, writer, capacity=self.capacity, advance=advance, checksum=checksum
+                runs, stream_of, writer, capacity=self.capacity, advance=advance, checksum=checksum
             )
             closing = time.monotonic()
             result.files = writer.close()

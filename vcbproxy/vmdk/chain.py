@@ -4,6 +4,12 @@
 ``parentFileNameHint`` down to the base, and answers "where does each byte of the virtual disk
 live?" as :class:`Run` objects. The copier then ranged-reads those files directly, so a
 consolidated export never has to interpret VMDK formats itself.
+
+Layers may be flat (``vmfs``, ``monolithicFlat``...; a virtual-mode RDM's mapping file reads
+as the LUN), hosted sparse (``monolithicSparse``, ``twoGbMaxExtentSparse``), or ESXi's
+snapshot deltas: ``vmfsSparse`` (COWD, :mod:`vcbproxy.vmdk.cowd`) and ``seSparse``
+(:mod:`vcbproxy.vmdk.sesparse`), in any mix. Only grain tables are read to build the map;
+the data is read once, by the copier.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.cowd import MAGIC as COWD_MAGIC
+from vcbproxy.vmdk.cowd import CowdExtent
 from vcbproxy.vmdk.descriptor import NO_PARENT_CID, SECTOR, Descriptor, parse
+from vcbproxy.vmdk.grainmap import GrainTableExtent
 from vcbproxy.vmdk.io import OpenFiles
+from vcbproxy.vmdk.sesparse import SesparseExtent, is_sesparse
 from vcbproxy.vmdk.sparse import MAGIC, SparseExtent
 
 log = logging.getLogger(__name__)
@@ -33,16 +43,20 @@ FLAT_TYPES = (
     "custom",
 )
 SPARSE_TYPES = ("monolithicSparse", "twoGbMaxExtentSparse")
+DELTA_TYPES = ("vmfsSparse", "seSparse")  # ESXi's snapshot deltas
+RDM_TYPES = ("vmfsRawDeviceMap",)  # virtual compatibility: its mapping file reads as the LUN
 UNSUPPORTED_TYPES = (
-    "vmfsSparse",
-    "seSparse",
     "streamOptimized",
     "vmfsRaw",
-    "vmfsRawDeviceMap",
     "vmfsPassthroughRawDeviceMap",
     "fullDevice",
     "partitionedDevice",
 )
+_WHY_UNSUPPORTED = {
+    "vmfsPassthroughRawDeviceMap": (
+        "a physical-mode RDM: ESXi does not snapshot it and the guest owns the LUN"
+    ),
+}
 
 
 @dataclass
@@ -60,10 +74,11 @@ class Run:
 class _LayerExtent:
     start: int  # byte offset in the virtual disk
     length: int
-    kind: str  # "flat", "sparse", "zero"
+    kind: str  # "flat", "sparse" (hosted), "grains" (vmfsSparse, SEsparse), "zero"
     filename: str | None  # relative to the top's directory (or absolute /vmfs/volumes/...)
     file_offset: int = 0  # flat: byte offset of the extent's data in its file
     sparse: SparseExtent | None = None
+    grains: GrainTableExtent | None = None
 
 
 @dataclass
@@ -194,6 +209,8 @@ class DiskChain:
                 yield Run(lo, hi - lo, ext.filename, ext.file_offset + (lo - ext.start))
             elif ext.kind == "zero":
                 yield Run(lo, hi - lo, None, 0)
+            elif ext.kind == "grains":
+                yield from self._resolve_grains(index, ext, lo, hi)
             else:
                 yield from self._resolve_sparse(index, ext, lo, hi)
             pos = hi
@@ -202,6 +219,17 @@ class DiskChain:
                 yield Run(pos, end - pos, None, 0)
             else:
                 yield from self._resolve(index - 1, pos, end)
+
+    def _resolve_grains(self, index: int, ext: _LayerExtent, lo: int, hi: int) -> Iterator[Run]:
+        """An ESXi delta's spans: its own data, zeros, or the parent's answer for the rest."""
+        for start, stop, where in ext.grains.spans(lo - ext.start, hi - ext.start):
+            a, b = ext.start + start, ext.start + stop
+            if where is None:
+                yield from self._resolve(index - 1, a, b)
+            elif where == 0:
+                yield Run(a, b - a, None, 0)
+            else:
+                yield Run(a, b - a, ext.filename, where)
 
     def _resolve_sparse(self, index: int, ext: _LayerExtent, lo: int, hi: int) -> Iterator[Run]:
         sparse = ext.sparse
@@ -316,8 +344,11 @@ def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
             raise VmdkError(f"{name}: a sparse extent without a descriptor cannot start a disk")
         descriptor = parse(text)
         return _Layer(name, descriptor, _layer_extents(name, descriptor, opener, {name: sparse}))
-    if head == b"COWD":
-        raise VmdkError(f"{name}: vmfsSparse (COWD) delta disks are unsupported")
+    if head == COWD_MAGIC or is_sesparse(ra.pread(0, 8)):
+        kind = "vmfsSparse" if head == COWD_MAGIC else "SEsparse"
+        raise VmdkError(
+            f"{name}: a {kind} extent, not a descriptor; open the descriptor that names it"
+        )
     if ra.size > MAX_DESCRIPTOR:
         raise VmdkError(f"{name}: not a VMDK descriptor ({ra.size} bytes)")
     raw, _, padding = ra.pread(0, ra.size).partition(b"\0")
@@ -346,14 +377,27 @@ def _layer_extents(
             "(read it with vcbproxy.vmdk.content.disk_pieces)"
         )
     if d.create_type in UNSUPPORTED_TYPES:
-        raise VmdkError(f"{name}: createType {d.create_type} is unsupported")
+        why = _WHY_UNSUPPORTED.get(d.create_type)
+        raise VmdkError(
+            f"{name}: createType {d.create_type} is unsupported" + (f" ({why})" if why else "")
+        )
     out: list[_LayerExtent] = []
     pos = 0
     for e in d.extents:
         length = e.sectors * SECTOR
         fname = _join(name, e.filename) if e.filename else None
-        if e.type in ("FLAT", "VMFS"):
+        if e.type in ("FLAT", "VMFS") or (e.type == "VMFSRDM" and d.create_type in RDM_TYPES):
             out.append(_LayerExtent(pos, length, "flat", fname, e.offset * SECTOR))
+        elif e.type in ("VMFSSPARSE", "SESPARSE") or (
+            e.type == "SPARSE" and not preopened and _magic(opener, fname) == COWD_MAGIC
+        ):
+            # a hosted descriptor's SPARSE extent may be a COWD file too (as qemu reads it)
+            grains = _open_grains(opener, fname, e.type)
+            if grains.capacity < length:
+                raise VmdkError(
+                    f"{fname}: extent holds {grains.capacity} bytes, the descriptor says {length}"
+                )
+            out.append(_LayerExtent(pos, length, "grains", fname, 0, grains=grains))
         elif e.type == "ZERO":
             out.append(_LayerExtent(pos, length, "zero", None))
         elif e.type == "SPARSE":
@@ -377,3 +421,22 @@ def _layer_extents(
             raise VmdkError(f"{name}: extent type {e.type} is unsupported")
         pos += length
     return out
+
+
+def _magic(opener, name: str) -> bytes:
+    return opener(name).pread(0, 8)[:4]
+
+
+def _open_grains(opener, name: str, extent_type: str) -> GrainTableExtent:
+    """The vmfsSparse or SEsparse extent ``name``, by what its first bytes say."""
+    ra = opener(name)
+    head = ra.pread(0, 512)  # the magic, and the whole header for the extent to parse
+    if head[:4] == COWD_MAGIC:
+        if extent_type == "SESPARSE":
+            raise VmdkError(f"{name}: a SESPARSE extent line names a vmfsSparse (COWD) file")
+        return CowdExtent.from_reader(ra, name, head)
+    if is_sesparse(head):
+        if extent_type != "SESPARSE":
+            raise VmdkError(f"{name}: a {extent_type} extent line names an SEsparse file")
+        return SesparseExtent.from_reader(ra, name, head)
+    raise VmdkError(f"{name}: not a {extent_type} extent (magic {head[:8].hex()})")
