@@ -14,7 +14,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tqdm import tqdm
+
 from vcbproxy.errors import UsageError
+from vcbproxy.staging.space import human_size
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ class _Item:
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     last_emit: float = 0.0
-    bar: object = None
+    bar: tqdm | None = None  # BarProgress's bar of this item
 
 
 class Progress:
@@ -194,14 +197,12 @@ class BarProgress(Progress):
 
     def __init__(self, *, stream=None):
         super().__init__(stream=stream if stream is not None else sys.stderr)
-        self._total_bar = None
+        self._total_bar: tqdm | None = None
         self._grand_total = 0
         self._free_positions: list[int] = []
         self._next_position = 1
 
-    def _bar(self, **kwargs):
-        from tqdm import tqdm
-
+    def _bar(self, **kwargs) -> tqdm:
         return tqdm(
             file=self.stream,
             unit="B",
@@ -226,17 +227,18 @@ class BarProgress(Progress):
         item.bar = self._bar(total=item.total, desc=item.label, position=position, leave=False)
 
     def _on_advance(self, key, item, nbytes):
-        item.bar.update(nbytes)
-        self._total_bar.update(nbytes)
+        if item.bar is not None and self._total_bar is not None:  # both made by _on_start
+            item.bar.update(nbytes)
+            self._total_bar.update(nbytes)
 
     def _on_finish(self, key, item, info):
+        if item.bar is None:
+            return
         position = item.bar.pos if hasattr(item.bar, "pos") else None
         item.bar.close()
         if isinstance(position, int):
             self._free_positions.append(abs(position))
             self._free_positions.sort()
-        from vcbproxy.staging.space import human_size
-
         self._write(
             f"{item.label}: {human_size(item.done)} in {time.monotonic() - item.started:.1f} s"
         )
@@ -247,12 +249,11 @@ class BarProgress(Progress):
 
     def _on_close(self, fields):
         for item in self._items.values():
-            item.bar.close()
+            if item.bar is not None:
+                item.bar.close()
         self._items.clear()
         if self._total_bar is not None:
             self._total_bar.close()
 
     def _write(self, text: str) -> None:
-        from tqdm import tqdm
-
         tqdm.write(text, file=self.stream)

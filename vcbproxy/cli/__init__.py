@@ -13,6 +13,13 @@ import sys
 import click
 
 from vcbproxy import __version__, errors
+from vcbproxy.cli import cbt as cbt_cmds
+from vcbproxy.cli import lab as lab_cmds
+from vcbproxy.cli import mount as mount_cmds
+from vcbproxy.cli import restore as restore_cmds
+from vcbproxy.cli import snapshot as snapshot_cmds
+from vcbproxy.cli import verify as verify_cmds
+from vcbproxy.cli import vms as vms_cmds
 
 EPILOG = "Exit codes: " + ", ".join(f"{code} {name}" for code, name in errors.EXIT_CODES.items())
 
@@ -38,29 +45,17 @@ def cli(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.DEBUG) + 10)
 
 
-def _register() -> None:
-    from vcbproxy.cli import cbt as cbt_cmds
-    from vcbproxy.cli import lab as lab_cmds
-    from vcbproxy.cli import mount as mount_cmds
-    from vcbproxy.cli import restore as restore_cmds
-    from vcbproxy.cli import snapshot as snapshot_cmds
-    from vcbproxy.cli import verify as verify_cmds
-    from vcbproxy.cli import vms as vms_cmds
-
-    cli.add_command(vms_cmds.vms)
-    cli.add_command(mount_cmds.mount)
-    cli.add_command(mount_cmds.unmount)
-    cli.add_command(snapshot_cmds.snapshot)
-    cli.add_command(cbt_cmds.cbt)
-    cli.add_command(cbt_cmds.backup)
-    cli.add_command(cbt_cmds.restore_point)
-    cli.add_command(cbt_cmds.compare)
-    cli.add_command(lab_cmds.lab)
-    cli.add_command(verify_cmds.verify)
-    cli.add_command(restore_cmds.restore)
-
-
-_register()
+cli.add_command(vms_cmds.vms)
+cli.add_command(mount_cmds.mount)
+cli.add_command(mount_cmds.unmount)
+cli.add_command(snapshot_cmds.snapshot)
+cli.add_command(cbt_cmds.cbt)
+cli.add_command(cbt_cmds.backup)
+cli.add_command(cbt_cmds.restore_point)
+cli.add_command(cbt_cmds.compare)
+cli.add_command(lab_cmds.lab)
+cli.add_command(verify_cmds.verify)
+cli.add_command(restore_cmds.restore)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,6 +74,7 @@ def lab() -> None:
 )
 def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) -> None:
     """Serve a lab until SIGINT/SIGTERM; prints one JSON line describing it."""
+    # The lab, only for 'vcbproxy lab': the product never imports it otherwise.
     from vcblab import app
     from vcblab.faults import FaultError
 
@@ -117,7 +118,7 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) ->
 @click.option("--seed", type=int, default=None, help="Seed of the written blocks.")
 def churn(root, vm, percent, seed) -> None:
     """Write blocks into a running VM's disks, as its guest would (CBT records them)."""
-    from vcblab.client import LabClient
+    from vcblab.client import LabClient  # the lab, only for 'vcbproxy lab'
 
     info_file = Path(root) / INFO_FILE
     try:

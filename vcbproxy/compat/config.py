@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,16 +98,16 @@ class VcbConfig:
         return out
 
 
-def config_path(env: dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_PATH
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    found = (os.environ if env is None else env).get(CONFIG_ENV)
+    return Path(found) if found else DEFAULT_PATH
 
 
-def load(path: Path | None = None, env: dict[str, str] | None = None) -> VcbConfig:
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> VcbConfig:
     """Read the config; a missing default file is an empty config, a missing named one an error."""
-    env = os.environ if env is None else env
-    explicit = path is not None or bool(env.get(CONFIG_ENV))
-    path = path if path is not None else config_path(env)
+    environ = os.environ if env is None else env
+    explicit = path is not None or bool(environ.get(CONFIG_ENV))
+    path = path if path is not None else config_path(environ)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:

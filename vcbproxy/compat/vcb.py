@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
+from vcbproxy.cli import main
 from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
 from vcbproxy.compat.flags import SHORTOPTS
+from vcbproxy.jobs.unmount import export_dirs_under
 from vcbproxy.transport import HOTADD_REFUSAL, parse_chain
 
 TOOLS = ("vcbMounter", "vcbVmName", "vcbSnapshot", "vcbCleanup", "vcbRestore")
@@ -239,8 +241,6 @@ def translate_snapshot(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> 
 def translate_cleanup(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
     """vcbCleanup [-h -u -p] [-r DIR] [-y]: unmount every export under DIR (default BACKUPROOT),
     then remove every remaining _VCB-BACKUP_ snapshot. Without -y only list what would go."""
-    from vcbproxy.jobs.unmount import export_dirs_under
-
     tool = "vcbCleanup"
     opts, rest = _getopt(tool, args)
     if rest:
@@ -304,8 +304,6 @@ TRANSLATORS = {
 
 def invoke(argv: list[str]) -> int:
     """Run one vcbproxy command in-process; its exit code (errors printed by vcbproxy's main)."""
-    from vcbproxy.cli import main
-
     try:
         main(argv)
     except SystemExit as exc:

@@ -65,8 +65,8 @@ class BackupResult(errors.Outcome):
 
 
 def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> BackupResult:
-    from vcbproxy.vsphere import files as vm_files
-    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     result = BackupResult(vm)
     started = time.monotonic()
@@ -189,7 +189,7 @@ def _backup_disk(
     progress: Progress,
     result: BackupResult,
 ) -> dict:
-    from vcbproxy.vsphere import cbt
+    from vcbproxy.vsphere import cbt  # pyVmomi: loaded only when a job talks to a server
 
     since = cbt.ALL
     if (

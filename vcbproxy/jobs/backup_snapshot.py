@@ -10,6 +10,7 @@ import logging
 import time
 
 from vcbproxy import errors
+from vcbproxy.jobs.signals import shielded
 from vcbproxy.models import SnapshotRef, VmRef
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ VCB_SNAPSHOT = "_VCB-BACKUP_"
 def handle_stale_snapshots(session, vm: VmRef, options) -> None:
     """A _VCB-BACKUP_ snapshot left by an earlier run: fail, or remove it
     (``options.preexisting_snapshot``)."""
-    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     stale = snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT)
     if not stale:
@@ -41,7 +42,7 @@ def remove_snapshot_after_copy(
 ) -> None:
     """Remove the backup snapshot once the data is safe; one retry, as a removal task can
     fail transiently (a busy host, a consolidation already running)."""
-    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     try:
         snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
@@ -54,8 +55,7 @@ def remove_snapshot_after_copy(
 
 def remove_snapshot_on_failure(session, snapshot: SnapshotRef, options) -> None:
     """Best effort after a failed copy; a snapshot that stays is logged for the sweep."""
-    from vcbproxy.jobs.signals import shielded
-    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     # Shielded: a second Ctrl-C while the removal task runs must not leave the snapshot behind.
     with shielded():

@@ -13,8 +13,8 @@ ACTIVATE_SNAPSHOT = "_vcbproxy-cbt-activate_"
 
 
 def set_tracking(session, vm: VmRef, enabled: bool) -> list[DiskInfo]:
-    from vcbproxy.vsphere import cbt, snapshots
-    from vcbproxy.vsphere import files as vm_files
+    from vcbproxy.vsphere import cbt, snapshots  # pyVmomi: loaded only when a job talks to a server
+    from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
 
     cbt.set_tracking(session, vm, enabled)
     snap = snapshots.create_snapshot(
@@ -30,6 +30,6 @@ def set_tracking(session, vm: VmRef, enabled: bool) -> list[DiskInfo]:
 
 
 def status(session, vm: VmRef) -> list[DiskInfo]:
-    from vcbproxy.vsphere import files as vm_files
+    from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
 
     return vm_files.live_disks(session, vm)

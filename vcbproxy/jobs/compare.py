@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vcbproxy import errors
+from vcbproxy.jobs import cbt
 from vcbproxy.jobs.backup import BackupOptions, backup
 from vcbproxy.jobs.export import ExportOptions, export_vm
 from vcbproxy.models import VmRef
@@ -59,8 +61,6 @@ class CompareOptions:
 
 
 def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> list[dict]:
-    from vcbproxy.jobs import cbt
-
     if not all(d.change_id for d in cbt.status(session, vm) if not d.independent):
         cbt.set_tracking(session, vm, True)
     repo = options.workdir / "repo"
@@ -69,7 +69,7 @@ def compare(session, vm: VmRef, options: CompareOptions, progress: Progress) -> 
         churned = 0
         if number > 1 and options.churn_percent and options.churn is not None:
             churned = options.churn(vm.name, options.churn_percent, number)
-        row = {"run": number, "churn_bytes": churned}
+        row: dict[str, Any] = {"run": number, "churn_bytes": churned}
         row.update(_full(session, vm, options, number, progress))
         row.update(_cbt(session, vm, options, repo, progress))
         row["read_ratio"] = round(row["cbt_read"] / churned, 4) if churned else None
@@ -186,7 +186,7 @@ def render_table(rows: list[dict]) -> str:
 
 
 def _chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # the 'chart' extra: loaded only to draw, and only if installed
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

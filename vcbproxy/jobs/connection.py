@@ -6,6 +6,7 @@ is the one place that reads them, so the rule is enforced in one spot.
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -31,8 +32,6 @@ def read_password(*, password_file: str | None, prompt_for: str | None = None) -
     if env is not None:
         return env
     if prompt_for and sys.stdin.isatty():
-        import getpass
-
         return getpass.getpass(f"Password for {prompt_for}: ")
     raise errors.AuthError(
         f"no password given: set {PASSWORD_ENV}, use --password-file, or run on a terminal to be prompted"
@@ -41,7 +40,7 @@ def read_password(*, password_file: str | None, prompt_for: str | None = None) -
 
 def connect(spec: ServerSpec):
     """Open a :class:`vcbproxy.vsphere.session.Session` (a context manager)."""
-    from vcbproxy.vsphere.session import Session
+    from vcbproxy.vsphere.session import Session  # pyVmomi: only when talking to a server
 
     if not spec.server:
         raise errors.UsageError("no server given: use --server or set VCBPROXY_SERVER")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from vcbproxy.models import VmRef
+from vcbproxy.staging.lock import VmLock
 
 
 def default_lock_dir() -> Path:
@@ -15,8 +16,6 @@ def default_lock_dir() -> Path:
 
 
 def vm_lock(lock_dir: Path | None, session, vm: VmRef):
-    from vcbproxy.staging.lock import VmLock
-
     server = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{session.host}_{session.port}")
     return VmLock(
         lock_dir or default_lock_dir(),

@@ -20,20 +20,28 @@ pyVmomi stays in ``vcbproxy.vsphere``; this module sees sessions and dataclasses
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import posixpath
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
-from vcbproxy.jobs.upload import StagedDisk, adapter_type, upload_disk
+from vcbproxy.jobs.restore_point import restore_point
+from vcbproxy.jobs.signals import shielded
+from vcbproxy.jobs.upload import StagedDisk, adapter_type, flat_name, upload_disk
+from vcbproxy.jobs.verify import verify_export
 from vcbproxy.models import DatastorePath, VmRef
 from vcbproxy.progress import Progress
+from vcbproxy.repository.verify import verify_repository
+from vcbproxy.selectors import Selector
 from vcbproxy.staging import names
 from vcbproxy.staging.metadata import ExportMetadata, read_metadata, staged_vmx
 from vcbproxy.staging.vmx import parse_vmx, rewrite_vmx, set_vmx_values
+from vcbproxy.transport.put import FileUploader
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +106,6 @@ class RestorePlan:
 
     def files(self) -> list[DatastorePath]:
         """Every file the restore writes (for the -b keep check)."""
-        from vcbproxy.jobs.upload import flat_name
-
         out = [self.vmx_path] + ([self.nvram_path] if self.nvram else []) + [self.log_path]
         for disk in self.disks:
             out += [disk.target, flat_name(disk.target)]
@@ -255,32 +261,27 @@ def restore(session, options: RestoreOptions, progress: Progress) -> RestoreResu
 
 
 @contextlib.contextmanager
-def _rebuilt_run(options: RestoreOptions):
+def _rebuilt_run(options: RestoreOptions) -> Iterator[Path]:
     """A CBT run rebuilt as flat disks in a private temporary directory (sparse: holes cost no
     space), after the repository verifies; removed on every path."""
-    from vcbproxy.jobs.restore_point import restore_point
-    from vcbproxy.repository.verify import verify_repository
-
-    if options.run is None:
+    repo = options.repo
+    if repo is None or options.run is None:
         raise errors.UsageError("--repo needs --run N")
     if options.verify:
-        problems = verify_repository(options.repo)
+        problems = verify_repository(repo)
         if problems:
             raise errors.VerifyError(
-                f"{options.repo} does not verify, refusing to restore from it: "
-                + "; ".join(problems[:5])
+                f"{repo} does not verify, refusing to restore from it: " + "; ".join(problems[:5])
             )
     with tempfile.TemporaryDirectory(prefix="vcbproxy-restore-") as tmp:
         out = Path(tmp) / "run"
-        restore_point(options.repo, options.run, out, fmt="flat", vm=options.repo_vm)
+        restore_point(repo, options.run, out, fmt="flat", vm=options.repo_vm)
         yield out
 
 
 def _restore_from(
     session, source: Path, options: RestoreOptions, progress: Progress
 ) -> RestoreResult:
-    from vcbproxy.transport.put import FileUploader
-
     plan = plan_restore(source, name=options.name, datastore=options.datastore)
     existing = _existing_vm(session, plan.name)
     if existing is not None and options.policy == "keep":
@@ -326,8 +327,6 @@ def _restore_from(
 
 
 def _verify_first(source: Path) -> None:
-    from vcbproxy.jobs.verify import verify_export
-
     report = verify_export(source)
     if not report.ok:
         shown = "; ".join(report.problems[:5]) + (" ..." if len(report.problems) > 5 else "")
@@ -335,8 +334,7 @@ def _verify_first(source: Path) -> None:
 
 
 def _existing_vm(session, name: str) -> VmRef | None:
-    from vcbproxy.selectors import Selector
-    from vcbproxy.vsphere.inventory import find_vms
+    from vcbproxy.vsphere.inventory import find_vms  # pyVmomi: only when talking to a server
 
     found = find_vms(session, Selector("name", name))
     if len(found) > 1:
@@ -370,7 +368,7 @@ def _free_directory(uploader, plan: RestorePlan, policy: str) -> RestorePlan:
 def _make_folder(session, plan: RestorePlan) -> bool:
     """Create the VM's folder; whether it is new. A server without MakeDirectory still takes
     the PUTs (the file service creates folders), the folder is then just not cleaned up."""
-    from vcbproxy.vsphere.datastore import make_directory
+    from vcbproxy.vsphere.datastore import make_directory  # pyVmomi: only when talking to a server
 
     try:
         return make_directory(session, DatastorePath(plan.datastore, plan.directory))
@@ -392,7 +390,7 @@ def _upload_all(
             adapter=disk.adapter,
             uuid=disk.uuid,
             uploaded=uploaded,
-            advance=lambda n, key=key: progress.advance(key, n),
+            advance=functools.partial(progress.advance, key),
         )
         progress.finish_item(key, target=str(disk.target))
     if plan.nvram is not None:
@@ -412,7 +410,10 @@ def _swap(
 ) -> tuple[VmRef, list[DatastorePath]]:
     """Unregister the old VM, register the new one; put the old one back if that fails.
     Returns the new VM and the old VM's files (listed while it was still registered)."""
-    from vcbproxy.vsphere.register import unregister_vm, vm_files
+    from vcbproxy.vsphere.register import (  # pyVmomi: only when talking to a server
+        unregister_vm,
+        vm_files,
+    )
 
     old_files = vm_files(session, existing.moref)
     log.warning("replacing the existing VM %s (%s)", existing.name, existing.moref)
@@ -426,8 +427,7 @@ def _swap(
 
 def _reregister(session, old: VmRef) -> None:
     """Register the old VM again from its own .vmx (its files were never touched); never raises."""
-    from vcbproxy.jobs.signals import shielded
-    from vcbproxy.vsphere.register import register_vm
+    from vcbproxy.vsphere.register import register_vm  # pyVmomi: only when talking to a server
 
     with shielded():
         for folder, pool in ((old.folder or None, old.resource_pool or None), (None, None)):
@@ -461,7 +461,7 @@ def _delete_old_files(
 ) -> None:
     """The replaced VM's files, once the new VM is registered; a failure is a warning (the
     restore itself succeeded), naming what is left to remove by hand."""
-    from vcbproxy.vsphere.datastore import delete_file
+    from vcbproxy.vsphere.datastore import delete_file  # pyVmomi: only when talking to a server
 
     left = []
     for path in files:
@@ -483,7 +483,7 @@ def _delete_old_files(
 
 
 def _register(session, plan: RestorePlan, options: RestoreOptions) -> VmRef:
-    from vcbproxy.vsphere.register import register_vm
+    from vcbproxy.vsphere.register import register_vm  # pyVmomi: only when talking to a server
 
     return register_vm(
         session,
@@ -496,7 +496,7 @@ def _register(session, plan: RestorePlan, options: RestoreOptions) -> VmRef:
 
 
 def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
-    from vcbproxy.vsphere.register import power_on
+    from vcbproxy.vsphere.register import power_on  # pyVmomi: only when talking to a server
 
     try:
         power_on(session, vm.moref)
@@ -507,19 +507,10 @@ def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
 
 def _delete_uploaded(session, uploaded: list[DatastorePath]) -> None:
     """Remove what this run uploaded, newest first; never raises (the first error matters)."""
-    from vcbproxy.jobs.signals import shielded
+    from vcbproxy.vsphere.datastore import delete_file  # pyVmomi: only talking to a server
 
     with shielded():
         left = []
-        try:
-            from vcbproxy.vsphere.datastore import delete_file
-        except ImportError as exc:
-            log.error(
-                "cannot delete uploaded files (%s); remove by hand: %s",
-                exc,
-                ", ".join(str(p) for p in uploaded),
-            )
-            return
         for path in reversed(uploaded):
             try:
                 delete_file(session, path)

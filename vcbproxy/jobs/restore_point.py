@@ -21,7 +21,9 @@ from vcbproxy.repository.store import Repository, RunInfo
 from vcbproxy.staging import names
 from vcbproxy.staging.atomic import write_atomic
 from vcbproxy.staging.manifest import hash_zeros, write_manifest
+from vcbproxy.staging.vmx import rewrite_vmx
 from vcbproxy.vmdk.io import data_ranges
+from vcbproxy.vmdk.writers import open_writer
 
 CHUNK = 4 << 20
 
@@ -38,8 +40,6 @@ class RestorePointResult:
 def restore_point(
     repo_dir: Path, run_number: int, out: Path, *, fmt: str = "flat", vm: str | None = None
 ) -> RestorePointResult:
-    from vcbproxy.staging.vmx import rewrite_vmx
-
     repo = Repository.open(repo_dir)
     vm_uuid = repo.resolve_vm(vm)
     runs = repo.runs(vm_uuid)
@@ -110,8 +110,6 @@ def _rebuild_disk(
 ) -> tuple[list[str], str, str | None]:
     """The disk rebuilt from its runs: (files, content sha256, name of its raw flat extent
     or None)."""
-    from vcbproxy.vmdk.writers import open_writer
-
     chain = [
         (info, next(d for d in run["disks"] if d["key"] == key))
         for info, run in loaded

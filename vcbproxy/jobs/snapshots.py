@@ -83,7 +83,7 @@ def sweep(
     A snapshot of unknown age is left alone unless ``older_than`` is zero: an export that
     is running right now must not lose its snapshot to a sweep.
     """
-    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     now = datetime.now(UTC)
     items = []

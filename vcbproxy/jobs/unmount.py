@@ -34,8 +34,8 @@ def export_dirs_under(directory: Path) -> list[Path]:
 
 def unmount(session_factory, directory: Path) -> UnmountResult:
     """``session_factory()`` opens a session only when a VM must be looked at."""
-    from vcbproxy.vsphere import snapshots
-    from vcbproxy.vsphere.inventory import get_vm
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+    from vcbproxy.vsphere.inventory import get_vm  # pyVmomi: only when talking to a server
 
     result = UnmountResult()
     if not directory.exists():

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
+from vcbproxy.vmdk.content import disk_pieces
+from vcbproxy.vmdk.descriptor import SECTOR, Extent, new_descriptor, render
+from vcbproxy.vmdk.io import OpenFiles, local_opener
 
 CHUNK = 1 << 20
 _ZEROS = bytes(CHUNK)
@@ -49,8 +52,6 @@ def vmfs_descriptor(
     descriptor: DatastorePath, capacity: int, *, adapter: str, uuid: str | None
 ) -> bytes:
     """A ``createType="vmfs"`` descriptor naming the flat extent beside it."""
-    from vcbproxy.vmdk.descriptor import SECTOR, Extent, new_descriptor, render
-
     if capacity % SECTOR:
         raise errors.StagingError(f"disk capacity {capacity} is not a whole number of sectors")
     extent = Extent(
@@ -71,7 +72,7 @@ class StagedDisk:
     content_sha256: str = ""
 
 
-def flat_chunks(pieces, capacity: int, hasher=None) -> Iterator[bytes]:
+def flat_chunks(pieces, capacity: int, hasher=None) -> Iterator[bytes | memoryview]:
     """The whole virtual disk, front to back, from ``disk_pieces``: data as read, zeros for holes."""
     position = 0
     for offset, piece in pieces:
@@ -111,9 +112,6 @@ def upload_disk(
     the datastore is complete. The content hash is checked against the export's record as
     the bytes go out; a mismatch fails the upload before the descriptor is written.
     """
-    from vcbproxy.vmdk.content import disk_pieces
-    from vcbproxy.vmdk.io import OpenFiles, local_opener
-
     files = OpenFiles(local_opener(disk.directory))
     extent = flat_name(target)
     hasher = hashlib.sha256()

@@ -26,13 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
+from vcbproxy.repository.verify import verify_repository as check_repository
 from vcbproxy.staging.catalog import CATALOG, read_catalog
 from vcbproxy.staging.exportdir import INCOMPLETE_MARKER
 from vcbproxy.staging.manifest import MANIFEST, hash_zeros, verify_manifest
 from vcbproxy.staging.metadata import METADATA
 from vcbproxy.staging.vmx import parse_vmx
+from vcbproxy.vmdk.content import disk_pieces
+from vcbproxy.vmdk.io import OpenFiles, local_opener
 
 log = logging.getLogger(__name__)
+
+# A value read from vcbproxy.json, which may have been tampered with: anything JSON holds.
+JsonValue = str | int | float | bool | None | list | dict
 
 QEMU_IMG_TIMEOUT = 300.0
 QEMU_IMG_NO_CHECKS = 63  # "this image format does not support checks" (flat extents)
@@ -158,7 +164,7 @@ def _load_metadata(directory: Path, problems: list[str]) -> dict | None:
     return meta
 
 
-def _safe_name(directory: Path, name: object) -> Path | None:
+def _safe_name(directory: Path, name: JsonValue) -> Path | None:
     """A disk file named in the metadata, only if it is a plain name inside the export."""
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
         return None
@@ -171,8 +177,8 @@ def _check_disk(directory: Path, disk: dict, problems: list[str], use_qemu: bool
     if not files:
         problems.append(f"corrupt: {METADATA} (disk {device} lists no files)")
         return
-    paths = [_safe_name(directory, f) for f in files]
-    if any(p is None for p in paths):
+    paths = [p for p in (_safe_name(directory, f) for f in files) if p is not None]
+    if len(paths) != len(files):
         problems.append(f"unsafe: {METADATA} (disk {device} names a file outside the export)")
         return
     missing = [f for f, p in zip(files, paths, strict=True) if not p.is_file()]
@@ -191,9 +197,6 @@ def _check_disk(directory: Path, disk: dict, problems: list[str], use_qemu: bool
 def _check_vmdk_content(directory: Path, descriptor: str, disk: dict) -> list[str]:
     """Read the disk with our own reader (every format, stream included), compare capacity
     and the SHA-256 of the virtual disk with what the export recorded."""
-    from vcbproxy.vmdk.content import disk_pieces
-    from vcbproxy.vmdk.io import OpenFiles, local_opener
-
     files = OpenFiles(local_opener(directory))
     hasher = hashlib.sha256()
     try:
@@ -276,7 +279,7 @@ def _check_catalog(directory: Path, meta: dict, disks: list[dict], problems: lis
         if k.startswith("disk.") and k.endswith(".filename")
     }
     for disk in disks:
-        device, name = disk.get("device"), (disk.get("files") or [None])[0]
+        device, name = str(disk.get("device")), (disk.get("files") or [None])[0]
         if listed.pop(device, None) != name:
             problems.append(f"mismatch: {CATALOG} (disk.{device}.filename is not {name!r})")
     for device, name in sorted(listed.items()):
@@ -301,8 +304,6 @@ def _check_vmx(directory: Path, disks: list[dict], problems: list[str]) -> None:
 def verify_repository(directory: Path) -> VerifyReport:
     """``verify --repo``: the CBT repository checks itself (``vcbproxy.repository.verify``);
     this only gives its problems the same report shape as an export's."""
-    from vcbproxy.repository.verify import verify_repository as check_repository
-
     directory = Path(directory)
     if not directory.is_dir():
         raise errors.UsageError(f"{directory} is not a directory")

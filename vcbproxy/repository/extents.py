@@ -7,6 +7,8 @@ one after another in the disk's ``.data`` file, "z" extents take no space.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from pathlib import Path
 
@@ -90,9 +92,6 @@ _libc = None
 
 
 def _fallocate_punch(fd: int, offset: int, length: int) -> None:
-    import ctypes
-    import ctypes.util
-
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

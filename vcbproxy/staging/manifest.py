@@ -67,7 +67,8 @@ def _excluded(rel: str, name: str) -> bool:
 
 def _walk(export_dir: Path, name: str) -> tuple[list[str], list[str]]:
     """(regular files, other entries such as symlinks), as sorted relative POSIX paths."""
-    files, others = [], []
+    files: list[str] = []
+    others: list[str] = []
     for dirpath, dirnames, filenames in os.walk(export_dir):
         rel_dir = os.path.relpath(dirpath, export_dir).replace(os.sep, "/")
 

@@ -52,10 +52,20 @@ class Session(Protocol):
     where the server is, how to trust it and authenticate to it, and the few things only
     the server can say."""
 
-    host: str
-    port: int
-    ssl_context: ssl.SSLContext | None
-    thumbprint: str | None  # a pinned certificate, instead of CA verification
+    # Read-only properties, so that a session whose context is never None still matches.
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def thumbprint(self) -> str | None:
+        """A pinned certificate (SHA-1 or SHA-256), checked instead of the CA chain."""
+        ...
 
     @property
     def cookie(self) -> str:

@@ -43,7 +43,14 @@ class FallbackTransport(Transport):
     def stats(self) -> TransferStats:  # type: ignore[override]
         total = TransferStats()
         for mode in self.modes:
-            total.add(**{k: v for k, v in mode.stats.as_dict().items()})
+            s = mode.stats
+            total.add(
+                bytes_read=s.bytes_read,
+                requests=s.requests,
+                retries=s.retries,
+                seconds=s.seconds,
+                bytes_on_wire=s.bytes_on_wire,
+            )
         return total
 
     def open(self, *, file: DatastorePath) -> RandomAccess:

@@ -245,9 +245,10 @@ class HttpFile:
                     f"size of {self.location}: the server sent no usable Content-Range"
                 )
             self._check(resp)
-            if resp.getheader("Content-Length") is None:
+            length = resp.getheader("Content-Length")
+            if length is None:
                 raise errors.TransportError(f"size of {self.location}: the server sent no length")
-            return int(resp.getheader("Content-Length"))
+            return int(length)
         finally:
             self._finish(conn, resp, drain=True)
 

@@ -31,6 +31,7 @@ from vcbproxy.transport.options import NfcOptions
 from vcbproxy.transport.retry import describe
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.copy import DiskCopyResult, copy_grains
+from vcbproxy.vmdk.stream import iter_stream_optimized
 from vcbproxy.vmdk.writers import DiskWriter, open_writer
 
 log = logging.getLogger(__name__)
@@ -206,8 +207,6 @@ class NfcTransport(Transport):
         ``grains`` closes the connection when it ends; the caller closes it too, in case
         ``grains`` is never started.
         """
-        from vcbproxy.vmdk.stream import iter_stream_optimized
-
         url = self._url(device_url["url"])
         # "disk" is only a flag; the device key names the disk ("/vm-1/VirtualLsiLogicController0:0").
         label = str(device_url.get("key") or device_url.get("target_id") or url)

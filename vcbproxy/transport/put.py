@@ -116,7 +116,7 @@ class FileUploader:
         self,
         location: DatastorePath,
         length: int,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         advance: Callable[[int], None] = lambda n: None,
     ) -> None:

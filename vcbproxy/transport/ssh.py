@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
@@ -147,7 +147,9 @@ class _Connection:
         except BaseException:
             self.t.close()
             raise
-        log.debug("SSH connection to %s:%d, cipher %s", self.host, self.port, self.t.remote_cipher)
+        # remote_cipher: set by paramiko's key exchange, missing from its type stubs
+        cipher = getattr(self.t, "remote_cipher", "?")
+        log.debug("SSH connection to %s:%d, cipher %s", self.host, self.port, cipher)
 
     def _authenticate(self, o: SshOptions) -> None:
         tried: list[str] = []
@@ -196,7 +198,7 @@ class _Connection:
             window_size=window, max_packet_size=MAX_PACKET, timeout=self.owner.options.timeout
         )
         # Before the command runs, so no data has arrived yet (see sshstream.FastPipe).
-        chan.in_buffer = FastPipe()
+        chan.in_buffer = FastPipe()  # type: ignore[assignment]  # a drop-in BufferedPipe
         chan.settimeout(self.owner.options.timeout)
         chan.exec_command(command)
         return chan
@@ -224,7 +226,7 @@ class _Connection:
         self.t.close()
 
 
-def _prefer(available: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[str, ...]:
+def _prefer(available: Sequence[str], wanted: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for w in wanted if w in available) + tuple(
         a for a in available if a not in wanted
     )
@@ -567,7 +569,7 @@ class SshTransport(Transport):
         segment = segment_size(self.channels)
         segments = [(start, min(end, start + segment)) for start in range(pos, end, segment)]
         stripes = min(self.channels, len(segments))
-        handoffs = [queue.Queue(maxsize=1) for _ in range(stripes)]
+        handoffs: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(stripes)]
         stop = threading.Event()
         futures = [
             executor.submit(self._stripe, file, segments[i::stripes], segment, handoffs[i], stop)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import paramiko
@@ -56,7 +57,7 @@ class HostKeyChecker:
                     raise errors.ConnectionFailure(
                         f"cannot read known_hosts file {self.path}: {describe(exc)}"
                     ) from exc
-            entries = known.lookup(name) or {}
+            entries: Mapping[str, paramiko.PKey] = known.lookup(name) or {}
             if self.pinned:
                 if self.pinned.rstrip("=") != actual:
                     raise errors.ConnectionFailure(

@@ -197,15 +197,16 @@ def parse_listing(out: bytes, directory: str) -> tuple[dict[str, int], dict[str,
         text = out.decode("utf-8", "surrogateescape")
         for line in (text[:-1] if text.endswith("\n") else text).split("\n"):
             kind, _, rest = line.partition("|")
-            size, _, name = rest.partition("|")
-            if not (size.isdigit() and name):
+            digits, _, name = rest.partition("|")
+            if not (digits.isdigit() and name):
                 # A name with a newline in it went on here: that entry is not to be trusted
                 # (its file is asked for on its own when opened).
-                sizes.pop(previous, None)
+                if previous is not None:
+                    sizes.pop(previous, None)
                 continue
             previous = f"{directory}/{name}"
             if kind.startswith("regular") and "/" not in name:
-                sizes[previous] = int(size)
+                sizes[previous] = int(digits)
         return sizes, contents
     if not out.endswith(LISTING_END):
         raise ValueError(f"listing of {directory} is incomplete")

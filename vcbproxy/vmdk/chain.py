@@ -24,7 +24,7 @@ from vcbproxy.vmdk.cowd import MAGIC as COWD_MAGIC
 from vcbproxy.vmdk.cowd import CowdExtent
 from vcbproxy.vmdk.descriptor import NO_PARENT_CID, SECTOR, Descriptor, parse
 from vcbproxy.vmdk.grainmap import GrainTableExtent
-from vcbproxy.vmdk.io import OpenFiles
+from vcbproxy.vmdk.io import OpenFiles, RandomAccess
 from vcbproxy.vmdk.sesparse import SesparseExtent, is_sesparse
 from vcbproxy.vmdk.sparse import MAGIC, SparseExtent
 
@@ -102,12 +102,12 @@ def _join(base_name: str, name: str) -> str:
 class DiskChain:
     """The layers of one virtual disk, base first."""
 
-    def __init__(self, layers: list[_Layer], opener: Callable[[str], object]):
+    def __init__(self, layers: list[_Layer], opener: Callable[[str], RandomAccess]):
         self._layers = layers
         self._opener = opener
 
     @classmethod
-    def open(cls, descriptor_name: str, opener: Callable[[str], object]) -> DiskChain:
+    def open(cls, descriptor_name: str, opener: Callable[[str], RandomAccess]) -> DiskChain:
         """Open the chain whose top descriptor is ``descriptor_name`` (opened via ``opener``).
 
         The caller owns what ``opener`` returns (it closes the files; the chain only reads).
@@ -222,6 +222,7 @@ class DiskChain:
 
     def _resolve_grains(self, index: int, ext: _LayerExtent, lo: int, hi: int) -> Iterator[Run]:
         """An ESXi delta's spans: its own data, zeros, or the parent's answer for the rest."""
+        assert ext.grains is not None  # a "grains" extent always carries its grain table
         for start, stop, where in ext.grains.spans(lo - ext.start, hi - ext.start):
             a, b = ext.start + start, ext.start + stop
             if where is None:
@@ -233,6 +234,7 @@ class DiskChain:
 
     def _resolve_sparse(self, index: int, ext: _LayerExtent, lo: int, hi: int) -> Iterator[Run]:
         sparse = ext.sparse
+        assert sparse is not None  # a "sparse" extent always carries its SparseExtent
         gb = sparse.grain_bytes
         pos = lo
         while pos < hi:
@@ -305,7 +307,9 @@ def read_areas(runs, stream_of, areas) -> Iterator[tuple[int, bytes | int]]:
             pos = stop
 
 
-def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -> Iterator[Run]:
+def skip_holes(
+    runs: Iterable[Run], open_file: Callable[[str], RandomAccess] | None
+) -> Iterator[Run]:
     """``runs`` with the holes of their source files turned into zero runs.
 
     Only sources that know their holes (``holes_known``, ``data_ranges``: a SAN file, by
@@ -334,7 +338,7 @@ def skip_holes(runs: Iterable[Run], open_file: Callable[[str], object] | None) -
             yield Run(pos, end - pos, None, 0)
 
 
-def _open_layer(name: str, opener: Callable[[str], object]) -> _Layer:
+def _open_layer(name: str, opener: Callable[[str], RandomAccess]) -> _Layer:
     ra = opener(name)
     head = ra.pread(0, 4)
     if len(head) == 4 and int.from_bytes(head, "little") == MAGIC:
@@ -389,9 +393,14 @@ def _layer_extents(
         if e.type in ("FLAT", "VMFS") or (e.type == "VMFSRDM" and d.create_type in RDM_TYPES):
             out.append(_LayerExtent(pos, length, "flat", fname, e.offset * SECTOR))
         elif e.type in ("VMFSSPARSE", "SESPARSE") or (
-            e.type == "SPARSE" and not preopened and _magic(opener, fname) == COWD_MAGIC
+            e.type == "SPARSE"
+            and not preopened
+            and fname is not None
+            and _magic(opener, fname) == COWD_MAGIC
         ):
             # a hosted descriptor's SPARSE extent may be a COWD file too (as qemu reads it)
+            if fname is None:
+                raise VmdkError(f"{name}: a {e.type} extent names no file")
             grains = _open_grains(opener, fname, e.type)
             if grains.capacity < length:
                 raise VmdkError(
@@ -404,6 +413,8 @@ def _layer_extents(
             if preopened and len(d.extents) == 1:
                 # monolithicSparse: the extent is the file itself, even if it was renamed
                 fname = name
+            if fname is None:
+                raise VmdkError(f"{name}: a SPARSE extent names no file")
             sparse = preopened.get(fname)
             if sparse is None:
                 ra = opener(fname)

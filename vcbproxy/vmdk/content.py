@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import DiskChain, read_areas, skip_holes
+from vcbproxy.vmdk.io import RandomAccess
 from vcbproxy.vmdk.sparse import FLAG_COMPRESSED, MAGIC
 from vcbproxy.vmdk.stream import iter_stream_optimized
 
@@ -28,7 +29,7 @@ def is_stream_optimized(ra) -> bool:
 
 
 def disk_pieces(
-    descriptor_name: str, opener: Callable[[str], object]
+    descriptor_name: str, opener: Callable[[str], RandomAccess]
 ) -> tuple[int, Iterator[tuple[int, bytes | int]]]:
     """``(capacity, pieces)``: ``(offset, bytes)`` for data and ``(offset, n)`` for ``n`` zero
     bytes, in order, covering ``[0, capacity)`` exactly. A file shorter than the data it maps

@@ -31,6 +31,7 @@ class _Stream:
         self._chunks = chunks
         self.position = start
         self.end = end
+        self._chunk = b""  # the chunk _buffer is a view of
         self._buffer = memoryview(b"")
 
     def take(self, offset: int, length: int) -> Iterator[bytes]:
@@ -52,11 +53,12 @@ class _Stream:
             chunk = next(self._chunks, b"")
             if not chunk:
                 raise VmdkError(f"the file ended at {self.position}, before {self.end}")
-            self._buffer = memoryview(chunk)
+            self._chunk, self._buffer = chunk, memoryview(chunk)
         piece = self._buffer[:most]
         self._buffer = self._buffer[len(piece) :]
         self.position += len(piece)
-        return piece.tobytes() if len(piece) != len(piece.obj) else piece.obj
+        # the chunk itself when the piece is all of it (chunks are bytes): no copy
+        return piece.tobytes() if piece.nbytes != len(self._chunk) else self._chunk
 
     def close(self) -> None:
         close = getattr(self._chunks, "close", None)

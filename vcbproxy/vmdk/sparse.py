@@ -424,7 +424,14 @@ class SparseExtent:
             pos += n
         return bytes(out)
 
-    def write(self, offset: int, data: bytes, *, force: bool = False, flush: bool = True) -> None:
+    def write(
+        self,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        force: bool = False,
+        flush: bool = True,
+    ) -> None:
         """Write ``data`` at ``offset``; allocates grains as needed and flushes the tables.
 
         All-zero data for an unallocated grain is skipped (it already reads as zeros) unless
@@ -459,7 +466,7 @@ class SparseExtent:
         if flush:
             self.flush()
 
-    def _append_grain(self, grain_index: int, grain: bytes | bytearray) -> None:
+    def _append_grain(self, grain_index: int, grain: bytes | bytearray | memoryview) -> None:
         where = self._end
         self._io.pwrite(where, grain)
         self._end = where + len(grain)

@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Iterator
 
 from vcbproxy.vmdk import VmdkError
+from vcbproxy.vmdk.descriptor import Extent, new_descriptor, render
 from vcbproxy.vmdk.sparse import (
     FLAG_COMPRESSED,
     FLAG_MARKERS,
@@ -62,8 +63,6 @@ class StreamOptimizedWriter:
         if capacity <= 0 or capacity % SECTOR:
             raise VmdkError(f"capacity {capacity} is not a positive multiple of 512")
         if descriptor is None:  # e.g. an NFC download, which has no file name of its own
-            from vcbproxy.vmdk.descriptor import Extent, new_descriptor, render
-
             extent = Extent("RW", capacity // SECTOR, "SPARSE", name)
             descriptor = render(new_descriptor("streamOptimized", [extent], capacity=capacity))
         self._out = out

@@ -68,13 +68,14 @@ class EarlyWriteback:
         self._wake.set()
 
     def _run(self) -> None:
-        while True:
+        fd = self.fd
+        while fd is not None:  # wrote() starts no thread without an fd
             self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 return
             try:
-                os.fdatasync(self.fd)
+                os.fdatasync(fd)
             except OSError as exc:
                 self._error = exc
                 return
@@ -125,10 +126,13 @@ class DiskWriter(ABC):
             self._names.append(name)
         return self._partial(name)
 
-    # A file descriptor whose byte N is the disk's byte N (the flat format's raw extent), or
-    # None: a copier that has the source as a local file may fill it with copy_file_range
-    # and report the range with ``copied`` instead of passing the bytes to ``write``.
-    raw_fd: int | None = None
+    @property
+    def raw_fd(self) -> int | None:
+        """A file descriptor whose byte N is the disk's byte N (the flat format's raw extent),
+        or None: a copier that has the source as a local file may fill it with
+        copy_file_range and report the range with ``copied`` instead of passing the bytes
+        to ``write``."""
+        return None
 
     def _check(self, offset: int, length: int) -> None:
         if self._done:
@@ -254,18 +258,22 @@ class MonolithicSparseWriter(DiskWriter):
         name = self.basename + ".vmdk"
         extent = Extent("RW", self.capacity // SECTOR, "SPARSE", name)
         text = self._descriptor_text("monolithicSparse", [extent])
-        self._extent: SparseExtent | None = SparseExtent.create(
-            self._register(name), self.capacity, descriptor=text
-        )
-        self._writeback = EarlyWriteback(self._extent.fileno())
+        sparse = SparseExtent.create(self._register(name), self.capacity, descriptor=text)
+        self._extent: SparseExtent | None = sparse
+        self._writeback = EarlyWriteback(sparse.fileno())
+
+    def _open_extent(self) -> SparseExtent:
+        if self._extent is None:
+            raise VmdkError("write after close/abort")
+        return self._extent
 
     def _write(self, offset: int, data: bytes) -> None:
-        self._extent.write(offset, data, flush=False)  # tables flushed once, by close()
+        self._open_extent().write(offset, data, flush=False)  # tables flushed once, by close()
         self._writeback.wrote(len(data))
 
     def _finish(self) -> None:
         self._writeback.stop()
-        self._extent.sync()
+        self._open_extent().sync()
 
     def _close_handles(self) -> None:
         if self._extent is not None:
@@ -297,8 +305,8 @@ class SplitSparseWriter(DiskWriter):
             self._close_handles(sync=True)
             self._current += 1
             name = self._extent_names[self._current]
-            self._extent = SparseExtent.create(self._register(name), self._sizes[self._current])
-            self._writeback = EarlyWriteback(self._extent.fileno())
+            extent = SparseExtent.create(self._register(name), self._sizes[self._current])
+            self._extent, self._writeback = extent, EarlyWriteback(extent.fileno())
 
     def _write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
@@ -312,6 +320,8 @@ class SplitSparseWriter(DiskWriter):
                     pos += n
                     continue
                 self._switch(index)
+            if self._extent is None or self._writeback is None:
+                raise VmdkError("write after close/abort")
             self._extent.write(within, piece, flush=False)
             self._writeback.wrote(n)
             pos += n
@@ -326,14 +336,14 @@ class SplitSparseWriter(DiskWriter):
         self._write_descriptor(self._descriptor_text("twoGbMaxExtentSparse", extents))
 
     def _close_handles(self, sync: bool = False) -> None:
-        if self._extent is not None:
-            extent, self._extent = self._extent, None
+        if self._extent is not None and self._writeback is not None:
+            extent, writeback, self._extent = self._extent, self._writeback, None
             try:
                 if sync:
-                    self._writeback.stop()
+                    writeback.stop()
                     extent.sync()
             finally:
-                self._writeback.abandon()
+                writeback.abandon()
                 extent.close()
 
 

@@ -16,6 +16,7 @@ from vcbproxy import errors
 from vcbproxy.models import ChangedArea, SnapshotRef, VmRef
 from vcbproxy.vsphere.faults import fault_message, translated
 from vcbproxy.vsphere.inventory import vm_object
+from vcbproxy.vsphere.snapshots import snapshot_object
 from vcbproxy.vsphere.tasks import wait_for_task
 
 ALL = "*"  # the change ID meaning "every allocated area" (a first, full backup)
@@ -37,8 +38,6 @@ def query_changed_areas(
     The server answers for a window (startOffset, length) at a time; ask again from the
     end of each window until the whole disk is covered.
     """
-    from vcbproxy.vsphere.snapshots import snapshot_object
-
     obj = vm_object(session, vm)
     snap = snapshot_object(session, snapshot)
     what = f"querying changed areas of disk {device_key} of {vm.name} since {change_id}"

@@ -13,7 +13,7 @@ def retrieve(session, object_specs, prop_specs) -> list:
     spec = vmodl.query.PropertyCollector.FilterSpec(objectSet=object_specs, propSet=prop_specs)
     options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=PAGE)
     result = pc.RetrievePropertiesEx(specSet=[spec], options=options)
-    out = []
+    out: list = []
     while result is not None:
         out.extend(result.objects or [])
         if not result.token:

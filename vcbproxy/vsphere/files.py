@@ -18,6 +18,7 @@ from vcbproxy.models import DatastoreFile, DatastorePath, DiskInfo, DiskLayer, S
 from vcbproxy.vsphere.collector import object_props
 from vcbproxy.vsphere.faults import translated
 from vcbproxy.vsphere.inventory import vm_object
+from vcbproxy.vsphere.snapshots import snapshot_object
 
 CONFIG_KINDS = ("config", "nvram", "log")
 _BUS_PREFIX = [
@@ -113,16 +114,18 @@ def _disks(devices, layout: _Layout, units: dict[int, list[list[int]]]) -> list[
         backing = dev.backing
         names = []
         b = backing
+        # Every file backing has fileName (and delta backings a parent); other backings
+        # (a raw device) have neither.
         while b is not None and getattr(b, "fileName", None):
-            names.append(b.fileName)
+            names.append(getattr(b, "fileName"))  # noqa: B009 - typed as the base BackingInfo
             b = getattr(b, "parent", None)
         if not names:
             continue  # raw device mappings without a file, etc.: nothing we can read
         names.reverse()  # base first
-        chain = tuple(layout.layer(n, units.get(dev.key, [])) for n in names)
+        chain = tuple(layout.layer(n, units.get(int(dev.key), [])) for n in names)
         capacity = int(dev.capacityInBytes or 0) or int(dev.capacityInKB or 0) * 1024
         label = dev.deviceInfo.label if dev.deviceInfo else f"disk {dev.key}"
-        bus = controllers.get(dev.controllerKey, f"ctl{dev.controllerKey}")
+        bus = controllers.get(int(dev.controllerKey or 0), f"ctl{dev.controllerKey}")
         disks.append(
             DiskInfo(
                 key=dev.key,
@@ -157,8 +160,6 @@ def vm_files_at_snapshot(
 ) -> tuple[list[DatastoreFile], list[DiskInfo]]:
     """(config files, disks) of the VM as of ``snapshot``: .vmx, .nvram and logs (not snapshot
     data/memory files, not disk files), and each disk's chain up to the frozen layer."""
-    from vcbproxy.vsphere.snapshots import snapshot_object
-
     with translated(
         f"reading the files of {vm.name} at snapshot {snapshot.moref}", errors.SnapshotError
     ):

@@ -143,7 +143,7 @@ def _wanted_ips(value: str) -> set[str]:
         infos = socket.getaddrinfo(value, None)
     except (socket.gaierror, UnicodeError) as exc:
         raise errors.NotFoundError(f"ipaddr:{value}: the name does not resolve ({exc})") from exc
-    return {_canonical_ip(info[4][0]) for info in infos}
+    return {_canonical_ip(str(info[4][0])) for info in infos}
 
 
 def _matches(selector: Selector, obj, p: dict, ctx) -> bool:

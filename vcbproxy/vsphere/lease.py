@@ -18,6 +18,7 @@ from vcbproxy import errors
 from vcbproxy.models import SnapshotRef
 from vcbproxy.vsphere.collector import object_props
 from vcbproxy.vsphere.faults import fault_message, translated
+from vcbproxy.vsphere.snapshots import snapshot_object
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 300.0
@@ -35,8 +36,6 @@ class ExportLease:
     def for_snapshot(
         cls, session, snapshot: SnapshotRef, *, timeout: float = READY_TIMEOUT
     ) -> ExportLease:
-        from vcbproxy.vsphere.snapshots import snapshot_object
-
         with translated(
             f"opening an export lease on snapshot {snapshot.moref}", errors.TransportError
         ):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from pyVmomi import vim
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath, VmRef
+from vcbproxy.vsphere.collector import object_props
 from vcbproxy.vsphere.faults import translated
 from vcbproxy.vsphere.inventory import get_vm
 from vcbproxy.vsphere.tasks import wait_for_task
@@ -105,9 +108,6 @@ def unregister_vm(session, moref: str) -> None:
 def vm_files(session, moref: str) -> list[DatastorePath]:
     """Every file of a VM as ``layoutEx`` lists it (config, logs, disks, snapshots); names
     given without a folder (vcsim does this) are taken as in the ``.vmx``'s folder."""
-    import posixpath
-
-    from vcbproxy.vsphere.collector import object_props
 
     with translated(f"listing the files of VM {moref}"):
         props = object_props(

@@ -21,6 +21,7 @@ import socket
 import ssl
 import urllib.parse
 from http.cookies import SimpleCookie
+from typing import Any
 
 from pyVmomi import SoapAdapter, vim
 
@@ -138,7 +139,9 @@ class Session:
         self.thumbprint = thumbprint
         self.thumbprint_sha256 = thumbprint_sha256
         self.timeout = timeout
-        self.content = None
+        # The ServiceInstance's content once logged in. Any: pyVmomi's stubs make every
+        # property optional, and a logged-in session has them all.
+        self.content: Any = None
         self._datacenter: str | None = None
 
     @classmethod

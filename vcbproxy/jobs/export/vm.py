@@ -67,8 +67,8 @@ def export_vm(
     """Export ``vm`` into ``directory``; ``cancel``, set by another thread, stops it as a
     SIGTERM would."""
     # pyVmomi: loaded only when a job talks to a server
-    from vcbproxy.vsphere import files as vm_files
-    from vcbproxy.vsphere import snapshots
+    from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     cancel = cancel or threading.Event()
     raise_if_cancelled(cancel)
