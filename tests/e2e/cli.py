@@ -61,6 +61,14 @@ def run(env: dict, *args: str, timeout: float = 300) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def exported(info: dict, vm: str, target: Path) -> Path:
+    """``target`` holding an export of ``vm``, made by ``vcbproxy mount`` against the lab
+    described by ``info`` (a fixture's starting point: it must succeed)."""
+    res = run(cli_env(info), "mount", "-a", f"name:{vm}", "-r", str(target), "-q")
+    assert res.code == 0, res
+    return target
+
+
 def start(env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "vcbproxy", *args],
@@ -72,16 +80,28 @@ def start(env: dict, *args: str) -> subprocess.Popen:
     )
 
 
-def command_lines_while(proc: subprocess.Popen, busy, *, timeout: float = 300) -> list[bytes]:
-    """``/proc/<pid>/cmdline`` of ``proc``, sampled from the moment ``busy()`` is true (the tool
-    is doing its job, past any start-up) until it exits; what any local user could read."""
+def mount_watching_command_line(argv: list[str], target: Path, password: str, **popen) -> Result:
+    """Run a VCB tool that exports into ``target`` given ``-p password`` (``argv``), and
+    check, from the moment its copy starts until it exits, what any local user could read:
+    ``/proc/<pid>/cmdline`` never holds the password, while it does hold the rest of argv."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
     seen: list[bytes] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        if busy():
+        if any(target.glob("*.partial")):  # copying: past any start-up
             try:
                 seen.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes())
             except OSError:
                 break  # exited between poll() and the read
         time.sleep(0.01)
-    return seen
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert len(seen) >= 5, "the export was over before its command line could be read"
+    shown = list(argv[1:])  # what the tool runs with: its arguments, less -p PASSWORD
+    at = shown.index("-p")
+    del shown[at : at + 2]
+    assert all("\0".join(shown).encode() in line for line in seen), seen[:1]
+    assert not [line for line in seen if password.encode() in line]
+    return Result(proc.returncode, out, err)

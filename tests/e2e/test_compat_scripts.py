@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli import ROOT, Result, command_lines_while
+from tests.e2e.cli import ROOT, Result, mount_watching_command_line
 from tests.e2e.oracle import assert_export_matches_lab, metadata, vcb_snapshots
 
 CONN_VARS = ("VCBPROXY_SERVER", "VCBPROXY_USER", "VCBPROXY_PASSWORD", "VCBPROXY_PASSWORD_FILE")
@@ -162,19 +162,8 @@ def test_the_running_vcbmounter_never_shows_the_password_in_its_command_line(
     read, never holds the password; the export still logs in with it."""
     lab_client.set_faults(throttle_bps=4 << 20)
     target = tmp_path / "web01-fullVM"
-    proc = subprocess.Popen(
-        [str(ROOT / "scripts" / "vcbMounter"), *vcb_flags, "-a", "name:web01", "-r", str(target)],
-        env=flags_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = command_lines_while(proc, lambda: bool(list(target.glob("*.partial"))))
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert len(lines) >= 5, "the export was over before its command line could be read"
-    assert all(b"-a\0name:web01" in line for line in lines), lines[:1]
-    assert not [line for line in lines if lab.password.encode() in line]
+    argv = [str(ROOT / "scripts" / "vcbMounter"), *vcb_flags, "-a", "name:web01", "-r", str(target)]
+    mount_watching_command_line(argv, target, lab.password, env=flags_env)
     assert_export_matches_lab(target, lab_client, tmp_path)
     assert script(flags_env, "vcbMounter", *vcb_flags, "-U", str(target)).code == 0
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli import run, start
+from tests.e2e.cli import exported, run, start
 from tests.e2e.oracle import metadata
-from tests.fixtures.endpoints import lab_endpoint
+from tests.fixtures.endpoints import lab_endpoint, server_spec
 
 TARGET_DS = "datastore2"
 
@@ -60,14 +60,8 @@ def _files_under(lab, datastore: str, directory: str) -> list[str]:
 @contextlib.contextmanager
 def _session(lab):
     from vcbproxy.jobs.connection import connect
-    from vcbproxy.models import ServerSpec
 
-    ep = lab_endpoint(lab)
-    with connect(
-        ServerSpec(
-            server=ep.server, user=ep.user, password=ep.password, thumbprint=ep.thumbprint_sha256
-        )
-    ) as session:
+    with connect(server_spec(lab_endpoint(lab))) as session:
         yield session
 
 
@@ -88,12 +82,7 @@ def restored_names(lab):
 
 @pytest.fixture(scope="module")
 def web01_export(lab, tmp_path_factory):
-    from tests.e2e.cli import cli_env
-
-    target = tmp_path_factory.mktemp("restore-src") / "web01-fullVM"
-    res = run(cli_env(lab.info), "mount", "-a", "name:web01", "-r", str(target), "-q")
-    assert res.code == 0, res
-    return target
+    return exported(lab.info, "web01", tmp_path_factory.mktemp("restore-src") / "web01-fullVM")
 
 
 def test_round_trip_restore_as_new_vm_on_another_datastore(

@@ -275,28 +275,19 @@ def test_san_map_by_datastore_url_reads_the_datastores_it_names(
     assert set(urls) >= set(lab.info["datastores"]) and all(
         u.startswith("ds:///vmfs/volumes/") for u in urls.values()
     )
-    maps = []
-    for name, path in lab.info["datastores"].items():
-        maps += ["--san-map", f"{urls[name]}={path}"]
+
+    def mount_san(target: Path, maps: dict[str, str]):
+        args = [arg for url, path in maps.items() for arg in ("--san-map", f"{url}={path}")]
+        return run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san", *args, "-q")
+
     target = tmp_path / "o"
-    res = run(env, "mount", "-a", f"name:{VM}", "-r", str(target), "-m", "san", *maps, "-q")
+    res = mount_san(target, {urls[n]: p for n, p in lab.info["datastores"].items()})
     assert res.code == 0, res
     meta = assert_export_matches_lab(target, lab_client, tmp_path)
     assert meta["transport"]["mode"] == "san"
     assert_clean(lab_client, target)
     # A URL no datastore has maps nothing: the datastore is named as unmapped.
-    res = run(
-        env,
-        "mount",
-        "-a",
-        f"name:{VM}",
-        "-r",
-        str(tmp_path / "none"),
-        "-m",
-        "san",
-        "--san-map",
-        f"ds:///vmfs/volumes/no-such-uuid/={tmp_path}",
-    )
+    res = mount_san(tmp_path / "none", {"ds:///vmfs/volumes/no-such-uuid/": str(tmp_path)})
     assert_clean_failure(res, 13, "not mapped", lab_client, VM, tmp_path / "none")
 
 

@@ -20,8 +20,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.e2e.cli import cli_env, run
-from tests.fixtures.endpoints import lab_endpoint
+from tests.e2e.cli import exported
+from tests.fixtures.endpoints import lab_endpoint, server_spec
 from tests.unit.test_repository import commit_run
 from vcbproxy import errors
 from vcbproxy.jobs import restore as restore_job
@@ -29,7 +29,7 @@ from vcbproxy.jobs.connection import connect
 from vcbproxy.jobs.signals import signals_raise
 from vcbproxy.jobs.snapshots import sweep
 from vcbproxy.jobs.verify import verify_export
-from vcbproxy.models import DatastorePath, ServerSpec
+from vcbproxy.models import DatastorePath
 from vcbproxy.progress import Progress
 from vcbproxy.repository.store import Repository, RunInfo
 from vcbproxy.repository.verify import verify_repository
@@ -59,11 +59,7 @@ def ctrl_c_in(monkeypatch, owner, name: str, *, after: float | None = None) -> l
 
 @pytest.fixture
 def session(lab):
-    ep = lab_endpoint(lab)
-    spec = ServerSpec(
-        server=ep.server, user=ep.user, password=ep.password, thumbprint=ep.thumbprint_sha256
-    )
-    with connect(spec) as s:
+    with connect(server_spec(lab_endpoint(lab))) as s:
         yield s
 
 
@@ -77,12 +73,9 @@ def lab_client(lab):
 
 
 @pytest.fixture(scope="module")
-def exported(lab, tmp_path_factory):
+def files01_export(lab, tmp_path_factory):
     """A finished export of files01 (powered off, one disk), made by the CLI."""
-    target = tmp_path_factory.mktemp("interrupts") / "files01-fullVM"
-    res = run(cli_env(lab.info), "mount", "-a", "name:files01", "-r", str(target), "-q")
-    assert res.code == 0, res
-    return target
+    return exported(lab.info, "files01", tmp_path_factory.mktemp("interrupts") / "files01-fullVM")
 
 
 def _destroy_named(session, name: str, *, power_on: bool = False) -> None:
@@ -101,13 +94,13 @@ def _destroy_named(session, name: str, *, power_on: bool = False) -> None:
 
 
 def test_ctrl_c_while_the_restored_vm_powers_on_is_not_a_warning(
-    session, lab_client, exported, monkeypatch
+    session, lab_client, files01_export, monkeypatch
 ):
     name = "interrupt-power-on"
     lab_client.set_faults(task_delay=1.5)
     calls = ctrl_c_in(monkeypatch, register, "power_on", after=0.3)
     options = restore_job.RestoreOptions(
-        source=exported, name=name, datastore=TARGET_DS, power_on=True, verify=False
+        source=files01_export, name=name, datastore=TARGET_DS, power_on=True, verify=False
     )
     try:
         with signals_raise(), pytest.raises(errors.Interrupted):
@@ -119,11 +112,11 @@ def test_ctrl_c_while_the_restored_vm_powers_on_is_not_a_warning(
 
 
 def test_ctrl_c_while_the_replaced_vms_files_are_deleted_is_not_a_warning(
-    session, lab_client, exported, monkeypatch
+    session, lab_client, files01_export, monkeypatch
 ):
     name = "interrupt-overwrite"
     options = restore_job.RestoreOptions(
-        source=exported, name=name, datastore=TARGET_DS, verify=False
+        source=files01_export, name=name, datastore=TARGET_DS, verify=False
     )
     restore_job.restore(session, options, Progress.create("quiet"))
     lab_client.set_faults(task_delay=1.5)
@@ -162,14 +155,16 @@ def test_ctrl_c_during_a_snapshot_sweep_stops_the_sweep(session, lab_client, mon
 
 
 @pytest.mark.parametrize("guarded", ["verify_manifest", "read_catalog"])
-def test_ctrl_c_while_an_export_verifies_is_not_a_problem_line(exported, monkeypatch, guarded):
+def test_ctrl_c_while_an_export_verifies_is_not_a_problem_line(
+    files01_export, monkeypatch, guarded
+):
     """restore verifies the export first, under the signal handler: a Ctrl-C there must stop
     the restore (130), not become "corrupt: ..." and a refusal (16)."""
     from vcbproxy.jobs import verify
 
     calls = ctrl_c_in(monkeypatch, verify, guarded)
     with signals_raise(), pytest.raises(errors.Interrupted):
-        verify_export(exported, qemu_img=False)
+        verify_export(files01_export, qemu_img=False)
     assert calls
 
 
@@ -184,11 +179,7 @@ def test_ctrl_c_while_a_repository_verifies_is_not_a_problem_line(tmp_path, monk
 
 
 def test_ctrl_c_while_logging_out_is_not_swallowed(lab, monkeypatch):
-    ep = lab_endpoint(lab)
-    spec = ServerSpec(
-        server=ep.server, user=ep.user, password=ep.password, thumbprint=ep.thumbprint_sha256
-    )
-    session = connect(spec)
+    session = connect(server_spec(lab_endpoint(lab)))
     manager = session.content.sessionManager
     calls = ctrl_c_in(monkeypatch, type(manager), "Logout")
     with signals_raise(), pytest.raises(errors.Interrupted):

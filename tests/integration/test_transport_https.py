@@ -570,9 +570,29 @@ class RecordingLease:
         self.calls.append(("abort", fault.msg))
 
 
-def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_path, monkeypatch):
+def lease_disk(session, datastores, tmp_path, name: str, raw: bytes) -> dict:
+    """``raw`` as a streamOptimized VMDK (qemu-img makes it) on datastore1, and the lease
+    entry that names it, in the shape ExportLease builds: "disk" is a flag, the device key
+    names the disk."""
     import subprocess
 
+    root, _ = datastores
+    (tmp_path / "disk.raw").write_bytes(raw)
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized"]
+        + [str(tmp_path / "disk.raw"), str(root / "datastore1" / "vm 1" / name)],
+        check=True,
+    )
+    return {
+        "key": "/vm-1/VirtualLsiLogicController0:0",
+        "disk": True,
+        "target_id": "",
+        "size": 0,
+        "url": session.file_url(DatastorePath("datastore1", f"vm 1/{name}")),
+    }
+
+
+def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_path, monkeypatch):
     from vcbproxy.models import SnapshotRef
     from vcbproxy.transport import nfc
     from vcbproxy.vsphere.lease import ExportLease
@@ -581,33 +601,10 @@ def test_nfc_streams_grains_of_a_stream_optimized_disk(session, datastores, tmp_
     raw = bytearray(16 << 20)
     for offset in (0, 5 << 20, (16 << 20) - 65536):
         raw[offset : offset + 65536] = os.urandom(65536)
-    (tmp_path / "disk.raw").write_bytes(raw)
+    entry = lease_disk(session, datastores, tmp_path, "export-disk.vmdk", bytes(raw))
     target = root / "datastore1" / "vm 1" / "export-disk.vmdk"
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            str(tmp_path / "disk.raw"),
-            str(target),
-        ],
-        check=True,
-    )
-    url = session.file_url(DatastorePath("datastore1", "vm 1/export-disk.vmdk"))
-    url = url.replace("127.0.0.1", "*", 1)  # leases say "*" for the host
-    # the shape ExportLease builds: "disk" is a flag, the device key names the disk
-    entry = {
-        "key": "/vm-1/VirtualLsiLogicController0:0",
-        "url": url,
-        "disk": True,
-        "target_id": "disk-0.vmdk",
-        "size": 0,
-    }
+    entry["url"] = entry["url"].replace("127.0.0.1", "*", 1)  # leases say "*" for the host
+    entry["target_id"] = "disk-0.vmdk"
     host_lease = RecordingLease()
     monkeypatch.setattr(nfc, "PROGRESS_EVERY", 0.0)
     with create("nfc", session=session, options=FAST) as t:
@@ -656,28 +653,12 @@ def test_ctrl_c_during_a_lease_progress_call_stops_the_copy(
 ):
     """A failed progress call is only a warning (the lease lives on), but a Ctrl-C during
     one must stop the copy: the first signal handler ignores every later one."""
-    import subprocess
-
     from vcbproxy.jobs.signals import signals_raise
     from vcbproxy.models import SnapshotRef
     from vcbproxy.transport import nfc
     from vcbproxy.vsphere.lease import ExportLease
 
-    root, _ = datastores
-    (tmp_path / "disk.raw").write_bytes(os.urandom(4 << 20))
-    target = root / "datastore1" / "vm 1" / "export-ctrl-c.vmdk"
-    subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized"]
-        + [str(tmp_path / "disk.raw"), str(target)],
-        check=True,
-    )
-    entry = {
-        "key": "/vm-1/VirtualLsiLogicController0:0",
-        "disk": True,
-        "target_id": "",
-        "size": 0,
-        "url": session.file_url(DatastorePath("datastore1", "vm 1/export-ctrl-c.vmdk")),
-    }
+    entry = lease_disk(session, datastores, tmp_path, "export-ctrl-c.vmdk", os.urandom(4 << 20))
     host_lease = CtrlCLease()
     monkeypatch.setattr(nfc, "PROGRESS_EVERY", 0.0)
     grains = 0
@@ -710,33 +691,7 @@ def test_ctrl_c_while_a_lease_is_aborted_is_not_swallowed():
 def test_nfc_disk_closed_before_its_first_grain_closes_its_connection(
     session, datastores, tmp_path
 ):
-    import subprocess
-
-    root, _ = datastores
-    (tmp_path / "disk.raw").write_bytes(os.urandom(1 << 20))
-    target = root / "datastore1" / "vm 1" / "export-small.vmdk"
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            str(tmp_path / "disk.raw"),
-            str(target),
-        ],
-        check=True,
-    )
-    entry = {
-        "key": "/vm-1/VirtualLsiLogicController0:0",
-        "disk": True,
-        "target_id": "",
-        "size": 0,
-        "url": session.file_url(DatastorePath("datastore1", "vm 1/export-small.vmdk")),
-    }
+    entry = lease_disk(session, datastores, tmp_path, "export-small.vmdk", os.urandom(1 << 20))
     with create("nfc", session=session, options=FAST) as t:
         disk = t.open_disk(entry)
         assert disk.capacity == 1 << 20 and disk._conn.sock is not None

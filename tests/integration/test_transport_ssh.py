@@ -9,7 +9,7 @@ import pytest
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import ModeOptions, SshOptions, create, sshstream
+from vcbproxy.transport import ModeOptions, create, sshstream
 from vcbproxy.transport import ssh as ssh_module
 
 MiB = 1 << 20
@@ -33,19 +33,7 @@ def files(sshd):
 
 
 def options(sshd, **kw) -> ModeOptions:
-    base = dict(
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        key=sshd.client_key,
-        known_hosts=sshd.known_hosts,
-        root=str(sshd.volumes_root),
-        retries=4,
-        backoff=0.05,
-        timeout=20,
-    )
-    base.update(kw)
-    return ModeOptions(ssh=SshOptions(**base))
+    return sshd.options(**kw)
 
 
 DISK = DatastorePath(DS, f"{DIR}/disk-flat.vmdk")

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import ModeOptions, SshOptions, create, sshstream
+from vcbproxy.transport import ModeOptions, create, sshstream
 from vcbproxy.transport import ssh as ssh_module
 
 MIB = 1 << 20
@@ -20,20 +20,7 @@ DISK = DatastorePath(DATASTORE, f"{DIRECTORY}/disk-flat.vmdk")
 
 
 def options(sshd, **extra) -> ModeOptions:
-    base = dict(
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        key=sshd.client_key,
-        known_hosts=sshd.known_hosts,
-        root=str(sshd.volumes_root),
-        retries=4,
-        backoff=0.05,
-        timeout=20,
-        channels=3,
-    )
-    base.update(extra)
-    return ModeOptions(ssh=SshOptions(**base))
+    return sshd.options(**{"channels": 3, **extra})
 
 
 @pytest.fixture(scope="module")

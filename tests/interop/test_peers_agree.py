@@ -20,7 +20,7 @@ import pytest
 from pyVim.connect import Disconnect, SmartConnect
 
 from vcbproxy.models import DatastorePath
-from vcbproxy.transport import HttpOptions, ModeOptions, SshOptions, create
+from vcbproxy.transport import HttpOptions, ModeOptions, create
 
 MiB = 1 << 20
 
@@ -102,20 +102,7 @@ def test_nbdssl_reads_what_the_endpoint_stores(vsphere_endpoint, disk):
 def test_ssh_over_openssh_reads_what_the_endpoint_stores(vsphere_endpoint, disk, sshd):
     ep = vsphere_endpoint
     sshd.expose(disk.datastore, ep.datastores[disk.datastore])
-    options = ModeOptions(
-        ssh=SshOptions(
-            host=sshd.host,
-            port=sshd.port,
-            user=sshd.user,
-            key=sshd.client_key,
-            known_hosts=sshd.known_hosts,
-            root=sshd.root,
-            retries=2,
-            backoff=0.05,
-            timeout=20,
-        )
-    )
-    with create("ssh", session=None, options=options) as t:
+    with create("ssh", session=None, options=sshd.options(retries=2)) as t:
         f = t.open(file=DatastorePath(disk.datastore, disk.rel))
         assert f.size == len(disk.data)
         assert sha(f.stream(0, f.size)) == hashlib.sha256(disk.data).hexdigest()

@@ -10,6 +10,7 @@ only the first moments of the process, before the re-exec, show the password.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import NoReturn
@@ -57,29 +58,11 @@ def _main(tool: str) -> NoReturn:
     sys.exit(run(tool, args))
 
 
-def vcb_mounter() -> NoReturn:
-    _main("vcbMounter")
-
-
-def vcb_vm_name() -> NoReturn:
-    _main("vcbVmName")
-
-
-def vcb_snapshot() -> NoReturn:
-    _main("vcbSnapshot")
-
-
-def vcb_restore() -> NoReturn:
-    _main("vcbRestore")
-
-
-def vcb_cleanup() -> NoReturn:
-    _main("vcbCleanup")
-
-
-def pre_command() -> NoReturn:
-    _main("pre-command")
-
-
-def post_command() -> NoReturn:
-    _main("post-command")
+# The console scripts (setup.cfg [options.entry_points]), one per tool.
+vcb_mounter = functools.partial(_main, "vcbMounter")
+vcb_vm_name = functools.partial(_main, "vcbVmName")
+vcb_snapshot = functools.partial(_main, "vcbSnapshot")
+vcb_restore = functools.partial(_main, "vcbRestore")
+vcb_cleanup = functools.partial(_main, "vcbCleanup")
+pre_command = functools.partial(_main, "pre-command")
+post_command = functools.partial(_main, "post-command")

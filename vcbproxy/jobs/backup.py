@@ -18,10 +18,10 @@ from pathlib import Path
 
 from vcbproxy import __version__, errors
 from vcbproxy.jobs.backup_snapshot import (
-    VCB_SNAPSHOT,
     handle_stale_snapshots,
     remove_snapshot_after_copy,
     remove_snapshot_on_failure,
+    take_snapshot,
 )
 from vcbproxy.jobs.configfiles import copy_config_files
 from vcbproxy.jobs.locks import vm_lock
@@ -66,7 +66,6 @@ class BackupResult(errors.Outcome):
 
 def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> BackupResult:
     from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
-    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     result = BackupResult(vm)
     started = time.monotonic()
@@ -84,17 +83,8 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
         writer: RunWriter | None = None
         snapshot: SnapshotRef | None = None
         try:
-            quiesce = vm.tools_running if options.quiesce is None else options.quiesce
             snap_started = time.monotonic()
-            snapshot = snapshots.create_snapshot(
-                session,
-                vm,
-                VCB_SNAPSHOT,
-                description=f"vcbproxy {__version__} CBT backup",
-                memory=False,
-                quiesce=quiesce,
-                timeout=options.snapshot_timeout,
-            )
+            snapshot = take_snapshot(session, vm, options, "CBT backup")
             config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
             writer = repo.new_run(vm.uuid)
             entries = []

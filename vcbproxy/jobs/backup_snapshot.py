@@ -1,15 +1,15 @@
 """The backup snapshot's life around a copy, shared by the full export and the CBT backup.
 
-``options`` is the job's options: ``snapshot_timeout`` and ``preexisting_snapshot``
-(``fail`` or ``delete``).
+``options`` is the job's options (:class:`SnapshotOptions`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
-from vcbproxy import errors
+from vcbproxy import __version__, errors
 from vcbproxy.jobs.signals import shielded
 from vcbproxy.models import SnapshotRef, VmRef
 
@@ -19,7 +19,33 @@ log = logging.getLogger(__name__)
 VCB_SNAPSHOT = "_VCB-BACKUP_"
 
 
-def handle_stale_snapshots(session, vm: VmRef, options) -> None:
+class SnapshotOptions(Protocol):
+    """What the export's and the backup's options say about the snapshot."""
+
+    quiesce: bool | None  # None: quiesce when VMware Tools runs
+    snapshot_timeout: float
+    preexisting_snapshot: str  # "fail" or "delete" a _VCB-BACKUP_ snapshot already there
+
+
+def take_snapshot(session, vm: VmRef, options: SnapshotOptions, purpose: str) -> SnapshotRef:
+    """The backup snapshot: no memory, quiesced as the options say."""
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+    quiesce = vm.tools_running if options.quiesce is None else options.quiesce
+    snapshot = snapshots.create_snapshot(
+        session,
+        vm,
+        VCB_SNAPSHOT,
+        description=f"vcbproxy {__version__} {purpose}",
+        memory=False,
+        quiesce=quiesce,
+        timeout=options.snapshot_timeout,
+    )
+    log.info("snapshot %s (%s) taken, quiesce=%s", snapshot.moref, VCB_SNAPSHOT, quiesce)
+    return snapshot
+
+
+def handle_stale_snapshots(session, vm: VmRef, options: SnapshotOptions) -> None:
     """A _VCB-BACKUP_ snapshot left by an earlier run: fail, or remove it
     (``options.preexisting_snapshot``)."""
     from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
@@ -38,7 +64,7 @@ def handle_stale_snapshots(session, vm: VmRef, options) -> None:
 
 
 def remove_snapshot_after_copy(
-    session, snapshot: SnapshotRef, options, outcome: errors.Outcome
+    session, snapshot: SnapshotRef, options: SnapshotOptions, outcome: errors.Outcome
 ) -> None:
     """Remove the backup snapshot once the data is safe; one retry, as a removal task can
     fail transiently (a busy host, a consolidation already running)."""
@@ -53,7 +79,7 @@ def remove_snapshot_after_copy(
     log.info("snapshot %s removed", snapshot.moref)
 
 
-def remove_snapshot_on_failure(session, snapshot: SnapshotRef, options) -> None:
+def remove_snapshot_on_failure(session, snapshot: SnapshotRef, options: SnapshotOptions) -> None:
     """Best effort after a failed copy; a snapshot that stays is logged for the sweep."""
     from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vcbproxy import __version__, errors
+from vcbproxy import errors
 from vcbproxy.hooks import run_hook
 from vcbproxy.jobs.backup_snapshot import (
-    VCB_SNAPSHOT,
     handle_stale_snapshots,
     remove_snapshot_after_copy,
     remove_snapshot_on_failure,
+    take_snapshot,
 )
 from vcbproxy.jobs.configfiles import copy_config_files
 from vcbproxy.jobs.export.disk import copy_disk, disk_basename
@@ -68,7 +68,6 @@ def export_vm(
     SIGTERM would."""
     # pyVmomi: loaded only when a job talks to a server
     from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
-    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     cancel = cancel or threading.Event()
     raise_if_cancelled(cancel)
@@ -100,18 +99,8 @@ def export_vm(
                 sum(d.capacity for d in live_disks if not d.independent) + (64 << 20),
             )
 
-            quiesce = vm.tools_running if options.quiesce is None else options.quiesce
             snap_started = time.monotonic()
-            snapshot = snapshots.create_snapshot(
-                session,
-                vm,
-                VCB_SNAPSHOT,
-                description=f"vcbproxy {__version__} export",
-                memory=False,
-                quiesce=quiesce,
-                timeout=options.snapshot_timeout,
-            )
-            log.info("snapshot %s (%s) taken, quiesce=%s", snapshot.moref, VCB_SNAPSHOT, quiesce)
+            snapshot = take_snapshot(session, vm, options, "export")
             config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
 
             with (
