@@ -15,8 +15,11 @@ SWITCHES: dict[str, tuple[type, Any]] = {
     "fail_next_snapshot_remove": (bool, False),
     "fail_quiesce": (bool, False),
     "task_delay": (float, 0.0),  # seconds every task spends "running"
+    "snapshot_remove_delay": (float, 0.0),  # extra seconds a RemoveSnapshot_Task runs
     "expire_sessions": (bool, False),  # one-shot: every session is expired now
     "session_timeout": (float, 1800.0),  # idle seconds before a session expires
+    "folder_unauthorized": (int, 0),  # the next N /folder requests get 401 whatever the cookie
+    "reject_logins": (bool, False),  # Login fails with InvalidLogin (a changed password)
     "lease_timeout": (float, 300.0),  # seconds an NFC lease lives without a progress call
     "reset_cbt": (str, None),  # one-shot: VM moref or name whose tracking is reset
     "cbt_page_bytes": (int, None),  # cap on how much of a disk one QueryChangedDiskAreas covers
@@ -81,6 +84,14 @@ class Faults:
             value = self._values[name]
             self._values[name] = SWITCHES[name][1] if SWITCHES[name][0] is not bool else False
             return value
+
+    def take_one(self, name: str) -> bool:
+        """Spend one of a counting switch (``folder_unauthorized``); False when none is left."""
+        with self._lock:
+            if not self._values[name]:
+                return False
+            self._values[name] -= 1
+            return True
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

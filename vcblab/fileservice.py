@@ -167,6 +167,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def handle(req, lab) -> None:
     """Answer one ``/folder`` request (GET, HEAD or PUT) on either port."""
     try:
+        if lab.faults.take_one("folder_unauthorized"):
+            raise HttpError(
+                401,
+                "not authenticated: the session is no longer valid "
+                "(lab fault switch folder_unauthorized)",
+                {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'},
+            )
         session_of(req, lab)
         path, params = query_of(req)
         target = resolve(lab, path, params)

@@ -269,7 +269,7 @@ class Lab:
     def login(
         self, user: str, password: str, *, user_agent: str = "", address: str = ""
     ) -> Session | None:
-        if not self.credentials_ok(user, password):
+        if self.faults.get("reject_logins") or not self.credentials_ok(user, password):
             return None
         now = time.time()
         session = Session(

@@ -93,7 +93,8 @@ def _new_task(call, entity, name: str, description_id: str) -> LabTask:
 
 
 def start_task(call, entity, name: str, description_id: str, work) -> object:
-    """Run `work(task)` in a thread (after the task_delay switch) and return the task's ref.
+    """Run `work(task)` in a thread (after the task_delay switch, and snapshot_remove_delay for a
+    removal) and return the task's ref.
 
     `work` runs under the lab lock; what it returns becomes info.result, a vmodl.MethodFault
     it raises becomes info.error (any other exception is a lab bug, reported as SystemError).
@@ -105,6 +106,9 @@ def start_task(call, entity, name: str, description_id: str, work) -> object:
 
     def run():
         delay = lab.faults.get("task_delay") or 0.0
+        if name == "RemoveSnapshot_Task":
+            # Consolidating a large delta takes minutes on ESXi: a job may be stopped meanwhile.
+            delay += lab.faults.get("snapshot_remove_delay") or 0.0
         task.info.state, task.info.startTime, task.info.progress = "running", now(), 0
         if delay:
             steps = 4

@@ -462,9 +462,14 @@ class LabVm(Entity):
                     "id": s.id,
                     "parent": s.parent.moref if s.parent else None,
                     "quiesced": s.quiesced,
+                    "description": s.description or "",
+                    "created": s.create_time.isoformat(),
                 }
                 for s in self.all_snapshots()
             ],
+            # Tasks still queued or running on the VM: a snapshot task a client gave up on
+            # goes on here, and may leave a snapshot after the client has gone.
+            "tasks": self._running_tasks(),
             "current_snapshot": self.current_snapshot.moref if self.current_snapshot else None,
             "leases": self._leases(),
             "disks": {
@@ -476,6 +481,15 @@ class LabVm(Entity):
                 for k, d in self.disks.items()
             },
         }
+
+    def _running_tasks(self) -> list[dict]:
+        from vcblab.tasks import LabTask
+
+        return [
+            {"moref": t.moref, "name": t.info.descriptionId, "state": t.info.state}
+            for t in list(self.lab.objects.values())
+            if isinstance(t, LabTask) and t.entity is self and t.info.state in ("queued", "running")
+        ]
 
     def _leases(self) -> list[dict]:
         out = []

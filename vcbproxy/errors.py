@@ -145,10 +145,23 @@ class Interrupted(BaseException):
     """
 
     def __init__(self, signum: int):
-        name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}; cleanup done")
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signal_name}; cleanup done")
         self.signum = signum
         self.exit_code = SIGINT if signum == signal.SIGINT else SIGTERM
+
+    def cleanup_failed(self, what: str) -> None:
+        """Say what the cleanup could not do, instead of "cleanup done"."""
+        self.args = (f"interrupted by {self.signal_name}; cleanup incomplete: {what}",)
+
+
+def amend(exc: BaseException, what: str) -> None:
+    """Add ``what`` (something the cleanup after ``exc`` could not do) to the one-line message
+    of ``exc``, which keeps its class and exit code."""
+    if isinstance(exc, Interrupted):
+        exc.cleanup_failed(what)
+    else:
+        exc.args = (f"{exc}; {what}",)
 
 
 def severity(code: int) -> int:

@@ -16,20 +16,9 @@ def lab_client(lab):
 
 @pytest.fixture
 def env(lab, lab_client):
-    """CLI environment for the shared lab; fault switches are cleared after each test."""
+    """CLI environment for the shared lab; every fault switch is back at its default after each test."""
     yield cli_env(lab.info)
-    lab_client.set_faults(
-        drop_after_bytes=None,
-        throttle_bps=None,
-        fail_next_snapshot_create=False,
-        fail_next_snapshot_remove=False,
-        fail_quiesce=False,
-        task_delay=0.0,
-        drop_count=1,
-        cbt_page_bytes=None,
-        cbt_max_areas=2048,
-        reset_cbt=None,
-    )
+    lab_client.reset_faults()
 
 
 @pytest.fixture

@@ -17,12 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vcbproxy import __version__, errors
-from vcbproxy.jobs.backup_snapshot import (
-    handle_stale_snapshots,
-    remove_snapshot_after_copy,
-    remove_snapshot_on_failure,
-    take_snapshot,
-)
+from vcbproxy.jobs.backup_snapshot import JobSnapshot, handle_stale_snapshots
 from vcbproxy.jobs.configfiles import copy_config_files
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
@@ -81,68 +76,65 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                 f"run 'vcbproxy cbt enable -a moref:{vm.moref}' first"
             )
         writer: RunWriter | None = None
-        snapshot: SnapshotRef | None = None
         try:
-            snap_started = time.monotonic()
-            snapshot = take_snapshot(session, vm, options, "CBT backup")
-            config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
-            writer = repo.new_run(vm.uuid)
-            entries = []
-            with create_transport(
-                options.mode, session=session, options=options.transport_options
-            ) as transport:
-                before = transport.stats.bytes_read
-                copy_config_files(transport, config_files, _ConfigSink(writer))
-                for disk in disks:
-                    if disk.independent:
-                        result.warn(
-                            f"{vm.name}: {disk.label} is {disk.disk_mode} and cannot be "
-                            f"snapshotted; skipped",
-                            log,
+            with JobSnapshot.backup(session, vm, options, "CBT backup") as job_snapshot:
+                snap_started = time.monotonic()
+                snapshot = job_snapshot.take_backup(options)
+                config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
+                writer = repo.new_run(vm.uuid)
+                entries = []
+                with create_transport(
+                    options.mode, session=session, options=options.transport_options
+                ) as transport:
+                    before = transport.stats.bytes_read
+                    copy_config_files(transport, config_files, _ConfigSink(writer))
+                    for disk in disks:
+                        if disk.independent:
+                            result.warn(
+                                f"{vm.name}: {disk.label} is {disk.disk_mode} and cannot be "
+                                f"snapshotted; skipped",
+                                log,
+                            )
+                            continue
+                        entries.append(
+                            _backup_disk(
+                                session,
+                                vm,
+                                snapshot,
+                                disk,
+                                previous.get(disk.key),
+                                transport,
+                                writer,
+                                options,
+                                progress,
+                                result,
+                            )
                         )
-                        continue
-                    entries.append(
-                        _backup_disk(
-                            session,
-                            vm,
-                            snapshot,
-                            disk,
-                            previous.get(disk.key),
-                            transport,
-                            writer,
-                            options,
-                            progress,
-                            result,
-                        )
-                    )
-                result.bytes_read = transport.stats.bytes_read - before
-            remove_snapshot_after_copy(session, snapshot, options, result)  # retried once
-            removed, snapshot = snapshot, None
-            result.snapshot_seconds = time.monotonic() - snap_started
-            result.seconds = time.monotonic() - started
-            run = {
-                "format": "vcbproxy-run/1",
-                "vcbproxy": __version__,
-                "run": writer.number,
-                "vm": {"moref": vm.moref, "name": vm.name, "uuid": vm.uuid, "host": vm.host},
-                "snapshot": {"moref": removed.moref, "created": removed.created},
-                "finished": datetime.now(UTC).isoformat(),
-                "seconds": round(result.seconds, 3),
-                "snapshot_seconds": round(result.snapshot_seconds, 3),
-                "bytes_read": result.bytes_read,
-                "mode": options.mode,
-                "config": sorted(p.name for p in (writer.path / "config").iterdir()),
-                "disks": entries,
-                "warnings": result.warnings,
-            }
-            info = writer.commit(run)
-            writer = None
+                    result.bytes_read = transport.stats.bytes_read - before
+                job_snapshot.remove(result)  # retried once
+                result.snapshot_seconds = time.monotonic() - snap_started
+                result.seconds = time.monotonic() - started
+                run = {
+                    "format": "vcbproxy-run/1",
+                    "vcbproxy": __version__,
+                    "run": writer.number,
+                    "vm": {"moref": vm.moref, "name": vm.name, "uuid": vm.uuid, "host": vm.host},
+                    "snapshot": {"moref": snapshot.moref, "created": snapshot.created},
+                    "finished": datetime.now(UTC).isoformat(),
+                    "seconds": round(result.seconds, 3),
+                    "snapshot_seconds": round(result.snapshot_seconds, 3),
+                    "bytes_read": result.bytes_read,
+                    "mode": options.mode,
+                    "config": sorted(p.name for p in (writer.path / "config").iterdir()),
+                    "disks": entries,
+                    "warnings": result.warnings,
+                }
+                info = writer.commit(run)
+                writer = None
             result.run, result.path = info.number, info.path
             result.bytes_written = sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
             result.bytes_written += sum(f.stat().st_size for f in (info.path / "config").iterdir())
         finally:
-            if snapshot is not None:
-                remove_snapshot_on_failure(session, snapshot, options)
             if writer is not None:
                 writer.abort()
     log.info(

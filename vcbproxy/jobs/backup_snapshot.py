@@ -1,4 +1,6 @@
-"""The backup snapshot's life around a copy, shared by the full export and the CBT backup.
+"""The backup snapshot's life around a copy, shared by the full export, the CBT backup and
+``cbt enable``'s stun cycle: :class:`JobSnapshot` takes it and removes it on every path, and
+:func:`handle_stale_snapshots` deals with one an earlier run left.
 
 ``options`` is the job's options (:class:`SnapshotOptions`).
 """
@@ -27,24 +29,6 @@ class SnapshotOptions(Protocol):
     preexisting_snapshot: str  # "fail" or "delete" a _VCB-BACKUP_ snapshot already there
 
 
-def take_snapshot(session, vm: VmRef, options: SnapshotOptions, purpose: str) -> SnapshotRef:
-    """The backup snapshot: no memory, quiesced as the options say."""
-    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
-
-    quiesce = vm.tools_running if options.quiesce is None else options.quiesce
-    snapshot = snapshots.create_snapshot(
-        session,
-        vm,
-        VCB_SNAPSHOT,
-        description=f"vcbproxy {__version__} {purpose}",
-        memory=False,
-        quiesce=quiesce,
-        timeout=options.snapshot_timeout,
-    )
-    log.info("snapshot %s (%s) taken, quiesce=%s", snapshot.moref, VCB_SNAPSHOT, quiesce)
-    return snapshot
-
-
 def handle_stale_snapshots(session, vm: VmRef, options: SnapshotOptions) -> None:
     """A _VCB-BACKUP_ snapshot left by an earlier run: fail, or remove it
     (``options.preexisting_snapshot``)."""
@@ -63,34 +47,171 @@ def handle_stale_snapshots(session, vm: VmRef, options: SnapshotOptions) -> None
         snapshots.remove_snapshot(session, snap.moref, timeout=options.snapshot_timeout)
 
 
-def remove_snapshot_after_copy(
-    session, snapshot: SnapshotRef, options: SnapshotOptions, outcome: errors.Outcome
-) -> None:
-    """Remove the backup snapshot once the data is safe; one retry, as a removal task can
-    fail transiently (a busy host, a consolidation already running)."""
-    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+class JobSnapshot:
+    """The snapshot one job takes, from the moment its create task starts until its removal
+    task has finished; ``with JobSnapshot(...) as snap: snap.take(...) ... snap.remove(...)``.
 
-    try:
-        snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-    except errors.SnapshotError as exc:
-        outcome.warn(f"removing snapshot {snapshot.moref} failed ({exc}); retried", log)
-        time.sleep(1.0)
-        snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-    log.info("snapshot %s removed", snapshot.moref)
+    Whatever stops the job - an error, Ctrl-C, SIGTERM, a cancelled ``--jobs`` worker - the
+    exit of the ``with`` leaves no snapshot of the job behind: a create or remove task still
+    running on the server is waited for (up to ``timeout``: vSphere cannot be relied on to
+    cancel either), and a snapshot it made is removed. The SOAP calls that start a task run
+    with SIGINT/SIGTERM held back, so no task is ever started without the job knowing its
+    ID. If the snapshot cannot be removed, the job's one-line error says which one stays.
+    """
 
+    def __init__(
+        self,
+        session,
+        vm: VmRef,
+        *,
+        description: str,
+        timeout: float,
+        name: str = VCB_SNAPSHOT,
+    ):
+        self.session, self.vm, self.name = session, vm, name
+        self.description, self.timeout = description, timeout
+        self.snapshot: SnapshotRef | None = None
+        self._create_task: str | None = None
+        self._remove_task: str | None = None
 
-def remove_snapshot_on_failure(session, snapshot: SnapshotRef, options: SnapshotOptions) -> None:
-    """Best effort after a failed copy; a snapshot that stays is logged for the sweep."""
-    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+    @classmethod
+    def backup(cls, session, vm: VmRef, options: SnapshotOptions, purpose: str) -> JobSnapshot:
+        """The ``_VCB-BACKUP_`` snapshot of an export or a CBT backup (take it with
+        :meth:`take_backup`)."""
+        return cls(
+            session,
+            vm,
+            description=f"vcbproxy {__version__} {purpose}",
+            timeout=options.snapshot_timeout,
+        )
 
-    # Shielded: a second Ctrl-C while the removal task runs must not leave the snapshot behind.
-    with shielded():
-        try:
-            snapshots.remove_snapshot(session, snapshot.moref, timeout=options.snapshot_timeout)
-            log.info("snapshot %s removed after failure", snapshot.moref)
-        except errors.VcbProxyError as exc:
-            log.error(
-                "could not remove snapshot %s: %s; run 'vcbproxy snapshot sweep'",
-                snapshot.moref,
-                exc,
+    def take_backup(self, options: SnapshotOptions) -> SnapshotRef:
+        """The backup snapshot: no memory, quiesced as the options say."""
+        return self.take(
+            quiesce=self.vm.tools_running if options.quiesce is None else options.quiesce
+        )
+
+    def take(self, *, quiesce: bool, memory: bool = False) -> SnapshotRef:
+        from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+        with shielded():
+            self._create_task = snapshots.start_create(
+                self.session,
+                self.vm,
+                self.name,
+                description=self.description,
+                memory=memory,
+                quiesce=quiesce,
             )
+        self.snapshot = self._finish_create(quiesce)
+        log.info("snapshot %s (%s) taken, quiesce=%s", self.snapshot.moref, self.name, quiesce)
+        return self.snapshot
+
+    def remove(self, outcome: errors.Outcome | None = None) -> None:
+        """Remove the snapshot once the data is safe; one retry, as a removal task can fail
+        transiently (a busy host, a consolidation already running)."""
+        if self.snapshot is None:
+            return
+        try:
+            self._remove()
+        except errors.SnapshotError as exc:
+            message = f"removing snapshot {self.snapshot.moref} failed ({exc}); retried"
+            if outcome is not None:
+                outcome.warn(message, log)
+            else:
+                log.warning("%s", message)
+            time.sleep(1.0)
+            self._remove()
+
+    def __enter__(self) -> JobSnapshot:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        left = self.release()
+        if left and exc is not None:
+            errors.amend(exc, left)
+
+    def release(self) -> str:
+        """After a failure: finish what is in flight and remove what was made. Returns ""
+        when no snapshot of the job stays, else a sentence naming the one that does."""
+        # Shielded: a second Ctrl-C while a task runs must not leave the snapshot behind.
+        with shielded():
+            try:
+                self._settle()
+                if self.snapshot is not None:
+                    self._remove()
+                    log.info("snapshot %s removed after failure", self._removed)
+            except errors.VcbProxyError as exc:
+                what = self.snapshot.moref if self.snapshot else f"made by task {self._create_task}"
+                left = (
+                    f"could not remove snapshot {what} of {self.vm.name} ({exc}); remove it with "
+                    f"'vcbproxy snapshot sweep' once the server is reachable"
+                )
+                log.error("%s", left)
+                return left
+        return ""
+
+    # -- the steps ------------------------------------------------------------------------
+
+    _removed = ""
+
+    def _finish_create(self, quiesce: bool) -> SnapshotRef:
+        from vcbproxy.vsphere import snapshots  # pyVmomi: only when talking to a server
+
+        assert self._create_task is not None
+        snapshot = snapshots.finish_create(
+            self.session,
+            self.vm,
+            self._create_task,
+            name=self.name,
+            description=self.description,
+            quiesce=quiesce,
+            timeout=self.timeout,
+        )
+        self._create_task = None
+        return snapshot
+
+    def _settle(self) -> None:
+        """Wait for a task the job was stopped in the middle of."""
+        if self._create_task is not None:
+            log.info(
+                "waiting for snapshot task %s of %s to finish", self._create_task, self.vm.name
+            )
+            try:
+                self.snapshot = self._finish_create(quiesce=False)
+            except errors.SnapshotError as exc:
+                if exc.__cause__ is None:
+                    raise  # no answer in time: the task may still make the snapshot
+                # The task failed on the server (its fault is the cause): nothing was made.
+                log.info("the snapshot task failed: nothing to remove (%s)", exc)
+                self._create_task = None
+        if self._remove_task is not None and self.snapshot is not None:
+            from vcbproxy.vsphere import snapshots  # pyVmomi: only when talking to a server
+
+            log.info("waiting for removal task %s of %s to finish", self._remove_task, self.vm.name)
+            try:
+                snapshots.finish_remove(
+                    self.session, self.snapshot.moref, self._remove_task, timeout=self.timeout
+                )
+                self._removed, self.snapshot = self.snapshot.moref, None
+            except errors.SnapshotError as exc:
+                log.warning("removal task %s failed (%s); removing again", self._remove_task, exc)
+            self._remove_task = None
+
+    def _remove(self) -> None:
+        from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+        assert self.snapshot is not None
+        moref = self.snapshot.moref
+        try:
+            with shielded():
+                self._remove_task = snapshots.start_remove(self.session, moref)
+        except errors.NotFoundError:
+            # Gone already: someone removed it by hand (or a second removal raced ours).
+            log.warning("snapshot %s of %s was already removed", moref, self.vm.name)
+            self._removed, self.snapshot = moref, None
+            return
+        snapshots.finish_remove(self.session, moref, self._remove_task, timeout=self.timeout)
+        self._remove_task = None
+        self._removed, self.snapshot = moref, None
+        log.info("snapshot %s removed", moref)

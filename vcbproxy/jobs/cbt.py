@@ -13,19 +13,20 @@ ACTIVATE_SNAPSHOT = "_vcbproxy-cbt-activate_"
 
 
 def set_tracking(session, vm: VmRef, enabled: bool) -> list[DiskInfo]:
+    from vcbproxy.jobs.backup_snapshot import JobSnapshot
     from vcbproxy.vsphere import cbt, snapshots  # pyVmomi: loaded only when a job talks to a server
     from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
 
     cbt.set_tracking(session, vm, enabled)
-    snap = snapshots.create_snapshot(
+    with JobSnapshot(
         session,
         vm,
-        ACTIVATE_SNAPSHOT,
+        name=ACTIVATE_SNAPSHOT,
         description="vcbproxy: makes a CBT change take effect",
-        memory=False,
-        quiesce=False,
-    )
-    snapshots.remove_snapshot(session, snap.moref)
+        timeout=snapshots.DEFAULT_TIMEOUT,
+    ) as cycle:
+        cycle.take(quiesce=False)
+        cycle.remove()
     return vm_files.live_disks(session, vm)
 
 

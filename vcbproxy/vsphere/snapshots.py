@@ -96,6 +96,66 @@ def find_all_vcb_snapshots(session, *, name: str) -> list[tuple[VmRef, SnapshotR
     return [(vms[m], s) for m in sorted(hits) if m in vms for s in hits[m]]
 
 
+def start_create(
+    session, vm: VmRef, name: str, *, description: str, memory: bool, quiesce: bool
+) -> str:
+    """Start ``CreateSnapshot_Task``; the task's moref (wait for it with :func:`finish_create`).
+
+    A job keeps the moref from this moment on: if it is stopped while the task runs, it must
+    wait for the task and remove what it made (``jobs.backup_snapshot.JobSnapshot``)."""
+    what = f"taking snapshot {name!r} of {vm.name}"
+    obj = vm_object(session, vm)
+    try:
+        with translated(what, errors.SnapshotError):
+            task = obj.CreateSnapshot_Task(
+                name=name, description=description, memory=memory, quiesce=quiesce
+            )
+    except errors.SnapshotError as exc:
+        raise _quiesce_hint(exc, quiesce) from exc.__cause__
+    return task._moId
+
+
+def finish_create(
+    session,
+    vm: VmRef,
+    task: str,
+    *,
+    name: str,
+    description: str = "",
+    quiesce: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> SnapshotRef:
+    """Wait for the create task ``task``; the snapshot it made (SnapshotError if it failed).
+    Safe to call again on a task already finished: it answers the same."""
+    what = f"taking snapshot {name!r} of {vm.name}"
+    try:
+        snap = wait_for_task(
+            session,
+            task_object(session, task),
+            timeout=timeout,
+            what=what,
+            error=errors.SnapshotError,
+        )
+    except errors.SnapshotError as exc:
+        raise _quiesce_hint(exc, quiesce) from exc.__cause__
+    moref = snap._moId if snap is not None else ""
+    for s in list_snapshots(session, vm):
+        if s.moref == moref or (not moref and s.name == name):
+            return s
+    # The task said yes but the tree does not show it (yet): still hand back what we know.
+    return SnapshotRef(moref=moref, name=name, description=description, vm_moref=vm.moref)
+
+
+def _quiesce_hint(exc: errors.SnapshotError, quiesce: bool) -> errors.SnapshotError:
+    # The quiesce fault may come back from the call itself or from the task.
+    if quiesce and isinstance(exc.__cause__, QUIESCE_FAULTS):
+        return errors.SnapshotError(
+            f"{exc}; quiescing needs VMware Tools running in the guest: retry with --no-quiesce "
+            f"for a crash-consistent snapshot"
+        )
+    return exc
+
+
 def create_snapshot(
     session,
     vm: VmRef,
@@ -106,34 +166,15 @@ def create_snapshot(
     quiesce: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> SnapshotRef:
-    what = f"taking snapshot {name!r} of {vm.name}"
-    obj = vm_object(session, vm)
-    try:
-        # The quiesce fault may come back from the call itself or from the task.
-        with translated(what, errors.SnapshotError):
-            task = obj.CreateSnapshot_Task(
-                name=name, description=description, memory=memory, quiesce=quiesce
-            )
-        snap = wait_for_task(session, task, timeout=timeout, what=what, error=errors.SnapshotError)
-    except errors.SnapshotError as exc:
-        if quiesce and isinstance(exc.__cause__, QUIESCE_FAULTS):
-            raise errors.SnapshotError(
-                f"{exc}; quiescing needs VMware Tools running in the guest: retry with --no-quiesce "
-                f"for a crash-consistent snapshot"
-            ) from exc.__cause__
-        raise
-    moref = snap._moId if snap is not None else ""
-    for s in list_snapshots(session, vm):
-        if s.moref == moref or (not moref and s.name == name):
-            return s
-    # The task said yes but the tree does not show it (yet): still hand back what we know.
-    return SnapshotRef(moref=moref, name=name, description=description, vm_moref=vm.moref)
+    task = start_create(session, vm, name, description=description, memory=memory, quiesce=quiesce)
+    return finish_create(
+        session, vm, task, name=name, description=description, quiesce=quiesce, timeout=timeout
+    )
 
 
-def remove_snapshot(
-    session, moref: str, *, timeout: float = DEFAULT_TIMEOUT, consolidate: bool = True
-) -> None:
-    """Remove one snapshot (not its children); one that is already gone is NotFoundError."""
+def start_remove(session, moref: str, *, consolidate: bool = True) -> str:
+    """Start removing one snapshot (not its children); the task's moref. A snapshot that is
+    already gone is NotFoundError."""
     what = f"removing snapshot {moref}"
     snap = vim.vm.Snapshot(moref, session.stub)
     try:
@@ -141,7 +182,30 @@ def remove_snapshot(
             task = snap.RemoveSnapshot_Task(removeChildren=False, consolidate=consolidate)
     except errors.NotFoundError as exc:
         raise errors.NotFoundError(f"snapshot {moref} does not exist (already removed?)") from exc
-    wait_for_task(session, task, timeout=timeout, what=what, error=errors.SnapshotError)
+    return task._moId
+
+
+def finish_remove(session, moref: str, task: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Wait for the removal task ``task`` of snapshot ``moref``."""
+    wait_for_task(
+        session,
+        task_object(session, task),
+        timeout=timeout,
+        what=f"removing snapshot {moref}",
+        error=errors.SnapshotError,
+    )
+
+
+def remove_snapshot(
+    session, moref: str, *, timeout: float = DEFAULT_TIMEOUT, consolidate: bool = True
+) -> None:
+    """Remove one snapshot (not its children); one that is already gone is NotFoundError."""
+    task = start_remove(session, moref, consolidate=consolidate)
+    finish_remove(session, moref, task, timeout=timeout)
+
+
+def task_object(session, task: str):
+    return vim.Task(task, session.stub)
 
 
 def snapshot_object(session, snapshot: SnapshotRef | str):

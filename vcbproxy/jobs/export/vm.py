@@ -16,19 +16,14 @@ from typing import TYPE_CHECKING
 
 from vcbproxy import errors
 from vcbproxy.hooks import run_hook
-from vcbproxy.jobs.backup_snapshot import (
-    handle_stale_snapshots,
-    remove_snapshot_after_copy,
-    remove_snapshot_on_failure,
-    take_snapshot,
-)
+from vcbproxy.jobs.backup_snapshot import JobSnapshot, handle_stale_snapshots
 from vcbproxy.jobs.configfiles import copy_config_files
 from vcbproxy.jobs.export.disk import copy_disk, disk_basename
 from vcbproxy.jobs.export.options import ExportOptions, VmExportResult
 from vcbproxy.jobs.export.runlog import RUN_LOG, RunLog
 from vcbproxy.jobs.locks import vm_lock
 from vcbproxy.jobs.signals import raise_if_cancelled
-from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
+from vcbproxy.models import DiskInfo, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.staging import names
 from vcbproxy.staging.atomic import write_atomic
@@ -66,8 +61,7 @@ def export_vm(
 ) -> VmExportResult:
     """Export ``vm`` into ``directory``; ``cancel``, set by another thread, stops it as a
     SIGTERM would."""
-    # pyVmomi: loaded only when a job talks to a server
-    from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when talking to a server
+    from vcbproxy.vsphere import files as vm_files  # pyVmomi: only when a job talks to a server
 
     cancel = cancel or threading.Event()
     raise_if_cancelled(cancel)
@@ -76,89 +70,86 @@ def export_vm(
     with vm_lock(options.lock_dir, session, vm):
         export_dir = ExportDir.prepare(directory, preexisting=options.preexisting_mountpoint)
         run_log = RunLog(export_dir.path / RUN_LOG, vm)
-        snapshot: SnapshotRef | None = None
         succeeded = False
         disk_results: dict[str, DiskCopyResult] = {}
         try:
-            log.info(
-                "export of %s (%s) into %s, mode %s, format %s",
-                vm.name,
-                vm.moref,
-                export_dir.path,
-                options.mode,
-                options.fmt,
-            )
-            context = _hook_context(vm, export_dir.path)
-            if options.pre_command:
-                run_hook(options.pre_command, phase="pre", context=context)
+            with JobSnapshot.backup(session, vm, options, "export") as job_snapshot:
+                log.info(
+                    "export of %s (%s) into %s, mode %s, format %s",
+                    vm.name,
+                    vm.moref,
+                    export_dir.path,
+                    options.mode,
+                    options.fmt,
+                )
+                context = _hook_context(vm, export_dir.path)
+                if options.pre_command:
+                    run_hook(options.pre_command, phase="pre", context=context)
 
-            handle_stale_snapshots(session, vm, options)
-            live_disks = vm_files.live_disks(session, vm)
-            check_free_space(
-                export_dir.path,
-                sum(d.capacity for d in live_disks if not d.independent) + (64 << 20),
-            )
+                handle_stale_snapshots(session, vm, options)
+                live_disks = vm_files.live_disks(session, vm)
+                check_free_space(
+                    export_dir.path,
+                    sum(d.capacity for d in live_disks if not d.independent) + (64 << 20),
+                )
 
-            snap_started = time.monotonic()
-            snapshot = take_snapshot(session, vm, options, "export")
-            config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
+                snap_started = time.monotonic()
+                snapshot = job_snapshot.take_backup(options)
+                config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
 
-            with (
-                create_transport(
-                    options.mode, session=session, options=options.transport_options
-                ) as transport,
-                transport.disks_at(snapshot, disks) as snapshot_disks,
-            ):
-                copied_files = copy_config_files(transport, config_files, export_dir)
-                taken: set[str] = set()
-                for disk in disks:
-                    if disk.independent:
-                        _skip_independent(vm, disk, options, progress, result)
-                        continue
-                    basename = names.unique(disk_basename(disk, vm), taken)
-                    disk_results[disk.device_id] = res = copy_disk(
-                        session,
-                        vm,
-                        snapshot,
-                        disk,
-                        snapshot_disks,
-                        export_dir.path,
-                        basename,
-                        options,
-                        progress,
-                        cancel,
-                    )
-                    taken.add(res.files[0])
-                served_by = dict(transport.served_by)
-                stats = transport.stats
+                with (
+                    create_transport(
+                        options.mode, session=session, options=options.transport_options
+                    ) as transport,
+                    transport.disks_at(snapshot, disks) as snapshot_disks,
+                ):
+                    copied_files = copy_config_files(transport, config_files, export_dir)
+                    taken: set[str] = set()
+                    for disk in disks:
+                        if disk.independent:
+                            _skip_independent(vm, disk, options, progress, result)
+                            continue
+                        basename = names.unique(disk_basename(disk, vm), taken)
+                        disk_results[disk.device_id] = res = copy_disk(
+                            session,
+                            vm,
+                            snapshot,
+                            disk,
+                            snapshot_disks,
+                            export_dir.path,
+                            basename,
+                            options,
+                            progress,
+                            cancel,
+                        )
+                        taken.add(res.files[0])
+                    served_by = dict(transport.served_by)
+                    stats = transport.stats
 
-            remove_snapshot_after_copy(session, snapshot, options, result)
-            removed, snapshot = snapshot, None
-            meta = ExportMetadata(
-                vm=VmRecord.of(vm),
-                snapshot=SnapshotRecord.of(removed),
-                disks=[_disk_record(d, disk_results.get(d.device_id)) for d in disks],
-                transport=_transport_record(options.mode, served_by, stats),
-                format_written=options.fmt,
-                checksum=options.checksum,
-                started=datetime.fromtimestamp(started, UTC).isoformat(),
-                snapshot_seconds=round(time.monotonic() - snap_started, 3),
-                warnings=result.warnings,
-                server=f"{session.host}:{session.port}",
-                proxy_host=socket.gethostname(),
-            )
-            vmx_name = _write_vmx(export_dir, copied_files, meta, vm)
-            write_export_catalog(export_dir.path, meta, vmx_name)
-            meta.finished = datetime.now(UTC).isoformat()
-            meta.seconds = round(time.time() - started, 3)
-            write_metadata(export_dir.path, meta)
-            succeeded = True
+                job_snapshot.remove(result)
+                meta = ExportMetadata(
+                    vm=VmRecord.of(vm),
+                    snapshot=SnapshotRecord.of(snapshot),
+                    disks=[_disk_record(d, disk_results.get(d.device_id)) for d in disks],
+                    transport=_transport_record(options.mode, served_by, stats),
+                    format_written=options.fmt,
+                    checksum=options.checksum,
+                    started=datetime.fromtimestamp(started, UTC).isoformat(),
+                    snapshot_seconds=round(time.monotonic() - snap_started, 3),
+                    warnings=result.warnings,
+                    server=f"{session.host}:{session.port}",
+                    proxy_host=socket.gethostname(),
+                )
+                vmx_name = _write_vmx(export_dir, copied_files, meta, vm)
+                write_export_catalog(export_dir.path, meta, vmx_name)
+                meta.finished = datetime.now(UTC).isoformat()
+                meta.seconds = round(time.time() - started, 3)
+                write_metadata(export_dir.path, meta)
+                succeeded = True
         except BaseException as exc:
             log.info("export of %s failed: %s", vm.name, exc)  # the CLI prints the one-line error
             raise
         finally:
-            if snapshot is not None:
-                remove_snapshot_on_failure(session, snapshot, options)
             run_log.close()
             if not succeeded:
                 # A failed export leaves nothing a backup product could mistake for a good one.

@@ -1,0 +1,80 @@
+"""What a fault test checks after the fault, through the lab's own state (never through
+vcbproxy): no ``_VCB-BACKUP_`` snapshot on the VM once every task the lab runs on it has ended,
+and no export directory a backup product could take for a finished one."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from tests.e2e.oracle import vcb_snapshots
+
+INCOMPLETE_MARKER = ".vcbproxy-incomplete"
+FINISHED_LOOKING = ("vcbproxy.json", "MANIFEST.sha256", "catalog")
+
+
+def wait_for(predicate, *, timeout: float = 60.0, what: str = "condition"):
+    """``predicate()``'s first true value, polled every 50 ms; a test failure after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def running_tasks(lab_client, vm: str) -> list[dict]:
+    return lab_client.state(vm)["tasks"]
+
+
+def wait_for_task(lab_client, vm: str, name: str, *, timeout: float = 60.0) -> dict:
+    """The lab task ``name`` (e.g. ``VirtualMachine.createSnapshot``) once it runs on ``vm``."""
+    return wait_for(
+        lambda: next(
+            (
+                t
+                for t in running_tasks(lab_client, vm)
+                if t["name"] == name and t["state"] == "running"
+            ),
+            None,
+        ),
+        timeout=timeout,
+        what=f"{name} running on {vm}",
+    )
+
+
+def assert_no_snapshot_left(lab_client, vm: str, *, settle: float = 60.0) -> None:
+    """Once no task runs on ``vm`` any more (a task a client gave up on still makes its
+    snapshot), the VM carries no ``_VCB-BACKUP_`` snapshot."""
+    wait_for(
+        lambda: not running_tasks(lab_client, vm), timeout=settle, what=f"tasks on {vm} to end"
+    )
+    assert not vcb_snapshots(lab_client, vm), lab_client.state(vm)["snapshots"]
+
+
+def assert_no_finished_export(target: Path) -> None:
+    """``target`` (and any ``<vm>-fullVM`` in it) is gone, or visibly unfinished."""
+    if not target.exists():
+        return
+    for directory in [target, *(p for p in target.iterdir() if p.is_dir())]:
+        if (directory / INCOMPLETE_MARKER).exists():
+            continue
+        found = [n for n in FINISHED_LOOKING if (directory / n).exists()]
+        assert not found, f"{directory} looks finished: {found}"
+
+
+def error_line(err: str) -> str:
+    """The one ``vcbproxy: error:`` line of a run's stderr (a test failure if there are
+    several, or a traceback)."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("vcbproxy: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def finish(proc: subprocess.Popen, *, timeout: float = 120.0) -> tuple[int, str]:
+    """Wait for a started CLI process; its exit code and stderr."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
