@@ -16,6 +16,22 @@ from vcblab.model import Lab
 from vcblab.server import LabServer
 
 
+def datacenters_info(lab: Lab) -> dict:
+    """{inventory path: its datastores (name -> directory, kind), clusters and hosts}: where a
+    test finds the second datacenter's ``datastore1``."""
+    return {
+        dc.path: {
+            "moref": dc.moref,
+            "datastores": {name: str(ds.path) for name, ds in dc.datastores.items()},
+            "datastore_kinds": {name: ds.kind for name, ds in dc.datastores.items()},
+            "clusters": {
+                c.name: {"drs": c.drs, "hosts": [h.name for h in c.hosts]} for c in dc.clusters
+            },
+        }
+        for dc in lab.datacenters
+    }
+
+
 def start(
     root: Path,
     *,
@@ -41,8 +57,8 @@ def start(
             out.write(password + "\n")
     # Every start is the same deterministic lab: VMs and disks of an earlier run are dropped
     # (the certificate and password are kept, so clients that pinned them still connect).
-    for stale in ("datastores", "oracle"):
-        shutil.rmtree(root / stale, ignore_errors=True)
+    for stale in [root / "oracle", *root.glob("datastores*")]:
+        shutil.rmtree(stale, ignore_errors=True)
     lab = build_lab(root, seed=seed, password=password)
     lab.password_file = pwfile
     if faults:
@@ -68,6 +84,7 @@ def start(
         "datacenter": lab.datacenter_name,
         "datastores": {name: str(path) for name, path in lab.datastores.items()},
         "datastore_kinds": dict(lab.datastore_kinds),
+        "datacenters": datacenters_info(lab),
         "root": str(root),
     }
     return lab, server, info

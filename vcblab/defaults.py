@@ -46,6 +46,19 @@ DEFAULT_VMS = [
 ]
 # VMs that come with a chain of user snapshots, each with guest writes in every layer
 CHAINS = ("chain01", "chain02")
+# VMs outside the first datacenter, in their datacenter's VM folder: datacenter path, name,
+# power, tools, ip, disks. web02 lives on the second datacenter's datastore1, a name the
+# first datacenter has too.
+TOPOLOGY_VMS = [
+    (
+        "emea/lab-dc2",
+        "web02",
+        True,
+        True,
+        "10.0.1.11",
+        [("datastore1", "persistent"), ("datastore1", "persistent")],
+    ),
+]
 
 
 def _derive(seed: int, *parts) -> bytes:
@@ -87,11 +100,13 @@ def make_vm(
         memory_mb=1024 + 1024 * (len(disks) - 1),
         cpus=len(disks),
     )
-    vm.host = lab.hosts[index % len(lab.hosts)]
+    hosts = vm.datacenter().hosts
+    vm.host = hosts[index % len(hosts)]
+    vm.pool = vm.host.parent.pool
     for unit, (datastore, mode) in enumerate(disks):
         key = DISK_KEY_BASE + unit
         slot = DiskSlot(datastore=datastore, directory=vm.directory, unit=unit, mode=mode)
-        directory = lab.datastores[datastore] / vm.directory
+        directory = vm.ds(datastore).path / vm.directory
         directory.mkdir(parents=True, exist_ok=True)
         basename = vm.file_stem if unit == 0 else f"{vm.file_stem}_{unit}"
         vm.slots[key] = slot
@@ -101,7 +116,7 @@ def make_vm(
             disk_size,
             seed=_int(seed, index, name, unit),
             uuid=_uuid(seed, index, name, "disk", unit),
-            delta_format=lab.delta_format(datastore, disk_size),
+            delta_format=lab.delta_format(datastore, disk_size, vm.datacenter()),
         )
     vm.write_vmx()
     (vm.dir_path / f"{vm.file_stem}.nvram").write_bytes(
@@ -150,3 +165,16 @@ def populate(
                 create_snapshot(lab, vm, "after-upgrade", "user snapshot 2", False, False)
                 # the running delta holds guest writes too, as a VM's does
                 vm.disks[DISK_KEY_BASE].churn(1.0, _int(lab.seed, f"{name}-churn-2"))
+        for offset, (dc_path, name, on, tools, ip, disks) in enumerate(TOPOLOGY_VMS):
+            dc = lab.datacenter_at(dc_path)
+            make_vm(
+                lab,
+                name,
+                dc.vm_folder,
+                index=len(specs) + offset,
+                powered_on=on,
+                tools=tools,
+                ip=ip,
+                disks=disks,
+                disk_size=disk_size,
+            )

@@ -1,5 +1,10 @@
-"""The lab's inventory objects (folders, datacenter, hosts, datastores, pools, the service
-singletons) and build_lab(), which lays out the default inventory under a root directory.
+"""The lab's inventory objects (folders, datacenters, clusters, hosts, datastores, pools, the
+service singletons) and build_lab(), which lays out the default inventory under a root directory.
+
+The inventory has the shape of a real vCenter's (a DatacenterSpec each): two datacenters, the
+second inside a datacenter folder, each with a datastore named ``datastore1`` (a datastore
+name is unique only inside its datacenter, so everything that names one also names the
+datacenter); a DRS cluster in the first, a cluster without DRS in the second.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ import datetime
 import shutil
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyVmomi import VmomiSupport, vim
@@ -19,6 +25,39 @@ from vcblab.vmx import escape_name
 DATASTORES = {"datastore1": "vmfs6", "datastore2": "vmfs5", "nfsstore": "nfs"}
 VMFS_VERSIONS = {"vmfs5": "5.81", "vmfs6": "6.82"}
 HOSTS = ("esx01.lab.local", "esx02.lab.local")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    drs: bool  # without DRS, vCenter needs a host named to place a VM (RegisterVM, CreateVM)
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatacenterSpec:
+    path: str  # inventory path below the root folder: "lab-dc", "emea/lab-dc2"
+    clusters: tuple[ClusterSpec, ...]
+    datastores: dict[str, str]  # name -> kind ("vmfs5", "vmfs6", "nfs")
+    first_moref: int  # morefs of its objects are numbered from here (stable across starts)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def folder(self) -> str | None:
+        """The datacenter folder it sits in (None: the root folder)."""
+        return self.path.rsplit("/", 1)[0] if "/" in self.path else None
+
+
+# The second datacenter reuses the name datastore1: only the datacenter tells them apart.
+SECOND_DATACENTER = DatacenterSpec(
+    path="emea/lab-dc2",
+    clusters=(ClusterSpec("emea-cluster", False, ("esx03.lab.local",)),),
+    datastores={"datastore1": "vmfs6"},
+    first_moref=40,
+)
 
 
 class Entity(LabObject):
@@ -89,6 +128,18 @@ class Folder(Entity):
 class Datacenter(Entity):
     vim_type = vim.Datacenter
 
+    def __init__(self, lab, moref, name, parent=None):
+        super().__init__(lab, moref, name, parent)
+        self.datastores: dict[str, Datastore] = {}  # name -> datastore: unique per datacenter
+        self.clusters: list[Cluster] = []
+        self.hosts: list[HostSystem] = []
+        self.networks: list[Network] = []
+
+    @property
+    def path(self) -> str:
+        """The inventory path without the leading slash ("emea/lab-dc2"): /folder's dcPath."""
+        return self.inventory_path().lstrip("/")
+
     def p_vmFolder(self):
         return self.vm_folder.ref()
 
@@ -102,10 +153,10 @@ class Datacenter(Entity):
         return self.network_folder.ref()
 
     def p_datastore(self):
-        return refs(self.lab.objects[m] for m in self.lab.datastore_morefs.values())
+        return refs(self.datastores.values(), vim.Datastore.Array)
 
     def p_network(self):
-        return refs(self.lab.networks, vim.Network.Array)
+        return refs(self.networks, vim.Network.Array)
 
 
 class Network(Entity):
@@ -119,7 +170,7 @@ class Network(Entity):
         )
 
     def p_host(self):
-        return refs(self.lab.hosts, vim.HostSystem.Array)
+        return refs(self.datacenter().hosts, vim.HostSystem.Array)
 
     def p_vm(self):
         return refs((vm for vm in self.lab.vms() if vm.network is self), vim.VirtualMachine.Array)
@@ -160,6 +211,12 @@ class Datastore(Entity):
 
     def p_browser(self):
         return self.browser.ref()
+
+    def resolve(self, rel: str) -> Path | None:
+        """The host path of ``rel`` on this datastore, or None if it leads out of it."""
+        base = self.path.resolve()
+        path = (base / rel.strip()).resolve()
+        return path if path == base or base in path.parents else None
 
     def _space(self) -> tuple[int, int]:
         usage = shutil.disk_usage(self.path)
@@ -236,12 +293,12 @@ class Datastore(Entity):
                     accessible=True,
                 ),
             )
-            for h in self.lab.hosts
+            for h in self.datacenter().hosts
         ]
 
     def p_vm(self):
         return refs(
-            (vm for vm in self.lab.vms() if self.name in vm.datastore_names()),
+            (vm for vm in self.lab.vms() if self in vm.datastore_objects()),
             vim.VirtualMachine.Array,
         )
 
@@ -260,7 +317,7 @@ class HostSystem(Entity):
         )
 
     def _datastores(self):
-        return [self.lab.objects[m] for m in self.lab.datastore_morefs.values()]
+        return list(self.datacenter().datastores.values())
 
     def _running(self):
         return [vm for vm in self.lab.vms() if vm.host is self and vm.powered_on]
@@ -333,7 +390,7 @@ class HostSystem(Entity):
         return vim.host.ConfigInfo(host=self.ref(), product=self.product())
 
     def p_network(self):
-        return refs(self.lab.networks, vim.Network.Array)
+        return refs(self.datacenter().networks, vim.Network.Array)
 
     def p_datastoreBrowser(self):
         return self.browser.ref()
@@ -342,16 +399,28 @@ class HostSystem(Entity):
         return refs((vm for vm in self.lab.vms() if vm.host is self), vim.VirtualMachine.Array)
 
     def p_datastore(self):
-        return refs(
-            (self.lab.objects[m] for m in self.lab.datastore_morefs.values()), vim.Datastore.Array
-        )
+        return refs(self._datastores(), vim.Datastore.Array)
 
 
 class Cluster(Entity):
     vim_type = vim.ClusterComputeResource
 
+    def __init__(self, lab, moref, name, parent=None, *, drs: bool = True):
+        super().__init__(lab, moref, name, parent)
+        self.drs = drs  # without DRS, placing a VM needs a host (RegisterVM, CreateVM)
+        self.hosts: list[HostSystem] = []
+        self.pool: ResourcePool | None = None  # the root pool, "Resources"
+
+    def p_configurationEx(self):
+        return vim.cluster.ConfigInfoEx(
+            drsConfig=vim.cluster.DrsConfigInfo(
+                enabled=self.drs, defaultVmBehavior="fullyAutomated", vmotionRate=3
+            ),
+            dasConfig=vim.cluster.DasConfigInfo(enabled=False),
+        )
+
     def p_summary(self):
-        hosts = self.lab.hosts
+        hosts = self.hosts
         mhz = sum(h.CPU_MHZ * h.CORES for h in hosts)
         memory = sum(h.MEMORY for h in hosts)
         return vim.ClusterComputeResource.Summary(
@@ -369,18 +438,16 @@ class Cluster(Entity):
         )
 
     def p_network(self):
-        return refs(self.lab.networks, vim.Network.Array)
+        return refs(self.datacenter().networks, vim.Network.Array)
 
     def p_host(self):
-        return refs(self.lab.hosts, vim.HostSystem.Array)
+        return refs(self.hosts, vim.HostSystem.Array)
 
     def p_resourcePool(self):
-        return self.lab.resource_pool.ref()
+        return self.pool.ref()
 
     def p_datastore(self):
-        return refs(
-            (self.lab.objects[m] for m in self.lab.datastore_morefs.values()), vim.Datastore.Array
-        )
+        return refs(self.datacenter().datastores.values(), vim.Datastore.Array)
 
 
 class ResourcePool(Entity):
@@ -420,7 +487,7 @@ class ResourcePool(Entity):
         )
 
     def p_runtime(self):
-        hosts = self.lab.hosts
+        hosts = self.parent.hosts
         running = [vm for vm in self.lab.vms() if vm.pool is self and vm.powered_on]
         mhz = sum(h.CPU_MHZ * h.CORES for h in hosts)
         memory = sum(h.MEMORY for h in hosts)
@@ -501,7 +568,8 @@ _SINGLETONS = {
 
 
 def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
-    """The empty inventory: datacenter, folders, two hosts in a cluster, a pool, datastores."""
+    """The empty inventory: the service singletons, then each datacenter (DatacenterSpec) with its
+    folders, cluster(s), hosts, pool, network and datastores."""
     root = Path(root)
     lab = Lab(root, password=password, seed=seed)
     lab.service_instance = lab.add(ServiceInstance(lab, "ServiceInstance"))
@@ -520,28 +588,22 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
     lab.root_folder = lab.add(
         Folder(lab, "group-d1", "Datacenters", child_type=("Folder", "Datacenter"))
     )
-    dc = lab.datacenter = lab.add(
-        Datacenter(lab, "datacenter-2", lab.datacenter_name, lab.root_folder)
+    first = DatacenterSpec(
+        path=lab.datacenter_name,
+        clusters=(ClusterSpec("lab-cluster", True, HOSTS),),
+        datastores=DATASTORES,
+        first_moref=2,
     )
-    dc.vm_folder = lab.add(
-        Folder(lab, "group-v3", "vm", dc, ("Folder", "VirtualMachine", "VirtualApp"))
-    )
-    dc.host_folder = lab.add(Folder(lab, "group-h4", "host", dc, ("Folder", "ComputeResource")))
-    dc.datastore_folder = lab.add(Folder(lab, "group-s5", "datastore", dc, ("Folder", "Datastore")))
-    dc.network_folder = lab.add(Folder(lab, "group-n6", "network", dc, ("Folder", "Network")))
-    cluster = lab.add(Cluster(lab, "domain-c7", "lab-cluster", dc.host_folder))
-    lab.resource_pool = lab.add(ResourcePool(lab, "resgroup-8", "Resources", cluster))
-    lab.hosts = [
-        lab.add(HostSystem(lab, f"host-{10 + i}", name, cluster)) for i, name in enumerate(HOSTS)
-    ]
-    lab.networks = [lab.add(Network(lab, "network-9", "VM Network", dc.network_folder))]
-    lab.datastore_morefs = {}
-    for i, (name, kind) in enumerate(DATASTORES.items()):
-        path = root / "datastores" / name
-        path.mkdir(parents=True, exist_ok=True)
-        lab.datastores[name] = path
-        lab.datastore_kinds[name] = kind
-        ds = lab.add(Datastore(lab, f"datastore-{20 + i}", name, dc.datastore_folder, path, kind))
+    lab.datacenters = [_build_datacenter(lab, spec) for spec in (first, SECOND_DATACENTER)]
+    dc = lab.datacenter = lab.datacenters[0]
+    # The first datacenter's objects under the names the lab always had (tests, the demo).
+    lab.resource_pool = dc.clusters[0].pool
+    lab.hosts = list(dc.hosts)
+    lab.all_hosts = [h for d in lab.datacenters for h in d.hosts]
+    lab.networks = list(dc.networks)
+    for name, ds in dc.datastores.items():
+        lab.datastores[name] = ds.path
+        lab.datastore_kinds[name] = ds.kind
         lab.datastore_morefs[name] = ds.moref
     lab.team_folders = {
         name: lab.add(
@@ -556,3 +618,53 @@ def build_lab(root: Path, *, seed: int = 0, password: str | None = None) -> Lab:
         for i, name in enumerate(("teamA", "teamB"))
     }
     return lab
+
+
+def _build_datacenter(lab: Lab, spec: DatacenterSpec) -> Datacenter:
+    """One datacenter. Its objects are numbered from ``spec.first_moref`` (the first datacenter
+    keeps the morefs the lab always gave it: datacenter-2, group-v3 ... datastore-20)."""
+    n = spec.first_moref
+    parent = lab.root_folder
+    if spec.folder:
+        for part in spec.folder.split("/"):
+            found = next((c for c in parent.children() if c.name == part), None)
+            parent = found or lab.add(
+                Folder(lab, f"group-d{n - 1}", part, parent, ("Folder", "Datacenter"))
+            )
+    dc = lab.add(Datacenter(lab, f"datacenter-{n}", spec.name, parent))
+    dc.vm_folder = lab.add(
+        Folder(lab, f"group-v{n + 1}", "vm", dc, ("Folder", "VirtualMachine", "VirtualApp"))
+    )
+    dc.host_folder = lab.add(
+        Folder(lab, f"group-h{n + 2}", "host", dc, ("Folder", "ComputeResource"))
+    )
+    dc.datastore_folder = lab.add(
+        Folder(lab, f"group-s{n + 3}", "datastore", dc, ("Folder", "Datastore"))
+    )
+    dc.network_folder = lab.add(
+        Folder(lab, f"group-n{n + 4}", "network", dc, ("Folder", "Network"))
+    )
+    host_index = n + 8
+    for k, cspec in enumerate(spec.clusters):
+        cluster_moref = f"domain-c{n + 5}" if k == 0 else lab.next_moref("domain-c")
+        pool_moref = f"resgroup-{n + 6}" if k == 0 else lab.next_moref("resgroup")
+        cluster = lab.add(Cluster(lab, cluster_moref, cspec.name, dc.host_folder, drs=cspec.drs))
+        cluster.pool = lab.add(ResourcePool(lab, pool_moref, "Resources", cluster))
+        for name in cspec.hosts:
+            host = lab.add(HostSystem(lab, f"host-{host_index}", name, cluster))
+            host_index += 1
+            cluster.hosts.append(host)
+            dc.hosts.append(host)
+        dc.clusters.append(cluster)
+    dc.networks.append(lab.add(Network(lab, f"network-{n + 7}", "VM Network", dc.network_folder)))
+    # The first datacenter's datastores keep their place (root/datastores/<name>): the
+    # demo, the benchmarks and SAN-mode users map them there.
+    base = lab.root / ("datastores" if n == 2 else f"datastores-{dc.moref}")
+    for i, (name, kind) in enumerate(spec.datastores.items()):
+        path = base / name
+        path.mkdir(parents=True, exist_ok=True)
+        ds = lab.add(
+            Datastore(lab, f"datastore-{n + 18 + i}", name, dc.datastore_folder, path, kind)
+        )
+        dc.datastores[name] = ds
+    return dc

@@ -8,9 +8,13 @@ This is the interface the HTTP side modules (fileservice, nfc, control) use:
     lab.root                          Path of the lab's state
     lab.password / lab.password_file  the lab user's password (and the 0600 file holding it)
     lab.session_for_cookie(header)    -> Session | None (valid, not expired; touched)
-    lab.datastore_dir(dc_path, ds)    -> Path | None
-    lab.datastores                    {datastore name: Path}
-    lab.datastore_kinds               {datastore name: "vmfs5" | "vmfs6" | "nfs"}
+    lab.datacenters                   every Datacenter (.path, .datastores {name: Datastore},
+                                         .hosts, .clusters); lab.datacenter is the first
+    lab.datastore_dir(dc_path, ds)    -> Path | None (a datastore name means something only
+                                         inside its datacenter)
+    lab.find_datastore(name, dc)      -> Datastore (in ``dc``, else the only one of that name)
+    lab.datastores                    {datastore name: Path} of the first datacenter
+    lab.datastore_kinds               {datastore name: "vmfs5" | "vmfs6" | "nfs"} (same)
     lab.delta_format(datastore, cap)  createType of the snapshot deltas ESXi writes there
     lab.find_vm(name_or_moref)        -> LabVm | None
     LabVm.moref/.name/.disks/.powered_on   disks: {device key: LabDisk}
@@ -173,6 +177,7 @@ class Lab:
         self.sessions: dict[str, Session] = {}
         self.datastores: dict[str, Path] = {}
         self.datastore_kinds: dict[str, str] = {}  # name -> "vmfs5" | "vmfs6" | "nfs"
+        self.datastore_morefs: dict[str, str] = {}  # the first datacenter's, by name
         self.datacenter_name = "lab-dc"
         self.snapshot_history: dict[str, dict] = {}
         self.leases: dict[str, LeaseState] = {}
@@ -182,7 +187,10 @@ class Lab:
         # set by inventory.build_lab
         self.service_instance = None
         self.root_folder = None
-        self.datacenter = None
+        self.datacenter = None  # the first datacenter ("lab-dc")
+        self.datacenters: list = []
+        self.hosts: list = []  # the first datacenter's hosts; all_hosts: every datacenter's
+        self.all_hosts: list = []
 
     # -- objects ------------------------------------------------------------------------
 
@@ -235,29 +243,38 @@ class Lab:
     def datastore_dir(self, dc_path: str | None, ds_name: str) -> Path | None:
         """The directory of datastore ``ds_name`` of the datacenter at ``dc_path``."""
         dc = self.datacenter_at(dc_path or "")
-        if dc is None:
-            return None
-        if all(ref._moId != self.datastore_morefs.get(ds_name) for ref in dc.p_datastore()):
-            return None
-        return self.datastores.get(ds_name)
+        ds = dc.datastores.get(ds_name) if dc is not None else None
+        return ds.path if ds is not None else None
 
-    def delta_format(self, datastore: str, capacity: int) -> str:
+    def find_datastore(self, name: str, dc=None):
+        """The datastore ``name`` of datacenter ``dc``; without one, the only datastore of
+        that name in the inventory. None if there is none; AmbiguousDatastore if several
+        datacenters have one of that name (vCenter then needs the datacenter)."""
+        if dc is not None:
+            return dc.datastores.get(name)
+        hits = [d.datastores[name] for d in self.datacenters if name in d.datastores]
+        if len(hits) > 1:
+            raise AmbiguousDatastore(
+                name, [d.path for d in self.datacenters if name in d.datastores]
+            )
+        return hits[0] if hits else None
+
+    def delta_format(self, datastore: str, capacity: int, dc=None) -> str:
         from vcblab.disks import delta_format
 
-        return delta_format(self.datastore_kinds.get(datastore, "vmfs6"), capacity)
+        ds = self.find_datastore(datastore, dc or self.datacenter)
+        return delta_format(ds.kind if ds is not None else "vmfs6", capacity)
 
-    def datastore_path(self, ds_path: str) -> Path | None:
-        """'[ds] dir/file' -> host path, or None if the datastore is unknown or it escapes."""
+    def datastore_path(self, ds_path: str, dc=None) -> Path | None:
+        """'[ds] dir/file' -> host path, or None if the datastore is unknown or it escapes.
+
+        ``dc`` is the datacenter the path is meant in (a FileManager call's ``datacenter``, a
+        folder's); without it, the datastore name must be unique in the inventory."""
         if not ds_path.startswith("[") or "]" not in ds_path:
             return None
-        ds, rel = ds_path[1:].split("]", 1)
-        base = self.datastores.get(ds)
-        if base is None:
-            return None
-        path = (base / rel.strip()).resolve()
-        if base.resolve() not in path.parents and path != base.resolve():
-            return None
-        return path
+        name, rel = ds_path[1:].split("]", 1)
+        ds = self.find_datastore(name, dc)
+        return ds.resolve(rel) if ds is not None else None
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -319,6 +336,15 @@ class Lab:
                 for disk in vm.disks.values():
                     if disk.cbt.enabled:
                         disk.cbt.reset()
+
+
+class AmbiguousDatastore(LookupError):
+    """A datastore name found in several datacenters, asked without naming one."""
+
+    def __init__(self, name: str, datacenters: list[str]):
+        super().__init__(f"datastore {name!r} exists in datacenters {', '.join(datacenters)}")
+        self.name = name
+        self.datacenters = datacenters
 
 
 def session_key_from_cookie(header: str | None) -> str | None:

@@ -74,9 +74,11 @@ class LabVm(Entity):
         self.uuid, self.instance_uuid = uuid, instance_uuid
         self.guest_id, self.memory_mb, self.cpus = guest_id, memory_mb, cpus
         self.tools, self.ip, self.powered_on = tools, ip, powered_on
-        self.pool = lab.resource_pool
-        self.host = lab.hosts[0]
-        self.network = lab.networks[0] if getattr(lab, "networks", None) else None
+        # Until placed (make_vm, RegisterVM): the first host and pool of its datacenter.
+        dc = self.datacenter() or lab.datacenter
+        self.host = dc.hosts[0] if dc is not None and dc.hosts else None
+        self.pool = self.host.parent.pool if self.host is not None else lab.resource_pool
+        self.network = dc.networks[0] if dc is not None and dc.networks else None
         self.disks: dict = {}  # device key -> LabDisk
         self.slots: dict[int, DiskSlot] = {}  # device key -> DiskSlot
         self.root_snapshots: list[LabSnapshot] = []
@@ -89,9 +91,16 @@ class LabVm(Entity):
 
     # -- files ---------------------------------------------------------------------------
 
+    def ds(self, name: str):
+        """The datastore ``name`` of this VM's datacenter (names are unique only there)."""
+        ds = self.lab.find_datastore(name, self.datacenter())
+        if ds is None:
+            raise KeyError(f"no datastore {name!r} in the datacenter of {self.name}")
+        return ds
+
     @property
     def dir_path(self) -> Path:
-        return self.lab.datastores[self.datastore] / self.directory
+        return self.ds(self.datastore).path / self.directory
 
     @property
     def file_stem(self) -> str:
@@ -116,10 +125,13 @@ class LabVm(Entity):
 
     def disk_dir(self, key: int) -> Path:
         slot = self.slots[key]
-        return self.lab.datastores[slot.datastore] / slot.directory
+        return self.ds(slot.datastore).path / slot.directory
 
     def datastore_names(self) -> set[str]:
         return {self.datastore} | {s.datastore for s in self.slots.values()}
+
+    def datastore_objects(self) -> list:
+        return [self.ds(n) for n in sorted(self.datastore_names())]
 
     def write_vmx(self) -> None:
         disks = []
@@ -194,7 +206,7 @@ class LabVm(Entity):
         layers = list(disk.layers)
         formats = disk.layer_formats()
         top = len(layers) - 1 if layer_index is None else layer_index
-        ds_ref = self.lab.objects[self.lab.datastore_morefs[slot.datastore]].ref()
+        ds_ref = self.ds(slot.datastore).ref()
         backing = None
         for i in range(top + 1):
             b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
@@ -318,13 +330,7 @@ class LabVm(Entity):
         return self.pool.ref()
 
     def p_datastore(self):
-        return refs(
-            (
-                self.lab.objects[self.lab.datastore_morefs[n]]
-                for n in sorted(self.datastore_names())
-            ),
-            vim.Datastore.Array,
-        )
+        return refs(self.datastore_objects(), vim.Datastore.Array)
 
     def p_network(self):
         return refs([self.network], vim.Network.Array) if self.network is not None else None
@@ -576,13 +582,15 @@ def _disk_uuid(uuid: str, layer: int) -> str:
 
 
 def new_vm(lab, name: str, folder, *, datastore: str, **kwargs) -> LabVm:
-    """A VM with a fresh directory `<escaped name>` (or `_1`, `_2` if taken) on `datastore`."""
+    """A VM with a fresh directory `<escaped name>` (or `_1`, `_2` if taken) on `datastore`
+    (of the folder's datacenter)."""
+    root = lab.find_datastore(datastore, folder.datacenter()).path
     base = vmx.escape_name(name)
     directory, n = base, 0
-    while (lab.datastores[datastore] / directory).exists():
+    while (root / directory).exists():
         n += 1
         directory = f"{base}_{n}"
-    (lab.datastores[datastore] / directory).mkdir(parents=True)
+    (root / directory).mkdir(parents=True)
     vm = LabVm(
         lab, lab.next_moref("vm"), name, folder, datastore=datastore, directory=directory, **kwargs
     )

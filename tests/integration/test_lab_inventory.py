@@ -67,6 +67,7 @@ def test_default_vms_and_escaped_names(lab_si):
             "chain01",
             "chain02",
             "nfs01",
+            "web02",  # in the second datacenter
         ]
     )
     view.DestroyView()
@@ -80,7 +81,7 @@ def test_paging_with_max_objects(lab_si):
         ["name", "summary.config.name", "guest.ipAddress", "runtime.powerState"],
         max_objects=3,
     )
-    assert [len(p.objects) for p in pages] == [3, 3, 3, 1]
+    assert [len(p.objects) for p in pages] == [3, 3, 3, 2]
     assert all(p.token for p in pages[:-1]) and pages[-1].token is None
     vms = _by_name(pages)
     assert len(vms["dup"]) == 2

@@ -160,7 +160,6 @@ def _search(ds_ref, folder_path: str, directory: Path, spec):
 
 def _resolve(call, this, datastore_path: str):
     """(Datastore, host directory, normalised '[ds] dir') or the fault vSphere gives."""
-    lab = call.lab
     text = datastore_path or ""
     if not text.startswith("[") or "]" not in text:
         raise vim.fault.InvalidDatastorePath(
@@ -173,7 +172,7 @@ def _resolve(call, this, datastore_path: str):
         raise vim.fault.InvalidDatastore(
             msg=f"The datastore '{name}' is not searched by this browser.", name=name
         )
-    directory = lab.datastore_path(text)
+    directory = ds.resolve(rel)
     if directory is None:
         raise vim.fault.InvalidDatastorePath(
             msg=f"Invalid datastore path '{text}'.", datastorePath=text

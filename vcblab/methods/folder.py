@@ -25,13 +25,15 @@ def _uuid(vmx_value: str | None) -> str:
 
 
 def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
-    host_path = lab.datastore_path(path)
+    # A datastore path means something in the folder's datacenter only.
+    dc = folder.datacenter()
+    host_path = lab.datastore_path(path, dc)
     if host_path is None or not host_path.is_file():
         raise vim.fault.NotFound(msg=f"File {path} was not found")
-    if any(vm.vmx_path == path for vm in lab.vms()):
+    if any(vm.vmx_path == path and vm.datacenter() is dc for vm in lab.vms()):
         raise vim.fault.AlreadyExists(msg=f"The VM {path} is already registered.", name=path)
     datastore = path[1:].split("]", 1)[0]
-    directory = host_path.parent.relative_to(lab.datastores[datastore].resolve()).as_posix()
+    directory = host_path.parent.relative_to(dc.datastores[datastore].path.resolve()).as_posix()
     values = parse_vmx(host_path.read_text(encoding="utf-8", errors="replace"))
     instance = _uuid(values.get("vc.uuid"))
     if any(vm.instance_uuid == instance for vm in lab.vms()):
@@ -55,11 +57,11 @@ def register_vm(lab, folder, path: str, name: str | None) -> LabVm:
         for disk in vmx.disks_of(values):
             match = _VOLUME.match(disk["file"])
             ds, ddir, fname = match.groups() if match else (datastore, directory, disk["file"])
-            if ds not in lab.datastores:
+            if ds not in dc.datastores:
                 raise vim.fault.NotFound(msg=f"Datastore {ds} of disk {disk['file']} not found")
             try:
-                lab_disk = LabDisk.load(lab.datastores[ds] / ddir, fname, None)
-                lab_disk.delta_format = lab.delta_format(ds, lab_disk.capacity)
+                lab_disk = LabDisk.load(dc.datastores[ds].path / ddir, fname, None)
+                lab_disk.delta_format = lab.delta_format(ds, lab_disk.capacity, dc)
             except (OSError, ValueError) as exc:
                 raise vim.fault.FileNotFound(
                     msg=f"Cannot open the disk {disk['file']}: {exc}", file=f"[{ds}] {ddir}/{fname}"
