@@ -63,7 +63,7 @@ class VmRef:
     resource_pool: str = ""  # inventory path of the resource pool
     folder: str = ""  # inventory path of the VM's folder
     vmx_path: str = ""  # "[ds] dir/name.vmx"
-    datacenter: str = ""
+    datacenter: str = ""  # inventory path of its datacenter: "lab-dc", "emea/lab-dc2" (dcPath)
     tools_running: bool = False
 
 

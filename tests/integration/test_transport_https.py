@@ -206,9 +206,15 @@ class LocalSession:
     thumbprint: str | None = None
 
     def file_url(
-        self, ds_path: DatastorePath, scheme: str = "https", port: int | None = None
+        self,
+        ds_path: DatastorePath,
+        scheme: str = "https",
+        port: int | None = None,
+        datacenter: str | None = None,
     ) -> str:
-        query = urllib.parse.urlencode({"dcPath": self.datacenter, "dsName": ds_path.datastore})
+        query = urllib.parse.urlencode(
+            {"dcPath": datacenter or self.datacenter, "dsName": ds_path.datastore}
+        )
         return (
             f"{scheme}://{self.host}:{port or self.port}/folder/"
             f"{urllib.parse.quote(ds_path.path)}?{query}"

@@ -33,6 +33,7 @@ def test_same_name_in_two_folders_is_ambiguous(session, vsphere_endpoint):
             session,
             DatastorePath(datastore, f"vcbproxy-dupe/{existing.name}.vmx"),
             name=existing.name,
+            datacenter=existing.datacenter,
             folder=f"/{existing.datacenter}/vm/vcbproxy-dupe",
             pool=existing.resource_pool,
         )
@@ -68,8 +69,8 @@ def test_same_name_in_two_folders_is_ambiguous(session, vsphere_endpoint):
         wait_for_task(session, folder.Destroy_Task(), timeout=60, what="removing the test folder")
 
 
-def test_lookups_of_missing_paths_are_not_found(session):
-    dc = session.datacenter
+def test_lookups_of_missing_paths_are_not_found(session, vsphere_endpoint):
+    dc = vsphere_endpoint.datacenter
     for lookup in (register.find_folder, register.find_pool, register.find_host):
         with pytest.raises(errors.NotFoundError):
             lookup(session, f"/{dc}/no-such-thing/anywhere")

@@ -11,6 +11,7 @@ import pytest
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath, ServerSpec
+from vcbproxy.vsphere.datacenters import datacenter_of_datastore
 from vcbproxy.vsphere.session import Session
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,7 +47,11 @@ def test_connect_with_ca_file_exposes_what_transports_use(vsphere_endpoint):
             session.thumbprint_sha256.replace(":", "")
             == ep.thumbprint_sha256.replace(":", "").upper()
         )
-        assert session.datacenter == ep.datacenter
+        # dcPath of a datastore: the inventory path of the datacenter that holds it.
+        datastore = sorted(ep.datastores)[0]
+        assert datacenter_of_datastore(session, datastore, datacenter=ep.datacenter) == (
+            ep.datacenter
+        )
         assert session.cookie.startswith("vmware_soap_session=")
         assert session.content.about.apiType in ("VirtualCenter", "HostAgent")
 
@@ -113,7 +118,9 @@ def test_cookie_reads_a_datastore_file(vsphere_endpoint):
     datastore = sorted(ep.datastores)[0]
     ep.write_file(datastore, "vcbproxy-session-test/probe.bin", b"probe bytes")
     with Session.connect(options(ep)) as session:
-        url = session.file_url(DatastorePath(datastore, "vcbproxy-session-test/probe.bin"))
+        url = session.file_url(
+            DatastorePath(datastore, "vcbproxy-session-test/probe.bin"), datacenter=ep.datacenter
+        )
         request = urllib.request.Request(url, headers={"Cookie": session.cookie})
         with urllib.request.urlopen(request, context=session.ssl_context, timeout=20) as response:
             assert response.read() == b"probe bytes"

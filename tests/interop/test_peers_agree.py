@@ -66,8 +66,16 @@ class FileServiceSession:
     datacenter: str
     thumbprint: str | None = None
 
-    def file_url(self, ds_path: DatastorePath, scheme: str = "https", port: int | None = None):
-        query = urllib.parse.urlencode({"dcPath": self.datacenter, "dsName": ds_path.datastore})
+    def file_url(
+        self,
+        ds_path: DatastorePath,
+        scheme: str = "https",
+        port: int | None = None,
+        datacenter: str | None = None,
+    ):
+        query = urllib.parse.urlencode(
+            {"dcPath": datacenter or self.datacenter, "dsName": ds_path.datastore}
+        )
         return (
             f"{scheme}://{self.host}:{port or self.port}/folder/"
             f"{urllib.parse.quote(ds_path.path)}?{query}"

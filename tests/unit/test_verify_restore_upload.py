@@ -121,8 +121,14 @@ class LocalSession:
     ssl_context: object = None
     thumbprint: str | None = None
 
-    def file_url(self, path: DatastorePath, scheme: str = "https", port: int | None = None) -> str:
-        query = urllib.parse.urlencode({"dcPath": "dc1", "dsName": path.datastore})
+    def file_url(
+        self,
+        path: DatastorePath,
+        scheme: str = "https",
+        port: int | None = None,
+        datacenter: str | None = None,
+    ) -> str:
+        query = urllib.parse.urlencode({"dcPath": datacenter or "dc1", "dsName": path.datastore})
         return f"http://127.0.0.1:{self.port}/folder/{urllib.parse.quote(path.path)}?{query}"
 
 

@@ -38,6 +38,13 @@ from vcbproxy.progress import Progress
     "--datastore", metavar="DS", help="Datastore to upload to [default: the VM's original one]."
 )
 @click.option(
+    "--datacenter",
+    metavar="PATH",
+    help="Inventory path of the datacenter of --datastore (e.g. emea/dc2), needed when several "
+    "datacenters have a datastore of that name [default: the only one that has it, else the "
+    "VM's own].",
+)
+@click.option(
     "--folder", metavar="PATH", help="Inventory path of the VM folder [default: the datacenter's]."
 )
 @click.option("--resource-pool", metavar="PATH", help="Inventory path of the resource pool.")
@@ -66,6 +73,7 @@ def restore(
     repo_vm,
     name,
     datastore,
+    datacenter,
     folder,
     resource_pool,
     host,
@@ -95,6 +103,7 @@ def restore(
         repo_vm=repo_vm,
         name=name,
         datastore=datastore,
+        datacenter=datacenter,
         folder=folder,
         resource_pool=resource_pool,
         host=host,

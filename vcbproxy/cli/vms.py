@@ -50,6 +50,7 @@ def vm_dict(vm) -> dict:
         "ipaddr": vm.ip_address,
         "power_state": vm.power_state,
         "host": vm.host,
+        "datacenter": vm.datacenter,
         "folder": vm.folder,
         "resource_pool": vm.resource_pool,
         "vmx_path": vm.vmx_path,

@@ -84,7 +84,10 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
                 writer = repo.new_run(vm.uuid)
                 entries = []
                 with create_transport(
-                    options.mode, session=session, options=options.transport_options
+                    options.mode,
+                    session=session,
+                    options=options.transport_options,
+                    datacenter=vm.datacenter or None,
                 ) as transport:
                     before = transport.stats.bytes_read
                     copy_config_files(transport, config_files, _ConfigSink(writer))

@@ -56,6 +56,9 @@ class RestoreOptions:
     source: Path | None = None  # an export directory (or repo + run below)
     name: str | None = None  # default: the exported VM's name
     datastore: str | None = None  # default: the datastore the VM's .vmx was on
+    # Inventory path of the datacenter of ``datastore`` (a datastore name is unique only in
+    # its datacenter); default: the only one with that datastore, else the VM's own.
+    datacenter: str | None = None
     folder: str | None = None  # inventory path of the VM folder
     resource_pool: str | None = None
     host: str | None = None
@@ -87,6 +90,7 @@ class RestorePlan:
     nvram: Path | None
     disks: list[DiskPlan]
     log: Path | None = None  # the export's vmware.log; None uploads an empty one
+    source_datacenter: str = ""  # the datacenter the VM was exported from (its path)
 
     @property
     def vmx_path(self) -> DatastorePath:
@@ -132,6 +136,7 @@ class RestorePlan:
             self.nvram,
             disks,
             self.log,
+            self.source_datacenter,
         )
 
 
@@ -207,6 +212,7 @@ def plan_restore(
         nvram,
         disks,
         log_file if log_file.is_file() else None,
+        meta.vm.datacenter,
     )
 
 
@@ -283,7 +289,8 @@ def _restore_from(
     session, source: Path, options: RestoreOptions, progress: Progress
 ) -> RestoreResult:
     plan = plan_restore(source, name=options.name, datastore=options.datastore)
-    existing = _existing_vm(session, plan.name)
+    datacenter = _target_datacenter(session, plan, options)
+    existing = _existing_vm(session, plan.name, datacenter)
     if existing is not None and options.policy == "keep":
         raise errors.StagingError(
             f"a VM named {plan.name!r} already exists ({existing.moref}); "
@@ -297,29 +304,35 @@ def _restore_from(
         )
     uploaded: list[DatastorePath] = []
     old_files: list[DatastorePath] = []
-    with FileUploader(session, timeout=options.timeout) as uploader:
+    with FileUploader(session, timeout=options.timeout, datacenter=datacenter) as uploader:
         plan = _free_directory(uploader, plan, options.policy)
         log.info(
-            "restoring %s as %s into [%s] %s", source, plan.name, plan.datastore, plan.directory
+            "restoring %s as %s into [%s] %s of datacenter %s",
+            source,
+            plan.name,
+            plan.datastore,
+            plan.directory,
+            datacenter,
         )
         registered: VmRef | None = None
         made: list[DatastorePath] = []  # the VM folder, if this run created it
         try:
-            if _make_folder(session, plan):
+            if _make_folder(session, plan, datacenter):
                 made.append(DatastorePath(plan.datastore, plan.directory))
             _upload_all(uploader, plan, uploaded, progress)
             if existing is None:
-                registered = _register(session, plan, options)
+                registered = _register(session, plan, options, datacenter)
             else:
-                registered, old_files = _swap(session, existing, plan, options)
+                registered, old_files = _swap(session, existing, plan, options, datacenter)
         except BaseException as exc:
             log.error("restore of %s failed: %s", plan.name, exc)
             if registered is None:
-                _delete_uploaded(session, made + uploaded)  # newest first: the folder last
+                # newest first: the folder last
+                _delete_uploaded(session, made + uploaded, datacenter)
             raise
     result = RestoreResult(registered, plan.vmx_path, uploaded, existing)
     if existing is not None:
-        _delete_old_files(session, existing, old_files, set(plan.files()), result)
+        _delete_old_files(session, existing, old_files, set(plan.files()), result, datacenter)
     if options.power_on:
         _power_on(session, registered, result)
     progress.event("restored", vm=plan.name, moref=registered.moref, vmx=str(plan.vmx_path))
@@ -333,10 +346,27 @@ def _verify_first(source: Path) -> None:
         raise errors.VerifyError(f"{source} does not verify, refusing to restore it: {shown}")
 
 
-def _existing_vm(session, name: str) -> VmRef | None:
+def _target_datacenter(session, plan: RestorePlan, options: RestoreOptions) -> str:
+    """The inventory path of the datacenter the restore writes into: the one holding
+    ``plan.datastore``. ``--datacenter`` decides when several have a datastore of that name;
+    without it, the datacenter the VM was exported from if it is one of them, else the name
+    is ambiguous (exit 11, listing them)."""
+    # pyVmomi: only when talking to a server
+    from vcbproxy.vsphere.datacenters import datacenter_of_datastore, datacenters
+
+    if options.datacenter is None and plan.source_datacenter:
+        holding = datacenters(session).holding(plan.datastore)
+        if len(holding) > 1 and plan.source_datacenter in holding:
+            return plan.source_datacenter
+    return datacenter_of_datastore(session, plan.datastore, datacenter=options.datacenter)
+
+
+def _existing_vm(session, name: str, datacenter: str) -> VmRef | None:
+    """The VM called ``name`` in ``datacenter``: the one a restore under that name meets (a
+    VM of the same name in another datacenter is another VM)."""
     from vcbproxy.vsphere.inventory import find_vms  # pyVmomi: only when talking to a server
 
-    found = find_vms(session, Selector("name", name))
+    found = [v for v in find_vms(session, Selector("name", name)) if v.datacenter == datacenter]
     if len(found) > 1:
         raise errors.AmbiguousError(
             f"{len(found)} VMs are named {name!r} ("
@@ -365,13 +395,15 @@ def _free_directory(uploader, plan: RestorePlan, policy: str) -> RestorePlan:
     )
 
 
-def _make_folder(session, plan: RestorePlan) -> bool:
+def _make_folder(session, plan: RestorePlan, datacenter: str) -> bool:
     """Create the VM's folder; whether it is new. A server without MakeDirectory still takes
     the PUTs (the file service creates folders), the folder is then just not cleaned up."""
     from vcbproxy.vsphere.datastore import make_directory  # pyVmomi: only when talking to a server
 
     try:
-        return make_directory(session, DatastorePath(plan.datastore, plan.directory))
+        return make_directory(
+            session, DatastorePath(plan.datastore, plan.directory), datacenter=datacenter
+        )
     except errors.UnsupportedError as exc:
         log.debug("cannot create the folder first: %s", exc)
         return False
@@ -406,7 +438,7 @@ def _upload_all(
 
 
 def _swap(
-    session, existing: VmRef, plan: RestorePlan, options: RestoreOptions
+    session, existing: VmRef, plan: RestorePlan, options: RestoreOptions, datacenter: str
 ) -> tuple[VmRef, list[DatastorePath]]:
     """Unregister the old VM, register the new one; put the old one back if that fails.
     Returns the new VM and the old VM's files (listed while it was still registered)."""
@@ -419,7 +451,7 @@ def _swap(
     log.warning("replacing the existing VM %s (%s)", existing.name, existing.moref)
     unregister_vm(session, existing.moref)
     try:
-        return _register(session, plan, options), old_files
+        return _register(session, plan, options, datacenter), old_files
     except BaseException:
         _reregister(session, existing)
         raise
@@ -436,6 +468,7 @@ def _reregister(session, old: VmRef) -> None:
                     session,
                     DatastorePath.parse(old.vmx_path),
                     name=old.name,
+                    datacenter=old.datacenter,
                     folder=folder,
                     pool=pool,
                 )
@@ -457,7 +490,12 @@ def _reregister(session, old: VmRef) -> None:
 
 
 def _delete_old_files(
-    session, old: VmRef, files: list[DatastorePath], keep: set[DatastorePath], result: RestoreResult
+    session,
+    old: VmRef,
+    files: list[DatastorePath],
+    keep: set[DatastorePath],
+    result: RestoreResult,
+    datacenter: str,
 ) -> None:
     """The replaced VM's files, once the new VM is registered; a failure is a warning (the
     restore itself succeeded), naming what is left to remove by hand."""
@@ -468,7 +506,7 @@ def _delete_old_files(
         if path in keep:
             continue  # never the new VM's own files
         try:
-            delete_file(session, path)
+            delete_file(session, path, datacenter=datacenter)
         except errors.NotFoundError:
             pass
         except errors.VcbProxyError as exc:
@@ -482,13 +520,14 @@ def _delete_old_files(
         )
 
 
-def _register(session, plan: RestorePlan, options: RestoreOptions) -> VmRef:
+def _register(session, plan: RestorePlan, options: RestoreOptions, datacenter: str) -> VmRef:
     from vcbproxy.vsphere.register import register_vm  # pyVmomi: only when talking to a server
 
     return register_vm(
         session,
         plan.vmx_path,
         name=plan.name,
+        datacenter=datacenter,
         folder=options.folder,
         pool=options.resource_pool,
         host=options.host,
@@ -505,7 +544,7 @@ def _power_on(session, vm: VmRef, result: RestoreResult) -> None:
         result.warn(f"{vm.name} restored but not powered on: {exc}", log)
 
 
-def _delete_uploaded(session, uploaded: list[DatastorePath]) -> None:
+def _delete_uploaded(session, uploaded: list[DatastorePath], datacenter: str) -> None:
     """Remove what this run uploaded, newest first; never raises (the first error matters)."""
     from vcbproxy.vsphere.datastore import delete_file  # pyVmomi: only talking to a server
 
@@ -513,7 +552,7 @@ def _delete_uploaded(session, uploaded: list[DatastorePath]) -> None:
         left = []
         for path in reversed(uploaded):
             try:
-                delete_file(session, path)
+                delete_file(session, path, datacenter=datacenter)
             except errors.NotFoundError:
                 pass  # a PUT cut before the server created the file
             except errors.VcbProxyError as exc:

@@ -62,25 +62,38 @@ def parse_chain(spec: str) -> list[str]:
     return names
 
 
-def create(mode: str, *, session: Session | None, options: ModeOptions | None = None) -> Transport:
+def create(
+    mode: str,
+    *,
+    session: Session | None,
+    options: ModeOptions | None = None,
+    datacenter: str | None = None,
+) -> Transport:
     """A transport for ``mode`` (one name, or a ``a:b`` fallback chain); each mode gets its
-    own part of ``options``. Only san and ssh (with ``options.ssh.host``) work without a session."""
+    own part of ``options``. Only san and ssh (with ``options.ssh.host``) work without a session.
+
+    ``datacenter`` is the inventory path of the datacenter whose datastores the transport
+    reads (the VM's): a datastore name means one datastore only inside its datacenter."""
     options = options if options is not None else ModeOptions()
     names = parse_chain(mode)
     if len(names) > 1:
         usable = [n for n in names if n != "hotadd"]
         if not usable:
             raise errors.UnsupportedError(HOTADD_REFUSAL)
-        return FallbackTransport([_create_one(n, session, options) for n in usable])
-    return _create_one(names[0], session, options)
+        return FallbackTransport([_create_one(n, session, options, datacenter) for n in usable])
+    return _create_one(names[0], session, options, datacenter)
 
 
-def _create_one(name: str, session: Session | None, options: ModeOptions) -> Transport:
+def _create_one(
+    name: str, session: Session | None, options: ModeOptions, datacenter: str | None
+) -> Transport:
     if name == "hotadd":
         raise errors.UnsupportedError(HOTADD_REFUSAL)
     if name == "san":
         # Datastores mapped by URL: the server says which datastore has which URL.
-        urls = session.datastore_urls() if session is not None and options.san.by_url else {}
+        urls = (
+            session.datastore_urls(datacenter) if session is not None and options.san.by_url else {}
+        )
         return SanTransport(options=options.san, datastore_urls=urls)
     if name == "ssh":
         # paramiko (and the invoke it imports) costs ~0.15 s to load: only for -m ssh.
@@ -95,7 +108,7 @@ def _create_one(name: str, session: Session | None, options: ModeOptions) -> Tra
     if session is None:
         raise errors.UsageError(f"-m {name} reads through the server: it needs a session")
     if name == "nbdssl":
-        return NbdSslTransport(session=session, options=options.http)
+        return NbdSslTransport(session=session, options=options.http, datacenter=datacenter)
     if name == "nbd":
-        return NbdTransport(session=session, options=options.http)
-    return NfcTransport(session=session, options=options.nfc)
+        return NbdTransport(session=session, options=options.http, datacenter=datacenter)
+    return NfcTransport(session=session, options=options.nfc, datacenter=datacenter)

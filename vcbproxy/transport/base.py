@@ -73,13 +73,21 @@ class Session(Protocol):
         ...
 
     def file_url(
-        self, file: DatastorePath, *, scheme: str = "https", port: int | None = None
-    ) -> str: ...
+        self,
+        file: DatastorePath,
+        *,
+        scheme: str = "https",
+        port: int | None = None,
+        datacenter: str | None = None,
+    ) -> str:
+        """The file service URL of ``file``; ``datacenter`` (an inventory path) is the one
+        holding its datastore, None for "the only datacenter with a datastore of that name"."""
+        ...
 
     def export_lease(self, snapshot: SnapshotRef) -> Lease: ...
 
-    def datastore_urls(self) -> dict[str, str]:
-        """``{datastore name: "ds:///vmfs/volumes/<uuid>/"}`` of every datastore."""
+    def datastore_urls(self, datacenter: str | None = None) -> dict[str, str]:
+        """``{datastore name: "ds:///vmfs/volumes/<uuid>/"}`` of one datacenter's datastores."""
         ...
 
 

@@ -323,10 +323,14 @@ class HttpFile:
 class _FileServiceTransport(Transport):
     scheme: str = "https"
 
-    def __init__(self, *, session: Session, options: HttpOptions) -> None:
+    def __init__(
+        self, *, session: Session, options: HttpOptions, datacenter: str | None = None
+    ) -> None:
         super().__init__()
         self.session = session
         self.options = options
+        # The VM's datacenter: a datastore name means one datastore only inside it (dcPath).
+        self.datacenter = datacenter
         self.cookie = session.cookie
         tls = self.scheme == "https"
         self.pool = _ConnectionPool(
@@ -336,7 +340,7 @@ class _FileServiceTransport(Transport):
         )
 
     def url(self, file: DatastorePath) -> str:
-        return self.session.file_url(file, scheme="https")
+        return self.session.file_url(file, scheme="https", datacenter=self.datacenter)
 
     def open(self, *, file: DatastorePath) -> HttpFile:
         try:
@@ -367,4 +371,6 @@ class NbdTransport(_FileServiceTransport):
     scheme = "http"
 
     def url(self, file: DatastorePath) -> str:
-        return self.session.file_url(file, scheme="http", port=self.options.nbd_port)
+        return self.session.file_url(
+            file, scheme="http", port=self.options.nbd_port, datacenter=self.datacenter
+        )

@@ -151,7 +151,12 @@ class NfcTransport(Transport):
     name = "nfc"
 
     def __init__(
-        self, *, session: Session, options: NfcOptions, lease: Lease | None = None
+        self,
+        *,
+        session: Session,
+        options: NfcOptions,
+        lease: Lease | None = None,
+        datacenter: str | None = None,
     ) -> None:
         super().__init__()
         self.session = session
@@ -162,7 +167,8 @@ class NfcTransport(Transport):
             timeout=options.timeout,
             thumbprint=session.thumbprint,
         )
-        self._files = NbdSslTransport(session=session, options=options.files)
+        # .vmx, .nvram and logs are not in the lease: read over nbdssl in the VM's datacenter.
+        self._files = NbdSslTransport(session=session, options=options.files, datacenter=datacenter)
         self._files.stats = self.stats
         self._done_disks = 0
         self._last_progress = 0.0

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 class FileUploader:
     """PUT and HEAD on datastore files of one session; a context manager."""
 
-    def __init__(self, session: Session, *, timeout: float = 60.0):
+    def __init__(self, session: Session, *, timeout: float = 60.0, datacenter: str | None = None):
         self.session = session
+        self.datacenter = datacenter  # holding the datastores uploaded to (dcPath)
         self.cookie = session.cookie
         self.pool = _ConnectionPool(
             ssl_context=session.ssl_context, timeout=timeout, thumbprint=session.thumbprint
@@ -49,7 +50,9 @@ class FileUploader:
     # -- requests -----------------------------------------------------------------------
 
     def _target(self, location: DatastorePath) -> tuple[tuple[str, str, int], str]:
-        parts = urlsplit(self.session.file_url(location, scheme="https"))
+        parts = urlsplit(
+            self.session.file_url(location, scheme="https", datacenter=self.datacenter)
+        )
         port = parts.port or (443 if parts.scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return (parts.scheme, parts.hostname or "", port), target

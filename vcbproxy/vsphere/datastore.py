@@ -1,45 +1,23 @@
-"""Datastores: their URLs, and files through the FileManager (deleting what a restore
-uploaded, making folders).
+"""Datastore files through the FileManager (deleting what a restore uploaded, making folders).
 
 The file service (``/folder``) can PUT and GET but not delete; vSphere deletes datastore
-files with ``FileManager.DeleteDatastoreFile_Task`` (in the session's datacenter). A file
-that is not there becomes :class:`errors.NotFoundError`, so a caller cleaning up after a
-PUT that never created its file can tell "already gone" from a real failure.
+files with ``FileManager.DeleteDatastoreFile_Task``, in the datacenter holding the datastore
+(vCenter needs it: a datastore name is unique only inside its datacenter). A file that is
+not there becomes :class:`errors.NotFoundError`, so a caller cleaning up after a PUT that
+never created its file can tell "already gone" from a real failure.
 """
 
 from __future__ import annotations
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath
-from vcbproxy.vsphere.collector import container_view, props_of, retrieve, view_spec
+from vcbproxy.vsphere.datacenters import datacenter_object, datacenter_of_datastore
 from vcbproxy.vsphere.faults import translated
-from vcbproxy.vsphere.inventory import unescape_name
-from vcbproxy.vsphere.register import find_datacenter
 from vcbproxy.vsphere.tasks import wait_for_task
 
 DEFAULT_TIMEOUT = 600.0
-
-
-def datastore_urls(session) -> dict[str, str]:
-    """``{name: url}`` of every datastore: ``ds:///vmfs/volumes/<uuid>/`` (``summary.url``),
-    which names a datastore whatever it is called, so ``--san-map`` may use it."""
-    view = container_view(session, [vim.Datastore])
-    try:
-        spec = vmodl.query.PropertyCollector.PropertySpec(
-            type=vim.Datastore, pathSet=["name", "summary.url"]
-        )
-        with translated("listing datastores"):
-            contents = retrieve(session, [view_spec(view)], [spec])
-    finally:
-        view.DestroyView()
-    urls = {}
-    for content in contents:
-        props = props_of(content)
-        if props.get("summary.url"):
-            urls[unescape_name(props.get("name", ""))] = str(props["summary.url"])
-    return urls
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -47,10 +25,23 @@ def _not_found(exc: BaseException) -> bool:
     return isinstance(cause, vim.fault.FileNotFound)
 
 
-def delete_file(session, path: DatastorePath, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Delete one file (or a folder and its content) on a datastore."""
+def _datacenter(session, path: DatastorePath, datacenter: str | None):
+    return datacenter_object(
+        session, datacenter_of_datastore(session, path.datastore, datacenter=datacenter)
+    )
+
+
+def delete_file(
+    session,
+    path: DatastorePath,
+    *,
+    datacenter: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Delete one file (or a folder and its content) on a datastore of ``datacenter`` (by
+    default the only datacenter with a datastore of that name)."""
     what = f"deleting {path}"
-    dc = find_datacenter(session)
+    dc = _datacenter(session, path, datacenter)
     try:
         with translated(what, errors.StagingError):
             task = session.content.fileManager.DeleteDatastoreFile_Task(
@@ -63,11 +54,13 @@ def delete_file(session, path: DatastorePath, *, timeout: float = DEFAULT_TIMEOU
         raise
 
 
-def make_directory(session, path: DatastorePath, *, parents: bool = True) -> bool:
-    """Create a folder on a datastore; True if this call created it, False if it was there
-    (so a caller knows whether the folder is its own to remove)."""
+def make_directory(
+    session, path: DatastorePath, *, datacenter: str | None = None, parents: bool = True
+) -> bool:
+    """Create a folder on a datastore (of ``datacenter``); True if this call created it,
+    False if it was there (so a caller knows whether the folder is its own to remove)."""
     what = f"creating folder {path}"
-    dc = find_datacenter(session)
+    dc = _datacenter(session, path, datacenter)
     try:
         with translated(what, errors.StagingError):
             session.content.fileManager.MakeDirectory(

@@ -92,13 +92,23 @@ class _Inventory:
         return "/" + "/".join(reversed(parts))
 
     def datacenter_of(self, obj) -> str:
+        """The inventory path of the datacenter above ``obj`` ("emea/lab-dc2"), names as the
+        server stores them: what the file service's dcPath and FindByInventoryPath take."""
         seen = set()
         while obj is not None and _key(obj) in self.nodes and _key(obj) not in seen:
             seen.add(_key(obj))
             if isinstance(obj, vim.Datacenter):
-                return self.name(obj)
+                return self._raw_path(obj)
             obj = self.nodes[_key(obj)][1].get("parent")
         return ""
+
+    def _raw_path(self, obj) -> str:
+        parts = []
+        while obj is not None and _key(obj) in self.nodes:
+            props = self.nodes[_key(obj)][1]
+            parts.append(props.get("name", ""))
+            obj = props.get("parent")
+        return "/".join(reversed(parts))
 
     def vm_ref(self, obj, p: dict) -> VmRef:
         return VmRef(
@@ -194,14 +204,3 @@ def get_vm(session, moref: str) -> VmRef | None:
 def vm_object(session, vm: VmRef | str):
     """The pyVmomi VirtualMachine for a VmRef or moref (for the other vsphere modules)."""
     return vim.VirtualMachine(vm if isinstance(vm, str) else vm.moref, session.stub)
-
-
-def datacenter_names(session) -> list[str]:
-    view = container_view(session, [vim.Datacenter])
-    try:
-        spec = vmodl.query.PropertyCollector.PropertySpec(type=vim.Datacenter, pathSet=["name"])
-        with translated("listing datacenters"):
-            contents = retrieve(session, [view_spec(view)], [spec])
-    finally:
-        view.DestroyView()
-    return sorted(unescape_name(props_of(c).get("name", "")) for c in contents)

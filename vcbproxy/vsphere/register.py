@@ -36,14 +36,14 @@ def find_host(session, path: str):
     return _by_path(session, path, vim.HostSystem, "host")
 
 
-def find_datacenter(session):
-    """The session's datacenter (``session.datacenter``, the first one) as a managed object."""
-    return _by_path(session, session.datacenter, vim.Datacenter, "datacenter")
+def find_datacenter(session, path: str):
+    """The datacenter at inventory path ``path`` as a managed object."""
+    return _by_path(session, path, vim.Datacenter, "datacenter")
 
 
-def _defaults(session):
-    """The first datacenter's VM folder and the first compute resource's root pool."""
-    dc = find_datacenter(session)
+def _defaults(session, datacenter: str):
+    """The datacenter's VM folder and its first compute resource's root pool."""
+    dc = find_datacenter(session, datacenter)
     with translated("reading the datacenter"):
         folder = dc.vmFolder
         pool = None
@@ -53,7 +53,7 @@ def _defaults(session):
                 break
     if pool is None:
         raise errors.NotFoundError(
-            f"datacenter {session.datacenter} has no compute resource to register into"
+            f"datacenter {datacenter} has no compute resource to register into"
         )
     return folder, pool
 
@@ -63,12 +63,14 @@ def register_vm(
     vmx_path: DatastorePath,
     *,
     name: str,
+    datacenter: str,
     folder: str | None = None,
     pool: str | None = None,
     host: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> VmRef:
-    default_folder, default_pool = _defaults(session)
+    """Register ``vmx_path`` (a datastore path in ``datacenter``, an inventory path)."""
+    default_folder, default_pool = _defaults(session, datacenter)
     folder_obj = find_folder(session, folder) if folder else default_folder
     pool_obj = find_pool(session, pool) if pool else default_pool
     host_obj = find_host(session, host) if host else None

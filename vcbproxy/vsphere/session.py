@@ -28,9 +28,8 @@ from pyVmomi import SoapAdapter, vim
 from vcbproxy import errors
 from vcbproxy.models import DatastorePath, ServerSpec, SnapshotRef, parse_server
 from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
-from vcbproxy.vsphere.datastore import datastore_urls
+from vcbproxy.vsphere import datacenters
 from vcbproxy.vsphere.faults import translate
-from vcbproxy.vsphere.inventory import datacenter_names
 from vcbproxy.vsphere.lease import ExportLease
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,6 @@ class Session:
         # The ServiceInstance's content once logged in. Any: pyVmomi's stubs make every
         # property optional, and a logged-in session has them all.
         self.content: Any = None
-        self._datacenter: str | None = None
 
     @classmethod
     def connect(cls, opts: ServerSpec) -> Session:
@@ -218,16 +216,6 @@ class Session:
             return raw.split(";", 1)[0].strip()
         return f"{SoapAdapter.COOKIE_NAME}={morsel.coded_value}"
 
-    @property
-    def datacenter(self) -> str:
-        """Name of the first datacenter (VCB assumed one; file URLs need its name)."""
-        if self._datacenter is None:
-            names = datacenter_names(self)
-            if not names:
-                raise errors.NotFoundError(f"{self.host} has no datacenter")
-            self._datacenter = names[0]
-        return self._datacenter
-
     def file_url(
         self,
         file: DatastorePath,
@@ -236,17 +224,16 @@ class Session:
         port: int | None = None,
         datacenter: str | None = None,
     ) -> str:
-        return build_file_url(
-            self.host,
-            port or self.port,
-            file,
-            scheme=scheme,
-            datacenter=datacenter or self.datacenter,
-        )
+        """The file service URL of ``file``; its ``dcPath`` is the inventory path of the
+        datacenter holding the datastore: ``datacenter`` when the caller knows it (the VM's),
+        else the only datacenter with a datastore of that name (see vsphere.datacenters)."""
+        dc = datacenters.datacenter_of_datastore(self, file.datastore, datacenter=datacenter)
+        return build_file_url(self.host, port or self.port, file, scheme=scheme, datacenter=dc)
 
-    def datastore_urls(self) -> dict[str, str]:
-        """``{datastore name: "ds:///vmfs/volumes/<uuid>/"}`` (for ``--san-map`` by URL)."""
-        return datastore_urls(self)
+    def datastore_urls(self, datacenter: str | None = None) -> dict[str, str]:
+        """``{datastore name: "ds:///vmfs/volumes/<uuid>/"}`` of one datacenter's datastores
+        (every datacenter's when None), for ``--san-map`` by URL."""
+        return datacenters.datastore_urls(self, datacenter)
 
     def export_lease(self, snapshot: SnapshotRef) -> ExportLease:
         """An NFC export lease on ``snapshot``, ready (a context manager: completed or aborted)."""

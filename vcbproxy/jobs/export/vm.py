@@ -99,7 +99,10 @@ def export_vm(
 
                 with (
                     create_transport(
-                        options.mode, session=session, options=options.transport_options
+                        options.mode,
+                        session=session,
+                        options=options.transport_options,
+                        datacenter=vm.datacenter or None,
                     ) as transport,
                     transport.disks_at(snapshot, disks) as snapshot_disks,
                 ):
