@@ -33,7 +33,17 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 )
+
+// datacenterInfo is one datacenter of the model: its datastores (name -> directory, which
+// may repeat another datacenter's names), its hosts and VMs.
+type datacenterInfo struct {
+	Datastores map[string]string `json:"datastores"`
+	Hosts      []string          `json:"hosts"`
+	VMs        []string          `json:"vms"`
+}
 
 type info struct {
 	URL              string            `json:"url"`
@@ -47,6 +57,38 @@ type info struct {
 	Datacenter       string            `json:"datacenter"`
 	Datastores       map[string]string `json:"datastores"`
 	VMs              []string          `json:"vms"`
+	// Every datacenter by inventory path ("DC0", "F0/DC1"): with -datacenters 2 both have a
+	// datastore LocalDS_0, which "datastores" (by name) cannot tell apart.
+	Datacenters map[string]*datacenterInfo `json:"datacenters"`
+}
+
+// inventoryPath is the path of ref below the root folder (which is never named in a path).
+func inventoryPath(ref types.ManagedObjectReference) string {
+	var parts []string
+	for {
+		e, ok := simulator.Map.Get(ref).(mo.Entity)
+		if !ok || e.Entity().Parent == nil {
+			break
+		}
+		parts = append([]string{e.Entity().Name}, parts...)
+		ref = *e.Entity().Parent
+	}
+	return strings.Join(parts, "/")
+}
+
+// datacenterOf is the inventory path of the datacenter above ref.
+func datacenterOf(ref types.ManagedObjectReference) string {
+	for {
+		obj := simulator.Map.Get(ref)
+		if _, ok := obj.(*simulator.Datacenter); ok {
+			return inventoryPath(ref)
+		}
+		e, ok := obj.(mo.Entity)
+		if !ok || e.Entity().Parent == nil {
+			return ""
+		}
+		ref = *e.Entity().Parent
+	}
 }
 
 // colonHex formats a digest as vSphere prints thumbprints: "AB:CD:...".
@@ -92,9 +134,13 @@ func selfSigned() (tls.Certificate, error) {
 
 func main() {
 	certPath := flag.String("cert-file", "", "write the server certificate (PEM) here")
+	datacenters := flag.Int("datacenters", 1, "datacenters in the VPX model, each with its own LocalDS_0")
+	folders := flag.Int("folders", 0, "how many of the datacenters sit inside a datacenter folder (F0, ...)")
 	flag.Parse()
 
 	model := simulator.VPX()
+	model.Datacenter = *datacenters
+	model.Folder = *folders
 	defer model.Remove() // the datastores' temporary directories
 	if err := model.Create(); err != nil {
 		log.Fatalf("vcsim: creating the VPX model: %v", err)
@@ -140,17 +186,34 @@ func main() {
 		ThumbprintSHA1:   server.CertificateInfo().ThumbprintSHA1,
 		CertFile:         *certPath,
 		Datastores:       map[string]string{},
+		Datacenters:      map[string]*datacenterInfo{},
+	}
+	dcOf := func(ref types.ManagedObjectReference) *datacenterInfo {
+		path := datacenterOf(ref)
+		if out.Datacenters[path] == nil {
+			out.Datacenters[path] = &datacenterInfo{Datastores: map[string]string{}}
+		}
+		return out.Datacenters[path]
 	}
 	for _, e := range simulator.Map.All("Datacenter") {
-		out.Datacenter = e.Entity().Name
+		if out.Datacenter == "" || e.Entity().Name < out.Datacenter {
+			out.Datacenter = e.Entity().Name // DC0: the first, at the root
+		}
 	}
 	for _, e := range simulator.Map.All("Datastore") {
 		ds := e.(*simulator.Datastore)
 		// Local datastores: Summary.Url is the host directory holding the files.
 		out.Datastores[ds.Name] = ds.Summary.Url
+		dcOf(ds.Reference()).Datastores[ds.Name] = ds.Summary.Url
+	}
+	for _, e := range simulator.Map.All("HostSystem") {
+		dc := dcOf(e.Reference())
+		dc.Hosts = append(dc.Hosts, e.Entity().Name)
 	}
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		out.VMs = append(out.VMs, e.Entity().Name)
+		dc := dcOf(e.Reference())
+		dc.VMs = append(dc.VMs, e.Entity().Name)
 	}
 	line, err := json.Marshal(out)
 	if err != nil {
