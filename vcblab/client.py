@@ -103,6 +103,10 @@ class LabClient:
     def state(self, vm: str) -> dict:
         return self._call("GET", "/lab/state?" + urlencode({"vm": vm}))
 
+    def logins(self) -> int:
+        """Logins the lab has accepted since it started."""
+        return int(self._call("GET", "/lab/sessions")["logins"])
+
     # -- transport -------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:

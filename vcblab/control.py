@@ -11,6 +11,7 @@ so a test can drive it without logging in over SOAP first.
     GET  /lab/oracle?snapshot=<moref>&key=<device key>[&raw=1]     -> {"sha256", "size"[, "path"]}
     GET  /lab/oracle?vm=<name|moref>&key=<device key>[&raw=1]      -> same, current content
     GET  /lab/state?vm=<name|moref>                                -> snapshots, disks, CBT
+    GET  /lab/sessions                                             -> {"logins": n}
 """
 
 from __future__ import annotations
@@ -192,6 +193,12 @@ def _state(lab, params: dict, body: dict) -> dict:
     return json.loads(json.dumps(state, default=str))
 
 
+def _sessions(lab, params: dict, body: dict) -> dict:
+    """How many logins the lab has accepted: a client that kept its session alive logged in
+    once, one that let it expire and logged in again, twice."""
+    return {"logins": lab.logins}
+
+
 def _add_disk_state(out: dict, disk) -> None:
     """Add to describe()'s disk entry what a test also asks: its files and change tracking."""
     with disk.lock:  # one consistent view while a churn may be writing
@@ -205,4 +212,5 @@ _ROUTES = {
     ("POST", "/lab/faults"): _set_faults,
     ("GET", "/lab/oracle"): _oracle,
     ("GET", "/lab/state"): _state,
+    ("GET", "/lab/sessions"): _sessions,
 }

@@ -175,6 +175,7 @@ class Lab:
         self.user = USER
         self.objects: dict[str, LabObject] = {}
         self.sessions: dict[str, Session] = {}
+        self.logins = 0  # successful logins since the lab started (GET /lab/sessions)
         self.datastores: dict[str, Path] = {}
         self.datastore_kinds: dict[str, str] = {}  # name -> "vmfs5" | "vmfs6" | "nfs"
         self.datastore_morefs: dict[str, str] = {}  # the first datacenter's, by name
@@ -299,6 +300,7 @@ class Lab:
         )
         with self.lock:
             self.sessions[session.key] = session
+            self.logins += 1
         return session
 
     def session(self, key: str | None) -> Session | None:

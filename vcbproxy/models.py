@@ -24,6 +24,9 @@ class ServerSpec:
     thumbprint: str | None = None  # SHA-1 or SHA-256 pin, instead of CA verification
     ca_file: str | None = None
     timeout: float = 60.0
+    # Seconds without a SOAP call after which the session is renewed (0: never); vCenter
+    # ends sessions idle for 30 minutes by default, and a copy can be quiet that long.
+    keepalive: float = 300.0
 
     @property
     def host(self) -> str:

@@ -160,6 +160,32 @@ def test_expired_session_is_refused(fresh_lab):
     assert request(fresh_lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] == 401
 
 
+def test_folder_unauthorized_answers_401_that_many_times_whatever_the_cookie(
+    lab, client, cookie, disk_file
+):
+    rel, _ = disk_file
+    before = client.logins()
+    client.set_faults(folder_unauthorized=2)
+    statuses = [
+        request(lab.info, "http", "HEAD", folder(rel), {"Cookie": cookie})[0] for _ in "abc"
+    ]
+    assert statuses == [401, 401, 200]
+    assert client.faults()["folder_unauthorized"] == 0
+    assert client.logins() == before  # a switch of the file service, not of the sessions
+
+
+def test_reject_logins_refuses_the_right_password(fresh_lab):
+    from vcbproxy import errors
+
+    client = LabClient(fresh_lab.info)
+    client.login()
+    assert client.logins() == 1
+    client.set_faults(reject_logins=True)
+    with pytest.raises(errors.AuthError, match="InvalidLogin|incorrect"):
+        client.login()
+    assert client.logins() == 1
+
+
 @pytest.mark.parametrize("port", PORTS)
 def test_not_found_and_forbidden(lab, cookie, disk_file, port):
     rel, _ = disk_file

@@ -126,12 +126,47 @@ def test_cookie_reads_a_datastore_file(vsphere_endpoint):
             assert response.read() == b"probe bytes"
 
 
-def test_expired_session_is_auth_error(vsphere_endpoint):
-    """A session the server forgot (expired, or logged out elsewhere) is exit 10, not a traceback."""
+def test_a_session_ended_behind_our_back_is_logged_in_again(vsphere_endpoint):
+    """A session the server forgot (expired, or logged out elsewhere) logs in again with the
+    same credentials, and the call that met NotAuthenticated goes through: on vcsim as on
+    the lab."""
     from vcbproxy.selectors import Selector
     from vcbproxy.vsphere.inventory import find_vms
 
     with Session.connect(options(vsphere_endpoint)) as session:
         session.content.sessionManager.Logout()  # the server ends it behind our back
-        with pytest.raises(errors.AuthError, match="session expired"):
+        refused = session.cookie
+        assert find_vms(session, Selector("any"))
+        assert session.cookie != refused
+        assert session.content.sessionManager.currentSession is not None
+
+
+def test_a_file_service_401_logs_in_again_once_for_every_transfer(vsphere_endpoint):
+    """Several transfers that met the same refused cookie log in again once between them."""
+    with Session.connect(options(vsphere_endpoint)) as session:
+        refused = session.cookie
+        session.content.sessionManager.Logout()
+        renewed = session.reauthenticate(refused)
+        assert renewed != refused
+        assert session.reauthenticate(refused) == renewed  # someone already logged in again
+        assert session.content.sessionManager.currentSession is not None
+
+
+def test_credentials_refused_when_logging_in_again_is_auth_error(fresh_lab):
+    """A password changed since the job started: exit 10, saying that logging in again failed."""
+    from vcblab.client import LabClient
+    from vcbproxy.selectors import Selector
+    from vcbproxy.vsphere.inventory import find_vms
+
+    info = fresh_lab.info
+    spec = ServerSpec(
+        server=f"127.0.0.1:{info['https_port']}",
+        user=info["user"],
+        password=fresh_lab.password,
+        ca_file=info["cert_file"],
+        timeout=20.0,
+    )
+    with Session.connect(spec) as session:
+        LabClient(info).set_faults(reject_logins=True, expire_sessions=True)
+        with pytest.raises(errors.AuthError, match="logging in again .* failed: login refused"):
             find_vms(session, Selector("any"))

@@ -18,7 +18,8 @@ from vcbproxy.transport import HttpOptions, ModeOptions, NfcOptions, SanOptions,
 
 
 def server_options(func):
-    """--server/--user/--password-file/--thumbprint/--ca-file/--timeout → a ServerSpec factory.
+    """--server/--user/--password-file/--thumbprint/--ca-file/--timeout/--keepalive → a
+    ServerSpec factory.
 
     The command receives ``server``: a callable returning a ServerSpec, so the password is
     only read (or prompted for) when the command really connects.
@@ -65,8 +66,20 @@ def server_options(func):
         show_default=True,
         help="Connection and request timeout in seconds.",
     )
+    @click.option(
+        "--keepalive",
+        envvar="VCBPROXY_KEEPALIVE",
+        type=click.FloatRange(min=0),
+        default=300.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Renew the session after this long without a call (0: never); an expired "
+        "session is logged in again in any case. [env: VCBPROXY_KEEPALIVE]",
+    )
     @functools.wraps(func)
-    def wrapper(*args, server, user, password_file, thumbprint, ca_file, timeout, **kwargs):
+    def wrapper(
+        *args, server, user, password_file, thumbprint, ca_file, timeout, keepalive, **kwargs
+    ):
         def spec() -> ServerSpec:
             password = read_password(password_file=password_file, prompt_for=f"{user}@{server}")
             return ServerSpec(
@@ -76,6 +89,7 @@ def server_options(func):
                 thumbprint=thumbprint,
                 ca_file=ca_file,
                 timeout=timeout,
+                keepalive=keepalive,
             )
 
         return func(*args, server=spec, **kwargs)

@@ -132,8 +132,19 @@ class HttpFile:
     def _request(
         self, method: str, headers: dict[str, str]
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send one request; a stale pooled connection is replaced once without counting."""
-        headers = {"Cookie": self._t.cookie, **headers} if self._t.cookie else dict(headers)
+        """Send one request; a stale pooled connection is replaced once without counting,
+        and a 401 (the session expired) is sent once more after logging in again."""
+        conn, resp, cookie = self._request_once(method, headers)
+        if resp.status == 401 and self._t.reauthenticate(cookie):
+            self._finish(conn, resp, drain=True)
+            conn, resp, _ = self._request_once(method, headers)
+        return conn, resp
+
+    def _request_once(
+        self, method: str, extra: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+        cookie = self._t.cookie
+        headers = {"Cookie": cookie, **extra} if cookie else dict(extra)
         pool = self._t.pool
         conn, reused = pool.acquire(*self._key)
         while True:
@@ -142,7 +153,7 @@ class HttpFile:
                     self._connect(conn)
                 conn.request(method, self._target, headers=headers)
                 self._t.stats.add(requests=1)
-                return conn, conn.getresponse()
+                return conn, conn.getresponse(), cookie
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()
                 if not reused:
@@ -332,12 +343,24 @@ class _FileServiceTransport(Transport):
         # The VM's datacenter: a datastore name means one datastore only inside it (dcPath).
         self.datacenter = datacenter
         self.cookie = session.cookie
+        self._auth_lock = threading.Lock()
         tls = self.scheme == "https"
         self.pool = _ConnectionPool(
             ssl_context=session.ssl_context if tls else None,
             timeout=options.timeout,
             thumbprint=session.thumbprint if tls else None,
         )
+
+    def reauthenticate(self, refused_cookie: str) -> bool:
+        """After a 401 for ``refused_cookie``: whether a new cookie is there to try (the
+        session logged in again, here or in another thread)."""
+        renew = getattr(self.session, "reauthenticate", None)  # sessions that cannot: no retry
+        if renew is None:
+            return False
+        with self._auth_lock:
+            if self.cookie == refused_cookie:
+                self.cookie = renew(refused_cookie)
+            return self.cookie != refused_cookie
 
     def url(self, file: DatastorePath) -> str:
         return self.session.file_url(file, scheme="https", datacenter=self.datacenter)

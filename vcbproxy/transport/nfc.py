@@ -222,20 +222,11 @@ class NfcTransport(Transport):
             parts.hostname or "",
             parts.port or (443 if parts.scheme == "https" else 80),
         )
-        conn, _ = self.pool.acquire(*key)
-        try:
-            self.pool.connect(conn)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            cookie = self.session.cookie
-            headers = {"Cookie": cookie} if cookie else {}
-            conn.request("GET", target, headers=headers)
-            resp = conn.getresponse()
-        except errors.VcbProxyError:
-            conn.close()
-            raise
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise errors.TransportError(f"NFC download of {label} failed: {describe(exc)}") from exc
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn, resp, cookie = self._get(key, target, label)
+        if resp.status == 401 and self._reauthenticate(cookie):
+            conn.close()  # the session expired: log in again, and ask once more
+            conn, resp, cookie = self._get(key, target, label)
         if resp.status == 401:
             conn.close()
             raise errors.AuthError(f"NFC download of {label}: the session expired (HTTP 401)")
@@ -253,6 +244,26 @@ class NfcTransport(Transport):
             raise
         capacity, grains = parsed if isinstance(parsed, tuple) else (parsed.capacity, iter(parsed))
         return capacity, self._grains(grains, reader, conn, capacity), conn
+
+    def _get(
+        self, key: tuple[str, str, int], target: str, label: str
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+        conn, _ = self.pool.acquire(*key)
+        cookie = self.session.cookie
+        try:
+            self.pool.connect(conn)
+            conn.request("GET", target, headers={"Cookie": cookie} if cookie else {})
+            return conn, conn.getresponse(), cookie
+        except errors.VcbProxyError:
+            conn.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise errors.TransportError(f"NFC download of {label} failed: {describe(exc)}") from exc
+
+    def _reauthenticate(self, refused_cookie: str) -> bool:
+        renew = getattr(self.session, "reauthenticate", None)  # sessions that cannot: no retry
+        return renew is not None and renew(refused_cookie) != refused_cookie
 
     def _grains(self, grains, reader: _CountingReader, conn, capacity: int):
         started = time.monotonic()

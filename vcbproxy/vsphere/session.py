@@ -30,6 +30,7 @@ from vcbproxy.models import DatastorePath, ServerSpec, SnapshotRef, parse_server
 from vcbproxy.tls import cert_digest, normalise_thumbprint, pretty_thumbprint
 from vcbproxy.vsphere import datacenters
 from vcbproxy.vsphere.faults import translate
+from vcbproxy.vsphere.keepalive import KeepAlive, Relogin, login_with, session_ping
 from vcbproxy.vsphere.lease import ExportLease
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class Session:
         # The ServiceInstance's content once logged in. Any: pyVmomi's stubs make every
         # property optional, and a logged-in session has them all.
         self.content: Any = None
+        self._keepalive: KeepAlive | None = None
 
     @classmethod
     def connect(cls, opts: ServerSpec) -> Session:
@@ -163,13 +165,17 @@ class Session:
             # a pooled connection idle for longer than this.
             connectionPoolTimeout=IDLE_RECONNECT_SECONDS,
         )
-        si = vim.ServiceInstance("ServiceInstance", stub)
+        # Every call goes through Relogin: an expired session logs in again (keepalive.py).
+        relogin = Relogin(
+            stub, login_with(opts.user, opts.password), what=f"{host}:{port} as {opts.user}"
+        )
+        si = vim.ServiceInstance("ServiceInstance", relogin)
         session = cls(
             host=host,
             port=port,
             path=path,
             si=si,
-            stub=stub,
+            stub=relogin,
             ssl_context=context,
             thumbprint=pin,
             thumbprint_sha256=pretty_thumbprint(hashlib.sha256(der).hexdigest()),
@@ -186,6 +192,10 @@ class Session:
                 exc, f"logging in to {host}:{port} as {opts.user}", errors.ConnectionFailure
             ) from exc
         log.info("logged in to %s:%d as %s", host, port, opts.user)
+        manager = session.content.sessionManager
+        session._keepalive = KeepAlive(
+            relogin, session_ping(relogin, manager), opts.keepalive
+        ).start()
         return session
 
     # -- context manager: log out on every path ---------------------------------------------
@@ -198,6 +208,9 @@ class Session:
     def close(self) -> None:
         if self.content is None:
             return
+        if self._keepalive is not None:
+            self._keepalive.stop()
+        self.stub.closed = True  # logged out on purpose: no more logging in again
         try:
             self.content.sessionManager.Logout()
         except Exception as exc:  # noqa: BLE001 - logging out must never mask the real outcome
@@ -215,6 +228,11 @@ class Session:
         if morsel is None:
             return raw.split(";", 1)[0].strip()
         return f"{SoapAdapter.COOKIE_NAME}={morsel.coded_value}"
+
+    def reauthenticate(self, refused_cookie: str) -> str:
+        """The file service answered ``refused_cookie`` with 401: log in again (once, however
+        many transfers saw it) and return the cookie to send now."""
+        return self.stub.reauthenticate(refused_cookie, lambda: self.cookie)
 
     def file_url(
         self,
