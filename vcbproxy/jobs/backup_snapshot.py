@@ -144,8 +144,8 @@ class JobSnapshot:
             except errors.VcbProxyError as exc:
                 what = self.snapshot.moref if self.snapshot else f"made by task {self._create_task}"
                 left = (
-                    f"could not remove snapshot {what} of {self.vm.name} ({exc}); remove it with "
-                    f"'vcbproxy snapshot sweep' once the server is reachable"
+                    f"could not remove snapshot {what} of {self.vm.name} ({exc}); it stays on "
+                    f"the VM until 'vcbproxy snapshot sweep' removes it"
                 )
                 log.error("%s", left)
                 return left
