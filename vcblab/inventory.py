@@ -538,7 +538,7 @@ class ServiceInstance(LabObject):
             rootFolder=lab.root_folder.ref(),
             propertyCollector=s["propertyCollector"].ref(),
             viewManager=s["viewManager"].ref(),
-            about=about(),
+            about=about(lab.instance_uuid),
             sessionManager=s["sessionManager"].ref(),
             searchIndex=s["searchIndex"].ref(),
             taskManager=s["taskManager"].ref(),

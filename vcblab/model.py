@@ -33,6 +33,7 @@ import itertools
 import secrets
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -165,6 +166,12 @@ class Lab:
     def __init__(self, root: Path, *, password: str | None = None, seed: int = 0):
         self.root = Path(root)
         self.seed = seed
+        # vCenter's instance UUID (AboutInfo.instanceUuid): unique per vCenter and kept across
+        # its restarts, so per lab directory. Clients key per-VM locks by it: two labs (or a lab
+        # and vcsim) must never pass for the same server.
+        self.instance_uuid = str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"vcblab:{seed}:{self.root.resolve()}")
+        )
         self.lock = threading.RLock()
         self.faults = Faults()
         self.bucket = TokenBucket(self.faults)  # throttle_bps: one link shared by all transfers

@@ -22,9 +22,19 @@ class Result:
         return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
+def _without_vcbproxy_settings() -> dict:
+    """The test process's environment less its VCBPROXY_* settings, but for the run's own
+    lock directory (tests/conftest.py)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("VCBPROXY_") or k == "VCBPROXY_LOCK_DIR"
+    }
+
+
 def cli_env(info: dict, **extra: str) -> dict:
     """Environment for a lab (or any endpoint described the same way): password by file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
+    env = _without_vcbproxy_settings()
     env.update(
         VCBPROXY_SERVER=f"127.0.0.1:{info['https_port']}",
         VCBPROXY_USER=info["user"],
@@ -38,7 +48,7 @@ def cli_env(info: dict, **extra: str) -> dict:
 
 def endpoint_env(ep) -> dict:
     """Environment for any vSphere endpoint of tests.fixtures.endpoints (password inline)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VCBPROXY_")}
+    env = _without_vcbproxy_settings()
     env.update(
         VCBPROXY_SERVER=ep.server,
         VCBPROXY_USER=ep.user,

@@ -78,3 +78,22 @@ def finish(proc: subprocess.Popen, *, timeout: float = 120.0) -> tuple[int, str]
     """Wait for a started CLI process; its exit code and stderr."""
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
+
+
+def killed_mid_copy(env: dict, lab_client, vm: str, target: Path, *, throttle: int) -> dict:
+    """What ``kill -9`` leaves: an export of ``vm`` into ``target`` killed while it copies
+    (``throttle`` bytes/s keeps it copying). Its ``_VCB-BACKUP_`` snapshot (the lab's view),
+    which stays on the VM: nothing ran to remove it."""
+    from tests.e2e.cli import start
+
+    lab_client.set_faults(throttle_bps=throttle)
+    proc = start(env, "mount", "-a", f"name:{vm}", "-r", str(target), "-q")
+    try:
+        wait_for(lambda: list(target.glob("*.partial")), what="the copy to start")
+        (snapshot,) = vcb_snapshots(lab_client, vm)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+        lab_client.set_faults(throttle_bps=None)
+    assert proc.returncode == -9, proc.returncode
+    return snapshot

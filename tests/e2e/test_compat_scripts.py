@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli import ROOT, Result, mount_watching_command_line
+from tests.e2e.faults import killed_mid_copy
 from tests.e2e.oracle import assert_export_matches_lab, metadata, vcb_snapshots
 
+SLOW = 256 << 10  # bytes/s: an export that is still copying when it is killed
 CONN_VARS = ("VCBPROXY_SERVER", "VCBPROXY_USER", "VCBPROXY_PASSWORD", "VCBPROXY_PASSWORD_FILE")
 
 
@@ -252,13 +254,13 @@ def test_stale_mount_point_fails_or_is_replaced_per_config(env, lab, lab_client,
 def test_stale_snapshot_fails_or_is_removed_per_config(
     env, flags_env, vcb_flags, lab, lab_client, tmp_path, stage
 ):
+    # What a crashed run leaves: a snapshot whose owner, a killed vcbproxy, is provably gone.
+    stale = killed_mid_copy(env, lab_client, "files01", tmp_path / "killed", throttle=SLOW)
     moref = moref_of(flags_env, vcb_flags, "files01")
-    made = script(flags_env, "vcbSnapshot", *vcb_flags, "-c", moref, "_VCB-BACKUP_")
-    assert made.code == 0, made
     try:
         res = script(config_env(env, tmp_path, lab, stage), "pre-command", "files01")
         assert res.code == 12, res
-        assert len(vcb_snapshots(lab_client, "files01")) == 1
+        assert [s["moref"] for s in vcb_snapshots(lab_client, "files01")] == [stale["moref"]]
         cenv = config_env(
             env,
             tmp_path,
@@ -281,11 +283,12 @@ def test_vcbcleanup_lists_then_removes_stale_snapshots_and_mounts(
     cenv = config_env(env, tmp_path, lab, stage)
     assert script(cenv, "pre-command", "files01").code == 0
     moref = moref_of(flags_env, vcb_flags, "web01")
-    assert script(flags_env, "vcbSnapshot", *vcb_flags, "-c", moref, "_VCB-BACKUP_").code == 0
+    stale = killed_mid_copy(env, lab_client, "web01", tmp_path / "killed", throttle=SLOW)
     try:
         dry = script(cenv, "vcbCleanup")
         assert dry.code == 0, dry
         assert "web01" in dry.out and str(stage / "files01-fullVM") in dry.out
+        assert f"SsId:{stale['moref']}" in dry.out and "would remove" in dry.out
         assert vcb_snapshots(lab_client, "web01") and (stage / "files01-fullVM").exists()
         res = script(cenv, "vcbCleanup", "-y")
         assert res.code == 0, res

@@ -201,13 +201,13 @@ def test_cleanup_lists_without_y_and_removes_with_y(tmp_path):
     dry = vcb.translate_cleanup([], cfg, {})
     assert dry.dry_run
     assert dry.runs == [
-        ["snapshot", "sweep", "--older-than", "0", "--dry-run"],
+        ["snapshot", "sweep", "--dry-run"],
         ["#would-unmount", str(root / "a-fullVM")],
     ]
     real = vcb.translate_cleanup(["-y", "-h", "vc"], cfg, {})
     assert real.runs == [
         ["unmount", "-r", str(root / "a-fullVM"), "--server", "vc"],
-        ["snapshot", "sweep", "--older-than", "0", "--server", "vc"],
+        ["snapshot", "sweep", "--server", "vc"],
     ]
 
 

@@ -89,7 +89,7 @@ def session_is_active(call, this, sessionID, userName):
     return call.lab.session(sessionID) is not None
 
 
-def about():
+def about(instance_uuid: str):
     return vim.AboutInfo(
         name="VMware vCenter Server (vcbproxy lab)",
         fullName="VMware vCenter Server 8.0.3 build-24022515 (vcbproxy lab)",
@@ -102,7 +102,7 @@ def about():
         productLineId="vpx",
         apiType="VirtualCenter",
         apiVersion=soap.API_VERSION,
-        instanceUuid="52c1a3e0-0d6f-4f3c-9a55-6c6162000001",
+        instanceUuid=instance_uuid,
         licenseProductName="VMware VirtualCenter Server",
         licenseProductVersion="8.0",
     )

@@ -202,6 +202,8 @@ def unmount(target, server):
     """Remove an export and any _VCB-BACKUP_ snapshot its VM still carries (vcbMounter -U).
 
     Safe to run twice. A directory that is not a vcbproxy export is refused, not deleted.
+    A snapshot is removed only when its owner is provably gone (README: "Whose snapshot is
+    it?"): one of a job still running on the same VM is kept.
     """
     with signals_raise():
         result = do_unmount(lambda: connect(server()), target)

@@ -88,29 +88,37 @@ def delete(vm, ssid, server):
 @snapshot.command("sweep")
 @click.option(
     "--older-than",
-    default="1h",
+    default="24h",
     show_default=True,
     metavar="AGE",
-    help="Only snapshots at least this old (s, m, h, d); 0 takes every one.",
+    help="Remove a snapshot whose owner cannot be checked from this proxy (another proxy's, "
+    "or one with no owner record) once it is at least this old (s, m, h, d); 0: at any age.",
 )
 @click.option("-n", "--name", default="_VCB-BACKUP_", show_default=True)
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 @server_options
 def sweep(older_than, name, dry_run, server):
-    """Find and remove stale backup snapshots across the whole inventory."""
+    """Find and remove stale backup snapshots across the whole inventory.
+
+    Stale means the owner is provably gone (README: "Whose snapshot is it?"): a snapshot of
+    a job that ended on this proxy goes at any age, one of a job still running here never.
+    """
     age = snapshots.parse_age(older_than)
     with connect(server()) as session:
         items = snapshots.sweep(session, older_than=age, dry_run=dry_run, name=name)
     failed = 0
     for item in items:
-        state = (
-            "would remove" if dry_run else ("removed" if item.removed else f"FAILED: {item.error}")
-        )
+        if item.kept:
+            state = f"kept: {item.why}"
+        elif dry_run:
+            state = f"would remove: {item.why}"
+        else:
+            state = f"removed: {item.why}" if item.removed else f"FAILED: {item.error}"
         failed += bool(item.error)
         click.echo(
             f"{item.vm.name} ({item.vm.moref}) SsId:{item.snapshot.moref} age:{item.age}: {state}"
         )
-    if not items:
+    if not [item for item in items if not item.kept]:
         click.echo("no stale snapshots", err=True)
     if failed:
         raise errors.SnapshotError(f"{failed} snapshot(s) could not be removed")

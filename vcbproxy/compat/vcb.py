@@ -240,7 +240,8 @@ def translate_snapshot(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> 
 
 def translate_cleanup(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> Plan:
     """vcbCleanup [-h -u -p] [-r DIR] [-y]: unmount every export under DIR (default BACKUPROOT),
-    then remove every remaining _VCB-BACKUP_ snapshot. Without -y only list what would go."""
+    then remove every remaining _VCB-BACKUP_ snapshot whose owner is provably gone (the sweep's
+    rule, with its documented age). Without -y only list what would go."""
     tool = "vcbCleanup"
     opts, rest = _getopt(tool, args)
     if rest:
@@ -254,7 +255,8 @@ def translate_cleanup(args: list[str], cfg: VcbConfig, env: dict[str, str]) -> P
         # Each child export of BACKUPROOT; the root itself is never removed.
         exports = [d for d in export_dirs_under(root) if d != root]
         runs += [[*verbose, "unmount", "-r", str(d), *conn] for d in exports]
-    sweep = [*verbose, "snapshot", "sweep", "--older-than", "0", *conn]
+    # Not --older-than 0: a snapshot whose owner cannot be checked may be another proxy's job.
+    sweep = [*verbose, "snapshot", "sweep", *conn]
     if dry_run:
         runs = [sweep + ["--dry-run"]] + [["#would-unmount", r[r.index("-r") + 1]] for r in runs]
     else:

@@ -20,6 +20,7 @@ from vcbproxy import __version__, errors
 from vcbproxy.jobs.backup_snapshot import JobSnapshot, handle_stale_snapshots
 from vcbproxy.jobs.configfiles import copy_config_files
 from vcbproxy.jobs.locks import vm_lock
+from vcbproxy.jobs.ownership import Owner
 from vcbproxy.models import DiskInfo, SnapshotRef, VmRef
 from vcbproxy.progress import Progress
 from vcbproxy.repository.extents import ExtentWriter
@@ -65,7 +66,8 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
     result = BackupResult(vm)
     started = time.monotonic()
     repo = Repository.open(options.repo, create=True)
-    with repo.locked(f"backup of {vm.name}"), vm_lock(options.lock_dir, session, vm):
+    owner = Owner.this_process()  # the job its lock and its snapshot name (jobs/ownership.py)
+    with repo.locked(f"backup of {vm.name}"), vm_lock(options.lock_dir, session, vm, owner):
         last = repo.last_run(vm.uuid)
         previous = {d["key"]: d for d in last.load()["disks"]} if last else {}
         handle_stale_snapshots(session, vm, options)
@@ -77,7 +79,7 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
             )
         writer: RunWriter | None = None
         try:
-            with JobSnapshot.backup(session, vm, options, "CBT backup") as job_snapshot:
+            with JobSnapshot.backup(session, vm, options, "CBT backup", owner) as job_snapshot:
                 snap_started = time.monotonic()
                 snapshot = job_snapshot.take_backup(options)
                 config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)

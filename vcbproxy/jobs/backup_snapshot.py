@@ -12,6 +12,7 @@ import time
 from typing import Protocol
 
 from vcbproxy import __version__, errors
+from vcbproxy.jobs import ownership
 from vcbproxy.jobs.signals import shielded
 from vcbproxy.models import SnapshotRef, VmRef
 
@@ -30,8 +31,9 @@ class SnapshotOptions(Protocol):
 
 
 def handle_stale_snapshots(session, vm: VmRef, options: SnapshotOptions) -> None:
-    """A _VCB-BACKUP_ snapshot left by an earlier run: fail, or remove it
-    (``options.preexisting_snapshot``)."""
+    """A _VCB-BACKUP_ snapshot already on the VM: fail, or remove it
+    (``options.preexisting_snapshot``) - but only one whose owner is provably gone
+    (:mod:`vcbproxy.jobs.ownership`); one that may still be in use fails the job either way."""
     from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     stale = snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT)
@@ -42,8 +44,22 @@ def handle_stale_snapshots(session, vm: VmRef, options: SnapshotOptions) -> None
             f"{vm.name} already has a {VCB_SNAPSHOT} snapshot ({', '.join(s.moref for s in stale)}), "
             f"left by an earlier run; remove it with --preexisting-snapshot delete or 'vcbproxy snapshot sweep'"
         )
-    for snap in stale:
-        log.warning("removing pre-existing %s snapshot %s of %s", VCB_SNAPSHOT, snap.moref, vm.name)
+    verdicts = [(snap, ownership.may_remove_snapshot(snap)) for snap in stale]
+    kept = [(snap, v) for snap, v in verdicts if not v.removable]
+    if kept:
+        snap, verdict = kept[0]
+        raise errors.SnapshotError(
+            f"{vm.name} already has a {VCB_SNAPSHOT} snapshot {snap.moref} that is not ours to "
+            f"remove: {verdict.why}; 'vcbproxy snapshot delete' removes it if you know it is stale"
+        )
+    for snap, verdict in verdicts:
+        log.warning(
+            "removing pre-existing %s snapshot %s of %s: %s",
+            VCB_SNAPSHOT,
+            snap.moref,
+            vm.name,
+            verdict.why,
+        )
         snapshots.remove_snapshot(session, snap.moref, timeout=options.snapshot_timeout)
 
 
@@ -67,22 +83,34 @@ class JobSnapshot:
         description: str,
         timeout: float,
         name: str = VCB_SNAPSHOT,
+        owner: ownership.Owner | None = None,
     ):
         self.session, self.vm, self.name = session, vm, name
+        # The job the snapshot belongs to, recorded in its description so that no other
+        # command removes it while the job runs (jobs/ownership.py).
+        self.owner = owner
         self.description, self.timeout = description, timeout
         self.snapshot: SnapshotRef | None = None
         self._create_task: str | None = None
         self._remove_task: str | None = None
 
     @classmethod
-    def backup(cls, session, vm: VmRef, options: SnapshotOptions, purpose: str) -> JobSnapshot:
-        """The ``_VCB-BACKUP_`` snapshot of an export or a CBT backup (take it with
-        :meth:`take_backup`)."""
+    def backup(
+        cls,
+        session,
+        vm: VmRef,
+        options: SnapshotOptions,
+        purpose: str,
+        owner: ownership.Owner,
+    ) -> JobSnapshot:
+        """The ``_VCB-BACKUP_`` snapshot of an export or a CBT backup, owned by ``owner``
+        (take it with :meth:`take_backup`)."""
         return cls(
             session,
             vm,
-            description=f"vcbproxy {__version__} {purpose}",
+            description=f"vcbproxy {__version__} {purpose}; {owner.tag()}",
             timeout=options.snapshot_timeout,
+            owner=owner,
         )
 
     def take_backup(self, options: SnapshotOptions) -> SnapshotRef:

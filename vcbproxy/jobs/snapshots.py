@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from vcbproxy import errors
 from vcbproxy.jobs.backup_snapshot import VCB_SNAPSHOT
+from vcbproxy.jobs.ownership import STALE_AFTER, may_remove_snapshot
 from vcbproxy.models import SnapshotRef, VmRef
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class SweepItem:
     age: timedelta | None
     removed: bool = False
     error: str = ""
+    kept: bool = False  # not provably stale (jobs/ownership.py): left alone
+    why: str = ""  # the ownership verdict's reason
 
 
 def create(
@@ -76,29 +79,34 @@ def delete(session, vm: VmRef, ssid: str) -> None:
 
 
 def sweep(
-    session, *, older_than: timedelta, dry_run: bool = False, name: str = VCB_SNAPSHOT
+    session,
+    *,
+    older_than: timedelta = STALE_AFTER,
+    dry_run: bool = False,
+    name: str = VCB_SNAPSHOT,
 ) -> list[SweepItem]:
-    """Remove every snapshot called ``name`` older than ``older_than``, across the inventory.
-
-    A snapshot of unknown age is left alone unless ``older_than`` is zero: an export that
-    is running right now must not lose its snapshot to a sweep.
+    """Remove, across the inventory, every snapshot called ``name`` whose owner is provably
+    gone (:mod:`vcbproxy.jobs.ownership`): one of a finished or killed job on this proxy at
+    any age; one whose owner cannot be checked from here (another proxy, no owner record)
+    once at least ``older_than`` old. A snapshot of a job still running here is never
+    removed, whatever ``older_than`` says. Kept snapshots are listed too (``kept``).
     """
     from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
 
     now = datetime.now(UTC)
     items = []
     for vm, snap in snapshots.find_all_vcb_snapshots(session, name=name):
-        age = snapshot_age(snap, now)
-        stale = older_than.total_seconds() == 0 or (age is not None and age >= older_than)
-        if not stale:
-            log.info("keeping %s of %s: %s old", snap.moref, vm.name, age)
+        verdict = may_remove_snapshot(snap, stale_after=older_than, now=now)
+        item = SweepItem(vm, snap, snapshot_age(snap, now), why=verdict.why)
+        items.append(item)
+        if not verdict.removable:
+            log.info("keeping %s of %s: %s", snap.moref, vm.name, verdict.why)
+            item.kept = True
             continue
-        item = SweepItem(vm, snap, age)
         if not dry_run:
             try:
                 snapshots.remove_snapshot(session, snap.moref)
                 item.removed = True
             except errors.VcbProxyError as exc:
                 item.error = str(exc)
-        items.append(item)
     return items

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from vcbproxy import errors
 from vcbproxy.jobs.backup_snapshot import VCB_SNAPSHOT
+from vcbproxy.jobs.ownership import may_remove_snapshot
+from vcbproxy.models import VmRef
 from vcbproxy.staging.exportdir import ExportDir
 from vcbproxy.staging.metadata import METADATA, read_metadata
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 class UnmountResult:
     removed_dirs: list[Path] = field(default_factory=list)
     removed_snapshots: list[str] = field(default_factory=list)
+    kept_snapshots: list[str] = field(default_factory=list)  # a live job's (jobs/ownership.py)
     already_gone: bool = False
 
 
@@ -32,9 +35,29 @@ def export_dirs_under(directory: Path) -> list[Path]:
     return sorted(p.parent for p in directory.glob(f"*/{METADATA}"))
 
 
+def remove_stale_snapshots(session, vm: VmRef, result: UnmountResult) -> list[str]:
+    """Remove the VM's _VCB-BACKUP_ snapshots whose owner is provably gone; keep (and say
+    so) the others: another job of the same VM may be running (jobs/ownership.py)."""
+    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
+
+    removed = []
+    for snap in snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT):
+        verdict = may_remove_snapshot(snap)
+        if not verdict.removable:
+            log.warning("keeping snapshot %s of %s: %s", snap.moref, vm.name, verdict.why)
+            result.kept_snapshots.append(snap.moref)
+            continue
+        try:
+            snapshots.remove_snapshot(session, snap.moref)
+        except errors.NotFoundError:
+            continue  # removed meanwhile (its own job finished, a second cleanup)
+        log.info("removed leftover snapshot %s of %s: %s", snap.moref, vm.name, verdict.why)
+        removed.append(snap.moref)
+    return removed
+
+
 def unmount(session_factory, directory: Path) -> UnmountResult:
     """``session_factory()`` opens a session only when a VM must be looked at."""
-    from vcbproxy.vsphere import snapshots  # pyVmomi: loaded only when a job talks to a server
     from vcbproxy.vsphere.inventory import get_vm  # pyVmomi: only when talking to a server
 
     result = UnmountResult()
@@ -68,10 +91,7 @@ def unmount(session_factory, directory: Path) -> UnmountResult:
                 )
                 vm = None
             if vm is not None:
-                for snap in snapshots.find_snapshots_named(session, vm, VCB_SNAPSHOT):
-                    snapshots.remove_snapshot(session, snap.moref)
-                    log.info("removed leftover snapshot %s of %s", snap.moref, vm.name)
-                    result.removed_snapshots.append(snap.moref)
+                result.removed_snapshots += remove_stale_snapshots(session, vm, result)
             ExportDir.remove(export)
             result.removed_dirs.append(export)
     if directory.exists() and directory not in result.removed_dirs and not any(directory.iterdir()):

@@ -43,8 +43,12 @@ def _since(started: str) -> str:
 class VmLock:
     """``with VmLock(lock_dir, "server-vm-42", description="vm-42 (web01)"):`` …"""
 
-    def __init__(self, lock_dir: Path, key: str, *, description: str = ""):
+    def __init__(
+        self, lock_dir: Path, key: str, *, description: str = "", owner: dict | None = None
+    ):
         self.lock_dir = Path(lock_dir)
+        # The job holding it (vcbproxy.jobs.ownership.Owner.as_dict): written into the file.
+        self.owner = owner
         self.key = key
         self.description = description or key
         self.path = self.lock_dir / (safe_component(key) + ".lock")
@@ -93,6 +97,8 @@ class VmLock:
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
             "vm": self.description,
         }
+        if self.owner:
+            info["owner"] = self.owner
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         os.fsync(fd)
@@ -146,7 +152,9 @@ class VmLock:
         if not holder:
             return f"VM {self.description} is being exported by another process (lock {self.path})"
         where = "" if holder.get("host") == socket.gethostname() else f" on {holder.get('host')}"
+        owner = holder.get("owner")
+        job = f"job {owner.get('job')}, " if isinstance(owner, dict) and owner.get("job") else ""
         return (
-            f"VM {self.description} is being exported by pid {holder.get('pid')}{where} "
+            f"VM {self.description} is being exported by {job}pid {holder.get('pid')}{where} "
             f"since {_since(holder.get('started', ''))}"
         )

@@ -229,6 +229,13 @@ class Session:
             return raw.split(";", 1)[0].strip()
         return f"{SoapAdapter.COOKIE_NAME}={morsel.coded_value}"
 
+    @property
+    def server_id(self) -> str:
+        """What the server says it is, however it was spelled on the command line: vCenter's
+        instance UUID, or (an ESXi host has none) its certificate's SHA-256 thumbprint."""
+        about = self.content.about if self.content is not None else None
+        return (getattr(about, "instanceUuid", None) or self.thumbprint_sha256).lower()
+
     def reauthenticate(self, refused_cookie: str) -> str:
         """The file service answered ``refused_cookie`` with 401: log in again (once, however
         many transfers saw it) and return the cookie to send now."""

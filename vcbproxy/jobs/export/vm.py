@@ -22,6 +22,7 @@ from vcbproxy.jobs.export.disk import copy_disk, disk_basename
 from vcbproxy.jobs.export.options import ExportOptions, VmExportResult
 from vcbproxy.jobs.export.runlog import RUN_LOG, RunLog
 from vcbproxy.jobs.locks import vm_lock
+from vcbproxy.jobs.ownership import Owner
 from vcbproxy.jobs.signals import raise_if_cancelled
 from vcbproxy.models import DiskInfo, VmRef
 from vcbproxy.progress import Progress
@@ -67,13 +68,15 @@ def export_vm(
     raise_if_cancelled(cancel)
     result = VmExportResult(vm, directory)
     started = time.time()
-    with vm_lock(options.lock_dir, session, vm):
+    # This job, as its lock, its snapshot and its directory name it (jobs/ownership.py).
+    owner = Owner.this_process()
+    with vm_lock(options.lock_dir, session, vm, owner):
         export_dir = ExportDir.prepare(directory, preexisting=options.preexisting_mountpoint)
         run_log = RunLog(export_dir.path / RUN_LOG, vm)
         succeeded = False
         disk_results: dict[str, DiskCopyResult] = {}
         try:
-            with JobSnapshot.backup(session, vm, options, "export") as job_snapshot:
+            with JobSnapshot.backup(session, vm, options, "export", owner) as job_snapshot:
                 log.info(
                     "export of %s (%s) into %s, mode %s, format %s",
                     vm.name,
