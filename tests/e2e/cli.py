@@ -59,14 +59,15 @@ def endpoint_env(ep) -> dict:
     return env
 
 
-def run(env: dict, *args: str, timeout: float = 300) -> Result:
+def run(env: dict, *args: str, timeout: float = 300, cwd: Path = ROOT) -> Result:
+    """``vcbproxy ARGS`` in ``cwd`` (the checkout unless a test means another directory)."""
     proc = subprocess.run(
         [sys.executable, "-m", "vcbproxy", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 

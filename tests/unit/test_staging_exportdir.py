@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,13 @@ def test_remove_refuses_what_is_not_ours(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert ExportDir.remove(empty) is True
+
+
+def test_a_relative_export_directory_names_its_files_once(tmp_path, monkeypatch):
+    # "out/web01" joined to itself once gave out/web01/out/web01/<file> (issue 14, item 5).
+    monkeypatch.chdir(tmp_path)
+    d = ExportDir.prepare(Path("out") / "web01")
+    target = d.file("web01.vmx")
+    assert target == tmp_path / "out" / "web01" / "web01.vmx"
+    target.write_text("config.version = 8\n")
+    assert ExportDir.remove(Path("out") / "web01") and not (tmp_path / "out" / "web01").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,13 @@ def test_a_known_hash_for_a_file_not_in_the_export_is_an_error(tmp_path):
     with pytest.raises(errors.StagingError, match="gone.vmdk"):
         write_manifest(d, known={"gone.vmdk": "0" * 64})
     assert not (d / "MANIFEST.sha256").exists()
+
+
+def test_write_and_verify_a_relative_export_directory(tmp_path, monkeypatch):
+    # Each file once, not "missing" because the directory was joined to itself (issue 14, item 5).
+    _export(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    d = Path("web01-fullVM")
+    write_manifest(d)
+    assert len(read_manifest(d / "MANIFEST.sha256")) == 5
+    assert verify_manifest(d) == []

@@ -16,6 +16,7 @@ from vcbproxy.cli.options import (
     transport_options,
     vm_option,
 )
+from vcbproxy.cli.paths import WorkingDirPath
 from vcbproxy.jobs import cbt as cbt_job
 from vcbproxy.jobs.backup import BackupOptions
 from vcbproxy.jobs.backup import backup as do_backup
@@ -75,7 +76,7 @@ def status(vm, server):
 @click.option(
     "--repo",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     help="Repository directory (created on first use).",
 )
 @click.option(
@@ -164,7 +165,7 @@ def backup(
 
 @click.command("restore-point")
 @click.option(
-    "--repo", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path)
+    "--repo", required=True, type=WorkingDirPath(file_okay=False, exists=True, path_type=Path)
 )
 @click.option(
     "--run", "run_number", required=True, type=click.IntRange(1), help="Run number to rebuild."
@@ -172,7 +173,7 @@ def backup(
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     help="New directory for the disks and the VM's config.",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="flat", show_default=True)
@@ -206,7 +207,7 @@ def restore_point(repo, run_number, out, fmt, vm):
 )
 @click.option(
     "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     required=True,
     help="Where the full exports (removed after each run), the CBT repository and the reports go.",
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from vcbproxy import errors
+from vcbproxy.cli.paths import WorkingDirPath
 
 DEFAULT_ROOT = Path.home() / ".cache" / "vcbproxy-lab"
 INFO_FILE = "lab-info.json"
@@ -44,7 +45,7 @@ def lab() -> None:
 @lab.command()
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     default=DEFAULT_ROOT,
     show_default=True,
     help="Directory holding datastores, certificate, password.",
@@ -108,7 +109,7 @@ def serve(root, host, port, http_port, vms, seed, disk_size, faults, big_vms) ->
 @lab.command()
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     default=DEFAULT_ROOT,
     show_default=True,
     help="Root of the running lab (its lab-info.json is read).",

@@ -14,6 +14,7 @@ from vcbproxy.cli.options import (
     transport_options,
     vm_option,
 )
+from vcbproxy.cli.paths import WorkingDirPath
 from vcbproxy.hooks import Hook, parse_hook
 from vcbproxy.jobs.connection import connect
 from vcbproxy.jobs.export import ExportOptions, export
@@ -30,7 +31,7 @@ from vcbproxy.vmdk.writers import FORMATS
     "--dir",
     "target",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     help="Export directory. Several VMs (any, powerstate:) go to DIR/<vm>-fullVM each.",
 )
 @click.option(
@@ -194,7 +195,7 @@ def mount(
     "--dir",
     "target",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     help="The export directory given to mount.",
 )
 @server_options

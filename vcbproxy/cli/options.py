@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import click
 
 from vcbproxy import errors
+from vcbproxy.cli.paths import WorkingDirPath
 from vcbproxy.jobs import inventory
 from vcbproxy.jobs.connection import read_password
 from vcbproxy.models import ServerSpec, VmRef
@@ -42,7 +43,7 @@ def server_options(func):
         "--password-file",
         envvar="VCBPROXY_PASSWORD_FILE",
         metavar="FILE",
-        type=click.Path(dir_okay=False),
+        type=WorkingDirPath(dir_okay=False),
         help="File whose first line is the password. Otherwise VCBPROXY_PASSWORD, or a prompt on a "
         "terminal. Never on the command line. [env: VCBPROXY_PASSWORD_FILE]",
     )
@@ -56,7 +57,7 @@ def server_options(func):
     @click.option(
         "--ca-file",
         envvar="VCBPROXY_CA_FILE",
-        type=click.Path(dir_okay=False, exists=True),
+        type=WorkingDirPath(dir_okay=False, exists=True),
         help="CA bundle (PEM) to verify the server with. [env: VCBPROXY_CA_FILE]",
     )
     @click.option(
@@ -171,12 +172,12 @@ def transport_options(func):
     @click.option("--ssh-user", default="root", show_default=True)
     @click.option(
         "--ssh-key",
-        type=click.Path(dir_okay=False, exists=True),
+        type=WorkingDirPath(dir_okay=False, exists=True),
         help="Private key for -m ssh (else the SSH agent; a password only from VCBPROXY_SSH_PASSWORD).",
     )
     @click.option(
         "--ssh-known-hosts",
-        type=click.Path(dir_okay=False),
+        type=WorkingDirPath(dir_okay=False),
         help="known_hosts file to check the host key [default: ~/.ssh/known_hosts].",
     )
     @click.option(

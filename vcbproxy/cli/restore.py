@@ -8,6 +8,7 @@ import click
 
 from vcbproxy import errors
 from vcbproxy.cli.options import output_options, progress_mode, server_options
+from vcbproxy.cli.paths import WorkingDirPath
 from vcbproxy.jobs.connection import connect
 from vcbproxy.jobs.restore import RestoreOptions
 from vcbproxy.jobs.restore import restore as do_restore
@@ -19,12 +20,12 @@ from vcbproxy.progress import Progress
 @click.option(
     "-s",
     "--source",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=WorkingDirPath(file_okay=False, exists=True, path_type=Path),
     help="The export directory written by 'vcbproxy mount'.",
 )
 @click.option(
     "--repo",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=WorkingDirPath(file_okay=False, exists=True, path_type=Path),
     help="Restore from a CBT repository instead (with --run N).",
 )
 @click.option("--run", "run_number", type=int, metavar="N", help="The repository run to restore.")

@@ -8,15 +8,16 @@ from pathlib import Path
 import click
 
 from vcbproxy import errors
+from vcbproxy.cli.paths import WorkingDirPath
 from vcbproxy.jobs.verify import verify_export, verify_repository
 
 
 @click.command("verify")
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=WorkingDirPath(file_okay=False, path_type=Path))
 @click.option(
     "--repo",
     "repo",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=WorkingDirPath(file_okay=False, path_type=Path),
     help="Check a CBT repository instead of an export directory.",
 )
 @click.option(

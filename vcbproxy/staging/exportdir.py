@@ -86,7 +86,7 @@ class ExportDir:
 
     def file(self, name: str) -> Path:
         """The path of file ``name`` directly inside the export (refused if unsafe or escaping)."""
-        return inside(self.path, self.path / check_component(name))
+        return inside(self.path, check_component(name))
 
     @property
     def is_complete(self) -> bool:

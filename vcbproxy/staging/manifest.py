@@ -147,7 +147,7 @@ def write_manifest(
                 f"{missing[0]!r} was hashed while written but is not in {export_dir}"
             )
         entries = {
-            rel: known.get(rel) or sha256_file(inside(export_dir, export_dir / rel))
+            rel: known.get(rel) or sha256_file(inside(export_dir, rel))
             for rel in files
             if rel not in unlisted
         }
@@ -197,7 +197,7 @@ def verify_manifest(export_dir: Path, *, name: str = MANIFEST) -> list[str]:
             if (export_dir / rel).is_symlink():
                 problems.append(f"changed: {rel} (now a symbolic link)")
                 continue
-            target = inside(export_dir, export_dir / rel)
+            target = inside(export_dir, rel)
         except StagingError:
             problems.append(f"unsafe: {rel}")
             continue
