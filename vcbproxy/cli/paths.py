@@ -14,6 +14,7 @@ which follows it after the link as the user's shell would.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -23,6 +24,9 @@ class WorkingDirPath(click.Path):
 
     def convert(self, value, param, ctx):
         converted = super().convert(value, param, ctx)
+        if isinstance(converted, bytes):  # path_type=bytes: no command of ours asks for it
+            converted = os.fsdecode(converted)
         if os.path.isabs(converted):
             return converted
-        return type(converted)(os.path.join(os.getcwd(), os.fspath(converted)))
+        absolute = os.path.join(os.getcwd(), os.fspath(converted))
+        return Path(absolute) if isinstance(converted, Path) else absolute

@@ -111,7 +111,7 @@ def check_component(name: str) -> str:
     return name
 
 
-def inside(root: Path, candidate: Path) -> Path:
+def inside(root: Path, candidate: str | Path) -> Path:
     """``candidate`` (relative to ``root`` unless absolute) resolved, symlinks included; refuse escapes."""
     base = Path(os.path.realpath(root))
     target = Path(candidate)
