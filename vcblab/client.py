@@ -100,6 +100,15 @@ class LabClient:
             params["raw"] = 1
         return self._call("GET", "/lab/oracle?" + urlencode(params))
 
+    def readers(self) -> dict:
+        """The most concurrent readers seen per datastore and per host (vcblab.readers):
+        ``{"datastores": {"dc/ds": {"now", "max"}}, "hosts": {name: {"now", "max"}}}``."""
+        return self._call("GET", "/lab/readers")
+
+    def reset_readers(self) -> dict:
+        """Forget the peaks; returns the record as it was."""
+        return self._call("POST", "/lab/readers", {})
+
     def state(self, vm: str) -> dict:
         return self._call("GET", "/lab/state?" + urlencode({"vm": vm}))
 

@@ -12,6 +12,9 @@ so a test can drive it without logging in over SOAP first.
     GET  /lab/oracle?vm=<name|moref>&key=<device key>[&raw=1]      -> same, current content
     GET  /lab/state?vm=<name|moref>                                -> snapshots, disks, CBT
     GET  /lab/sessions                                             -> {"logins": n}
+    GET  /lab/readers     -> {"datastores": {"dc/ds": {"now", "max"}}, "hosts": {name: ...},
+                              "lab": {"now", "max"}}
+    POST /lab/readers     {} -> forget the peaks; answers the record before
 """
 
 from __future__ import annotations
@@ -206,7 +209,17 @@ def _add_disk_state(out: dict, disk) -> None:
         out["cbt"] = {"enabled": disk.cbt.enabled, "change_id": disk.cbt.change_id}
 
 
+def _readers(lab, params: dict, body: dict) -> dict:
+    return lab.readers.report()
+
+
+def _reset_readers(lab, params: dict, body: dict) -> dict:
+    return lab.readers.reset()
+
+
 _ROUTES = {
+    ("GET", "/lab/readers"): _readers,
+    ("POST", "/lab/readers"): _reset_readers,
     ("POST", "/lab/churn"): _churn,
     ("GET", "/lab/faults"): _get_faults,
     ("POST", "/lab/faults"): _set_faults,

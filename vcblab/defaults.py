@@ -84,8 +84,10 @@ def make_vm(
     ip: str | None,
     disks: list[tuple[str, str]],
     disk_size: int,
+    host=None,
 ):
-    """Create a VM with its files: .vmx, .nvram, vmware.log and real disks."""
+    """Create a VM with its files: .vmx, .nvram, vmware.log and real disks; on ``host`` (a
+    HostSystem of the folder's datacenter), else on its datacenter's hosts in turn."""
     seed = lab.seed
     vm = new_vm(
         lab,
@@ -101,7 +103,7 @@ def make_vm(
         cpus=len(disks),
     )
     hosts = vm.datacenter().hosts
-    vm.host = hosts[index % len(hosts)]
+    vm.host = host if host is not None else hosts[index % len(hosts)]
     vm.pool = vm.host.parent.pool
     for unit, (datastore, mode) in enumerate(disks):
         key = DISK_KEY_BASE + unit
@@ -134,20 +136,36 @@ def populate(
     lab, *, extra_vms: int = 0, disk_size: int = 32 << 20, big_vms: dict[str, int] | None = None
 ) -> None:
     """The default VM set, ``extra_vms`` plain ones, and ``big_vms`` (name -> capacity of its one
-    disk) for benchmarks that need one large disk without making every VM large."""
+    disk) for benchmarks that need one large disk without making every VM large.
+
+    The extra VMs are spread as a fleet of proxies finds them: over every host of every
+    datacenter in turn, and over each datacenter's datastores (vm000 on esx01's datacenter's
+    first datastore, vm001 on esx02, vm002 on esx03, ...)."""
     with lab.lock:
         dc = lab.datacenter
         specs = list(DEFAULT_VMS)
-        specs += [
-            (f"vm{i:03d}", None, False, True, None, [("datastore1", "persistent")])
-            for i in range(extra_vms)
-        ]
+        placed: dict[str, object] = {}  # extra VM name -> its host
+        hosts = lab.all_hosts
+        for i in range(extra_vms):
+            host = hosts[i % len(hosts)]
+            stores = sorted(host.datacenter().datastores)
+            datastore = stores[(i // len(hosts)) % len(stores)]
+            name = f"vm{i:03d}"
+            placed[name] = host
+            specs.append((name, None, False, True, None, [(datastore, "persistent")]))
         specs += [
             (name, None, True, True, None, [("datastore1", "persistent")])
             for name in (big_vms or {})
         ]
         for index, (name, folder, on, tools, ip, disks) in enumerate(specs):
-            parent = lab.team_folders[folder] if folder else dc.vm_folder
+            host = placed.get(name)
+            parent = (
+                lab.team_folders[folder]
+                if folder
+                else host.datacenter().vm_folder
+                if host is not None
+                else dc.vm_folder
+            )
             vm = make_vm(
                 lab,
                 name,
@@ -158,6 +176,7 @@ def populate(
                 ip=ip,
                 disks=disks,
                 disk_size=(big_vms or {}).get(name, disk_size),
+                host=host,
             )
             if name in CHAINS:
                 create_snapshot(lab, vm, "before-upgrade", "user snapshot 1", False, False)

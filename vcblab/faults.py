@@ -11,6 +11,7 @@ SWITCHES: dict[str, tuple[type, Any]] = {
     "drop_after_bytes": (int, None),  # a file-service/NFC transfer breaks after N bytes ...
     "drop_count": (int, 1),  # ... this many times (0 = every time)
     "throttle_bps": (int, None),  # bandwidth cap of the file service and NFC, bytes/s
+    "host_throttle_bps": (int, None),  # ... and of each host on its own (its uplink), bytes/s
     "fail_next_snapshot_create": (bool, False),
     "fail_next_snapshot_remove": (bool, False),
     "fail_quiesce": (bool, False),
@@ -121,16 +122,18 @@ class Faults:
 
 
 class TokenBucket:
-    """Bandwidth cap shared by all transfers, as one management network link would be."""
+    """Bandwidth cap shared by all transfers, as one management network link would be; with
+    ``switch="host_throttle_bps"``, one host's own link (one bucket per host)."""
 
-    def __init__(self, faults: Faults):
+    def __init__(self, faults: Faults, switch: str = "throttle_bps"):
         self.faults = faults
+        self.switch = switch
         self._lock = threading.Lock()
         self._tokens = 0.0
         self._stamp = time.monotonic()
 
     def consume(self, n: int) -> None:
-        rate = self.faults.get("throttle_bps")
+        rate = self.faults.get(self.switch)
         if not rate:
             return
         with self._lock:

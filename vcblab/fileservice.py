@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from vcblab.httpbody import BodyError, ChunkedReader, is_chunked
+from vcblab.readers import owner_of, places_of, reader_of
 from vcblab.throttle import Dropped, Pacer, cut
 
 log = logging.getLogger(__name__)
@@ -174,11 +175,11 @@ def handle(req, lab) -> None:
                 "(lab fault switch folder_unauthorized)",
                 {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'},
             )
-        session_of(req, lab)
+        session = session_of(req, lab)
         path, params = query_of(req)
         target = resolve(lab, path, params)
         if req.command in ("GET", "HEAD"):
-            _get(req, lab, target)
+            _get(req, lab, target, _Reading(req, lab, session, params, target))
         elif req.command == "PUT":
             _put(req, lab, target)
         else:
@@ -197,7 +198,23 @@ def handle(req, lab) -> None:
         req.close_connection = True
 
 
-def _get(req, lab, target: Path) -> None:
+class _Reading:
+    """Who reads what, for the readers' record and the per-host throttle: the file's VM and
+    its host (vcblab.readers)."""
+
+    def __init__(self, req, lab, session, params: dict[str, str], target: Path):
+        dc = lab.datacenter_at(params.get("dcPath") or "")
+        self.datastore = f"{dc.path}/{params.get('dsName')}"
+        self.vm = owner_of(lab, target)
+        self.host = self.vm.host.name if self.vm is not None and self.vm.host else None
+        self.reader = reader_of(req, session)
+        self.lab = lab
+
+    def counted(self):
+        return self.lab.readers.reading(self.reader, places_of(self.datastore, self.vm))
+
+
+def _get(req, lab, target: Path, reading: _Reading) -> None:
     try:
         f = open(target, "rb")  # noqa: SIM115 - closed below, kept open across the send
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -221,17 +238,19 @@ def _get(req, lab, target: Path) -> None:
         req.end_headers()
         if req.command == "HEAD" or count == 0:
             return
-        send_file(req, lab, f, start, count)
+        with reading.counted():
+            send_file(req, lab, f, start, count, host=reading.host)
 
 
 def _is_regular(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def send_file(req, lab, f, offset: int, count: int) -> None:
-    """Send ``count`` bytes of ``f`` from ``offset``, paced by the fault switches."""
+def send_file(req, lab, f, offset: int, count: int, host: str | None = None) -> None:
+    """Send ``count`` bytes of ``f`` from ``offset``, paced by the fault switches (and by
+    ``host``'s own link, when given)."""
     req.wfile.flush()
-    pacer = Pacer(lab)
+    pacer = Pacer(lab, host)
     if not is_tls(req):
         if pacer.unpaced:
             req.connection.sendfile(f, offset, count)

@@ -5,6 +5,8 @@ This is the interface the HTTP side modules (fileservice, nfc, control) use:
     lab.lock                          RLock guarding every mutation of the inventory and disks
     lab.faults                        faults.Faults switch board
     lab.bucket                        faults.TokenBucket every transfer is paced by
+    lab.host_bucket(name)             faults.TokenBucket of one host's link (host_throttle_bps)
+    lab.readers                       readers.Readers: concurrent readers per datastore, host
     lab.root                          Path of the lab's state
     lab.password / lab.password_file  the lab user's password (and the 0600 file holding it)
     lab.session_for_cookie(header)    -> Session | None (valid, not expired; touched)
@@ -43,6 +45,7 @@ from pyVmomi import vim
 
 from vcblab.events import EventLog
 from vcblab.faults import Faults, TokenBucket
+from vcblab.readers import Readers
 
 COOKIE_NAME = "vmware_soap_session"
 USER = "administrator@vsphere.local"
@@ -175,6 +178,8 @@ class Lab:
         self.lock = threading.RLock()
         self.faults = Faults()
         self.bucket = TokenBucket(self.faults)  # throttle_bps: one link shared by all transfers
+        self.host_buckets: dict[str, TokenBucket] = {}  # host_throttle_bps: each host's uplink
+        self.readers = Readers()  # concurrent readers per datastore and host (/lab/readers)
         self.password = password or secrets.token_urlsafe(16)
         self.password_file: Path | None = None
         self.thumbprint_sha1: str | None = None
@@ -201,6 +206,14 @@ class Lab:
         self.all_hosts: list = []
 
     # -- objects ------------------------------------------------------------------------
+
+    def host_bucket(self, host: str) -> TokenBucket:
+        """The token bucket of one host's link (``host_throttle_bps``)."""
+        with self.lock:
+            bucket = self.host_buckets.get(host)
+            if bucket is None:
+                bucket = self.host_buckets[host] = TokenBucket(self.faults, "host_throttle_bps")
+            return bucket
 
     def next_moref(self, prefix: str) -> str:
         return f"{prefix}-{next(self._ids)}"

@@ -16,6 +16,7 @@ import logging
 import re
 
 from vcblab.fileservice import HttpError, query_of, reply_error, session_of
+from vcblab.readers import places_of, reader_of
 from vcblab.throttle import Dropped, Pacer, cut
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ _URL = re.compile(r"^/nfc/([^/]+)/(\d+)\.vmdk$")
 def handle(req, lab) -> None:
     """Answer one ``/nfc/...`` request on either port."""
     try:
-        session_of(req, lab)
+        session = session_of(req, lab)
         path, _ = query_of(req)
         m = _URL.match(path)
         if not m:
@@ -47,7 +48,15 @@ def handle(req, lab) -> None:
                 raise HttpError(404, f"lease {lease_id} has no disk with device key {key}")
             lease.touch()
         disk, mark = entry
-        _stream(req, lab, lease, lease_id, disk, mark)
+        vm = lab.obj(lease.vm_moref)
+        slot = getattr(vm, "slots", {}).get(key)
+        host = vm.host.name if vm is not None and vm.host is not None else None
+        if slot is None:
+            _stream(req, lab, lease, lease_id, disk, mark, host)
+            return
+        datastore = f"{vm.datacenter().path}/{slot.datastore}"
+        with lab.readers.reading(reader_of(req, session), places_of(datastore, vm)):
+            _stream(req, lab, lease, lease_id, disk, mark, host)
     except HttpError as err:
         reply_error(req, err)
     except Dropped as why:
@@ -64,7 +73,7 @@ def _check_live(lease, lease_id: str) -> None:
         raise HttpError(410, f"lease {lease_id} is {state}")
 
 
-def _stream(req, lab, lease, lease_id: str, disk, mark) -> None:
+def _stream(req, lab, lease, lease_id: str, disk, mark, host: str | None = None) -> None:
     from vcbproxy.vmdk.stream import StreamOptimizedWriter
 
     chunked = req.request_version >= "HTTP/1.1"
@@ -78,7 +87,7 @@ def _stream(req, lab, lease, lease_id: str, disk, mark) -> None:
     req.end_headers()
     if req.command == "HEAD":
         return
-    sink = _Sink(req, Pacer(lab), lease, lease_id, chunked)
+    sink = _Sink(req, Pacer(lab, host), lease, lease_id, chunked)
     writer = StreamOptimizedWriter(sink, disk.capacity)
     for offset, data in disk.pieces(mark):
         writer.write(offset, data)

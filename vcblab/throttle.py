@@ -5,6 +5,8 @@ two switches that break transfers in the field behave the same everywhere:
 
 * ``throttle_bps`` - one token bucket shared by every transfer of a lab, as one management
   network link would be shared;
+* ``host_throttle_bps`` - one token bucket per host, shared by the transfers that host serves
+  (its own uplink): proxies reading through different hosts do not slow each other down;
 * ``drop_after_bytes`` / ``drop_count`` - the connection is cut after N body bytes, having
   announced the full Content-Length, which is what a client sees when a host drops a stream.
 """
@@ -28,16 +30,21 @@ class Dropped(Exception):
 class Pacer:
     """Decides how many bytes may go next; raises ``Dropped`` when the drop fault fires."""
 
-    def __init__(self, lab) -> None:
+    def __init__(self, lab, host: str | None = None) -> None:
         self.faults: Faults = lab.faults
         self.bucket = lab.bucket
+        # The host serving this transfer (None: not a host's, only the shared link applies).
+        self.host_bucket = lab.host_bucket(host) if host else None
         # One drop budget per transfer, taken at its start (drop_count counts transfers).
         self.drop_at = self.faults.drop_limit()
         self.sent = 0
 
     def next_chunk(self, wanted: int) -> int:
         """How many of ``wanted`` bytes to send now (after waiting for tokens), > 0."""
-        rate = self.faults.get("throttle_bps")
+        rates = [self.faults.get("throttle_bps")]
+        if self.host_bucket is not None:
+            rates.append(self.faults.get("host_throttle_bps"))
+        rate = min((r for r in rates if r), default=None)
         size = min(wanted, UNTHROTTLED_CHUNK)
         if rate:
             # About 20 pieces per second at the cap, so the bucket is consulted often.
@@ -51,6 +58,8 @@ class Pacer:
             else:
                 size = min(size, left)
         self.bucket.consume(size)
+        if self.host_bucket is not None:
+            self.host_bucket.consume(size)
         return size
 
     def done(self, n: int) -> None:
@@ -59,7 +68,11 @@ class Pacer:
     @property
     def unpaced(self) -> bool:
         """True when neither throttle nor drop applies (the sender may use one big sendfile)."""
-        return self.drop_at is None and not self.faults.get("throttle_bps")
+        return (
+            self.drop_at is None
+            and not self.faults.get("throttle_bps")
+            and (self.host_bucket is None or not self.faults.get("host_throttle_bps"))
+        )
 
 
 def cut(req) -> None:

@@ -461,6 +461,8 @@ class LabVm(Entity):
             "name": self.name,
             "powered_on": self.powered_on,
             "cbt": self.cbt_enabled,
+            "host": self.host.name if self.host is not None else None,
+            "datacenter": self.datacenter().path if self.datacenter() is not None else None,
             "snapshots": [
                 {
                     "moref": s.moref,
@@ -483,6 +485,8 @@ class LabVm(Entity):
                     "layers": list(d.layers),
                     "capacity": d.capacity,
                     "change_id": d.cbt.change_id if d.cbt.enabled else None,
+                    "datastore": self.slots[k].datastore if k in self.slots else None,
+                    "directory": self.slots[k].directory if k in self.slots else None,
                 }
                 for k, d in self.disks.items()
             },
