@@ -12,6 +12,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.endpoints",
     "tests.fixtures.bacula",
     "tests.fixtures.tools",
+    "tests.fixtures.redis",
 ]
 
 

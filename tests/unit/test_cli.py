@@ -105,6 +105,7 @@ VM_COMMANDS = {
     ("snapshot", "create"): [],
     ("snapshot", "list"): [],
     ("snapshot", "delete"): ["snapshot-1"],
+    ("fleet", "submit"): ["--mount", "{vm}", "--broker", "redis://127.0.0.1:1/0"],
 }
 
 

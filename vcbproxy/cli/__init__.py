@@ -14,6 +14,7 @@ import click
 
 from vcbproxy import __version__, errors
 from vcbproxy.cli import cbt as cbt_cmds
+from vcbproxy.cli import fleet as fleet_cmds
 from vcbproxy.cli import lab as lab_cmds
 from vcbproxy.cli import mount as mount_cmds
 from vcbproxy.cli import restore as restore_cmds
@@ -56,6 +57,7 @@ cli.add_command(cbt_cmds.compare)
 cli.add_command(lab_cmds.lab)
 cli.add_command(verify_cmds.verify)
 cli.add_command(restore_cmds.restore)
+cli.add_command(fleet_cmds.fleet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,7 @@ class BackupOptions:
     preexisting_snapshot: str = "fail"
     lock_dir: Path | None = None
     snapshot_timeout: float = 1800.0
+    job_id: str = ""  # the job id of its owner record (see ExportOptions.job_id)
 
 
 @dataclass
@@ -66,7 +67,9 @@ def backup(session, vm: VmRef, options: BackupOptions, progress: Progress) -> Ba
     result = BackupResult(vm)
     started = time.monotonic()
     repo = Repository.open(options.repo, create=True)
-    owner = Owner.this_process()  # the job its lock and its snapshot name (jobs/ownership.py)
+    owner = Owner.this_process(
+        options.job_id or None
+    )  # the job its lock and its snapshot name (jobs/ownership.py)
     with repo.locked(f"backup of {vm.name}"), vm_lock(options.lock_dir, session, vm, owner):
         last = repo.last_run(vm.uuid)
         previous = {d["key"]: d for d in last.load()["disks"]} if last else {}

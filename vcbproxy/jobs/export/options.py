@@ -32,6 +32,10 @@ class ExportOptions:
     # "sha256": every disk's content and every file hashed (MANIFEST.sha256, vcbproxy.json);
     # "none": disks are not hashed, which leaves the copy to the kernel in SAN mode.
     checksum: str = "sha256"
+    # The job id its owner record carries (jobs/ownership.py), in the lock and the snapshot's
+    # description; a fleet task names its attempt, so the fleet can tell whether it still
+    # runs. Empty: a new id.
+    job_id: str = ""
 
 
 @dataclass

@@ -69,7 +69,7 @@ def export_vm(
     result = VmExportResult(vm, directory)
     started = time.time()
     # This job, as its lock, its snapshot and its directory name it (jobs/ownership.py).
-    owner = Owner.this_process()
+    owner = Owner.this_process(options.job_id or None)
     with vm_lock(options.lock_dir, session, vm, owner):
         export_dir = ExportDir.prepare(directory, preexisting=options.preexisting_mountpoint)
         run_log = RunLog(export_dir.path / RUN_LOG, vm)
