@@ -75,7 +75,9 @@ class WorkerContext:
     pre_command: Hook | None = None
     post_command: Hook | None = None
     lease_seconds: float = 30.0  # expiry of the leases; renewed every third of it
-    busy_wait: float = 1.0  # seconds a busy task waits before going back to the queue
+    # Seconds a task that cannot start waits (jittered) before going back to the queue: long
+    # enough not to spin on the broker, short enough that a freed share is taken soon.
+    busy_wait: float = 0.3
 
 
 CONTEXT: WorkerContext | None = None
