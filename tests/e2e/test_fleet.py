@@ -238,3 +238,33 @@ def test_broker_problems_are_one_line_errors(fleet_lab, redis_server, tmp_path):
         11,
         "no fleet job 'no-such-job'",
     )
+
+
+def test_one_proxy_backs_up_and_runs_its_own_hooks(fleet, fleet_lab, lab_client, tmp_path):
+    """--backup-repo: a CBT backup per VM into the proxy's repository; the proxy's own
+    post-command runs there after each export; status in words."""
+    from tests.e2e.cli import run
+
+    hooks = tmp_path / "hooks.log"
+    script = tmp_path / "post.sh"
+    script.write_text(f'#!/bin/sh\necho "$VCBPROXY_VM_NAME $VCBPROXY_STATUS" >> {hooks}\n')
+    script.chmod(0o755)
+    proxy = fleet.start("proxy1", "--post-command", str(script), *FAST)
+    enabled = run(fleet.env, "cbt", "enable", "-a", "name:vm004")
+    assert enabled.code == 0, enabled
+    job = fleet.submit("name:vm004", "--backup-repo", "repos/{vm}")
+    res = fleet.cli("wait", job, "--timeout", "120")
+    assert res.code == 0, f"{res}\n{fleet.logs()}"
+    assert res.out.startswith("vm004 (") and "done on proxy1: run 1 in " in res.out, res
+    repo = proxy.staging / "repos" / "vm004"
+    verified = run(fleet.env, "verify", "--repo", str(repo))
+    assert verified.code == 0, verified
+
+    job = fleet.submit("name:files01", "--mount", "{vm}-fullVM", "--format", "flat")
+    res = fleet.cli("wait", job, "--timeout", "120")
+    assert res.code == 0, f"{res}\n{fleet.logs()}"
+    assert f"done on proxy1: {proxy.staging / 'files01-fullVM'}" in res.out, res
+    assert hooks.read_text().split() == ["files01", "ok"]
+    status = fleet.cli("status", job)
+    assert status.code == 0 and status.out == res.out, status
+    assert not backup_snapshots(lab_client, ["vm004", "files01"])
