@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from vcbproxy.errors import StagingError
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.chain import DiskChain
 from vcbproxy.vmdk.descriptor import parse
@@ -303,7 +304,8 @@ def test_writeback_starts_while_writing_and_its_errors_fail_the_copy(tmp_path, f
     monkeypatch.setattr(writers.os, "fdatasync", failing)
     (tmp_path / "x").mkdir()
     w = open_writer(fmt, tmp_path / "x", "d", cap)
-    with pytest.raises(OSError, match="Input/output error"):
+    # A staging failure (exit 14) naming the file, not a bare OSError ("a bug", exit 1).
+    with pytest.raises(StagingError, match=r"cannot write .*/x/d.*Input/output error"):
         for i in range(8):  # fails mid-copy or at close
             w.write(i << 20, data)
             time.sleep(0.05)

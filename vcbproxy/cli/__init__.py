@@ -27,7 +27,12 @@ EPILOG = "Exit codes: " + ", ".join(f"{code} {name}" for code, name in errors.EX
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, prog_name="vcbproxy")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output on stderr (-vv: debug, and the traceback of an error).",
+)
 def cli(verbose: int) -> None:
     """VCB-style backup proxy for vSphere: snapshot a VM, copy it whole to staging,
     hand off to backup software through hooks, then clean up.
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(errors.USAGE if exc.exit_code == 2 else exc.exit_code)
     except errors.VcbProxyError as exc:
+        # -vv: where it came from (the library error it translates), for a bug report.
+        logging.getLogger("vcbproxy").debug("traceback of the error below", exc_info=True)
         click.echo(f"vcbproxy: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except errors.Interrupted as exc:

@@ -13,11 +13,15 @@ Formats: ``2gbsparse`` (VCB's default: descriptor + twoGbMaxExtentSparse extents
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from vcbproxy.errors import StagingError
+from vcbproxy.staging.space import free_bytes, human_size
 from vcbproxy.vmdk import VmdkError
 from vcbproxy.vmdk.descriptor import SECTOR, Extent, new_descriptor, render
 from vcbproxy.vmdk.sparse import SparseExtent, is_zero
@@ -32,6 +36,8 @@ PARTIAL = ".partial"
 # Exported disks hold a VM's data: readable by the backup group, not by everyone (as the
 # manifest, catalog and config files of an export).
 FILE_MODE = 0o640
+
+log = logging.getLogger(__name__)
 
 
 # Dirty bytes after which the disk is told to start writing (see EarlyWriteback).
@@ -145,8 +151,28 @@ class DiskWriter(ABC):
     def write(self, offset: int, data: bytes) -> None:
         self._check(offset, len(data))
         if data:
-            self._write(offset, data)
+            try:
+                self._write(offset, data)
+            except OSError as exc:
+                raise self._staging_error(exc) from exc
         self._next = offset + len(data)
+
+    def _staging_error(self, exc: OSError) -> StagingError:
+        """What the staging directory could not take, for someone who must make room: the
+        directory, the file, and how much more this disk needs (a full staging disk is an
+        operating condition, exit 14, not a bug)."""
+        name = self._names[-1] if self._names else self.basename
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            try:
+                free = human_size(free_bytes(self.directory))
+            except StagingError:
+                free = "unknown"
+            return StagingError(
+                f"staging {self.directory} is full ({exc.strerror}): writing {name} stopped "
+                f"at {human_size(self._next)} of a {human_size(self.capacity)} disk, which "
+                f"needs up to {human_size(self.capacity - self._next)} more ({free} free)"
+            )
+        return StagingError(f"cannot write {self.directory / name}: {exc.strerror or exc}")
 
     def copied(self, offset: int, length: int) -> None:
         """Account for ``length`` bytes at ``offset`` put into :attr:`raw_fd` by the caller."""
@@ -154,6 +180,13 @@ class DiskWriter(ABC):
             raise VmdkError(f"{type(self).__name__} has no raw extent to copy into")
         self._check(offset, length)
         self._next = offset + length
+        try:
+            self._copied(length)
+        except OSError as exc:
+            raise self._staging_error(exc) from exc
+
+    def _copied(self, length: int) -> None:  # noqa: B027 (optional hook, not abstract)
+        """After :meth:`copied`: the writer's bookkeeping (a flat disk's early writeback)."""
 
     @abstractmethod
     def _write(self, offset: int, data: bytes) -> None: ...
@@ -170,14 +203,17 @@ class DiskWriter(ABC):
         if self._done:
             raise VmdkError("writer already closed")
         try:
-            self._finish()
+            try:
+                self._finish()
+                self._close_handles()
+                for name in self._names:
+                    os.replace(self._partial(name), self.directory / name)
+                _fsync_dir(self.directory)
+            except OSError as exc:
+                raise self._staging_error(exc) from exc
         except BaseException:
             self.abort()
             raise
-        self._close_handles()
-        for name in self._names:
-            os.replace(self._partial(name), self.directory / name)
-        _fsync_dir(self.directory)
         self._done = True
         return list(self._names)
 
@@ -188,9 +224,17 @@ class DiskWriter(ABC):
         self._done = True
         try:
             self._close_handles()
+        except OSError as exc:
+            # Closing flushes what was buffered, which fails again on a full staging disk:
+            # the data is being thrown away, and the error that made us abort is the one to
+            # report (it was replaced by this one, an "unexpected failure", before).
+            log.debug("closing the partial files of %s: %s", self.basename, exc)
         finally:
             for name in self._names:
-                self._partial(name).unlink(missing_ok=True)
+                try:
+                    self._partial(name).unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("could not remove %s: %s", self._partial(name), exc)
 
     def _descriptor_text(self, create_type: str, extents: list[Extent]) -> str:
         return render(
@@ -232,8 +276,7 @@ class FlatWriter(DiskWriter):
             view, offset = view[n:], offset + n
         self._writeback.wrote(len(data))
 
-    def copied(self, offset: int, length: int) -> None:
-        super().copied(offset, length)
+    def _copied(self, length: int) -> None:
         self._writeback.wrote(length)
 
     def _finish(self) -> None:
@@ -397,7 +440,14 @@ def open_writer(
     cls = _WRITERS.get(fmt)
     if cls is None:
         raise VmdkError(f"unknown disk format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    return cls(Path(directory), basename, capacity, uuid=uuid, adapter=adapter)
+    try:
+        return cls(Path(directory), basename, capacity, uuid=uuid, adapter=adapter)
+    except OSError as exc:
+        full = " is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise StagingError(
+            f"staging {directory}{full}: cannot create {basename}.vmdk ({fmt}, "
+            f"{human_size(capacity)}): {exc.strerror or exc}"
+        ) from exc
 
 
 def _fsync_dir(directory: Path) -> None:
