@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from vcbproxy.errors import UsageError
+from vcbproxy.lines import escape
 from vcbproxy.staging.space import human_size
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,9 @@ class BarProgress(Progress):
             position = self._free_positions.pop(0)
         else:
             position, self._next_position = self._next_position, self._next_position + 1
-        item.bar = self._bar(total=item.total, desc=item.label, position=position, leave=False)
+        item.bar = self._bar(
+            total=item.total, desc=escape(item.label), position=position, leave=False
+        )
 
     def _on_advance(self, key, item, nbytes):
         if item.bar is not None and self._total_bar is not None:  # both made by _on_start
@@ -240,12 +243,12 @@ class BarProgress(Progress):
             self._free_positions.append(abs(position))
             self._free_positions.sort()
         self._write(
-            f"{item.label}: {human_size(item.done)} in {time.monotonic() - item.started:.1f} s"
+            f"{escape(item.label)}: {human_size(item.done)} in {time.monotonic() - item.started:.1f} s"
         )
 
     def _on_event(self, name, fields):
         if name == "warning":
-            self._write(f"warning: {fields.get('message', fields)}")
+            self._write(f"warning: {escape(str(fields.get('message', fields)))}")
 
     def _on_close(self, fields):
         for item in self._items.values():

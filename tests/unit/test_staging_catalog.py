@@ -41,12 +41,22 @@ def test_reads_vcb_style_files(tmp_path):
     assert read_catalog(tmp_path) == {"version": "esx-3.5.0", "state": "full"}
 
 
-def test_refuses_what_cannot_be_one_line(tmp_path):
-    for key, value in [("a\nb", "x"), ("k", "multi\nline"), ("a=b", "x"), ("", "x")]:
+def test_refuses_keys_that_cannot_be_one_line(tmp_path):
+    for key, value in [("a\nb", "x"), ("a\tb", "x"), ("a=b", "x"), ("", "x")]:
         with pytest.raises(errors.StagingError):
             write_catalog(tmp_path, {key: value})
+    assert not (tmp_path / "catalog").exists()
     (tmp_path / "catalog").write_text("garbage\n")
     with pytest.raises(errors.StagingError, match="not 'key= value'"):
         read_catalog(tmp_path)
     with pytest.raises(errors.StagingError, match="cannot read catalog"):
         read_catalog(tmp_path / "nope")
+
+
+def test_values_with_control_characters_stay_on_their_line_and_read_back(tmp_path):
+    # A display name may hold a newline, a tab or a CR (issue 14, item 7).
+    name = "web\n01\tx\ry\\z\x1b"
+    write_catalog(tmp_path, {"display name": name, "uuid": "u-1"})
+    text = (tmp_path / "catalog").read_text()
+    assert text == "display name= web\\n01\\tx\\ry\\\\z\\x1b\nuuid= u-1\n"
+    assert read_catalog(tmp_path) == {"display name": name, "uuid": "u-1"}

@@ -21,6 +21,7 @@ from vcbproxy.cli import restore as restore_cmds
 from vcbproxy.cli import snapshot as snapshot_cmds
 from vcbproxy.cli import verify as verify_cmds
 from vcbproxy.cli import vms as vms_cmds
+from vcbproxy.lines import OneLineFormatter, escape
 
 EPILOG = "Exit codes: " + ", ".join(f"{code} {name}" for code, name in errors.EXIT_CODES.items())
 
@@ -46,6 +47,9 @@ def cli(verbose: int) -> None:
     # The run log in an export directory lowers vcbproxy's logger to INFO; the terminal keeps -v's level.
     for handler in logging.getLogger().handlers:
         handler.setLevel(max(level, logging.DEBUG))
+        if type(handler) is logging.StreamHandler:  # basicConfig's stderr, not a host's own
+            # A VM name holding a newline must not split a log line in two (vcbproxy.lines).
+            handler.setFormatter(OneLineFormatter("vcbproxy: %(levelname)s: %(message)s"))
     # pyVmomi and urllib3 are chatty at INFO; their detail belongs in -vv only.
     for noisy in ("urllib3", "paramiko"):
         logging.getLogger(noisy).setLevel(max(level, logging.DEBUG) + 10)
@@ -77,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     except errors.VcbProxyError as exc:
         # -vv: where it came from (the library error it translates), for a bug report.
         logging.getLogger("vcbproxy").debug("traceback of the error below", exc_info=True)
-        click.echo(f"vcbproxy: error: {exc}", err=True)
+        click.echo(f"vcbproxy: error: {escape(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except errors.Interrupted as exc:
-        click.echo(f"vcbproxy: error: {exc}", err=True)
+        click.echo(f"vcbproxy: error: {escape(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("vcbproxy: interrupted", err=True)
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         logging.getLogger("vcbproxy").debug("unexpected failure", exc_info=True)
         click.echo(
-            f"vcbproxy: error: unexpected failure: {type(exc).__name__}: {exc} "
+            f"vcbproxy: error: unexpected failure: {type(exc).__name__}: {escape(str(exc))} "
             f"(a bug; run with -vv for the traceback)",
             err=True,
         )

@@ -25,6 +25,7 @@ from vcbproxy.jobs.compare import compare as do_compare
 from vcbproxy.jobs.connection import connect
 from vcbproxy.jobs.restore_point import restore_point as do_restore_point
 from vcbproxy.jobs.signals import signals_raise
+from vcbproxy.lines import escape
 from vcbproxy.progress import Progress
 from vcbproxy.vmdk.writers import FORMATS
 
@@ -44,7 +45,7 @@ def _tracking(vm: VmFlag, server, enabled: bool | None) -> None:
         )
     for disk in disks:
         state = disk.change_id or ("independent: not tracked" if disk.independent else "off")
-        click.echo(f"{ref.name} {disk.device_id} ({disk.label}): {state}")
+        click.echo(f"{escape(ref.name)} {disk.device_id} ({disk.label}): {state}")
 
 
 @cbt.command("enable")
@@ -159,7 +160,7 @@ def backup(
             err=True,
         )
     for w in result.warnings:
-        click.echo(f"vcbproxy: warning: {w}", err=True)
+        click.echo(f"vcbproxy: warning: {escape(w)}", err=True)
     return result.exit_code
 
 

@@ -20,6 +20,7 @@ from vcbproxy.jobs.connection import connect
 from vcbproxy.jobs.export import ExportOptions, export
 from vcbproxy.jobs.signals import signals_raise
 from vcbproxy.jobs.unmount import unmount as do_unmount
+from vcbproxy.lines import escape
 from vcbproxy.progress import Progress
 from vcbproxy.vmdk.writers import FORMATS
 
@@ -179,10 +180,12 @@ def mount(
         progress.close()
     for res in results:
         if res.error is not None:
-            click.echo(f"vcbproxy: error: {res.vm.name}: {res.error}", err=True)
+            click.echo(
+                f"vcbproxy: error: {escape(res.vm.name)}: {escape(str(res.error))}", err=True
+            )
         elif not quiet and not json_output:
             click.echo(
-                f"{res.vm.name}: exported to {res.directory}"
+                f"{escape(res.vm.name)}: exported to {res.directory}"
                 + (f" with {len(res.warnings)} warning(s)" if res.warnings else ""),
                 err=True,
             )

@@ -13,6 +13,7 @@ from vcbproxy.jobs.connection import connect
 from vcbproxy.jobs.restore import RestoreOptions
 from vcbproxy.jobs.restore import restore as do_restore
 from vcbproxy.jobs.signals import signals_raise
+from vcbproxy.lines import escape
 from vcbproxy.progress import Progress
 
 
@@ -121,10 +122,10 @@ def restore(
         progress.close()
     if not quiet and not json_output:
         click.echo(
-            f"{result.vm.name}: restored as {result.vm.moref} from {result.vmx_path}"
+            f"{escape(result.vm.name)}: restored as {result.vm.moref} from {result.vmx_path}"
             + (f", replacing {result.replaced.moref}" if result.replaced else ""),
             err=True,
         )
     for warning in result.warnings:
-        click.echo(f"vcbproxy: warning: {warning}", err=True)
+        click.echo(f"vcbproxy: warning: {escape(warning)}", err=True)
     return result.exit_code

@@ -10,6 +10,7 @@ from vcbproxy import errors
 from vcbproxy.cli.options import server_options, vm_option
 from vcbproxy.jobs import snapshots
 from vcbproxy.jobs.connection import connect
+from vcbproxy.lines import escape
 
 
 @click.group("snapshot")
@@ -65,9 +66,9 @@ def list_(vm, json_output, server):
         )
         return
     for s in snaps:
-        click.echo(f"SsId:{s.moref}\nname:{s.name}\ncreated:{s.created}\n")
+        click.echo(f"SsId:{s.moref}\nname:{escape(s.name)}\ncreated:{s.created}\n")
     if not snaps:
-        click.echo(f"{ref.name} has no snapshots", err=True)
+        click.echo(f"{escape(ref.name)} has no snapshots", err=True)
 
 
 @snapshot.command("delete")
@@ -116,7 +117,8 @@ def sweep(older_than, name, dry_run, server):
             state = f"removed: {item.why}" if item.removed else f"FAILED: {item.error}"
         failed += bool(item.error)
         click.echo(
-            f"{item.vm.name} ({item.vm.moref}) SsId:{item.snapshot.moref} age:{item.age}: {state}"
+            f"{escape(item.vm.name)} ({item.vm.moref}) SsId:{item.snapshot.moref} age:{item.age}: "
+            f"{escape(state)}"
         )
     if not [item for item in items if not item.kept]:
         click.echo("no stale snapshots", err=True)

@@ -10,13 +10,18 @@ from vcbproxy import errors
 from vcbproxy.cli.options import server_options
 from vcbproxy.jobs import inventory
 from vcbproxy.jobs.connection import connect
+from vcbproxy.lines import escape
 from vcbproxy.selectors import VALID as SELECTOR_HELP
 from vcbproxy.selectors import parse_selector
 
 
 def vm_block(vm) -> str:
-    # VCB's own keys and shape, so scripts that grep "moref:" keep working.
-    return f"Found VM:\nmoref:{vm.moref}\nname:{vm.name}\nuuid:{vm.uuid}\nipaddr:{vm.ip_address}\n"
+    # VCB's own keys and shape, so scripts that grep "moref:" keep working; one line per key
+    # whatever the name holds (a newline is legal in a display name: vcbproxy.lines).
+    return (
+        f"Found VM:\nmoref:{escape(vm.moref)}\nname:{escape(vm.name)}\nuuid:{escape(vm.uuid)}\n"
+        f"ipaddr:{escape(vm.ip_address or '')}\n"
+    )
 
 
 @click.command("vms")

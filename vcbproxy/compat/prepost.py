@@ -20,6 +20,7 @@ from vcbproxy import errors
 from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
 from vcbproxy.compat.vcb import invoke, mount_argv
+from vcbproxy.lines import escape
 from vcbproxy.staging.names import export_dir_name
 
 
@@ -62,13 +63,13 @@ def run(tool: str, args: list[str]) -> int:
         cfg = load_config()
         argvs = pre_argvs(cfg, vm) if tool == "pre-command" else post_argvs(cfg, vm)
     except errors.VcbProxyError as exc:
-        print(f"{tool}: error: {exc}", file=sys.stderr)
+        print(f"{tool}: error: {escape(str(exc))}", file=sys.stderr)
         return exc.exit_code
     os.environ.update(cfg.environment(dict(os.environ)))
     for argv in argvs:
         code = invoke(argv)
         if code != 0:
             # A mount "done with warnings" (a skipped disk) is not a complete VM: not 0.
-            print(f"{tool}: {argv[0]} {vm} failed (exit {code})", file=sys.stderr)
+            print(f"{tool}: {argv[0]} {escape(vm)} failed (exit {code})", file=sys.stderr)
             return code
     return 0

@@ -30,6 +30,7 @@ from vcbproxy.compat.config import VcbConfig
 from vcbproxy.compat.config import load as load_config
 from vcbproxy.compat.flags import SHORTOPTS
 from vcbproxy.jobs.unmount import export_dirs_under
+from vcbproxy.lines import escape
 from vcbproxy.transport import HOTADD_REFUSAL, parse_chain
 
 TOOLS = ("vcbMounter", "vcbVmName", "vcbSnapshot", "vcbCleanup", "vcbRestore")
@@ -366,6 +367,6 @@ def run(tool: str, args: list[str]) -> int:
     try:
         plan = TRANSLATORS[tool](args, load_config(), dict(os.environ))
     except errors.VcbProxyError as exc:
-        print(f"{tool}: error: {exc}", file=sys.stderr)
+        print(f"{tool}: error: {escape(str(exc))}", file=sys.stderr)
         return exc.exit_code
     return execute(plan)

@@ -2,7 +2,10 @@
 
 VCB wrote one ``key= value`` pair per line (``display name= web01``,
 ``disk.scsi0:0.filename= scsi0-0-0-web01.vmdk``, ``config.vmx= "[ds] web01/web01.vmx"``);
-keys may contain spaces, values keep their quotes as written.
+keys may contain spaces, values keep their quotes as written. A value holding a control
+character (a display name with a newline or a tab is legal in vSphere) or a backslash is
+written with C-style escapes (``vcbproxy.lines``) so that it stays on its line; ``read_catalog``
+undoes them.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vcbproxy.errors import StagingError
+from vcbproxy.lines import escape, unescape
 from vcbproxy.staging.atomic import write_atomic
 
 CATALOG = "catalog"
@@ -20,9 +24,10 @@ def write_catalog(export_dir: Path, fields: dict[str, str]) -> Path:
     lines = []
     for key, value in fields.items():
         key, value = str(key), "" if value is None else str(value)
-        if not key.strip() or "=" in key or any(c in key + value for c in "\r\n"):
-            raise StagingError(f"catalog entry {key!r}= {value!r} cannot be written on one line")
-        lines.append(f"{key}= {value}\n")
+        # Keys are ours: one that would not fit is a bug, and refused before anything is written.
+        if not key.strip() or "=" in key or escape(key) != key:
+            raise StagingError(f"catalog key {key!r} cannot be written on one line")
+        lines.append(f"{key}= {escape(value)}\n")
     path = Path(export_dir) / CATALOG
     write_atomic(path, "".join(lines).encode("utf-8", "surrogateescape"))
     return path
@@ -44,5 +49,5 @@ def read_catalog(path) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if not sep:
             raise StagingError(f"{path}: line {line[:80]!r} is not 'key= value'")
-        fields[key.strip()] = value[1:] if value.startswith(" ") else value
+        fields[key.strip()] = unescape(value[1:] if value.startswith(" ") else value)
     return fields

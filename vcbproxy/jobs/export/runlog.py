@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vcbproxy.lines import OneLineFormatter
 from vcbproxy.models import VmRef
 
 RUN_LOG = "vcbproxy.log"
@@ -38,7 +39,7 @@ class RunLog:
         self.handler = _StagingFileHandler(path, encoding="utf-8")
         self.handler.setLevel(logging.DEBUG)
         self.handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
         vm_name = vm.name
 
