@@ -111,3 +111,28 @@ def test_read_areas_splits_across_layers_and_never_reads_holes():
     assert ("top", 1052, 100) in reads and all(r[0] != "hole" for r in reads)
     with pytest.raises(ValueError, match="does not cover"):
         list(read_areas(runs, stream_of, [(4000, 200)]))
+
+
+def test_replay_checks_the_data_against_the_runs_hash(tmp_path):
+    # A flipped byte, a truncated or a longer data file fails the rebuild (issue 14, item 8).
+    repo = Repository.open(tmp_path / "r", create=True)
+    info = commit_run(repo, "u1", [(0, os.urandom(8192))])
+    entry = info.load()["disks"][0]
+    data = info.path / "disk-2000.data"
+    good = data.read_bytes()
+    fd = os.open(tmp_path / "img", os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        for damaged, says in [
+            (good[:100] + bytes([good[100] ^ 1]) + good[101:], "is not the"),
+            (good[:10], "shorter than its extent map"),
+            (good + b"x", "longer than its extent map"),
+        ]:
+            data.write_bytes(damaged)
+            with pytest.raises(errors.VerifyError, match=says) as caught:
+                apply_extents(info.path, entry, fd)
+            assert caught.value.exit_code == errors.VERIFY
+        data.write_bytes(good)
+        apply_extents(info.path, entry, fd)
+    finally:
+        os.close(fd)

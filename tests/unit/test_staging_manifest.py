@@ -183,3 +183,12 @@ def test_write_and_verify_a_relative_export_directory(tmp_path, monkeypatch):
     write_manifest(d)
     assert len(read_manifest(d / "MANIFEST.sha256")) == 5
     assert verify_manifest(d) == []
+
+
+def test_verify_names_directories_that_hold_no_file(tmp_path):
+    d = _export(tmp_path)
+    write_manifest(d)
+    (d / "empty" / "deeper").mkdir(parents=True)
+    (d / "logs" / "sub").mkdir()
+    assert verify_manifest(d) == ["unlisted: empty/", "unlisted: logs/sub/"]
+    assert verify_manifest(d, own_dirs=("empty/deeper", "logs/sub")) == []

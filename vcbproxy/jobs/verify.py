@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcbproxy import errors
-from vcbproxy.repository.verify import verify_repository as check_repository
+from vcbproxy.repository.verify import check_repository
 from vcbproxy.staging.catalog import CATALOG, read_catalog
 from vcbproxy.staging.exportdir import INCOMPLETE_MARKER
 from vcbproxy.staging.manifest import MANIFEST, hash_zeros, verify_manifest
@@ -308,5 +308,7 @@ def verify_repository(directory: Path) -> VerifyReport:
     if not directory.is_dir():
         raise errors.UsageError(f"{directory} is not a directory")
     report = VerifyReport(directory)
-    report.problems.extend(check_repository(directory))
+    check = check_repository(directory)
+    report.problems.extend(check.problems)
+    report.checked_files, report.checked_disks = check.files, check.disks
     return report

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import os
 from pathlib import Path
 
+from vcbproxy.errors import VerifyError
 from vcbproxy.staging.atomic import AtomicFile
 from vcbproxy.vmdk.sparse import is_zero
 
@@ -59,9 +61,19 @@ class ExtentWriter:
 
 
 def apply_extents(run_dir: Path, entry: dict, fd: int, *, chunk: int = 4 << 20) -> None:
-    """Write one run's extents of a disk into the raw image open as ``fd``."""
+    """Write one run's extents of a disk into the raw image open as ``fd``.
+
+    The data file is hashed as its extents are read, and must end where the extent map does
+    and match the run's ``data_sha256``: a damaged repository fails the rebuild (exit 16)
+    instead of giving a restore point whose recorded hash is the damage's."""
     zero = bytes(min(chunk, 1 << 20))
-    with open(run_dir / entry["data"], "rb") as data:
+    name = f"{Path(run_dir).name}/{entry['data']}"
+    digest = hashlib.sha256()
+    try:
+        data = open(Path(run_dir) / entry["data"], "rb")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise VerifyError(f"{name}: cannot read the run's data: {exc.strerror or exc}") from exc
+    with data:
         for offset, length, kind in entry["extents"]:
             if kind == ZERO:
                 _punch(fd, offset, length, zero)
@@ -71,10 +83,19 @@ def apply_extents(run_dir: Path, entry: dict, fd: int, *, chunk: int = 4 << 20) 
             while left:
                 block = data.read(min(chunk, left))
                 if not block:
-                    raise ValueError(f"{entry['data']} is shorter than its extent map")
+                    raise VerifyError(f"{name} is shorter than its extent map")
+                digest.update(block)
                 os.pwrite(fd, block, pos)
                 pos += len(block)
                 left -= len(block)
+        if data.read(1):
+            raise VerifyError(f"{name} is longer than its extent map")
+    expected = entry.get("data_sha256")
+    if expected and digest.hexdigest() != expected:
+        raise VerifyError(
+            f"{name}: sha256 {digest.hexdigest()} is not the {expected} the run recorded; "
+            f"the repository is damaged ('vcbproxy verify --repo' lists what)"
+        )
 
 
 def _punch(fd: int, offset: int, length: int, zero: bytes) -> None:

@@ -183,8 +183,11 @@ def read_manifest(path) -> dict[str, str]:
     return entries
 
 
-def verify_manifest(export_dir: Path, *, name: str = MANIFEST) -> list[str]:
-    """Problems found ("missing: x", "changed: x", "unlisted: x", "unsafe: x"); an empty list means all good."""
+def verify_manifest(
+    export_dir: Path, *, name: str = MANIFEST, own_dirs: tuple[str, ...] = ()
+) -> list[str]:
+    """Problems found ("missing: x", "changed: x", "unlisted: x", "unsafe: x"); an empty list
+    means all good. ``own_dirs``: directories the writer makes even when they stay empty."""
     export_dir = Path(export_dir)
     manifest = export_dir / name
     if not manifest.is_file():
@@ -207,4 +210,25 @@ def verify_manifest(export_dir: Path, *, name: str = MANIFEST) -> list[str]:
             problems.append(f"changed: {rel}")
     files, others = _walk(export_dir, name)
     problems.extend(f"unlisted: {rel}" for rel in sorted(set(files + others) - set(listed)))
+    # A directory that holds nothing listed, however empty, is not part of what was written.
+    present = [*listed, *files, *others, *(f"{d}/." for d in own_dirs)]
+    problems.extend(f"unlisted: {rel}/" for rel in _empty_dirs(export_dir, name, present))
     return problems
+
+
+def _empty_dirs(export_dir: Path, name: str, present: list[str]) -> list[str]:
+    """Directories (relative, sorted) below ``export_dir`` holding no file at any depth, e.g.
+    an empty one added after the export. The manifest names files only, and a directory with
+    files in it is reported through them; without this an extra empty directory verified."""
+    holding = {rel.rsplit("/", i)[0] for rel in present for i in range(1, rel.count("/") + 1)}
+    found = []
+    for dirpath, dirnames, _ in os.walk(export_dir):
+        rel_dir = os.path.relpath(dirpath, export_dir).replace(os.sep, "/")
+        for entry in list(dirnames):
+            rel = entry if rel_dir == "." else f"{rel_dir}/{entry}"
+            if _excluded(rel, name) or os.path.islink(os.path.join(dirpath, entry)):
+                dirnames.remove(entry)  # a symlink is reported by _walk already
+            elif rel not in holding:
+                found.append(rel)
+                dirnames.remove(entry)  # the outermost empty directory names what is in it
+    return sorted(found)
