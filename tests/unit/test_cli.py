@@ -106,6 +106,7 @@ VM_COMMANDS = {
     ("snapshot", "list"): [],
     ("snapshot", "delete"): ["snapshot-1"],
     ("fleet", "submit"): ["--mount", "{vm}", "--broker", "redis://127.0.0.1:1/0"],
+    ("unmount",): ["-r", "/nonexistent/o"],
 }
 
 

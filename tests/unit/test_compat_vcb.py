@@ -220,7 +220,7 @@ def test_pre_and_post_command_argvs(tmp_path):
     assert mount[:5] == ["mount", "-a", "uuid:4231-aa", "-r", target]
     assert opt(mount, "-m") == "nbd" and opt(mount, "--retries") == "1"
     assert verify == ["verify", target]
-    assert post_argvs(cfg, "4231-aa") == [["unmount", "-r", target]]
+    assert post_argvs(cfg, "4231-aa") == [["unmount", "-r", target, "-a", "uuid:4231-aa"]]
     # The VM argument is a path component: it cannot climb out of BACKUPROOT.
     (mount, _) = pre_argvs(cfg, "../../etc")
     assert Path(opt(mount, "-r")).parent == tmp_path

@@ -201,16 +201,23 @@ def mount(
     type=WorkingDirPath(file_okay=False, path_type=Path),
     help="The export directory given to mount.",
 )
+@vm_option(
+    required=False,
+    help="Also remove this VM's _VCB-BACKUP_ snapshots whose owner is gone, even when DIR "
+    "is already gone (the post-command does, after a crash).",
+)
 @server_options
-def unmount(target, server):
+def unmount(target, vm, server):
     """Remove an export and any _VCB-BACKUP_ snapshot its VM still carries (vcbMounter -U).
 
-    Safe to run twice. A directory that is not a vcbproxy export is refused, not deleted.
-    A snapshot is removed only when its owner is provably gone (README: "Whose snapshot is
-    it?"): one of a job still running on the same VM is kept.
+    Safe to run twice. A directory that is not a vcbproxy export is refused, not deleted;
+    an unfinished one (a crashed job's) is removed with its snapshot once its job is gone,
+    and refused (exit 15) while that job runs. A snapshot is removed only when its owner is
+    provably gone (README: "Whose snapshot is it?"): one of a job still running is kept.
     """
     with signals_raise():
-        result = do_unmount(lambda: connect(server()), target)
+        selector = vm.selector if vm else None
+        result = do_unmount(lambda: connect(server()), target, selector)
     if result.already_gone:
         click.echo(f"{target}: nothing to unmount", err=True)
     for snap in result.removed_snapshots:

@@ -110,16 +110,21 @@ class VmFlag:
         return inventory.resolve_vm(session, self.selector)
 
 
-def vm_option(func):
-    """Adds ``-a/--vm SELECTOR``; the command receives ``vm``, a :class:`VmFlag`. A bad
-    selector is a usage error (exit 2) before anything connects."""
+def vm_option(func=None, *, required: bool = True, help: str = SELECTOR_HELP):  # noqa: A002
+    """Adds ``-a/--vm SELECTOR``; the command receives ``vm``, a :class:`VmFlag` (None when
+    ``required=False`` and not given). A bad selector is a usage error (exit 2) before
+    anything connects. ``@vm_option`` or ``@vm_option(required=False, help=...)``."""
 
-    @click.option("-a", "--vm", "vm_text", required=True, metavar="SELECTOR", help=SELECTOR_HELP)
-    @functools.wraps(func)
-    def wrapper(*args, vm_text: str, **kwargs):
-        return func(*args, vm=VmFlag(parse_selector(vm_text)), **kwargs)
+    def decorate(func):
+        @click.option("-a", "--vm", "vm_text", required=required, metavar="SELECTOR", help=help)
+        @functools.wraps(func)
+        def wrapper(*args, vm_text: str | None, **kwargs):
+            vm = VmFlag(parse_selector(vm_text)) if vm_text else None
+            return func(*args, vm=vm, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate(func) if func is not None else decorate
 
 
 def output_options(func):

@@ -4,7 +4,8 @@
 ``BACKUPROOT/<vm>-fullVM`` and then verifies the result; it exits 0 only when the export
 finished without warnings *and* its manifest, files and disks check out, because a backup
 product treats 0 as "back this directory up now". ``post-command <vm>`` unmounts it (removes
-the directory and any ``_VCB-BACKUP_`` snapshot left behind); running it twice is fine.
+the directory, finished or left unfinished by a crash, and any ``_VCB-BACKUP_`` snapshot of
+``<vm>`` whose owner is gone, even with no directory); running it twice is fine.
 
 Both read the integration config (:mod:`vcbproxy.compat.config`) and run the vcbproxy
 commands in-process, so their exit codes are vcbproxy's documented ones.
@@ -42,7 +43,9 @@ def pre_argvs(cfg: VcbConfig, vm: str) -> list[list[str]]:
 
 
 def post_argvs(cfg: VcbConfig, vm: str) -> list[list[str]]:
-    return [["unmount", "-r", str(export_dir(cfg, vm))]]
+    # -a: the VM's stale snapshots go too when the directory is gone (a pre-command that
+    # was killed before it wrote one, or that another cleanup already removed).
+    return [["unmount", "-r", str(export_dir(cfg, vm)), "-a", f"{cfg.vm_lookup_method}:{vm}"]]
 
 
 def _parse(tool: str, args: list[str]) -> str:

@@ -164,7 +164,21 @@ def may_remove(
 ) -> Verdict:
     """May a cleanup remove the snapshot described by ``description`` and taken at
     ``created``? (The module's docstring states the rule.)"""
-    owner = Owner.parse(description)
+    return decide(
+        Owner.parse(description), created, liveness=liveness, stale_after=stale_after, now=now
+    )
+
+
+def decide(
+    owner: Owner | None,
+    created: datetime | None,
+    *,
+    liveness: Liveness | None = None,
+    stale_after: timedelta = STALE_AFTER,
+    now: datetime | None = None,
+) -> Verdict:
+    """The rule for anything a job owns (a snapshot, an unfinished export directory): may a
+    cleanup remove it, made at ``created`` by ``owner`` (None: nobody recorded)?"""
     liveness = liveness or LocalProcesses()
     if owner is not None:
         alive = liveness.alive(owner)

@@ -3,6 +3,11 @@
 While an export runs, the directory holds a hidden marker file; ``complete()`` removes
 it last. So a directory with the marker is ours but unfinished, and both ``prepare``
 and ``remove`` only ever delete directories that look like exports of ours.
+
+The marker is also the export's identity from its first moment, before any data: the VM,
+the server, the job that owns it and, once taken, the snapshot. After a ``kill -9``,
+``unmount`` and the post-command read it to find the VM and remove the dead job's snapshot
+and the unfinished directory.
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ def looks_like_export(path: Path) -> bool:
     return not entries or any(name in entries for name in OURS)
 
 
+def read_identity(path: Path) -> dict | None:
+    """The identity in an unfinished export's marker; None when ``path`` has no marker (or
+    not one that can be read)."""
+    try:
+        data = json.loads((Path(path) / INCOMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class ExportDir:
     """One export directory; create it with :meth:`prepare`."""
 
@@ -44,8 +59,11 @@ class ExportDir:
         self.path = Path(path)
 
     @classmethod
-    def prepare(cls, path: Path, *, preexisting: str = "fail") -> ExportDir:
-        """Create ``path`` (mode 0750) for a new export, applying the pre-existing directory policy."""
+    def prepare(
+        cls, path: Path, *, preexisting: str = "fail", identity: dict | None = None
+    ) -> ExportDir:
+        """Create ``path`` (mode 0750) for a new export, applying the pre-existing directory
+        policy; its marker holds ``identity`` (``vm``, ``server``, ``owner``) at once."""
         if preexisting not in POLICIES:
             raise StagingError(
                 f"unknown pre-existing mount point policy {preexisting!r}; use one of: "
@@ -80,9 +98,24 @@ class ExportDir:
             raise StagingError(
                 f"cannot create export directory {path}: {exc.strerror or exc}"
             ) from exc
-        marker = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_atomic(path / INCOMPLETE_MARKER, (json.dumps(marker) + "\n").encode())
-        return cls(path)
+        marker = {
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(identity or {}),
+        }
+        export = cls(path)
+        export._write_marker(marker)
+        return export
+
+    def record_snapshot(self, moref: str) -> None:
+        """Add the snapshot, once taken, to the identity in the marker."""
+        marker = read_identity(self.path) or {}
+        marker["snapshot"] = moref
+        self._write_marker(marker)
+
+    def _write_marker(self, marker: dict) -> None:
+        data = json.dumps(marker, ensure_ascii=False) + "\n"
+        write_atomic(self.path / INCOMPLETE_MARKER, data.encode("utf-8"))
 
     def file(self, name: str) -> Path:
         """The path of file ``name`` directly inside the export (refused if unsafe or escaping)."""

@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,7 +72,17 @@ def export_vm(
     # This job, as its lock, its snapshot and its directory name it (jobs/ownership.py).
     owner = Owner.this_process(options.job_id or None)
     with vm_lock(options.lock_dir, session, vm, owner):
-        export_dir = ExportDir.prepare(directory, preexisting=options.preexisting_mountpoint)
+        # Ours from its first moment: after a kill -9, unmount and the post-command find the
+        # VM, the server and the dead owner here, before any data was written.
+        identity = {
+            "vm": asdict(VmRecord.of(vm)),
+            "server": getattr(session, "server_id", ""),
+            "address": f"{session.host}:{session.port}",
+            "owner": owner.as_dict(),
+        }
+        export_dir = ExportDir.prepare(
+            directory, preexisting=options.preexisting_mountpoint, identity=identity
+        )
         run_log = RunLog(export_dir.path / RUN_LOG, vm)
         succeeded = False
         disk_results: dict[str, DiskCopyResult] = {}
@@ -98,6 +109,7 @@ def export_vm(
 
                 snap_started = time.monotonic()
                 snapshot = job_snapshot.take_backup(options)
+                export_dir.record_snapshot(snapshot.moref)
                 config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
 
                 with (
