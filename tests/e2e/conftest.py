@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests.e2e.cli import cli_env
@@ -26,3 +28,21 @@ def lab_sshd(sshd, lab):
     """The session's sshd serving every lab datastore under its volumes root."""
     sshd.expose_all(lab.info["datastores"])
     return sshd
+
+
+@pytest.fixture
+def stopped_after():
+    """``stopped_after(proc)``: a job a test started is stopped with SIGTERM (so its own
+    cleanup runs) if it still runs when the test ends, failed or not: a failed test leaves no
+    running job and no snapshot to the next one."""
+    procs = []
+
+    def track(proc):
+        procs.append(proc)
+        return proc
+
+    yield track
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=120)

@@ -25,6 +25,12 @@ def wait_for(predicate, *, timeout: float = 60.0, what: str = "condition"):
         time.sleep(0.05)
 
 
+def copying(target: Path) -> list[Path]:
+    """The VM's files being written into ``target`` (the copy has started: the snapshot
+    exists). Not the marker's own ``.vcbproxy-incomplete.partial``, written before it."""
+    return [p for p in target.glob("*.partial") if not p.name.startswith(".")]
+
+
 def running_tasks(lab_client, vm: str) -> list[dict]:
     return lab_client.state(vm)["tasks"]
 
@@ -88,9 +94,14 @@ def killed_mid_copy(env: dict, lab_client, vm: str, target: Path, *, throttle: i
 
     lab_client.set_faults(throttle_bps=throttle)
     proc = start(env, "mount", "-a", f"name:{vm}", "-r", str(target), "-q")
+
+    def started() -> list:
+        if proc.poll() is not None:  # it must still be copying when it is killed
+            raise AssertionError(f"the export ended first: {proc.communicate()[1]}")
+        return bool(copying(target)) and vcb_snapshots(lab_client, vm)
+
     try:
-        wait_for(lambda: list(target.glob("*.partial")), what="the copy to start")
-        (snapshot,) = vcb_snapshots(lab_client, vm)
+        (snapshot,) = wait_for(started, what="the copy to start")
     finally:
         proc.kill()
         proc.communicate(timeout=60)

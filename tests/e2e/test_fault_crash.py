@@ -17,6 +17,7 @@ from tests.e2e.faults import (
     INCOMPLETE_MARKER,
     assert_no_finished_export,
     assert_no_snapshot_left,
+    copying,
     error_line,
     finish,
     killed_mid_copy,
@@ -42,7 +43,7 @@ def test_post_command_cleans_up_after_a_killed_pre_command(env, lab, lab_client,
         text=True,
     )
     try:
-        wait_for(lambda: list(target.glob("*.partial")), what="the copy to start")
+        wait_for(lambda: copying(target), what="the copy to start")
         (snapshot,) = vcb_snapshots(lab_client, "web01")
     finally:
         proc.kill()  # the wrapper execs Python: this is the job itself
@@ -97,11 +98,11 @@ def test_post_command_with_no_directory_removes_a_dead_jobs_snapshot(
     assert_no_snapshot_left(lab_client, "web01")
 
 
-def test_unmount_refuses_a_running_jobs_unfinished_export(env, lab_client, tmp_path):
+def test_unmount_refuses_a_running_jobs_unfinished_export(env, lab_client, tmp_path, stopped_after):
     target = tmp_path / "web01"
     lab_client.set_faults(throttle_bps=SLOW)
-    proc = start(env, "mount", "-a", "name:web01", "-r", str(target), "-q")
-    wait_for(lambda: list(target.glob("*.partial")), what="the copy to start")
+    proc = stopped_after(start(env, "mount", "-a", "name:web01", "-r", str(target), "-q"))
+    wait_for(lambda: copying(target), what="the copy to start")
     (snapshot,) = vcb_snapshots(lab_client, "web01")
     res = run(env, "unmount", "-r", str(target))
     assert res.code == 15, res

@@ -12,6 +12,7 @@ from tests.e2e.cli import run, start
 from tests.e2e.faults import (
     assert_no_finished_export,
     assert_no_snapshot_left,
+    copying,
     error_line,
     finish,
     killed_mid_copy,
@@ -27,7 +28,7 @@ def snapshot_ids(lab_client, vm: str) -> list[str]:
     return [s["moref"] for s in vcb_snapshots(lab_client, vm)]
 
 
-def test_no_command_takes_a_running_jobs_snapshot(env, lab, lab_client, tmp_path):
+def test_no_command_takes_a_running_jobs_snapshot(env, lab, lab_client, tmp_path, stopped_after):
     stage = tmp_path / "stage"
     stage.mkdir()
     cenv = config_env(env, tmp_path, lab, stage)
@@ -37,8 +38,8 @@ def test_no_command_takes_a_running_jobs_snapshot(env, lab, lab_client, tmp_path
 
     lab_client.set_faults(throttle_bps=SLOW)
     running = tmp_path / "running"
-    proc = start(env, "mount", "-a", "name:web01", "-r", str(running), "-q")
-    wait_for(lambda: list(running.glob("*.partial")), what="the copy to start")
+    proc = stopped_after(start(env, "mount", "-a", "name:web01", "-r", str(running), "-q"))
+    wait_for(lambda: copying(running), what="the copy to start")
     (snapshot,) = vcb_snapshots(lab_client, "web01")
     assert f"pid={proc.pid} " in snapshot["description"], snapshot  # the owner is recorded
     ours = [snapshot["moref"]]

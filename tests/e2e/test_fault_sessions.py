@@ -17,6 +17,7 @@ from tests.e2e.cli import cli_env, run, start
 from tests.e2e.faults import (
     assert_no_finished_export,
     assert_no_snapshot_left,
+    copying,
     error_line,
     finish,
     wait_for,
@@ -78,7 +79,7 @@ def test_sessions_expired_at_once_mid_copy_are_logged_in_again(env, client, tmp_
     client.set_faults(throttle_bps=SLOW)
     target = tmp_path / "o"
     proc = start(env, "mount", "-a", "name:web01", "-r", str(target), "-q")
-    wait_for(lambda: list(target.glob("*.partial")), what="the copy to start")
+    wait_for(lambda: copying(target), what="the copy to start")
     client.set_faults(expire_sessions=True)  # what a vCenter restart does to every session
     returncode, err = finish(proc)
     assert returncode == 0, err
@@ -117,7 +118,7 @@ def test_credentials_that_stop_working_fail_with_10_naming_the_snapshot(env, cli
     client.set_faults(throttle_bps=SLOW)
     target = tmp_path / "o"
     proc = start(env, "mount", "-a", "name:web01", "-r", str(target), "-q")
-    wait_for(lambda: list(target.glob("*.partial")), what="the copy to start")
+    wait_for(lambda: copying(target), what="the copy to start")
     (snapshot,) = vcb_snapshots(client, "web01")
     client.set_faults(reject_logins=True, expire_sessions=True)  # the password was changed
     returncode, err = finish(proc)
