@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 import urllib.request
+import uuid
 
 import pytest
 
@@ -170,3 +171,16 @@ def test_credentials_refused_when_logging_in_again_is_auth_error(fresh_lab):
         LabClient(info).set_faults(reject_logins=True, expire_sessions=True)
         with pytest.raises(errors.AuthError, match="logging in again .* failed: login refused"):
             find_vms(session, Selector("any"))
+
+
+def test_the_server_is_known_by_its_instance_uuid_however_it_is_spelled(vsphere_endpoint):
+    """Per-VM locks are keyed by what the server says it is (AboutInfo.instanceUuid), so a
+    job naming it "localhost" and one naming it "127.0.0.1" meet on the same lock."""
+    ep = vsphere_endpoint
+    port = ep.server.rsplit(":", 1)[1]
+    ids = []
+    for host in ("127.0.0.1", "localhost"):
+        spec = options(ep, server=f"{host}:{port}", thumbprint=ep.thumbprint_sha256, ca_file=None)
+        with Session.connect(spec) as session:
+            ids.append(session.server_id)
+    assert ids[0] == ids[1] == str(uuid.UUID(ids[0]))
