@@ -4,6 +4,7 @@ Redis), with per-datastore and per-host limits. The fleet package needs the ``fl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -128,9 +129,9 @@ def worker(
     """Run this proxy's worker: take VMs from the queue and export or back them up here,
     with this proxy's staging directory, transport, credentials and hooks."""
     _fleet()
-    from vcbproxy.fleet import app as fleet_app
-    from vcbproxy.fleet import broker as fleet_broker
-    from vcbproxy.fleet import worker as fleet_worker
+    from vcbproxy.fleet import app as fleet_app  # the fleet extra
+    from vcbproxy.fleet import broker as fleet_broker  # the fleet extra
+    from vcbproxy.fleet import worker as fleet_worker  # the fleet extra
 
     url = fleet_broker.check_url(broker)
     spec = server()
@@ -251,10 +252,10 @@ def submit(
 ):
     """Queue one task per VM the selector names; prints the job id."""
     _fleet()
-    from vcbproxy.fleet import app as fleet_app
-    from vcbproxy.fleet import broker as fleet_broker
-    from vcbproxy.fleet.submit import Submission, check_template
-    from vcbproxy.fleet.submit import submit as do_submit
+    from vcbproxy.fleet import app as fleet_app  # the fleet extra
+    from vcbproxy.fleet import broker as fleet_broker  # the fleet extra
+    from vcbproxy.fleet.submit import Submission, check_template  # the fleet extra
+    from vcbproxy.fleet.submit import submit as do_submit  # the fleet extra
 
     if (mount_template is None) == (repo_template is None):
         raise errors.UsageError(
@@ -291,8 +292,8 @@ def submit(
 
 
 def _states(url: str, job: str, patience: float):
-    from vcbproxy.fleet import broker as fleet_broker
-    from vcbproxy.fleet.store import Store
+    from vcbproxy.fleet import broker as fleet_broker  # the fleet extra
+    from vcbproxy.fleet.store import Store  # the fleet extra
 
     def read():
         store = Store(fleet_broker.client(url))
@@ -316,8 +317,6 @@ def _line(s) -> str:
 
 
 def _show(states, json_output: bool) -> None:
-    import dataclasses
-
     if json_output:
         click.echo(json.dumps([dataclasses.asdict(s) for s in states], sort_keys=True))
         return
@@ -333,7 +332,7 @@ def status(job, broker, json_output):
     """Each VM of JOB: queued, running on which proxy, done (its export directory or run),
     or failed (its exit code and one-line message)."""
     _fleet()
-    from vcbproxy.fleet import broker as fleet_broker
+    from vcbproxy.fleet import broker as fleet_broker  # the fleet extra
 
     _show(_states(fleet_broker.check_url(broker), job, patience=0), json_output)
 
@@ -355,7 +354,7 @@ def status(job, broker, json_output):
 def wait(job, broker, timeout, broker_patience, json_output):
     """Wait until every VM of JOB is done or failed; exit with the most severe VM exit code."""
     _fleet()
-    from vcbproxy.fleet import broker as fleet_broker
+    from vcbproxy.fleet import broker as fleet_broker  # the fleet extra
 
     url = fleet_broker.check_url(broker)
     deadline = time.monotonic() + timeout if timeout is not None else None

@@ -22,6 +22,7 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from vcbproxy import errors
+from vcbproxy.fleet import worker
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ def configure(
 @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def fleet_vm(self, request: dict) -> dict:
     """Export or back up one VM on this proxy (vcbproxy.fleet.worker.run)."""
-    from vcbproxy.fleet import worker  # the worker's own context lives there
-
     try:
         return worker.run(request, delivery=self.request.id)
     except worker.Busy as busy:

@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 
 from vcbproxy import errors
 from vcbproxy.fleet import broker
+from vcbproxy.fleet.app import TASK, app
 from vcbproxy.fleet.store import JobSpec, Store, VmState
 from vcbproxy.jobs.inventory import matching_vms
 from vcbproxy.models import VmRef
@@ -58,7 +59,6 @@ def expand(template: str, vm: VmRef, job: str, taken: set[str]) -> str:
 
 def submit(url: str, session, selector: Selector, sub: Submission) -> tuple[JobSpec, list[VmState]]:
     """Record the job and queue one task per VM; the job and its VMs' first states."""
-    from vcbproxy.fleet.app import TASK, app  # Celery: loaded with the fleet commands
     from vcbproxy.vsphere.placement import placements  # pyVmomi
 
     r = broker.ping(url)

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import random
@@ -190,8 +192,6 @@ def _quietly(fn) -> None:
 
 
 def _as_dict(state: VmState) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(state)
 
 
@@ -310,8 +310,6 @@ def _clean_dead_attempts(session, r, vm, request: dict, target: Path) -> None:
 
 
 def _marker_pid(path: Path) -> int | None:
-    import json
-
     try:
         return int(json.loads(path.read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
