@@ -137,13 +137,24 @@ def test_a_proxy_killed_mid_export_has_its_vm_finished_by_another(
     # Slow enough that an export is still copying when its proxy is killed.
     lab_client.set_faults(host_throttle_bps=1 << 20)
     for name in ("proxy1", "proxy2", "proxy3"):
-        fleet.start(name, *FAST)
+        # A visibility timeout well past the lease, so the lost VM is seen before it moves.
+        fleet.start(name, *FAST, "--visibility-timeout", "25")
     job = fleet.submit("powerstate:on", "--mount", "{vm}-fullVM", "--format", "flat", *LIMITS)
     victim = wait_for(
         lambda: running_with_snapshot(fleet, job, lab_client), 120, "a running export"
     )
     fleet.kill(victim["proxy"])
     killed_at = time.monotonic()
+    # Until the VM is handed on, its status says that its proxy stopped renewing its lease.
+    lost = wait_for(
+        lambda: next(
+            (s for s in fleet.status(job) if s["vm"] == victim["vm"] and s["message"]), None
+        ),
+        60,
+        "the dead proxy's VM reported",
+    )
+    assert lost["state"] == "running" and lost["proxy"] == victim["proxy"], lost
+    assert "stopped renewing its lease" in lost["message"], lost
 
     res = fleet.cli("wait", job, "--json", "--timeout", "240")
     states = {s["vm"]: s for s in json.loads(res.out or "[]")}

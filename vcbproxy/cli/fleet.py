@@ -312,7 +312,7 @@ def _line(s) -> str:
     if s.state == "failed":
         return f"{s.name} ({s.vm}): failed{where}, exit {s.code}: {s.message}"
     if s.state == "running":
-        return f"{s.name} ({s.vm}): running{where}"
+        return f"{s.name} ({s.vm}): running{where}" + (f" ({s.message})" if s.message else "")
     return f"{s.name} ({s.vm}): queued" + (f" ({s.message})" if s.message else "")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from vcbproxy import errors
-from vcbproxy.fleet.leases import PREFIX
+from vcbproxy.fleet.leases import PREFIX, alive_key
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 FINAL = (DONE, FAILED)
@@ -49,6 +49,7 @@ class VmState:
     code: int | None = None  # exit code once done or failed
     message: str = ""  # the one-line error, a warning, or why it waits
     attempts: int = 0
+    attempt: str = ""  # the running attempt's id (alive in Redis while it renews its key)
     updated: float = field(default_factory=time.time)
 
     @property
@@ -106,10 +107,19 @@ class Store:
         return JobSpec(**json.loads(raw))
 
     def states(self, job: str) -> list[VmState]:
+        """Every VM's state; a running one whose proxy stopped renewing its attempt's key
+        (the proxy died) says so, until the VM is handed to another proxy."""
         raw = self.r.hgetall(_job_key(job) + ":vms")
-        return sorted(
+        states = sorted(
             (VmState.from_json(str(v)) for v in raw.values()), key=lambda s: (s.name, s.vm)
         )
+        for s in states:
+            if s.state == RUNNING and s.attempt and not self.r.exists(alive_key(s.attempt)):
+                s.message = (
+                    f"{s.proxy} stopped renewing its lease (dead?); the VM goes to another "
+                    f"proxy after the visibility timeout"
+                )
+        return states
 
     def state(self, job: str, vm: str) -> VmState | None:
         raw = self.r.hget(_job_key(job) + ":vms", vm)

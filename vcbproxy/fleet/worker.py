@@ -144,7 +144,15 @@ def run(request: dict, *, delivery: str) -> dict:
     owner = f"{ctx.name}/{socket.gethostname()}/{os.getpid()}/{attempt}"
     lease = VmLease(r, vm_lock_key(request["server"], vm_id), owner, ctx.lease_seconds)
     if not patient("locking the VM", lease.acquire):
-        _busy(ctx, store, job, state, f"waiting: the VM is held by {lease.holder()}")
+        # A VM another proxy runs keeps its "running" state; a queued one says why it waits.
+        _busy(
+            ctx,
+            store,
+            job,
+            state,
+            f"waiting: the VM is held by {lease.holder()}",
+            record=state.state == QUEUED,
+        )
     alive = AliveKey(r, attempt, ctx.lease_seconds)
     try:
         patient("registering the attempt", alive.acquire)
@@ -164,6 +172,7 @@ def run(request: dict, *, delivery: str) -> dict:
             try:
                 state.state, state.proxy, state.message = RUNNING, ctx.name, ""
                 state.attempts += 1
+                state.attempt = attempt
                 patient("recording the start", lambda: store.put(job, state))
                 outcome = _run_job(ctx, r, request, state, sems, attempt)
             finally:
@@ -176,9 +185,12 @@ def run(request: dict, *, delivery: str) -> dict:
         _quietly(lease.release)
 
 
-def _busy(ctx: WorkerContext, store: Store, job: str, state: VmState, why: str):
-    state.state, state.message = QUEUED, why
-    _quietly(lambda: store.put(job, state))
+def _busy(
+    ctx: WorkerContext, store: Store, job: str, state: VmState, why: str, *, record: bool = True
+):
+    if record:
+        state.state, state.message = QUEUED, why
+        _quietly(lambda: store.put(job, state))
     # Wait a moment (jittered, so proxies do not retry in step) before going back to the queue.
     time.sleep(ctx.busy_wait * random.uniform(0.5, 1.5))
     raise Busy(f"{state.name}: {why}")
