@@ -85,3 +85,17 @@ def test_the_fleet_says_whether_a_snapshots_owner_on_another_proxy_is_gone(r):
     other = ownership.Owner("proxy-elsewhere", 4242, 1.0, "abcdef012345")
     assert FleetLiveness(r).alive(other) is None
     assert not ownership.may_remove(f"x; {other.tag()}", now, liveness=liveness).removable
+
+
+def test_a_heartbeat_notices_when_another_proxy_took_the_vm(r):
+    lease = VmLease(r, "k:vm3", "proxy1/a", TTL)
+    assert lease.acquire()
+    with Heartbeat(TTL / 4) as beat:
+        beat.add(lease)
+        time.sleep(TTL / 2)
+        assert not beat.lost_vm
+        # The broker was away past the expiry, and proxy2 took the VM meanwhile.
+        r.set("k:vm3", "proxy2/b", px=int(TTL * 5000))
+        time.sleep(TTL / 2)
+        assert beat.lost_vm
+    assert VmLease(r, "k:vm3", "proxy2/b", TTL).holder() == "proxy2/b"

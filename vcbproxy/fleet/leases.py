@@ -220,11 +220,15 @@ class Heartbeat:
     """Renews leases every ``interval`` seconds in a daemon thread while a job runs.
 
     A renewal that fails because Redis is away (a broker restart) is retried at the next
-    beat: the leases outlive a short outage, since their expiry is several beats long.
+    beat: the leases outlive a short outage, since their expiry is several beats long. The
+    VM lock found in another holder's hands (an outage longer than the expiry, and another
+    proxy took the VM meanwhile) sets ``lost_vm``: the job's outcome is then the other's to
+    record.
     """
 
     def __init__(self, interval: float):
         self.interval = interval
+        self.lost_vm = False
         self._leases: list[VmLease | Semaphores | AliveKey] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-heartbeat", daemon=True)
@@ -250,5 +254,7 @@ class Heartbeat:
                 try:
                     if not lease.renew():
                         log.warning("a fleet lease was lost and could not be taken again")
+                        if isinstance(lease, VmLease):
+                            self.lost_vm = True
                 except (redis_errors.RedisError, OSError) as exc:
                     log.warning("cannot renew fleet leases (broker away?): %s", exc)

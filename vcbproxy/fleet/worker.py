@@ -178,6 +178,11 @@ def run(request: dict, *, delivery: str) -> dict:
             finally:
                 heartbeat.remove(sems)
                 _quietly(sems.release)
+            if heartbeat.lost_vm:
+                # Another proxy holds the VM now (the broker was away longer than the lease):
+                # its attempt records the outcome; this one must not overwrite it.
+                log.error("%s: lost the VM's lock to another proxy; not recording", state.name)
+                return _as_dict(outcome)
             patient("recording the outcome", lambda: store.put(job, outcome))
             return _as_dict(outcome)
     finally:
