@@ -230,3 +230,31 @@ def test_without_checksum_the_copy_is_exact_and_nothing_claims_a_hash(volume, tm
     assert (out / "disk-flat.vmdk").read_bytes() == expected
     assert result.content_sha256 == "" and result.file_sha256 == {}
     assert stats.bytes_read == sum(length for _, length in REGIONS)
+
+
+def test_a_full_staging_disk_met_by_the_kernel_copy_is_a_staging_error(volume, tmp_path):
+    """ENOSPC while SAN mode copies into a flat disk's raw extent (issue 14, item 6) is the
+    staging side's failure, exit 14 naming the directory, not a read error of the datastore.
+    The extent's partial file is a link to /dev/full, where every write fails with ENOSPC as
+    on a full file system (copy_file_range refuses a device: the pread/pwrite path meets it)."""
+    from collections import namedtuple
+
+    from vcbproxy.vmdk.copy import _kernel_copy, _NoHasher
+    from vcbproxy.vmdk.writers import open_writer
+
+    root, _ = volume
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink("/dev/full", out / "d-flat.vmdk.partial")
+    run = namedtuple("Run", "offset length source source_offset")(0, SIZE, "disk", 0)
+    writer = open_writer("flat", out, "d", SIZE)
+    try:
+        with (
+            san(root) as t,
+            t.open(file=DISK) as f,
+            pytest.raises(errors.StagingError, match=rf"staging {out} is full .*d-flat\.vmdk"),
+        ):
+            _kernel_copy(f, writer, run, _NoHasher(), lambda n: None)
+    finally:
+        writer.abort()
+    assert not list(out.iterdir())

@@ -150,6 +150,8 @@ class SanFile:
                 pos += done
                 out += done
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # the staging side is full: the disk writer says so (exit 14), not a read error
             raise self._read_error(pos, exc) from exc
         copied = pos - offset
         self._stats.add(bytes_read=copied, requests=1, seconds=time.monotonic() - started)

@@ -182,7 +182,10 @@ def _kernel_copy(source, writer, run: Run, hasher, advance: Callable[[int], None
     pos, end = run.offset, run.offset + run.length
     while pos < end:
         n = min(KERNEL_PIECE, end - pos)
-        done = source.copy_to_fd(fd, run.source_offset + (pos - run.offset), n, pos)
+        try:
+            done = source.copy_to_fd(fd, run.source_offset + (pos - run.offset), n, pos)
+        except OSError as exc:  # only the writing side's errors come through as OSError
+            raise writer.staging_error(exc) from exc
         if done != n:
             raise VmdkError(
                 f"short read from {run.source}: got {pos + done - run.offset} of {run.length} bytes"

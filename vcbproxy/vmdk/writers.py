@@ -154,13 +154,14 @@ class DiskWriter(ABC):
             try:
                 self._write(offset, data)
             except OSError as exc:
-                raise self._staging_error(exc) from exc
+                raise self.staging_error(exc) from exc
         self._next = offset + len(data)
 
-    def _staging_error(self, exc: OSError) -> StagingError:
-        """What the staging directory could not take, for someone who must make room: the
-        directory, the file, and how much more this disk needs (a full staging disk is an
-        operating condition, exit 14, not a bug)."""
+    def staging_error(self, exc: OSError) -> StagingError:
+        """A failure to write this disk (``exc``, also from a kernel copy into :attr:`raw_fd`)
+        as the error to report: for a full staging disk, what someone who must make room needs
+        to know (the directory, the file, how much more this disk needs); it is an operating
+        condition, exit 14, not a bug."""
         name = self._names[-1] if self._names else self.basename
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             try:
@@ -183,7 +184,7 @@ class DiskWriter(ABC):
         try:
             self._copied(length)
         except OSError as exc:
-            raise self._staging_error(exc) from exc
+            raise self.staging_error(exc) from exc
 
     def _copied(self, length: int) -> None:  # noqa: B027 (optional hook, not abstract)
         """After :meth:`copied`: the writer's bookkeeping (a flat disk's early writeback)."""
@@ -210,7 +211,7 @@ class DiskWriter(ABC):
                     os.replace(self._partial(name), self.directory / name)
                 _fsync_dir(self.directory)
             except OSError as exc:
-                raise self._staging_error(exc) from exc
+                raise self.staging_error(exc) from exc
         except BaseException:
             self.abort()
             raise
