@@ -8,6 +8,7 @@ memory comes from ``os.wait4`` on that one child, so other children (curl, cp) n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ VM = "files01"
 # The san section's mostly-empty disk: a VM of its own with one large disk (bench.py adds it
 # to the lab only when that section runs).
 EMPTY_VM = "empty01"
+# The govmomi cbt section's disk: ~40 % allocated, changed block tracking on while measured.
+CBT_VM = "cbt01"
 # What an export reads from the VM's directory (the lab's .labjournal is lab bookkeeping).
 VM_FILE_SUFFIXES = (".vmx", ".nvram", ".log", ".vmdk")
 
@@ -39,13 +42,16 @@ def log(msg: str) -> None:
 
 
 class Run(NamedTuple):
-    """One finished process: exit code, wall seconds, peak RSS in bytes, its output."""
+    """One finished process: exit code, wall seconds, peak RSS in bytes, its output, and the
+    wall clock (``time.time()``) at its start and end, to place its own timestamps."""
 
     code: int
     seconds: float
     max_rss: int
     out: str
     err: str
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
 def run_measured(
@@ -58,48 +64,84 @@ def run_measured(
     """Run ``argv`` to completion; wall time and the child's own peak RSS (``wait4``)."""
     err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vcbbench-{os.getpid()}.err"
     with open(stdout_path, "wb") as out, open(err_path, "wb") as err:
+        started_at = time.time()
         started = time.perf_counter()
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
+        ended_at = time.time()
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     text = err_path.read_text(errors="replace")
     err_path.unlink()
     out_text = ""
     if str(stdout_path) != os.devnull and Path(stdout_path).stat().st_size <= 1 << 20:
         out_text = Path(stdout_path).read_text(errors="replace")  # not a data sink
-    return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text)
+    return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text, started_at, ended_at)
 
 
-def mount(info: dict, out_dir: Path, *args: str, vm: str = VM) -> tuple[Run, dict]:
-    """``vcbproxy mount -a name:<vm> -r out_dir -q <args>``; (run, its vcbproxy.json).
+class Export(NamedTuple):
+    """One ``vcbproxy mount`` process: the run, each exported VM's vcbproxy.json, and when
+    the data flowed (from its ``--json`` progress lines, wall clock like ``Run.started_at``)."""
 
-    ``out_dir`` is removed first, and the export itself afterwards (only its JSON is kept):
-    a 1 GiB export per measurement would otherwise fill the temp dir.
+    run: Run
+    metas: list[dict]
+    first_byte: float  # the first progress line of any disk: its first chunk arrived
+    last_byte: float  # the last progress line that completed a disk
+
+    @property
+    def before_data(self) -> float:
+        """Seconds from process start to the first disk byte."""
+        return self.first_byte - self.run.started_at
+
+    @property
+    def after_data(self) -> float:
+        """Seconds from the last disk byte to process exit."""
+        return self.run.ended_at - self.last_byte
+
+    @property
+    def copy(self) -> float:
+        return sum(d["seconds"] for m in self.metas for d in m["disks"] if not d.get("skipped"))
+
+    @property
+    def sync(self) -> float:
+        return sum(d.get("sync_seconds", 0) for m in self.metas for d in m["disks"])
+
+
+def export_run(env: dict, out_dir: Path, selector: str, *args: str) -> Export:
+    """``vcbproxy mount -a <selector> -r out_dir --json <args>``, credentials in ``env``.
+
+    ``out_dir`` is removed first, and the export itself afterwards (only the JSON files are
+    kept): a 1 GiB export per measurement would otherwise fill the temp dir. JSON progress
+    (at most 4 lines a second per disk) costs nothing measurable and says when data flowed.
     """
     shutil.rmtree(out_dir, ignore_errors=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "vcbproxy",
-        "mount",
-        "-a",
-        f"name:{vm}",
-        "-r",
-        str(out_dir),
-        "-q",
-        *args,
-    ]
-    run = run_measured(argv, env=cli_env(info), cwd=ROOT)
+    argv = [sys.executable, "-m", "vcbproxy", "mount", "-a", selector, "-r", str(out_dir)]
+    lines = out_dir.with_name(out_dir.name + ".jsonl")
+    run = run_measured([*argv, "--json", *args], env=env, cwd=ROOT, stdout_path=lines)
     if run.code != 0:
         raise SystemExit(
             f"bench: vcbproxy mount {' '.join(args)} exited {run.code}:\n{run.err[-3000:]}"
         )
-    meta = json.loads((out_dir / "vcbproxy.json").read_text())
+    events = [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]
+    lines.unlink()
+    progress = [e for e in events if e.get("event") == "progress"]
+    if not progress:
+        raise SystemExit(f"bench: vcbproxy mount {' '.join(args)} reported no progress")
+    done = [e["time"] for e in progress if e["done"] >= e["total"]]
+    metas = [json.loads(p.read_text()) for p in sorted(out_dir.rglob("vcbproxy.json"))]
     shutil.rmtree(out_dir, ignore_errors=True)
-    return run, meta
+    return Export(run, metas, min(e["time"] for e in progress), max(done or [progress[-1]["time"]]))
+
+
+def mount(
+    info: dict, out_dir: Path, *args: str, vm: str = VM, env: dict | None = None
+) -> tuple[Run, dict]:
+    """``vcbproxy mount -a name:<vm>`` of one VM (see ``export_run``); (run, its
+    vcbproxy.json, with the export's ``before_data``/``after_data`` seconds added)."""
+    e = export_run(env or cli_env(info), out_dir, f"name:{vm}", *args)
+    return e.run, {**e.metas[0], "_before_data": e.before_data, "_after_data": e.after_data}
 
 
 def best_mount(info: dict, out_dir: Path, repeat: int, *args: str, vm: str = VM) -> dict:
@@ -161,6 +203,28 @@ def mount_entry(
         f"{mib(total / m['wall']):.0f} MiB/s"
     )
     return entry
+
+
+@contextlib.contextmanager
+def cbt_enabled(info: dict, vm: str = VM):
+    """Changed block tracking on for ``vm`` while the block runs (``vcbproxy cbt``), so an
+    export reads only what the allocation map says; off again afterwards, so other sections
+    keep measuring whole-disk reads."""
+
+    def cbt(action: str) -> None:
+        run = run_measured(
+            [sys.executable, "-m", "vcbproxy", "cbt", action, "-a", f"name:{vm}"],
+            env=cli_env(info),
+            cwd=ROOT,
+        )
+        if run.code:
+            raise SystemExit(f"bench: vcbproxy cbt {action} exited {run.code}: {run.err[-2000:]}")
+
+    cbt("enable")
+    try:
+        yield
+    finally:
+        cbt("disable")
 
 
 def vm_files(info: dict, vm: str = VM) -> tuple[str, list[Path]]:

@@ -19,7 +19,6 @@ Peak RSS of every mount is recorded too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -31,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     EMPTY_VM,
-    ROOT,
     VM,
     best_mount,
-    cli_env,
+    cbt_enabled,
     log,
     mib,
     mount_entry,
@@ -314,24 +312,6 @@ def bench_ssh(b) -> dict:
             rows.append((f"mount -m ssh, {label}", total / m["wall"], e["ratio_wall"]))
     result["rows"] = rows
     return result
-
-
-@contextlib.contextmanager
-def cbt_enabled(info: dict):
-    def cbt(action: str) -> None:
-        run = run_measured(
-            [sys.executable, "-m", "vcbproxy", "cbt", action, "-a", f"name:{VM}"],
-            env=cli_env(info),
-            cwd=ROOT,
-        )
-        if run.code:
-            raise SystemExit(f"bench: vcbproxy cbt {action} exited {run.code}: {run.err[-2000:]}")
-
-    cbt("enable")
-    try:
-        yield
-    finally:
-        cbt("disable")
 
 
 def _quote(path: str) -> str:

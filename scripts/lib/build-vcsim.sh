@@ -4,16 +4,18 @@
 # (GOPROXY=off), so they are exactly what Debian ships:
 #   vcsim    tests/interop/vcsim/main.go     govmomi's vCenter simulator (the default)
 #   battery  tests/interop/govmomi/main.go   a govmomi client doing what backup tools do
-# A binary goes to tests/interop/<dir>/build/<name> and is rebuilt only when the sources,
-# the govmomi package or Go changed (a stamp beside it). Prints the binary's path.
-# Run it (`build-vcsim.sh [vcsim|battery]`), or source it and call build_vcsim/build_battery.
+#   peer     scripts/bench_peers/govmomi/main.go  the bench's govmomi download/export peer
+# A binary goes to <dir>/build/<name> and is rebuilt only when the sources, the govmomi
+# package or Go changed (a stamp beside it). Prints the binary's path.
+# Run it (`build-vcsim.sh [vcsim|battery|peer]`), or source it and call build_vcsim,
+# build_battery or build_peer.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
-# build_go_peer NAME DIR: build tests/interop/DIR/*.go into tests/interop/DIR/build/NAME.
+# build_go_peer NAME DIR: build DIR/*.go (DIR relative to the checkout) into DIR/build/NAME.
 build_go_peer() {
     apt_need golang-go golang-github-vmware-govmomi-dev
-    local name="$1" src="$ROOT/tests/interop/$2"
+    local name="$1" src="$ROOT/$2"
     local out="$src/build"
     local bin="$out/$name"
     local stamp
@@ -34,13 +36,15 @@ build_go_peer() {
     echo "$bin"
 }
 
-build_vcsim() { build_go_peer vcsim vcsim; }
-build_battery() { build_go_peer battery govmomi; }
+build_vcsim() { build_go_peer vcsim tests/interop/vcsim; }
+build_battery() { build_go_peer battery tests/interop/govmomi; }
+build_peer() { build_go_peer govmomi-peer scripts/bench_peers/govmomi; }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     case "${1:-vcsim}" in
         vcsim) build_vcsim ;;
         battery) build_battery ;;
-        *) echo "usage: $0 [vcsim|battery]" >&2; exit 2 ;;
+        peer) build_peer ;;
+        *) echo "usage: $0 [vcsim|battery|peer]" >&2; exit 2 ;;
     esac
 fi

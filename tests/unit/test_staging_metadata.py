@@ -46,6 +46,7 @@ def sample() -> ExportMetadata:
         ],
         transport=TransportRecord(mode="nbdssl", bytes_read=5, requests=2, retries=0),
         format_written="2gbsparse",
+        timings={"snapshot_create": 0.5, "snapshot_remove": 0.25},
         warnings=["scsi0:1 skipped"],
         server="vc:443",
         proxy_host="proxy",
@@ -70,6 +71,7 @@ def test_written_as_format_1_field_for_field(tmp_path):
         "finished",
         "seconds",
         "snapshot_seconds",
+        "timings",
         "warnings",
     ]
     assert data["format"] == "vcbproxy-export/1"

@@ -117,6 +117,8 @@ class ExportMetadata:
     finished: str = ""
     seconds: float = 0.0
     snapshot_seconds: float = 0.0  # how long the VM ran on the backup snapshot
+    # seconds of the steps around the copy that the server does: {"snapshot_create": s, ...}
+    timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     server: str = ""  # "host:port"
     proxy_host: str = ""
@@ -146,6 +148,7 @@ class ExportMetadata:
             "finished": self.finished,
             "seconds": self.seconds,
             "snapshot_seconds": self.snapshot_seconds,
+            "timings": dict(self.timings),
             "warnings": list(self.warnings),
         }
 
@@ -171,6 +174,7 @@ class ExportMetadata:
                         "finished",
                         "seconds",
                         "snapshot_seconds",
+                        "timings",
                         "warnings",
                         "server",
                         "proxy_host",

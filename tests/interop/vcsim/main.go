@@ -136,11 +136,15 @@ func main() {
 	certPath := flag.String("cert-file", "", "write the server certificate (PEM) here")
 	datacenters := flag.Int("datacenters", 1, "datacenters in the VPX model, each with its own LocalDS_0")
 	folders := flag.Int("folders", 0, "how many of the datacenters sit inside a datacenter folder (F0, ...)")
+	machines := flag.Int("machines", 0, "VMs per standalone host and per cluster (0: the VPX model's 2)")
 	flag.Parse()
 
 	model := simulator.VPX()
 	model.Datacenter = *datacenters
 	model.Folder = *folders
+	if *machines > 0 { // scripts/bench exports 8 VMs at once
+		model.Machine = *machines
+	}
 	defer model.Remove() // the datastores' temporary directories
 	if err := model.Create(); err != nil {
 		log.Fatalf("vcsim: creating the VPX model: %v", err)

@@ -109,6 +109,7 @@ def export_vm(
 
                 snap_started = time.monotonic()
                 snapshot = job_snapshot.take_backup(options)
+                timings = {"snapshot_create": round(time.monotonic() - snap_started, 3)}
                 export_dir.record_snapshot(snapshot.moref)
                 config_files, disks = vm_files.vm_files_at_snapshot(session, vm, snapshot)
 
@@ -144,7 +145,9 @@ def export_vm(
                     served_by = dict(transport.served_by)
                     stats = transport.stats
 
+                removing = time.monotonic()
                 job_snapshot.remove(result)
+                timings["snapshot_remove"] = round(time.monotonic() - removing, 3)
                 meta = ExportMetadata(
                     vm=VmRecord.of(vm),
                     snapshot=SnapshotRecord.of(snapshot),
@@ -154,6 +157,7 @@ def export_vm(
                     checksum=options.checksum,
                     started=datetime.fromtimestamp(started, UTC).isoformat(),
                     snapshot_seconds=round(time.monotonic() - snap_started, 3),
+                    timings=timings,
                     warnings=result.warnings,
                     server=f"{session.host}:{session.port}",
                     proxy_host=socket.gethostname(),
