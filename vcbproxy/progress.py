@@ -13,12 +13,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from vcbproxy.errors import UsageError
 from vcbproxy.lines import escape
 from vcbproxy.staging.space import human_size
+
+if TYPE_CHECKING:  # imported by BarProgress only: ~30 ms that quiet and JSON runs never need
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,8 @@ class BarProgress(Progress):
         self._next_position = 1
 
     def _bar(self, **kwargs) -> tqdm:
+        from tqdm import tqdm
+
         return tqdm(
             file=self.stream,
             unit="B",
@@ -259,4 +263,6 @@ class BarProgress(Progress):
             self._total_bar.close()
 
     def _write(self, text: str) -> None:
+        from tqdm import tqdm
+
         tqdm.write(text, file=self.stream)
