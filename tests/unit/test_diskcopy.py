@@ -186,3 +186,41 @@ def test_coalesce_fills_holes_shorter_than_a_request():
     assert coalesce(areas, 50) == [(0, 50), (100, 1)]
     assert coalesce(areas, 51) == [(0, 101)]
     assert coalesce([], 10) == []
+
+
+def _copy_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("diskcopy-")]
+
+
+def test_a_failing_write_stops_the_copy_and_its_threads():
+    # The writer runs in a thread of its own: its error must still end the copy, in the
+    # copying thread, and no thread may be left behind.
+    class FailingWriter(MemoryWriter):
+        def write(self, offset, data):
+            if offset >= 8192:
+                raise OSError(28, "No space left on device")
+            super().write(offset, data)
+
+    blob = os.urandom(1 << 20)
+    with pytest.raises(OSError, match="No space"):
+        copy_runs(
+            [Run(0, 1 << 20, "a", 0)],
+            stream_of({"a": blob}),
+            FailingWriter(1 << 20),
+            capacity=1 << 20,
+        )
+    assert _copy_threads() == []
+
+
+def test_every_write_has_landed_when_the_copy_returns():
+    # close() follows copy_runs at once (fsync, rename): the background writer must be done.
+    class SlowWriter(MemoryWriter):
+        def write(self, offset, data):
+            time.sleep(0.001)
+            super().write(offset, data)
+
+    blob = os.urandom(256 << 10)
+    writer = SlowWriter(len(blob))
+    copy_runs([Run(0, len(blob), "a", 0)], stream_of({"a": blob}), writer, capacity=len(blob))
+    assert bytes(writer.data) == blob
+    assert _copy_threads() == []

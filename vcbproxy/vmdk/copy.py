@@ -44,41 +44,94 @@ class DiskCopyResult:
     file_sha256: dict[str, str] = field(default_factory=dict)
 
 
-class _BackgroundHasher:
-    """SHA-256 in a worker thread, fed through a small bounded queue.
+class _Worker:
+    """A daemon thread applying :meth:`_handle` to items of a small bounded queue, in order.
 
-    ``hashlib`` releases the GIL while it hashes a buffer larger than 2 KiB, so while the
-    worker hashes one chunk the copying thread reads the next (socket reads, TLS or SSH
-    decryption) and writes it: reading, hashing and writing overlap instead of taking
-    turns. ``put`` blocks when the queue is full, which keeps memory bounded.
-    Chunks must not change after ``put``: transports yield immutable ``bytes``.
+    ``put`` blocks when the queue is full, which keeps memory bounded. A failure in the
+    worker is raised again in the producing thread at its next ``put`` or at :meth:`finish`;
+    after one the worker drains the queue without handling, so ``put`` never blocks on a
+    dead worker. Items must not change after ``put``: transports yield immutable ``bytes``.
     """
 
+    name = "diskcopy-worker"
+
     def __init__(self, depth: int = HASH_QUEUE_DEPTH):
-        self._hasher = hashlib.sha256()
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._abandoned = False
         # A daemon: if the copying thread dies without closing us, exit is not held up.
-        self._thread = threading.Thread(target=self._run, name="diskcopy-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
+
+    def _handle(self, item) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None or self._abandoned:
-                continue  # keep draining so that put() never blocks on a dead worker
             try:
-                if isinstance(item, int):
-                    self._zeros(item)
-                elif isinstance(item, tuple):
-                    self._from_fd(*item)
-                else:
-                    self._hasher.update(item)
+                if item is None:
+                    return
+                if self._error is None and not self._abandoned:
+                    self._handle(item)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the copying thread
                 self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def put(self, item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def drain(self) -> None:
+        """Wait until every item given so far is handled; raise what the worker met."""
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def finish(self) -> None:
+        """Wait for the queued items and stop the worker; raise what it met."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self, *, abandon: bool = False) -> None:
+        """Stop the worker (idempotent); ``abandon`` drops what is still queued."""
+        if abandon:
+            self._abandoned = True
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abandon=exc_type is not None)
+
+
+class _BackgroundHasher(_Worker):
+    """SHA-256 in a worker thread.
+
+    ``hashlib`` releases the GIL while it hashes a buffer larger than 2 KiB, so while the
+    worker hashes one chunk the copying thread reads the next (socket reads, TLS or SSH
+    decryption) and writes it: reading, hashing and writing overlap instead of taking turns.
+    """
+
+    name = "diskcopy-sha256"
+
+    def __init__(self, depth: int = HASH_QUEUE_DEPTH):
+        self._hasher = hashlib.sha256()
+        super().__init__(depth)
+
+    def _handle(self, item) -> None:
+        if isinstance(item, int):
+            self._zeros(item)
+        elif isinstance(item, tuple):
+            self._from_fd(*item)
+        else:
+            self._hasher.update(item)
 
     def _zeros(self, length: int) -> None:
         # A zero run can be most of a large disk: stop early when the copy was abandoned,
@@ -105,38 +158,46 @@ class _BackgroundHasher:
     def update(self, data) -> None:
         if not isinstance(data, bytes):
             data = bytes(data)  # a reused buffer could change before the worker reads it
-        self._queue.put(data)
+        self.put(data)
 
     def zeros(self, length: int) -> None:
         if length > 0:
-            self._queue.put(length)
+            self.put(length)
 
     def from_fd(self, fd: int, offset: int, length: int) -> None:
         """Hash ``length`` bytes of ``fd`` at ``offset``; the fd must stay open until
         :meth:`hexdigest` or :meth:`close` returns."""
         if length > 0:
-            self._queue.put((fd, offset, length))
+            self.put((fd, offset, length))
 
     def hexdigest(self) -> str:
         """Wait for the queued chunks; the digest of everything given."""
-        self.close()
-        if self._error is not None:
-            raise self._error
+        self.finish()
         return self._hasher.hexdigest()
 
-    def close(self, *, abandon: bool = False) -> None:
-        """Stop the worker (idempotent); ``abandon`` drops what is still queued."""
-        if abandon:
-            self._abandoned = True
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
 
-    def __enter__(self) -> _BackgroundHasher:
-        return self
+class _BackgroundWriter(_Worker):
+    """The disk writer's ``write`` in a worker thread, chunks in order.
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(abandon=exc_type is not None)
+    Writing (zero detection, ``pwrite`` into the page cache, sparse grain tables) takes the
+    copying thread away from the socket; with a writer of its own it goes on reading, so
+    the host keeps sending while the staged disk is written. A slow staging file system
+    (page cache under pressure, early writeback) then no longer stalls the transfer.
+    Whoever uses the writer directly (a kernel copy, ``close``) calls :meth:`drain` or
+    :meth:`finish` first.
+    """
+
+    name = "diskcopy-write"
+
+    def __init__(self, writer, depth: int = HASH_QUEUE_DEPTH):
+        self.writer = writer
+        super().__init__(depth)
+
+    def _handle(self, item) -> None:
+        self.writer.write(*item)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.put((offset, data))
 
 
 class _NoHasher:
@@ -172,13 +233,17 @@ def _known_file_hashes(writer, result: DiskCopyResult) -> dict[str, str]:
     return {flat_name: result.content_sha256} if flat_name and result.content_sha256 else {}
 
 
-def _kernel_copy(source, writer, run: Run, hasher, advance: Callable[[int], None]) -> bool:
+def _kernel_copy(
+    source, writer, run: Run, hasher, advance: Callable[[int], None], *, before=lambda: None
+) -> bool:
     """Copy ``run`` with the source's kernel path into the writer's raw extent, if both
     have one (a SAN file into a flat disk): the bytes never pass through Python, and the
-    hash worker reads them back from the page cache. False if the path does not apply."""
+    hash worker reads them back from the page cache. False if the path does not apply.
+    ``before`` runs first when it does (the background writer's writes must land first)."""
     fd = writer.raw_fd
     if fd is None or not hasattr(source, "copy_to_fd"):
         return False
+    before()
     pos, end = run.offset, run.offset + run.length
     while pos < end:
         n = min(KERNEL_PIECE, end - pos)
@@ -218,7 +283,7 @@ def copy_runs(
     started = time.monotonic()
     position = 0
     open_file = getattr(stream_of, "open", None)
-    with _hasher(checksum) as hasher:
+    with _hasher(checksum) as hasher, _BackgroundWriter(writer) as background:
         for run in skip_holes(runs, open_file):
             if run.offset != position:
                 raise VmdkError(f"disk map has a gap at {position} (next run at {run.offset})")
@@ -227,14 +292,16 @@ def copy_runs(
                 result.bytes_zero += run.length
                 advance(run.length)
             elif open_file is not None and _kernel_copy(
-                open_file(run.source), writer, run, hasher, advance
+                open_file(run.source), writer, run, hasher, advance, before=background.drain
             ):
                 result.bytes_read += run.length
             else:
                 offset = run.offset
                 for chunk in stream_of(run.source, run.source_offset, run.length):
+                    if not isinstance(chunk, bytes):
+                        chunk = bytes(chunk)  # a reused buffer could change before the workers read it
                     hasher.update(chunk)
-                    writer.write(offset, chunk)
+                    background.write(offset, chunk)
                     offset += len(chunk)
                     advance(len(chunk))
                 if offset != run.offset + run.length:
@@ -245,6 +312,7 @@ def copy_runs(
             position = run.offset + run.length
         if position != capacity:
             raise VmdkError(f"disk map covers {position} of {capacity} bytes")
+        background.finish()
         result.content_sha256 = hasher.hexdigest()
     result.file_sha256 = _known_file_hashes(writer, result)
     result.seconds = time.monotonic() - started
