@@ -299,7 +299,8 @@ def copy_runs(
                 offset = run.offset
                 for chunk in stream_of(run.source, run.source_offset, run.length):
                     if not isinstance(chunk, bytes):
-                        chunk = bytes(chunk)  # a reused buffer could change before the workers read it
+                        # a reused buffer could change before the workers read it
+                        chunk = bytes(chunk)
                     hasher.update(chunk)
                     background.write(offset, chunk)
                     offset += len(chunk)
