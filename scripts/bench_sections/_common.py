@@ -52,6 +52,7 @@ class Run(NamedTuple):
     err: str
     started_at: float = 0.0
     ended_at: float = 0.0
+    cpu: float = 0.0  # user + system seconds of the process (and its waited-for children)
 
 
 def run_measured(
@@ -78,7 +79,14 @@ def run_measured(
     out_text = ""
     if str(stdout_path) != os.devnull and Path(stdout_path).stat().st_size <= 1 << 20:
         out_text = Path(stdout_path).read_text(errors="replace")  # not a data sink
-    return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text, started_at, ended_at)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(code, seconds, usage.ru_maxrss * 1024, out_text, text, started_at, ended_at, cpu)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system seconds a running process (a server: the lab, vcsim) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Export(NamedTuple):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from _common import (  # noqa: E402
     export_run,
     log,
     mib,
+    process_cpu,
     run_measured,
     vm_files,
     warm,
@@ -95,13 +97,20 @@ def rounds(b) -> int:
     return max(3, b.args.repeat)
 
 
-def interleave(n: int, contenders: dict[str, Callable[[int], dict]]) -> dict[str, list[dict]]:
-    """Run every contender once per round, in turn, ``n`` rounds; {name: [result per round]}."""
+def interleave(
+    n: int, contenders: dict[str, Callable[[int], dict]], server_pid: int
+) -> dict[str, list[dict]]:
+    """Run every contender once per round, in turn, ``n`` rounds; {name: [result per round]}.
+    Each result gets ``server_cpu``: the CPU seconds the server process used meanwhile."""
     out: dict[str, list[dict]] = {name: [] for name in contenders}
     for i in range(n):
         load = os.getloadavg()[0]
         for name, fn in contenders.items():
-            out[name].append(fn(i))
+            before = process_cpu(server_pid)
+            result = fn(i)
+            result["server_cpu"] = process_cpu(server_pid) - before
+            result["load"] = load
+            out[name].append(result)
         log(
             f"  round {i + 1}/{n} (load {load:.1f}): "
             + ", ".join(f"{k} {v[-1]['wall']:.2f} s" for k, v in out.items())
@@ -183,6 +192,7 @@ def vcsim_side(b) -> tuple[Endpoint, dict]:
         proc, info = start_vcsim(b.tmp / "vcsim", "-machines", str(VCSIM_MACHINES))
         b.stack.callback(stop_vcsim, proc)
         b._vcsim = vcsim_endpoint(info)
+        b._vcsim_pid = proc.pid
         b._vcsim_ready = set()
     return b._vcsim, endpoint_env(b._vcsim)
 
@@ -250,6 +260,7 @@ def timed_export(env: dict, out: Path, selector: str, *args: str) -> dict:
         "fixed": e.before_data + e.after_data,
         "snapshot_tasks": snapshot,
         "max_rss_mib": mib(e.run.max_rss),
+        "cpu": e.run.cpu,
         "bytes_read": sum(m["transport"]["bytes_read"] for m in e.metas),
         "timings": [m.get("timings", {}) for m in e.metas],
         "sha256": [d.get("content_sha256") for m in e.metas for d in m["disks"]],
@@ -262,6 +273,7 @@ def timed_peer(run, report: dict) -> dict:
         "before_data": report["first_start"],
         "after_data": run.seconds - report["last_end"],
         "max_rss_mib": mib(run.max_rss),
+        "cpu": run.cpu,
         "bytes": sum(f["bytes"] for f in report["files"]),
     }
 
@@ -286,7 +298,16 @@ def rows_of(summary: dict, peer: str, size: int, prefix: str) -> list[tuple[str,
     return rows
 
 
-EXPORT_KEYS = ("wall", "copy", "before_data", "after_data", "fixed", "snapshot_tasks")
+EXPORT_KEYS = (
+    "wall",
+    "copy",
+    "before_data",
+    "after_data",
+    "fixed",
+    "snapshot_tasks",
+    "cpu",
+    "server_cpu",
+)
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -335,6 +356,7 @@ def bench_download(b) -> dict:
                 lab_env, VM, "-m", "nbdssl", "--format", "flat", "--checksum", "none"
             ),
         },
+        b.lab.proc.pid,
     )
     _same_bytes(lab_runs, "govmomi https", "mount nbdssl flat")
     plain = ("govmomi http", "mount nbd flat")
@@ -362,6 +384,7 @@ def bench_download(b) -> dict:
                 vcsim_env, vm, "-m", "nbdssl", "--format", "flat", "--checksum", "none"
             ),
         },
+        b._vcsim_pid,
     )
     _same_bytes(vc_runs, "govmomi https", "mount nbdssl flat")
     vc_sum = summarise(vc_runs, "govmomi https", EXPORT_KEYS)
@@ -416,6 +439,7 @@ def bench_cbt(b) -> dict:
                     env, out / "mount", f"name:{CBT_VM}", "-m", "nbdssl", "--format", "2gbsparse"
                 ),
             },
+            b.lab.proc.pid,
         )
     for name in ("mount nbdssl flat", "mount nbdssl 2gbsparse"):
         if runs[name][0]["bytes_read"] >= size:
@@ -462,6 +486,7 @@ def bench_lease(b) -> dict:
             ),
             "govmomi ExportSnapshot": peer(True),
         },
+        b.lab.proc.pid,
     )
     summary = summarise(runs, "govmomi ExportVm", EXPORT_KEYS)
     summary["mount nfc stream"]["ratio_vs_export_snapshot"] = paired(
@@ -496,7 +521,12 @@ def bench_jobs(b) -> dict:
     out = b.tmp / "jobs"
     out.mkdir(exist_ok=True)
 
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
     def peers(i):
+        cpu = children_cpu()  # the four peers are the only children waited for until below
         procs = []
         started = time.perf_counter()
         for j in range(JOBS):
@@ -511,8 +541,9 @@ def bench_jobs(b) -> dict:
             if p.returncode:
                 raise SystemExit(f"bench: jobs: a govmomi-peer failed: {err.decode()[-2000:]}")
         wall = time.perf_counter() - started
+        cpu = children_cpu() - cpu
         subprocess.run(f"rm -rf {out}/peer-*", shell=True, check=True)
-        return {"wall": wall}
+        return {"wall": wall, "cpu": cpu}
 
     log(f"jobs: vcsim, {len(vms)} VMs of {mib(flat.stat().st_size):.0f} MiB, {JOBS} at once")
     runs = interleave(
@@ -523,8 +554,11 @@ def bench_jobs(b) -> dict:
                 env, out / "mount", "any", "--jobs", str(JOBS), "-m", "nbdssl", "--format", "flat"
             ),
         },
+        b._vcsim_pid,
     )
-    summary = summarise(runs, f"{JOBS} govmomi downloads", ("wall", "copy", "fixed"))
+    summary = summarise(
+        runs, f"{JOBS} govmomi downloads", ("wall", "copy", "fixed", "cpu", "server_cpu")
+    )
     e = summary[f"mount -a any --jobs {JOBS}"]
     log(
         f"jobs: wall {fmt(e['wall'], ' s')}, ratio {fmt(e['ratio'])}, peak RSS {e['max_rss_mib']:.0f} MiB"
