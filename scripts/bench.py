@@ -82,7 +82,14 @@ class Bench:
                 + ") ..."
             )
             self._lab = self.stack.enter_context(
-                start_lab(self.tmp / "lab", disk_size=self.args.disk_size, big_vms=big)
+                # Two 8 GiB disks, 40 % random data each, took over the default minute to
+                # write on 2 shared cores, and the lab was killed before it answered.
+                start_lab(
+                    self.tmp / "lab",
+                    disk_size=self.args.disk_size,
+                    big_vms=big,
+                    startup_timeout=600 if big else 60,
+                )
             )
         return self._lab
 

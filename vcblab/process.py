@@ -63,11 +63,13 @@ def start_lab(
     program: list[str] | None = None,
     env: dict[str, str] | None = None,
     cwd=None,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> LabProcess:
     """Start `python -m vcbproxy lab serve` (the lab lives in vcblab) on `root` and wait for its JSON line.
 
     ``program`` replaces ``python -m vcbproxy`` (an installed ``vcbproxy`` console script),
-    ``env`` the environment, ``cwd`` the directory it runs in."""
+    ``env`` the environment, ``cwd`` the directory it runs in; ``startup_timeout`` how long
+    it may take to write its disks and answer."""
     argv = [
         *(program or [sys.executable, "-m", "vcbproxy"]),
         "lab",
@@ -98,7 +100,7 @@ def start_lab(
     stderr.close()
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+    deadline = time.monotonic() + startup_timeout
     line = b""
     while not line.endswith(b"\n"):
         left = deadline - time.monotonic()
