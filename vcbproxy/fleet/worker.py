@@ -8,7 +8,7 @@
 4. What a dead earlier attempt left is removed, by the ownership rule of
    :mod:`vcbproxy.jobs.ownership`: a ``_VCB-BACKUP_`` snapshot whose owner record names a
    fleet attempt whose key in Redis ran out (it renewed it while it lived), and an
-   unfinished export directory whose process is gone. Any other stale snapshot follows the
+   unfinished export directory whose writer is gone by the same rule. Any other stale snapshot follows the
    job's ``--preexisting-snapshot`` policy.
 5. The export (or CBT backup) runs in this process with the proxy's own staging directory,
    transport and hooks; its outcome (directory or run, exit code, one-line message) goes
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -53,7 +52,7 @@ from vcbproxy.jobs.export import ExportOptions, export_vm
 from vcbproxy.jobs.signals import signals_raise
 from vcbproxy.models import ServerSpec
 from vcbproxy.progress import Progress
-from vcbproxy.staging.exportdir import INCOMPLETE_MARKER, ExportDir
+from vcbproxy.staging.exportdir import INCOMPLETE_MARKER, ExportDir, read_identity
 from vcbproxy.transport import ModeOptions
 
 log = logging.getLogger(__name__)
@@ -304,8 +303,8 @@ def _clean_dead_attempts(session, r, vm, request: dict, target: Path) -> None:
     """Remove what a dead earlier attempt left: a ``_VCB-BACKUP_`` snapshot whose owner is a
     fleet attempt that provably no longer runs (its key in Redis ran out: the ownership rule
     of jobs/ownership.py, with the fleet's answer in front of this host's processes), and an
-    unfinished export directory whose process is gone. Snapshots of other owners are left to
-    the export's own ``--preexisting-snapshot`` handling."""
+    unfinished export directory whose writer is gone by the same rule. Snapshots of other
+    owners are left to the export's own ``--preexisting-snapshot`` handling."""
     from vcbproxy.vsphere import snapshots  # pyVmomi: only once a job runs
 
     liveness = ownership.FirstAnswer(FleetLiveness(r), ownership.LocalProcesses())
@@ -320,24 +319,9 @@ def _clean_dead_attempts(session, r, vm, request: dict, target: Path) -> None:
             )
             snapshots.remove_snapshot(session, snap.moref)
     if request["kind"] == "mount" and (target / INCOMPLETE_MARKER).exists():
-        holder = _marker_pid(target / INCOMPLETE_MARKER)
-        if holder is None or not _pid_alive(holder):
+        # The marker names its writer (jobs/export): the same owner rule as the snapshot's,
+        # so a reused pid is not taken for the writer. A marker that names nobody is debris.
+        owner = ownership.Owner.from_dict((read_identity(target) or {}).get("owner"))
+        if owner is None or liveness.alive(owner) is False:
             log.warning("removing unfinished export %s of a dead earlier attempt", target)
             ExportDir.remove(target)
-
-
-def _marker_pid(path: Path) -> int | None:
-    try:
-        return int(json.loads(path.read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
